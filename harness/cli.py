@@ -1,0 +1,170 @@
+"""The `dia-bench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from harness.errors import UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, no usage block
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dia-bench", description="Measure what makes Dia text-to-speech fast.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="measure one configuration in an isolated worker")
+    run.add_argument("--preset", default="dia-1.6b", help="dia-1.6b (default) or dia-tiny")
+    run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)")
+    run.add_argument("--seconds", type=_positive_float, default=1.0, help="audio to generate per request")
+    run.add_argument("--text", default=None, help="the transcript, with [S1]/[S2] speaker tags")
+    run.add_argument("--batch", type=int, default=1, help="requests generated together")
+    run.add_argument("--repeats", type=int, default=3)
+    run.add_argument("--warmup", type=int, default=1)
+    run.add_argument("--seed", type=int, default=0, help="sampling seed")
+    run.add_argument("--weights-seed", type=int, default=0, help="seed of synthetic weights")
+    run.add_argument("--weights", default=None, help="a directory from DiaForConditionalGeneration.save_pretrained")
+    run.add_argument("--codec-weights", default=None, help="a directory from DacModel.save_pretrained")
+    run.add_argument("--codec", default="transformers", help="codec backend: transformers or descript")
+    run.add_argument("--opt", action="append", default=[], metavar="NAME[=VALUE]",
+                     help="an optimization plugin (repeatable; see `dia-bench plugins`)")
+    run.add_argument("--cfg-scale", type=float, default=3.0)
+    run.add_argument("--temperature", type=float, default=1.8)
+    run.add_argument("--top-p", type=float, default=0.90)
+    run.add_argument("--top-k", type=int, default=45)
+    run.add_argument("--json", dest="json_path", default=None, help="where to write the record")
+    run.add_argument("--save-audio", default=None, help="write the first request's audio as WAV")
+    run.add_argument("--profile", default=None, metavar="DIR", help="trace one extra repeat with torch.profiler")
+    run.add_argument("--timeout", type=float, default=3600.0, help="seconds before the worker is killed")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+
+    env = sub.add_parser("env", help="what this machine offers")
+    env.add_argument("--json", action="store_true")
+
+    plugins = sub.add_parser("plugins", help="list optimization plugins and their availability here")
+    plugins.add_argument("--device", default=None)
+    plugins.add_argument("--json", action="store_true")
+    return parser
+
+
+def _cell_from_args(args: argparse.Namespace):
+    from harness.cell import DEFAULT_TEXT, Cell
+    from harness.devices import check_device, default_device
+
+    cell = Cell(
+        preset=args.preset, device="cpu", plugins=list(args.opt),
+        text=DEFAULT_TEXT if args.text is None else args.text, seconds=args.seconds, batch=args.batch,
+        warmup=args.warmup, repeats=args.repeats, seed=args.seed, weights_seed=args.weights_seed,
+        weights=args.weights, codec_weights=args.codec_weights, codec=args.codec, cfg_scale=args.cfg_scale,
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        profile_dir=str(Path(args.profile).resolve()) if args.profile else None,
+        save_audio=str(Path(args.save_audio).resolve()) if args.save_audio else None,
+    )
+    cell.validate()
+    cell.device = check_device(args.device) if args.device else default_device()
+    return cell
+
+
+def check_cell_inputs(cell) -> None:
+    """Everything the parent can check before a worker starts; raises UsageError."""
+    from harness.codec import CODEC_BACKENDS, import_descript
+    from harness.weights import check_weights_dir
+    from optimizations.registry import resolve
+
+    cell.validate()
+    if cell.codec not in CODEC_BACKENDS:
+        raise UsageError(f"unknown codec backend {cell.codec!r}: choose one of {', '.join(CODEC_BACKENDS)}")
+    if cell.codec == "descript":
+        import_descript()
+    if cell.weights:
+        cell.weights = str(check_weights_dir(cell.weights, "model").resolve())
+    if cell.codec_weights and cell.codec == "transformers":
+        cell.codec_weights = str(check_weights_dir(cell.codec_weights, "codec").resolve())
+    resolve(cell.plugins, cell.device)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.jsonio import write_json_atomic
+    from harness.launcher import run_isolated
+    from harness.summary import print_record
+
+    cell = _cell_from_args(args)
+    check_cell_inputs(cell)
+    json_path = Path(args.json_path or f"bench-results/run-{dt.datetime.now():%Y%m%d-%H%M%S}.json")
+    if json_path.exists() and json_path.is_dir():
+        raise UsageError(f"--json {json_path} is a directory; give a file path")
+    rec = _run_with_progress(cell, args.timeout, quiet=args.quiet)
+    write_json_atomic(json_path, rec)
+    print_record(rec, json_path)
+    return {"ok": EXIT_OK, "skipped": EXIT_SKIPPED}.get(rec["status"], EXIT_FAILED)
+
+
+def _run_with_progress(cell, timeout: float, quiet: bool) -> dict[str, Any]:
+    from rich.console import Console
+
+    from harness.launcher import run_isolated
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        def plain(info: dict[str, Any]) -> None:
+            if not quiet:
+                detail = f" {info['i']}/{info['n']}" if "i" in info else ""
+                console.print(f"[dim]{cell.preset} on {cell.device}: {info['phase']}{detail}[/dim]")
+        return run_isolated(cell, timeout_s=timeout, on_progress=plain)
+    with console.status(f"{cell.preset} on {cell.device}: starting worker") as status:
+        def update(info: dict[str, Any]) -> None:
+            detail = f" {info['i']}/{info['n']}" if "i" in info else ""
+            status.update(f"{cell.preset} on {cell.device}: {info['phase']}{detail}")
+        return run_isolated(cell, timeout_s=timeout, on_progress=update)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from harness.summary import print_env
+
+    print_env(as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from harness.devices import check_device, default_device
+    from harness.summary import print_plugins
+
+    device = check_device(args.device) if args.device else default_device()
+    print_plugins(device, as_json=args.json)
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "env": cmd_env, "plugins": cmd_plugins}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"dia-bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("dia-bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

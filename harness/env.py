@@ -1,0 +1,114 @@
+"""What machine and software a measurement ran on."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import harness
+
+# The features that decide which optimizations can pay off on a CPU.
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "avx_vnni",
+                "amx_bf16", "amx_int8", "amx_tile", "neon", "asimd", "sve")
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The project's commit, where the code runs from a checkout (nox installs it editable)."""
+    here = Path(harness.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("DIA_BENCH_GIT_COMMIT")
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> dict[str, Any]:
+    import cpuinfo
+    import psutil
+
+    info = cpuinfo.get_cpu_info()
+    flags = set(info.get("flags", []))
+    return {
+        "model": info.get("brand_raw") or platform.processor(),
+        "vendor": info.get("vendor_id_raw"),
+        "arch": info.get("arch") or platform.machine(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "logical_cores": psutil.cpu_count(logical=True),
+        "features": {f: f in flags for f in CPU_FEATURES},
+        "flags": sorted(flags),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+    }
+
+
+def gpu_info() -> list[dict[str, Any]]:
+    """Every NVIDIA GPU through NVML; empty where there is no driver."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # NVMLError_LibraryNotFound without a GPU, ImportError without the package
+        return []
+    gpus = []
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
+            gpus.append({
+                "index": i,
+                "name": pynvml.nvmlDeviceGetName(h),
+                "driver": driver,
+                "capability": f"{major}.{minor}",
+                "memory_gb": round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**30, 1),
+            })
+    finally:
+        pynvml.nvmlShutdown()
+    return gpus
+
+
+def software() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "dia_bench": harness.__version__,
+        "git_commit": git_commit(),
+    }
+
+
+def collect(device: str = "cpu") -> dict[str, Any]:
+    import torch
+
+    env: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu": cpu_info(),
+        "gpus": gpu_info(),
+        "software": software(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        idx = torch.device(device).index or 0
+        env["device_name"] = torch.cuda.get_device_name(idx)
+        env["device_capability"] = "{}.{}".format(*torch.cuda.get_device_capability(idx))
+    else:
+        env["device_name"] = env["cpu"]["model"]
+    return env

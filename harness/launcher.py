@@ -1,0 +1,105 @@
+"""Launches a cell in its own Python process and survives whatever happens to it.
+
+A crash, an out-of-memory kill or a timeout in the child becomes a `failed` record with the
+reason; the parent carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.cell import Cell
+from harness.jsonio import read_json, write_json_atomic
+from harness.record import not_ok
+from harness.worker import PROGRESS_PREFIX
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def _signal_reason(code: int) -> str:
+    sig = -code
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = f"signal {sig}"
+    if sig == signal.SIGKILL:
+        return f"worker killed by {name} (out of memory?)"
+    return f"worker crashed with {name}"
+
+
+def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: ProgressFn | None = None,
+                 extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `cell` in a fresh interpreter and return its record (failed if the worker died)."""
+    with tempfile.TemporaryDirectory(prefix="dia-bench-cell-") as tmp:
+        cell_path = Path(tmp) / "cell.json"
+        record_path = Path(tmp) / "record.json"
+        write_json_atomic(cell_path, cell.to_dict())
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.worker", str(cell_path), str(record_path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            start_new_session=True,  # its own process group, so a timeout kills compile workers too
+        )
+        tail: deque[str] = deque(maxlen=40)
+
+        def pump_stderr() -> None:
+            for line in proc.stderr:
+                if line.startswith(PROGRESS_PREFIX):
+                    if on_progress:
+                        try:
+                            on_progress(json.loads(line[len(PROGRESS_PREFIX):]))
+                        except json.JSONDecodeError:
+                            pass
+                else:
+                    tail.append(line.rstrip())
+
+        def pump_stdout() -> None:
+            for line in proc.stdout:
+                tail.append(line.rstrip())
+
+        readers = [threading.Thread(target=f, daemon=True) for f in (pump_stderr, pump_stdout)]
+        for r in readers:
+            r.start()
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except BaseException:  # Ctrl-C in the parent: take the child down with it
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        for r in readers:
+            r.join(timeout=5)
+        wall = time.monotonic() - start
+        stderr_tail = "\n".join(tail)
+
+        if timed_out:
+            rec = not_ok(cell, "failed", f"timed out after {timeout_s:g} s", stderr_tail=stderr_tail)
+        elif record_path.is_file():
+            rec = read_json(record_path)
+            if proc.returncode != 0 and rec.get("status") == "ok":
+                rec.update(status="failed", reason=f"worker exited with status {proc.returncode}")
+        elif proc.returncode < 0:
+            rec = not_ok(cell, "failed", _signal_reason(proc.returncode), stderr_tail=stderr_tail)
+        else:
+            last = next((ln for ln in reversed(tail) if ln.strip()), "")
+            rec = not_ok(cell, "failed", f"worker exited with status {proc.returncode}: {last}"[:500],
+                         stderr_tail=stderr_tail)
+        rec["worker_wall_seconds"] = round(wall, 3)
+        rec["worker_exit_code"] = proc.returncode
+        return rec

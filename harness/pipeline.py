@@ -1,0 +1,177 @@
+"""The real Dia pipeline: text -> DiaProcessor -> generate (CFG, delay pattern) -> codec -> waveform.
+
+Every stage is timed. Per-step decode latencies come from a streamer, which `generate` calls once
+after the encoder and once per decoder step, so no transformers internals are patched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from harness.codec import Codec
+from harness.presets import DELAY_PATTERN
+
+EOS, PAD, BOS = 1024, 1025, 1026
+
+
+@dataclass
+class SamplingParams:
+    """Dia's defaults."""
+
+    cfg_scale: float = 3.0
+    temperature: float = 1.8
+    top_p: float = 0.90
+    top_k: int = 45
+
+
+@dataclass
+class StageTimes:
+    tokenize_s: float = 0.0
+    encoder_prefill_s: float = 0.0
+    decode_s: float = 0.0
+    codec_decode_s: float = 0.0
+    generate_s: float = 0.0
+    step_latencies_s: list[float] = field(default_factory=list)
+
+    @property
+    def end_to_end_s(self) -> float:
+        return self.tokenize_s + self.generate_s + self.codec_decode_s
+
+
+@dataclass
+class PipelineOutput:
+    audio: torch.Tensor  # (batch, samples) float32 at 44.1 kHz
+    codes: torch.Tensor  # (batch, 9, frames), delay removed
+    times: StageTimes
+    generation_batch_rows: int  # rows the decoder really ran (2x batch with CFG)
+
+
+class StepClock:
+    """A `generate` streamer that only records when each step finished."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class DiaPipeline:
+    def __init__(self, model, processor, codec: Codec, device: str):
+        self.model = model
+        self.processor = processor
+        self.codec = codec
+        self.device = torch.device(device)
+        # Plugins may replace how the model's forward runs (compile) or add generate kwargs (cfg).
+        self.generate_kwargs: dict[str, Any] = {}
+        self.generation_contexts: list[Callable[[], contextlib.AbstractContextManager]] = []
+        # Rows the decoder really runs: 2x the requests with CFG, 1x without. Seen, not assumed.
+        self.decoder_rows = 0
+        model.model.decoder.register_forward_pre_hook(self._count_rows, with_kwargs=True)
+
+    def _count_rows(self, _module, args, kwargs) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None:
+            self.decoder_rows = int(ids.shape[0])
+
+    @classmethod
+    def load(cls, model_path: str, codec: Codec, device: str, dtype: torch.dtype = torch.float32) -> DiaPipeline:
+        from transformers import DiaFeatureExtractor, DiaForConditionalGeneration, DiaProcessor, DiaTokenizer
+
+        model = DiaForConditionalGeneration.from_pretrained(model_path, dtype=dtype).eval().to(device)
+        # The codec lives apart (it may be descript's); the processor only tokenizes and delays.
+        processor = DiaProcessor(DiaFeatureExtractor(sampling_rate=44100, hop_length=512), DiaTokenizer(), None)
+        return cls(model, processor, codec, device)
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        inputs = self.processor(text=texts, padding=True, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in inputs.items()}
+
+    @contextlib.contextmanager
+    def _generation_context(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for make in self.generation_contexts:
+                stack.enter_context(make())
+            yield
+
+    def generate(self, inputs: dict[str, torch.Tensor], frames: int, sampling: SamplingParams, seed: int,
+                 streamer: StepClock | None = None) -> torch.Tensor:
+        """Delayed codes (batch, steps, 9) for exactly `frames` audio frames (EOS suppressed)."""
+        torch.manual_seed(seed)
+        kwargs = dict(
+            max_new_tokens=frames + max(DELAY_PATTERN) + 1,
+            guidance_scale=sampling.cfg_scale,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            do_sample=True,
+            # Random or real weights may stop early; equal work needs equal length.
+            suppress_tokens=[EOS],
+        )
+        kwargs.update(self.generate_kwargs)
+        with torch.inference_mode(), self._generation_context():
+            return self.model.generate(**inputs, **kwargs, streamer=streamer)
+
+    def undelay(self, delayed: torch.Tensor) -> torch.Tensor:
+        """(batch, steps, 9) delayed codes -> (batch, 9, frames) aligned codes."""
+        bsz, seq_len, channels = delayed.shape
+        idx = self.processor.build_indices(bsz=bsz, seq_len=seq_len, num_channels=channels,
+                                           delay_pattern=DELAY_PATTERN, revert=True)
+        aligned = self.processor.apply_audio_delay(audio=delayed, pad_token_id=-1, bos_token_id=-1,
+                                                   precomputed_idx=idx).transpose(1, 2)
+        start = int((delayed[0, :, 0] == BOS).sum())
+        end = seq_len - int((delayed[0, :, 0] == PAD).sum()) - 1
+        return aligned[:, :, start:end]
+
+    def decode_audio(self, codes: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), self._generation_context():
+            return self.codec.decode(codes.to(self.device)).float()
+
+    def run(self, texts: list[str], frames: int, sampling: SamplingParams, seed: int) -> PipelineOutput:
+        times = StageTimes()
+        clock = StepClock()
+        dev = self.device
+
+        _sync(dev)
+        t0 = time.perf_counter()
+        inputs = self.tokenize(texts)
+        _sync(dev)
+        t1 = time.perf_counter()
+        if dev.type == "cuda":
+            start_ev, end_ev = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start_ev.record()
+        delayed = self.generate(inputs, frames, sampling, seed, streamer=clock)
+        if dev.type == "cuda":
+            end_ev.record()
+        _sync(dev)
+        t2 = time.perf_counter()
+        codes = self.undelay(delayed)
+        audio = self.decode_audio(codes)
+        _sync(dev)
+        t3 = time.perf_counter()
+
+        times.tokenize_s = t1 - t0
+        times.generate_s = start_ev.elapsed_time(end_ev) / 1000 if dev.type == "cuda" else t2 - t1
+        times.codec_decode_s = t3 - t2
+        # stamps[0]: encoder done; stamps[1]: prefill step done; each later stamp: one decode step.
+        stamps = clock.stamps
+        if len(stamps) >= 2:
+            times.encoder_prefill_s = stamps[1] - t1
+            times.decode_s = t2 - stamps[1]
+            times.step_latencies_s = [b - a for a, b in zip(stamps[1:], stamps[2:])]
+        return PipelineOutput(audio=audio.cpu(), codes=codes.cpu(), times=times,
+                              generation_batch_rows=self.decoder_rows)

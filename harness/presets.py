@@ -1,0 +1,100 @@
+"""Model presets: the real Dia-1.6B architecture and a tiny one on the same code path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import UsageError
+
+SAMPLE_RATE = 44100
+HOP_LENGTH = 512
+FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH  # 86.13
+DELAY_PATTERN = [0, 8, 9, 10, 11, 12, 13, 14, 15]
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    encoder: dict[str, Any]
+    decoder: dict[str, Any]
+    codec: dict[str, Any]
+    # Hub ids looked up in the local Hugging Face cache only; None where no real weights exist.
+    hf_model_id: str | None = None
+    hf_codec_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def dia_config(self):
+        from transformers import DiaConfig
+        from transformers.models.dia.configuration_dia import DiaDecoderConfig, DiaEncoderConfig
+
+        return DiaConfig(
+            encoder_config=DiaEncoderConfig(**self.encoder),
+            decoder_config=DiaDecoderConfig(**self.decoder),
+            delay_pattern=list(DELAY_PATTERN),
+        )
+
+    def dac_config(self):
+        from transformers import DacConfig
+
+        return DacConfig(**self.codec)
+
+
+_REAL_CODEC = dict(
+    encoder_hidden_size=64,
+    downsampling_ratios=[2, 4, 8, 8],
+    decoder_hidden_size=1536,
+    n_codebooks=9,
+    codebook_size=1024,
+    codebook_dim=8,
+    hidden_size=1024,
+    sampling_rate=SAMPLE_RATE,
+)
+
+PRESETS: dict[str, Preset] = {
+    "dia-1.6b": Preset(
+        name="dia-1.6b",
+        description="Dia-1.6B: 12-layer encoder (1024), 18-layer decoder (2048, GQA 16/4), DAC 44.1 kHz",
+        encoder=dict(
+            num_hidden_layers=12, hidden_size=1024, num_attention_heads=16, num_key_value_heads=16,
+            head_dim=128, intermediate_size=4096, vocab_size=256,
+        ),
+        decoder=dict(
+            num_hidden_layers=18, hidden_size=2048, intermediate_size=8192, num_attention_heads=16,
+            num_key_value_heads=4, head_dim=128, cross_num_attention_heads=16, cross_head_dim=128,
+            cross_num_key_value_heads=16, cross_hidden_size=1024, vocab_size=1028, num_channels=9,
+        ),
+        codec=_REAL_CODEC,
+        hf_model_id="nari-labs/Dia-1.6B-0626",
+        hf_codec_id="descript/dac_44khz",
+    ),
+    "dia-tiny": Preset(
+        name="dia-tiny",
+        description="A few MB of Dia: 2+2 layers of width 64, same code path, for tests and smoke runs",
+        encoder=dict(
+            num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=4,
+            head_dim=16, intermediate_size=128, vocab_size=256,
+        ),
+        decoder=dict(
+            num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, cross_num_attention_heads=4, cross_head_dim=16,
+            cross_num_key_value_heads=4, cross_hidden_size=64, vocab_size=1028, num_channels=9,
+        ),
+        codec=dict(_REAL_CODEC, encoder_hidden_size=8, decoder_hidden_size=32, hidden_size=32),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown preset {name!r}: choose one of {', '.join(sorted(PRESETS))}"
+        ) from None
+
+
+def frames_for_seconds(seconds: float) -> int:
+    """Audio frames for a duration: round(seconds x 86.13)."""
+    return round(seconds * FRAMES_PER_SECOND)

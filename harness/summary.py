@@ -1,0 +1,132 @@
+"""Readable terminal output: a cell's record, the machine, the plugins."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+WEIGHT_WORDS = {
+    "synthetic": "synthetic weights (seeded random): timings are real, audio is noise",
+    "local": "real weights from a local directory",
+    "hf-cache": "real weights from the local Hugging Face cache",
+}
+
+
+def _fmt(value: Any, spec: str = ".3f", unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
+
+
+def print_record(rec: dict[str, Any], path: Path | None = None, console: Console | None = None) -> None:
+    console = console or Console()
+    title = f"{rec['preset']} on {rec['device']}"
+    if rec.get("plugins"):
+        title += " + " + ", ".join(rec["plugins"])
+    if rec["status"] != "ok":
+        console.print(f"[bold red]{rec['status']}[/]: {title}: {rec.get('reason')}")
+        if path:
+            console.print(f"record: {path}")
+        return
+    stages = rec["stages"]
+    steps = stages.get("step_latency_ms", {})
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_row("audio", f"{rec['audio_seconds']:.2f} s ({rec['frames']} frames x {rec['batch']} request(s))")
+    table.add_row("generation (median)", f"{rec['generation_seconds']:.3f} s over {len(rec['repeats_seconds'])} "
+                  f"repeats (IQR {_fmt(rec.get('generation_iqr_seconds'))} s)")
+    table.add_row("RTF (compute/audio, lower is better)", f"{rec['rtf']:.3f}")
+    table.add_row("x real time (audio/compute)", f"{rec['xrt']:.3f}x")
+    table.add_row("end to end, with codec", f"RTF {rec['rtf_end_to_end']:.3f} / {rec['xrt_end_to_end']:.3f}x")
+    table.add_row("stages (median)", f"tokenize {_fmt(stages['tokenize_s'], '.4f')} s, encoder+prefill "
+                  f"{_fmt(stages['encoder_prefill_s'])} s, decode {_fmt(stages['decode_s'])} s, "
+                  f"codec {_fmt(stages['codec_decode_s'])} s")
+    table.add_row("decode step", f"p50 {_fmt(steps.get('p50'), '.2f')} ms, p90 {_fmt(steps.get('p90'), '.2f')} ms, "
+                  f"p99 {_fmt(steps.get('p99'), '.2f')} ms ({_fmt(rec.get('decode_steps_per_second'), '.1f')} "
+                  "steps/s)")
+    roof = rec.get("roofline") or {}
+    if roof.get("fraction_of_bandwidth") is not None:
+        table.add_row("roofline", f"{roof['weight_bytes_per_step'] / 1e9:.3f} GB of weights per step, "
+                      f"{roof['achieved_bandwidth_gbps']:.1f} of {roof['measured_bandwidth_gbps']:.1f} GB/s "
+                      f"({roof['fraction_of_bandwidth']:.0%})")
+    table.add_row("memory", f"peak RSS {rec['peak_rss_mb']:.0f} MB"
+                  + (f", peak VRAM {rec['peak_vram_mb']:.0f} MB" if rec.get("peak_vram_mb") is not None else ""))
+    table.add_row("load / warmup", f"{rec['load_seconds']:.2f} s / "
+                  + ", ".join(f"{w:.2f}" for w in rec.get("warmup_seconds", [])) + " s")
+    table.add_row("weights", WEIGHT_WORDS.get(rec["weights"]["source"], rec["weights"]["source"]))
+    for spec, note in (rec.get("plugin_notes") or {}).items():
+        if note:
+            table.add_row(f"plugin {spec}", note)
+    if rec.get("fidelity"):
+        fid = rec["fidelity"]
+        table.add_row("fidelity vs fp32", f"top-1 agreement {_fmt(fid.get('top1_agreement'), '.3f')}, "
+                      f"cosine {_fmt(fid.get('cosine'), '.4f')}, audio SNR {_fmt(fid.get('audio_snr_db'), '.1f')} dB")
+    if rec.get("profile"):
+        table.add_row("profile", rec["profile"]["trace"])
+    console.print(table)
+    if path:
+        console.print(f"record: {path}")
+
+
+def print_env(as_json: bool = False) -> None:
+    from harness import env
+    from harness.presets import PRESETS
+    from harness.weights import describe_local_weights
+
+    import torch
+
+    info = env.collect("cuda" if torch.cuda.is_available() else "cpu")
+    info["weights"] = describe_local_weights(PRESETS)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    console = Console()
+    cpu = info["cpu"]
+    console.print(f"[bold]CPU[/]: {cpu['model']} ({cpu['arch']}), {cpu['physical_cores']} physical / "
+                  f"{cpu['logical_cores']} logical cores, {cpu['memory_gb']} GiB; torch uses {info['torch_threads']} "
+                  "threads")
+    console.print("  features: " + ", ".join(f"{k}{'' if v else ' (no)'}" for k, v in cpu["features"].items()))
+    if info["gpus"]:
+        for g in info["gpus"]:
+            console.print(f"[bold]GPU {g['index']}[/]: {g['name']}, capability {g['capability']}, "
+                          f"{g['memory_gb']} GiB, driver {g['driver']}")
+    else:
+        console.print("[bold]GPU[/]: none (NVML found no NVIDIA driver)")
+    sw = info["software"]
+    console.print(f"[bold]software[/]: python {sw['python']}, torch {sw['torch']} (CUDA {sw['cuda']}), "
+                  f"transformers {sw['transformers']}, dia-bench {sw['dia_bench']} ({sw['git_commit']})")
+    console.print("[bold]weights on this machine[/]:")
+    for w in info["weights"]:
+        state = "available" if w["available"] else "not present"
+        where = w.get("repo_id") or w["path"]
+        console.print(f"  {w['preset']} {w['kind']}: {w['source']} {where}: {state}")
+
+
+def print_plugins(device: str, as_json: bool = False) -> None:
+    from optimizations.registry import all_plugins, device_type
+
+    rows = []
+    for plugin in all_plugins().values():
+        applies = device_type(device) in plugin.devices
+        reason = None if applies else f"does not apply to {device_type(device)}"
+        if applies:
+            reason = plugin.availability(plugin.parse(plugin.default if plugin.values else None), device)
+        rows.append({
+            "name": plugin.name, "description": plugin.description,
+            "values": list(plugin.values) if plugin.values else None, "default": plugin.default,
+            "devices": sorted(plugin.devices), "guide_section": plugin.expectation.section,
+            "guide_speedup": plugin.expectation.speedup, "available": reason is None, "reason": reason,
+        })
+    if as_json:
+        print(json.dumps({"device": device, "plugins": rows}, indent=2))
+        return
+    table = Table(title=f"optimization plugins on {device}", title_justify="left")
+    for col in ("plugin", "values", "available here", "guide says", "what it does"):
+        table.add_column(col)
+    for r in rows:
+        speed = r["guide_speedup"]
+        table.add_row(r["name"], "|".join(r["values"] or []) or "-",
+                      "[green]yes[/]" if r["available"] else f"[red]no[/]: {r['reason']}",
+                      f"{speed[0]:g}-{speed[1]:g}x" if speed else "-", r["description"])
+    Console().print(table)

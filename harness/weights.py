@@ -1,0 +1,209 @@
+"""Which weights a run uses: a local directory, the offline Hugging Face cache, or synthetic ones.
+
+Synthetic weights are seeded random weights at the preset's architecture, written once as
+safetensors and then loaded through the same `from_pretrained` path as real weights, so the
+timing is real while the audio is noise.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.errors import UsageError
+from harness.jsonio import read_json, write_json_atomic
+from harness.paths import cache_dir
+from harness.presets import Preset
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+@dataclass
+class WeightsSource:
+    kind: str  # "model" or "codec"
+    source: str  # "local", "hf-cache" or "synthetic"
+    path: str
+    content_hash: str
+    seed: int | None = None
+    repo_id: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def _check_safetensors(path: Path) -> None:
+    """Cheap integrity check: the header parses and the file holds every byte it promises."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise ValueError("file shorter than a safetensors header")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > size - 8:
+            raise ValueError("header length points past the end of the file")
+        header = json.loads(fh.read(header_len))
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end != size:
+        raise ValueError(f"holds {size} bytes but its header describes {8 + header_len + end} (truncated?)")
+
+
+def check_weights_dir(directory: str | Path, kind: str) -> Path:
+    """Validate a directory written by `save_pretrained`; raise UsageError naming the fix."""
+    expected = {"model": ("dia", "DiaForConditionalGeneration"), "codec": ("dac", "DacModel")}[kind]
+    flag = "--weights" if kind == "model" else "--codec-weights"
+    path = Path(directory).expanduser()
+    fix = f"pass a directory written by {expected[1]}.save_pretrained"
+    if not path.is_dir():
+        raise UsageError(f"{flag} {directory}: no such directory; {fix}")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"{flag} {directory}: no config.json in it; {fix}")
+    try:
+        model_type = read_json(config_path).get("model_type")
+    except (json.JSONDecodeError, OSError, AttributeError) as exc:
+        raise UsageError(f"{flag} {directory}: config.json is not valid JSON ({exc}); {fix}") from None
+    if model_type != expected[0]:
+        raise UsageError(
+            f"{flag} {directory}: config.json is for model_type {model_type!r}, not {expected[0]!r}; {fix}"
+        )
+    files = _weight_files(path)
+    if not files:
+        raise UsageError(f"{flag} {directory}: no *.safetensors or *.bin weight files; {fix}")
+    for file in files:
+        if file.suffix == ".safetensors":
+            try:
+                _check_safetensors(file)
+            except (ValueError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+                raise UsageError(f"{flag} {directory}: {file.name} is corrupt ({exc}); {fix}") from None
+    return path
+
+
+def content_hash(directory: Path) -> str:
+    """sha256 over the weight files (names and bytes), cached by size and mtime so 6 GB is read once."""
+    files = _weight_files(directory)
+    stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    cache_file = cache_dir() / "hashes.json"
+    key = str(directory.resolve())
+    try:
+        cached = read_json(cache_file)
+    except (OSError, json.JSONDecodeError):
+        cached = {}
+    entry = cached.get(key)
+    if entry and entry.get("stamp") == [list(s) for s in stamp]:
+        return entry["sha256"]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(16 << 20):
+                digest.update(chunk)
+    value = "sha256:" + digest.hexdigest()
+    cached[key] = {"stamp": stamp, "sha256": value}
+    try:
+        write_json_atomic(cache_file, cached)
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+    return value
+
+
+def hf_cache_dir(repo_id: str | None) -> Path | None:
+    """The snapshot of `repo_id` in the local Hugging Face cache, read strictly offline."""
+    if repo_id is None:
+        return None
+    os.environ["HF_HUB_OFFLINE"] = "1"  # never wait on the network
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        path = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    if not (path / "config.json").is_file() or not _weight_files(path):
+        return None
+    return path
+
+
+def _arch_key(preset: Preset, seed: int) -> str:
+    arch = json.dumps([preset.encoder, preset.decoder, preset.codec], sort_keys=True)
+    return f"{preset.name}-seed{seed}-{hashlib.sha256(arch.encode()).hexdigest()[:10]}"
+
+
+def synthetic_dir(preset: Preset, seed: int) -> Path:
+    return cache_dir() / "synthetic" / _arch_key(preset, seed)
+
+
+def ensure_synthetic(preset: Preset, seed: int, kind: str) -> WeightsSource:
+    """Write seeded random weights once (under a lock, atomically) and describe them."""
+    root = synthetic_dir(preset, seed)
+    target = root / kind
+    manifest = target / "dia-bench-synthetic.json"
+    if not manifest.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / f".{kind}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not manifest.is_file():
+                _write_synthetic(preset, seed, kind, target)
+    info = read_json(manifest)
+    return WeightsSource(kind=kind, source="synthetic", path=str(target), content_hash=info["content_hash"],
+                         seed=seed)
+
+
+def _write_synthetic(preset: Preset, seed: int, kind: str, target: Path) -> None:
+    import torch
+    from transformers import DacModel, DiaForConditionalGeneration
+
+    torch.manual_seed(seed)
+    if kind == "model":
+        model = DiaForConditionalGeneration(preset.dia_config())
+    else:
+        model = DacModel(preset.dac_config())
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    del model
+    digest = content_hash(tmp)
+    write_json_atomic(tmp / "dia-bench-synthetic.json",
+                      {"preset": preset.name, "seed": seed, "kind": kind, "content_hash": digest})
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def resolve(preset: Preset, kind: str, explicit: str | None, seed: int) -> WeightsSource:
+    """Weights in order: an explicit directory, the offline HF cache, then synthetic."""
+    if explicit:
+        path = check_weights_dir(explicit, kind)
+        return WeightsSource(kind=kind, source="local", path=str(path.resolve()), content_hash=content_hash(path))
+    repo_id = preset.hf_model_id if kind == "model" else preset.hf_codec_id
+    cached = hf_cache_dir(repo_id)
+    if cached is not None:
+        return WeightsSource(kind=kind, source="hf-cache", path=str(cached), content_hash=content_hash(cached),
+                             repo_id=repo_id)
+    return ensure_synthetic(preset, seed, kind)
+
+
+def describe_local_weights(presets: dict[str, Preset]) -> list[dict]:
+    """What weights this machine already has, for `dia-bench env`."""
+    rows = []
+    for preset in presets.values():
+        for kind, repo in (("model", preset.hf_model_id), ("codec", preset.hf_codec_id)):
+            if repo:
+                found = hf_cache_dir(repo)
+                rows.append({"preset": preset.name, "kind": kind, "source": "hf-cache", "repo_id": repo,
+                             "available": found is not None, "path": str(found) if found else None})
+        synth_root = cache_dir() / "synthetic"
+        if synth_root.is_dir():
+            for d in sorted(synth_root.glob(f"{preset.name}-seed*")):
+                kinds = [k for k in ("model", "codec") if (d / k / "dia-bench-synthetic.json").is_file()]
+                rows.append({"preset": preset.name, "kind": "+".join(kinds) or "incomplete",
+                             "source": "synthetic", "available": bool(kinds), "path": str(d)})
+    return rows

@@ -1,0 +1,94 @@
+"""The isolated worker: runs one cell in a fresh Python process and writes its record.
+
+    python -m harness.worker CELL.json RECORD.json
+
+Nothing here imports torch before the plugins' process set-up has run. Progress goes to stderr as
+`@dia-bench {json}` lines for the parent's display.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.cell import Cell
+from harness.jsonio import read_json, write_json_atomic
+from harness.record import base_record, exception_reason, now
+
+PROGRESS_PREFIX = "@dia-bench "
+FAULT_ENV = "DIA_BENCH_INJECT_FAULT"  # abort | exit | hang | kill | raise: makes a worker die, for tests
+
+
+def progress(phase: str, **info: Any) -> None:
+    print(PROGRESS_PREFIX + json.dumps({"phase": phase, **info}), file=sys.stderr, flush=True)
+
+
+def _inject_fault() -> None:
+    fault = os.environ.get(FAULT_ENV)
+    if not fault:
+        return
+    import signal
+
+    if fault == "abort":
+        os.abort()
+    if fault == "exit":
+        os._exit(3)
+    if fault == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if fault == "hang":
+        time.sleep(3600)
+    if fault == "raise":
+        raise RuntimeError("injected fault")
+
+
+def run_cell(cell: Cell) -> dict[str, Any]:
+    from optimizations.registry import resolve
+
+    rec = base_record(cell)
+    plan = resolve(cell.plugins, cell.device)
+    for step in plan.steps:
+        os.environ.update(step.plugin.process_env(step.value))
+
+    import torch
+
+    from harness import env as envmod
+    from harness.measure import measure_pipeline
+
+    rec["plugins"] = plan.specs
+    reasons = plan.unavailable(cell.device)
+    if reasons:
+        rec.update(status="skipped", reason="; ".join(reasons), env=envmod.collect(cell.device))
+        return rec
+    for step in plan.steps:
+        step.plugin.configure_torch(step.value)
+    if cell.device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(cell.device))
+    rec.update(measure_pipeline(cell, plan, progress, _inject_fault))
+    rec["env"] = envmod.collect(cell.device)
+    rec["status"] = "ok"
+    return rec
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cell_path, record_path = argv
+    cell = Cell.from_dict(read_json(cell_path))
+    try:
+        rec = run_cell(cell)
+        code = 0
+    except Exception as exc:
+        reason, tb = exception_reason(exc)
+        rec = base_record(cell)
+        rec.update(status="failed", reason=reason, traceback=tb)
+        code = 1
+    rec["finished_at"] = now()
+    write_json_atomic(Path(record_path), rec)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Finds plugins (this package's modules and the `dia_bench.optimizations` entry points) and
+resolves a user's list of `name[=value]` into an ordered, checked plan."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from harness.errors import UsageError
+from optimizations.base import Plugin
+
+ENTRY_POINT_GROUP = "dia_bench.optimizations"
+_NOT_PLUGINS = {"base", "registry", "api"}
+
+
+class CompositionError(UsageError):
+    """A combination that cannot work: refused before anything runs."""
+
+
+def _as_plugin(obj: Any) -> Plugin:
+    if isinstance(obj, type) and issubclass(obj, Plugin):
+        return obj()
+    if isinstance(obj, Plugin):
+        return obj
+    raise TypeError(f"{obj!r} is not a dia-bench Plugin")
+
+
+@lru_cache(maxsize=1)
+def all_plugins() -> dict[str, Plugin]:
+    import optimizations
+
+    found: dict[str, Plugin] = {}
+    for mod in pkgutil.iter_modules(optimizations.__path__):
+        if mod.name in _NOT_PLUGINS or mod.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"optimizations.{mod.name}")
+        plugin = _as_plugin(module.PLUGIN)
+        found[plugin.name] = plugin
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        plugin = _as_plugin(ep.load())
+        found.setdefault(plugin.name, plugin)  # a third party cannot shadow a built-in
+    return dict(sorted(found.items()))
+
+
+def get_plugin(name: str) -> Plugin:
+    plugins = all_plugins()
+    if name not in plugins:
+        raise UsageError(f"unknown plugin {name!r}: choose one of {', '.join(plugins)} (see `dia-bench plugins`)")
+    return plugins[name]
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    name, sep, value = spec.partition("=")
+    return name.strip(), (value.strip() if sep else None)
+
+
+@dataclass
+class Step:
+    plugin: Plugin
+    value: Any
+
+    @property
+    def spec(self) -> str:
+        return self.plugin.spec(self.value)
+
+
+@dataclass
+class Plan:
+    steps: list[Step]  # in the order the harness applies them, not the user's order
+
+    @property
+    def specs(self) -> list[str]:
+        return [s.spec for s in self.steps]
+
+    def values(self) -> dict[str, Any]:
+        return {s.plugin.name: s.value for s in self.steps}
+
+    def unavailable(self, device: str) -> list[str]:
+        """Why this machine cannot run the plan (the cell is then skipped); may import torch."""
+        reasons = []
+        for step in self.steps:
+            reason = step.plugin.availability(step.value, device)
+            if reason:
+                reasons.append(f"{step.spec}: {reason}")
+        return reasons
+
+
+def device_type(device: str) -> str:
+    return device.split(":", 1)[0]
+
+
+def resolve(specs: list[str], device: str) -> Plan:
+    """Parse, order and check a plugin list for a device; raise CompositionError when it cannot work.
+
+    Imports no torch, so the worker can resolve its plan before process set-up.
+    """
+    chosen: dict[str, Any] = {}
+    plugins: dict[str, Plugin] = {}
+    for spec in specs:
+        name, raw = split_spec(spec)
+        plugin = get_plugin(name)
+        try:
+            value = plugin.parse(raw)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if name in chosen:
+            raise CompositionError(f"plugin {name!r} is given twice ({plugin.spec(chosen[name])} and {spec}): "
+                                   "keep one value")
+        chosen[name], plugins[name] = value, plugin
+    dtype = device_type(device)
+    for name, plugin in plugins.items():
+        if dtype not in plugin.devices:
+            raise CompositionError(f"{plugin.spec(chosen[name])} does not apply to {dtype} "
+                                   f"(only {', '.join(sorted(plugin.devices))})")
+        for other in sorted(plugin.conflicts & set(chosen)):
+            raise CompositionError(f"{plugin.spec(chosen[name])} conflicts with {plugins[other].spec(chosen[other])}")
+        for needed in sorted(plugin.requires - set(chosen)):
+            raise CompositionError(f"{plugin.spec(chosen[name])} needs the {needed!r} plugin too")
+        others = {k: v for k, v in chosen.items() if k != name}
+        reason = plugin.incompatibility(chosen[name], device, others)
+        if reason:
+            raise CompositionError(f"{plugin.spec(chosen[name])}: {reason}")
+    steps = sorted((Step(plugins[n], chosen[n]) for n in chosen), key=lambda s: (s.plugin.order, s.plugin.name))
+    return Plan(steps=steps)

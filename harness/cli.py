@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -102,7 +101,6 @@ def check_cell_inputs(cell) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.jsonio import write_json_atomic
-    from harness.launcher import run_isolated
     from harness.summary import print_record
 
     cell = _cell_from_args(args)

@@ -56,9 +56,9 @@ class DescriptDac:
     @staticmethod
     def _load_transformers_state(path: str) -> dict:
         # Real descript checkpoints (weights_44khz_8kbps.pth) hold {"state_dict": ...}.
-        import torch
-
         from pathlib import Path
+
+        import torch
 
         pth = sorted(Path(path).glob("*.pth"))
         if not pth:
@@ -72,7 +72,7 @@ class DescriptDac:
 
 def import_descript():
     try:
-        import dac  # noqa: PLC0415
+        import dac
     except Exception as exc:  # it fails with ImportError, OSError or RuntimeError depending on torchaudio
         raise UsageError(
             f"codec backend 'descript' is unavailable here: import dac failed ({type(exc).__name__}: "

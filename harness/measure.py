@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from harness.codec import load_codec
 from harness.pipeline import DiaPipeline, PipelineOutput, SamplingParams
 from harness.presets import SAMPLE_RATE, get_preset
 from harness.roofline import roofline
-from harness.trackers import MemoryTracker, peak_rss_mb, rss_mb
+from harness.trackers import MemoryTracker, rss_mb
 from harness.weights import resolve as resolve_weights
 from optimizations.registry import Plan
 
@@ -69,9 +70,8 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         t = time.perf_counter()
         notes[step.spec] = step.plugin.transform(pipe, step.value)
         transform_s[step.spec] = round(time.perf_counter() - t, 4)
-        ctx = step.plugin.context(step.value, cell.device)
-        if ctx is not None:
-            pipe.generation_contexts.append(lambda s=step: s.plugin.context(s.value, cell.device))
+        pipe.generation_contexts.append(
+            lambda s=step: s.plugin.context(s.value, cell.device) or contextlib.nullcontext())
         pipe.generate_kwargs.update(step.plugin.generate_kwargs(step.value))
 
     texts = [cell.text] * cell.batch
@@ -135,6 +135,10 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         progress("profile")
         trace = Path(cell.profile_dir) / f"trace-{cell.cell_id}.json"
         rec["profile"] = profile_once(lambda: pipe.run(texts, cell.frames, sampling, cell.seed), device, trace)
+    rec["plugin_reports"] = {s.spec: s.plugin.report(pipe, s.value) for s in plan.steps}
+    if cell.fidelity:
+        progress("fidelity")
+        rec["fidelity"] = _fidelity(cell, plan, pipe, weights, texts, last)
     if cell.save_audio:
         import soundfile
 
@@ -142,8 +146,22 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         soundfile.write(cell.save_audio, last.audio[0].numpy(), SAMPLE_RATE)
         rec["audio_path"] = str(cell.save_audio)
     rec["audio_sha256"] = _audio_digest(last.audio)
-    rec["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return rec
+
+
+def _fidelity(cell: Cell, plan: Plan, pipe: DiaPipeline, weights: dict[str, Any], texts: list[str],
+              out: PipelineOutput) -> dict[str, Any]:
+    if not plan.steps:
+        return {"compared": False, "reason": "this cell is the unoptimized fp32 reference"}
+    from transformers import DiaForConditionalGeneration
+
+    from harness import fidelity
+
+    reference = DiaForConditionalGeneration.from_pretrained(weights["model"]["path"], dtype=torch.float32)
+    reference = reference.eval().to(pipe.device)
+    result = fidelity.measure(pipe, reference, pipe.codec, pipe.tokenize(texts[:1]), out.delayed, out.codes)
+    del reference
+    return {"compared": True, "reference": "fp32, no plugins, same weights", **result}
 
 
 def _audio_digest(audio: torch.Tensor) -> str:

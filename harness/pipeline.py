@@ -48,6 +48,7 @@ class StageTimes:
 class PipelineOutput:
     audio: torch.Tensor  # (batch, samples) float32 at 44.1 kHz
     codes: torch.Tensor  # (batch, 9, frames), delay removed
+    delayed: torch.Tensor  # (batch, steps, 9) as generate returned them
     times: StageTimes
     generation_batch_rows: int  # rows the decoder really ran (2x batch with CFG)
 
@@ -173,5 +174,5 @@ class DiaPipeline:
             times.encoder_prefill_s = stamps[1] - t1
             times.decode_s = t2 - stamps[1]
             times.step_latencies_s = [b - a for a, b in zip(stamps[1:], stamps[2:])]
-        return PipelineOutput(audio=audio.cpu(), codes=codes.cpu(), times=times,
+        return PipelineOutput(audio=audio.cpu(), codes=codes.cpu(), delayed=delayed.cpu(), times=times,
                               generation_batch_rows=self.decoder_rows)

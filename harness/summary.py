@@ -70,11 +70,11 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
 
 
 def print_env(as_json: bool = False) -> None:
+    import torch
+
     from harness import env
     from harness.presets import PRESETS
     from harness.weights import describe_local_weights
-
-    import torch
 
     info = env.collect("cuda" if torch.cuda.is_available() else "cpu")
     info["weights"] = describe_local_weights(PRESETS)

@@ -80,5 +80,9 @@ class Plugin:
     def generate_kwargs(self, value: Any) -> dict[str, Any]:
         return {}
 
+    def report(self, pipeline: DiaPipeline, value: Any) -> dict[str, Any]:
+        """Evidence of what the plugin did, gathered after the measured runs (dynamo counters...)."""
+        return {}
+
     def spec(self, value: Any) -> str:
         return self.name if value is None else f"{self.name}={value}"

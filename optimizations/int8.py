@@ -1,0 +1,72 @@
+"""INT8 quantization of the Dia Linear layers: torch.ao dynamic (the guide's) or torchao."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from optimizations._util import has_module
+from optimizations.base import Expectation, Plugin
+
+
+def _count_linear(model) -> int:
+    import torch
+
+    return sum(type(m) is torch.nn.Linear for m in model.modules())
+
+
+class Int8(Plugin):
+    name = "int8"
+    description = ("INT8 Linear weights: dynamic (torch.ao quantize_dynamic, CPU), torchao-weight "
+                   "(weight-only) or torchao-dynamic (int8 activations too)")
+    expectation = Expectation(section="CPU-Specific Optimizations / 2. INT8 Dynamic Quantization",
+                              speedup=(2.0, 4.0), note="guide: 2-4x on CPU, 1.5-2x on GPU")
+    values = ("dynamic", "torchao-weight", "torchao-dynamic")
+    default = "dynamic"
+    order = 20
+
+    def incompatibility(self, value: str, device: str, others: dict[str, Any]) -> str | None:
+        if value == "dynamic" and device.startswith("cuda"):
+            return "torch.ao dynamic quantization has CPU kernels only; use int8=torchao-weight on CUDA"
+        if value == "dynamic" and others.get("dtype"):
+            return "quantize_dynamic quantizes fp32 Linear layers; drop the dtype plugin"
+        return None
+
+    def availability(self, value: str, device: str) -> str | None:
+        if value.startswith("torchao") and not has_module("torchao"):
+            return "torchao is not installed (pip install 'dia-bench[torchao]')"
+        return None
+
+    def transform(self, pipeline, value: str) -> str:
+        import torch
+
+        model = pipeline.model
+        before = _count_linear(model)
+        if value == "dynamic":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            after = _count_linear(model)
+            return f"{before - after} of {before} Linear layers replaced by int8 dynamic quantized ones"
+        from torchao.quantization import (
+            Int8DynamicActivationInt8WeightConfig,
+            Int8WeightOnlyConfig,
+            quantize_,
+        )
+
+        config = Int8WeightOnlyConfig() if value == "torchao-weight" else Int8DynamicActivationInt8WeightConfig()
+        quantize_(model, config)
+        return f"torchao {type(config).__name__} applied to {before} Linear layers"
+
+    def report(self, pipeline, value: str) -> dict[str, Any]:
+        import torch
+
+        kinds: dict[str, int] = {}
+        for m in pipeline.model.modules():
+            if isinstance(m, torch.nn.Linear) or "Linear" in type(m).__name__:
+                key = f"{type(m).__module__}.{type(m).__name__}"
+                kinds[key] = kinds.get(key, 0) + 1
+        return {"linear_kinds": kinds}
+
+
+PLUGIN = Int8

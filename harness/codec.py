@@ -23,11 +23,15 @@ class TransformersDac:
 
     name = "transformers"
 
-    def __init__(self, path: str, device: str):
+    def __init__(self, model):
+        self.model = model.eval()
+        self.sample_rate = int(model.config.sampling_rate)
+
+    @classmethod
+    def load(cls, path: str, device: str) -> TransformersDac:
         from transformers import DacModel
 
-        self.model = DacModel.from_pretrained(path).eval().to(device)
-        self.sample_rate = int(self.model.config.sampling_rate)
+        return cls(DacModel.from_pretrained(path).to(device))
 
     def decode(self, codes):
         return self.model.decode(audio_codes=codes).audio_values.float().reshape(codes.shape[0], -1)
@@ -83,7 +87,7 @@ def import_descript():
 
 def load_codec(backend: str, path: str, device: str) -> Codec:
     if backend == "transformers":
-        return TransformersDac(path, device)
+        return TransformersDac.load(path, device)
     if backend == "descript":
         return DescriptDac(path, device)
     raise UsageError(f"unknown codec backend {backend!r}: choose one of {', '.join(CODEC_BACKENDS)}")

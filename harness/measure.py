@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from harness.presets import SAMPLE_RATE, get_preset
 from harness.roofline import roofline
 from harness.trackers import MemoryTracker, rss_mb
 from harness.weights import resolve as resolve_weights
+from optimizations.api import apply_plan
 from optimizations.registry import Plan
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -63,16 +63,8 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
     load_s = time.perf_counter() - t0
     rss_after_load = rss_mb()
 
-    notes: dict[str, str | None] = {}
-    transform_s: dict[str, float] = {}
-    for step in plan.steps:
-        progress("transform", plugin=step.spec)
-        t = time.perf_counter()
-        notes[step.spec] = step.plugin.transform(pipe, step.value)
-        transform_s[step.spec] = round(time.perf_counter() - t, 4)
-        pipe.generation_contexts.append(
-            lambda s=step: s.plugin.context(s.value, cell.device) or contextlib.nullcontext())
-        pipe.generate_kwargs.update(step.plugin.generate_kwargs(step.value))
+    progress("transform", plugins=plan.specs)
+    notes, transform_s = apply_plan(pipe, plan, cell.device)
 
     texts = [cell.text] * cell.batch
     sampling = sampling_of(cell)

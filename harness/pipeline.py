@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,7 +100,10 @@ class DiaPipeline:
         return cls(model, processor, codec, device)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        inputs = self.processor(text=texts, padding=True, return_tensors="pt")
+        with warnings.catch_warnings():
+            # DiaProcessor passes a max_length the tokenizer ignores when padding; harmless.
+            warnings.filterwarnings("ignore", message=".*max_length.*is ignored")
+            inputs = self.processor(text=texts, padding=True, return_tensors="pt")
         return {k: v.to(self.device) for k, v in inputs.items()}
 
     @contextlib.contextmanager

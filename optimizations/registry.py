@@ -14,7 +14,7 @@ from harness.errors import UsageError
 from optimizations.base import Plugin
 
 ENTRY_POINT_GROUP = "dia_bench.optimizations"
-_NOT_PLUGINS = {"base", "registry", "api"}
+_NOT_PLUGINS = {"base", "registry", "api"}  # and modules starting with "_"
 
 
 class CompositionError(UsageError):

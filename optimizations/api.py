@@ -1,0 +1,120 @@
+"""The guide's API, for people's own code: one call from a transformers Dia model to a fast generate.
+
+    from transformers import DacModel, DiaForConditionalGeneration
+    from optimizations.api import create_cpu_generate, optimize_for_cpu
+
+    optimize_for_cpu()                      # threads = physical cores
+    model = DiaForConditionalGeneration.from_pretrained("nari-labs/Dia-1.6B-0626")
+    codec = DacModel.from_pretrained("descript/dac_44khz")
+    generate = create_cpu_generate(model, codec, quantize=True, use_compile=True)
+    audio = generate("[S1] Hello world!", seconds=2.0)   # float32 numpy array at 44.1 kHz
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from optimizations.registry import Plan, resolve
+
+GPU_DEFAULT = ["dtype=bf16", "sdpa=flash", "compile"]
+
+
+def apply_plan(pipe, plan: Plan, device: str) -> tuple[dict[str, str | None], dict[str, float]]:
+    """Apply a resolved plan's load-time transforms, contexts and generate arguments to a pipeline."""
+    notes: dict[str, str | None] = {}
+    seconds: dict[str, float] = {}
+    for step in plan.steps:
+        t = time.perf_counter()
+        notes[step.spec] = step.plugin.transform(pipe, step.value)
+        seconds[step.spec] = round(time.perf_counter() - t, 4)
+        pipe.generation_contexts.append(
+            lambda s=step: s.plugin.context(s.value, device) or contextlib.nullcontext())
+        pipe.generate_kwargs.update(step.plugin.generate_kwargs(step.value))
+    return notes, seconds
+
+
+def check_cpu_features() -> dict[str, Any]:
+    """What this CPU offers the guide's CPU techniques (bf16, VNNI, AMX, oneDNN)."""
+    import torch
+
+    from harness.env import cpu_info
+
+    info = cpu_info()
+    return {
+        "model": info["model"],
+        "physical_cores": info["physical_cores"],
+        "logical_cores": info["logical_cores"],
+        **info["features"],
+        "mkldnn_available": torch.backends.mkldnn.is_available(),
+        "mkldnn_enabled": bool(torch.backends.mkldnn.enabled),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def optimize_for_cpu(num_threads: int | None = None) -> int:
+    """The guide's thread set-up: physical cores (or `num_threads`) for torch, OMP and MKL."""
+    from optimizations.threads import PLUGIN as Threads
+
+    plugin = Threads()
+    n = plugin.parse(str(num_threads) if num_threads else None)
+    os.environ.update(plugin.process_env(n))
+    plugin.configure_torch(n)
+    return n
+
+
+def create_fast_generate(model, codec=None, plugins: list[str] | None = None, device: str | None = None,
+                         seed: int | None = None) -> Callable[..., Any]:
+    """A generate function over a transformers `DiaForConditionalGeneration` with plugins applied.
+
+    `codec` is a transformers `DacModel` (without one the function returns codes, not audio).
+    The plugin list defaults to bf16 + flash attention + compile on CUDA.
+    """
+    import torch
+    from transformers import DiaFeatureExtractor, DiaProcessor, DiaTokenizer
+
+    from harness.codec import TransformersDac
+    from harness.pipeline import DiaPipeline, SamplingParams
+    from harness.presets import frames_for_seconds
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    plan = resolve(plugins if plugins is not None else GPU_DEFAULT, device)
+    reasons = plan.unavailable(device)
+    if reasons:
+        raise RuntimeError("cannot apply these optimizations here: " + "; ".join(reasons))
+    dtype = next((d for s in plan.steps if (d := s.plugin.load_dtype(s.value)) is not None), None)
+    model = model.eval().to(device)
+    if dtype is not None:
+        model = model.to(dtype)
+    codec_adapter = TransformersDac(codec.to(device)) if codec is not None else None
+    processor = DiaProcessor(DiaFeatureExtractor(sampling_rate=44100, hop_length=512), DiaTokenizer(), None)
+    pipe = DiaPipeline(model, processor, codec_adapter, device)
+    apply_plan(pipe, plan, device)
+
+    def generate(text: str | list[str], seconds: float = 5.0, sampling: SamplingParams | None = None):
+        texts = [text] if isinstance(text, str) else list(text)
+        frames = frames_for_seconds(seconds)
+        if codec_adapter is None:
+            return pipe.undelay(pipe.generate(pipe.tokenize(texts), frames, sampling or SamplingParams(),
+                                              seed if seed is not None else int(time.time())))
+        out = pipe.run(texts, frames, sampling or SamplingParams(), seed if seed is not None else int(time.time()))
+        audio = out.audio.numpy()
+        return audio[0] if isinstance(text, str) else audio
+
+    generate.pipeline = pipe  # type: ignore[attr-defined]
+    generate.plugins = plan.specs  # type: ignore[attr-defined]
+    return generate
+
+
+def create_cpu_generate(model, codec=None, quantize: bool = True, use_compile: bool = True,
+                        plugins: list[str] | None = None, seed: int | None = None) -> Callable[..., Any]:
+    """The guide's CPU recipe: int8 dynamic quantization and torch.compile, plus any extra plugins."""
+    chosen = list(plugins or [])
+    if quantize:
+        chosen.append("int8=dynamic")
+    if use_compile:
+        chosen.append("compile")
+    return create_fast_generate(model, codec, plugins=chosen, device="cpu", seed=seed)

@@ -1,0 +1,47 @@
+"""Shared fixtures: the real pipeline on the dia-tiny preset, real torch and transformers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Synthetic weights and caches go to one place per test session unless the caller chose one.
+if "DIA_BENCH_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["DIA_BENCH_CACHE"] = tempfile.mkdtemp(prefix="dia-bench-test-cache-")
+
+from harness.cell import Cell  # noqa: E402
+
+TINY = dict(preset="dia-tiny", device="cpu", seconds=0.25, warmup=0, repeats=1)
+
+
+def tiny_cell(**kw) -> Cell:
+    return Cell(**{**TINY, **kw})
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real command line in its own process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+requires_cuda = pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline():
+    from harness.measure import load_pipeline
+
+    pipe, weights = load_pipeline(tiny_cell())
+    return pipe, weights
+
+
+@pytest.fixture()
+def out_dir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,221 @@
+"""Each plugin proves what it did on the real dia-tiny pipeline, not just that a flag was set."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from harness.launcher import run_isolated
+from optimizations.registry import CompositionError, all_plugins, resolve
+from tests.conftest import requires_cuda, run_cli, tiny_cell
+
+GUIDE_PLUGINS = {"compile", "autocast", "dtype", "sdpa", "tf32", "cudnn-benchmark", "cfg", "int8", "ipex",
+                 "channels-last", "threads"}
+
+
+def run_ok(**kw) -> dict:
+    rec = run_isolated(tiny_cell(**kw), timeout_s=600)
+    assert rec["status"] == "ok", rec.get("reason")
+    return rec
+
+
+def test_every_guide_technique_is_a_plugin_with_its_contract():
+    plugins = all_plugins()
+    assert GUIDE_PLUGINS <= set(plugins)
+    for p in plugins.values():
+        assert p.description and p.expectation.section
+        assert p.devices <= {"cpu", "cuda"}
+
+
+def test_int8_dynamic_replaces_linear_layers_and_stays_close_to_fp32():
+    rec = run_ok(plugins=["int8=dynamic"])
+    kinds = rec["plugin_reports"]["int8=dynamic"]["linear_kinds"]
+    assert not any(k == "torch.nn.modules.linear.Linear" for k in kinds)
+    assert kinds["torch.ao.nn.quantized.dynamic.modules.linear.Linear"] > 0
+    fid = rec["fidelity"]
+    assert fid["compared"] and fid["cosine"] > 0.99 and fid["top1_agreement"] > 0.8
+    assert fid["max_abs_logit_error"] > 0  # int8 really changed the numbers
+    # Fewer bytes per decode step than fp32 weights.
+    base = run_ok()
+    assert rec["roofline"]["weight_bytes_per_step"] < 0.5 * base["roofline"]["weight_bytes_per_step"]
+
+
+def test_autocast_runs_the_matmuls_in_the_chosen_dtype(tiny_pipeline):
+    from optimizations.api import apply_plan
+
+    pipe, _ = tiny_pipeline
+    seen = []
+    layer = pipe.model.model.decoder.layers[0].mlp
+    hook = layer.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    saved = list(pipe.generation_contexts)
+    try:
+        apply_plan(pipe, resolve(["autocast=bf16"], "cpu"), "cpu")
+        pipe.run(["[S1] autocast"], 17, __import__("harness.pipeline").pipeline.SamplingParams(), seed=0)
+    finally:
+        hook.remove()
+        pipe.generation_contexts[:] = saved
+    assert seen and set(seen) == {torch.bfloat16}
+    assert next(pipe.model.parameters()).dtype == torch.float32  # weights untouched
+
+
+def test_autocast_fidelity_is_measured():
+    rec = run_ok(plugins=["autocast=bf16"])
+    assert rec["fidelity"]["compared"] and rec["fidelity"]["max_abs_logit_error"] > 0
+
+
+def test_dtype_casts_the_weights():
+    rec = run_ok(plugins=["dtype=bf16"])
+    assert rec["dtype"] == "bfloat16"
+    assert rec["plugin_reports"]["dtype=bf16"]["param_dtypes"] == ["torch.bfloat16"]
+    base = run_ok()
+    assert rec["roofline"]["weight_bytes_per_step"] == base["roofline"]["weight_bytes_per_step"] // 2
+
+
+def test_sdpa_flash_runs_the_flash_kernel_on_cpu(tmp_path):
+    rec = run_ok(plugins=["sdpa=flash"], profile_dir=str(tmp_path))
+    assert any("flash_attention" in op for op in rec["profile"]["all_op_names"])
+
+
+def test_sdpa_math_runs_no_flash_kernel(tmp_path):
+    rec = run_ok(plugins=["sdpa=math"], profile_dir=str(tmp_path))
+    assert not any("flash_attention" in op for op in rec["profile"]["all_op_names"])
+
+
+def test_forcing_a_backend_that_cannot_run_fails_the_cell_with_the_reason():
+    rec = run_isolated(tiny_cell(plugins=["sdpa=efficient"]), timeout_s=300)
+    assert rec["status"] == "failed"
+    assert "No viable backend" in rec["reason"]
+
+
+def test_compile_really_compiles_and_keeps_compile_time_apart():
+    rec = run_ok(plugins=["compile"], warmup=1, repeats=2)
+    report = rec["plugin_reports"]["compile=default"]
+    assert report["dynamo_unique_graphs"] >= 1
+    assert report["dynamo_frames"].get("ok", 0) >= 1
+    assert report["inductor_cache"] in ("cold", "warm")
+    # The first call carries the compilation; steady-state repeats do not.
+    assert rec["warmup_seconds"][0] > max(rec["repeats_seconds"])
+
+
+def test_cfg_zero_drops_the_unconditional_rows():
+    guided = run_ok()
+    unguided = run_ok(plugins=["cfg=0"])
+    assert guided["decoder_batch_rows"] == 2
+    assert unguided["decoder_batch_rows"] == 1
+
+
+def test_cfg_scales_transformers_cannot_run_faithfully_are_refused():
+    result = run_cli("run", "--preset", "dia-tiny", "--device", "cpu", "--opt", "cfg=1.0")
+    assert result.returncode == 2 and "treats 1 as 'off'" in result.stderr
+
+
+def test_threads_changes_the_worker_only():
+    rec = run_ok(plugins=["threads=1"])
+    assert rec["plugin_reports"]["threads=1"]["torch_threads"] == 1
+    assert torch.get_num_threads() != 1 or torch.get_num_threads() == 1 == rec["env"]["torch_threads"]
+
+
+def test_channels_last_says_it_had_nothing_to_act_on():
+    rec = run_ok(plugins=["channels-last"])
+    assert rec["plugin_notes"]["channels-last"].startswith("nothing to act on")
+
+
+@pytest.mark.parametrize("specs, device, needle", [
+    (["tf32"], "cpu", "does not apply to cpu"),
+    (["cudnn-benchmark"], "cpu", "does not apply to cpu"),
+    (["ipex"], "cuda", "does not apply to cuda"),
+    (["sdpa=flash"], "cuda", "needs fp16 or bf16"),
+    (["autocast=fp16", "int8=dynamic"], "cpu", "fp16 autocast cannot feed int8"),
+    (["int8=dynamic"], "cuda", "CPU kernels only"),
+    (["cfg=3", "cfg=0"], "cpu", "given twice"),
+])
+def test_combinations_that_cannot_work_are_refused(specs, device, needle):
+    with pytest.raises(CompositionError, match=needle):
+        resolve(specs, device)
+
+
+def test_flash_on_cuda_with_half_precision_is_accepted():
+    assert resolve(["sdpa=flash", "dtype=bf16"], "cuda").specs == ["dtype=bf16", "sdpa=flash"]
+
+
+def test_the_harness_orders_the_steps_not_the_user():
+    plan = resolve(["compile", "threads=1", "int8=dynamic"], "cpu")
+    assert plan.specs == ["int8=dynamic", "threads=1", "compile=default"]
+
+
+def test_refused_combination_on_the_command_line_is_a_usage_error():
+    result = run_cli("run", "--preset", "dia-tiny", "--device", "cpu", "--opt", "tf32")
+    assert result.returncode == 2 and "does not apply to cpu" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ipex_is_skipped_with_its_reason_when_it_cannot_run_here():
+    reason = resolve(["ipex"], "cpu").unavailable("cpu")
+    if not reason:
+        pytest.skip("IPEX can run on this machine")
+    rec = run_isolated(tiny_cell(plugins=["ipex"]), timeout_s=300)
+    assert rec["status"] == "skipped" and "ipex" in rec["reason"]
+
+
+def test_torchao_missing_is_skipped_not_failed():
+    reasons = resolve(["int8=torchao-weight"], "cpu").unavailable("cpu")
+    if not reasons:
+        rec = run_ok(plugins=["int8=torchao-weight"])
+        assert rec["fidelity"]["compared"]
+        return
+    rec = run_isolated(tiny_cell(plugins=["int8=torchao-weight"]), timeout_s=300)
+    assert rec["status"] == "skipped" and "torchao is not installed" in rec["reason"]
+
+
+def test_plugins_command_lists_availability_with_reasons():
+    result = run_cli("plugins", "--device", "cpu", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)["plugins"]}
+    assert GUIDE_PLUGINS <= set(rows)
+    assert rows["tf32"]["available"] is False and "does not apply to cpu" in rows["tf32"]["reason"]
+    assert rows["int8"]["guide_speedup"] == [2.0, 4.0]
+    human = run_cli("plugins", "--device", "cpu")
+    assert human.returncode == 0 and "threads" in human.stdout
+
+
+def test_a_third_party_plugin_is_found_through_its_entry_point(tmp_path, monkeypatch):
+    (tmp_path / "thirdparty_opt.py").write_text(textwrap.dedent("""
+        from optimizations.base import Expectation, Plugin
+
+        class Noop(Plugin):
+            name = "thirdparty-noop"
+            description = "does nothing, from another package"
+            expectation = Expectation(section="none")
+    """))
+    dist = tmp_path / "thirdparty_opt-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-opt\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[dia_bench.optimizations]\nnoop = thirdparty_opt:Noop\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    all_plugins.cache_clear()
+    try:
+        assert "thirdparty-noop" in all_plugins()
+        assert resolve(["thirdparty-noop"], "cpu").specs == ["thirdparty-noop"]
+    finally:
+        all_plugins.cache_clear()
+        sys.modules.pop("thirdparty_opt", None)
+
+
+@requires_cuda
+def test_tf32_sets_and_restores_the_cuda_flags():
+    plugin = all_plugins()["tf32"]
+    before = torch.backends.cuda.matmul.allow_tf32
+    with plugin.context(None, "cuda"):
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+        assert torch.get_float32_matmul_precision() == "high"
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+@requires_cuda
+def test_cuda_cell_records_vram_and_flash_runs_in_bf16():
+    rec = run_ok(device="cuda", plugins=["dtype=bf16", "sdpa=flash"])
+    assert rec["peak_vram_mb"] > 0 and rec["nvml_peak_used_mb"] > 0

@@ -1,0 +1,87 @@
+"""The isolated worker: records, crashes survived, no state leaking between cells."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.launcher import run_isolated
+from harness.record import SCHEMA_VERSION
+from tests.conftest import run_cli, tiny_cell
+
+REQUIRED = ("schema_version", "status", "rtf", "xrt", "audio_seconds", "frames", "generation_seconds",
+            "repeats_seconds", "stages", "peak_rss_mb", "peak_vram_mb", "weights", "env")
+
+
+def test_record_has_the_documented_fields(tmp_path):
+    rec = run_isolated(tiny_cell(repeats=2, warmup=1, profile_dir=str(tmp_path / "prof")), timeout_s=300)
+    assert rec["status"] == "ok", rec.get("reason")
+    for key in REQUIRED:
+        assert key in rec, key
+    assert rec["schema_version"] == SCHEMA_VERSION
+    assert len(rec["repeats_seconds"]) == 2 and len(rec["warmup_seconds"]) == 1
+    assert rec["rtf"] == pytest.approx(rec["generation_seconds"] / rec["audio_seconds"])
+    assert rec["xrt"] == pytest.approx(1 / rec["rtf"])
+    assert rec["peak_vram_mb"] is None  # CPU cell
+    assert rec["peak_rss_mb"] > 100
+    steps = rec["stages"]["step_latency_ms"]
+    assert steps["count"] == 2 * (rec["frames"] + 15)
+    assert steps["p50"] <= steps["p90"] <= steps["p99"]
+    roof = rec["roofline"]
+    assert roof["weight_bytes_per_step"] > 0 and 0 < roof["fraction_of_bandwidth"] < 1.5
+    assert rec["env"]["software"]["torch"] and rec["env"]["cpu"]["logical_cores"] >= 1
+    # The profiled repeat left a Chrome trace and the ten operators with the most self time.
+    trace = json.loads(open(rec["profile"]["trace"]).read())
+    assert trace["traceEvents"]
+    assert 1 <= len(rec["profile"]["top_ops"]) <= 10
+
+
+@pytest.mark.parametrize("fault, reason", [
+    ("abort", "SIGABRT"),
+    ("kill", "SIGKILL (out of memory?)"),
+    ("exit", "exited with status 3"),
+    ("raise", "RuntimeError: injected fault"),
+])
+def test_a_dying_worker_is_recorded_as_failed_and_the_parent_goes_on(fault, reason):
+    rec = run_isolated(tiny_cell(), timeout_s=300, extra_env={"DIA_BENCH_INJECT_FAULT": fault})
+    assert rec["status"] == "failed"
+    assert reason in rec["reason"]
+    assert rec["cell"]["preset"] == "dia-tiny"
+
+
+def test_a_hanging_worker_is_killed_at_its_timeout_and_the_next_cell_runs():
+    rec = run_isolated(tiny_cell(), timeout_s=8, extra_env={"DIA_BENCH_INJECT_FAULT": "hang"})
+    assert rec["status"] == "failed" and rec["reason"] == "timed out after 8 s"
+    assert run_isolated(tiny_cell(), timeout_s=300)["status"] == "ok"
+
+
+def test_a_global_setting_in_one_cell_does_not_leak_into_the_next():
+    import torch
+
+    parent_threads = torch.get_num_threads()
+    first = run_isolated(tiny_cell(plugins=["threads=1"]), timeout_s=300)
+    second = run_isolated(tiny_cell(), timeout_s=300)
+    assert first["status"] == second["status"] == "ok"
+    assert first["env"]["torch_threads"] == 1
+    assert first["env"]["thread_env"] == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert second["env"]["torch_threads"] == parent_threads
+    assert second["env"]["thread_env"] == {}
+    assert torch.get_num_threads() == parent_threads
+
+
+def test_run_command_prints_a_summary_and_writes_the_record(tmp_path):
+    out = tmp_path / "r.json"
+    wav = tmp_path / "a.wav"
+    result = run_cli("run", "--preset", "dia-tiny", "--device", "cpu", "--seconds", "0.2", "--repeats", "1",
+                     "--warmup", "0", "--json", str(out), "--save-audio", str(wav))
+    assert result.returncode == 0, result.stderr
+    assert "RTF (compute/audio, lower is better)" in result.stdout
+    assert "x real time (audio/compute)" in result.stdout
+    assert "timings are real, audio is noise" in result.stdout
+    rec = json.loads(out.read_text())
+    assert rec["status"] == "ok"
+    import soundfile
+
+    audio, rate = soundfile.read(wav)
+    assert rate == 44100 and len(audio) == rec["frames"] * 512

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -109,7 +110,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if json_path.exists() and json_path.is_dir():
         raise UsageError(f"--json {json_path} is a directory; give a file path")
     rec = _run_with_progress(cell, args.timeout, quiet=args.quiet)
-    write_json_atomic(json_path, rec)
+    try:
+        write_json_atomic(json_path, rec)
+    except OSError as exc:
+        # Never lose a measurement to a bad path: keep it somewhere that works and say where.
+        fallback = Path(tempfile.gettempdir()) / json_path.name
+        write_json_atomic(fallback, rec)
+        print(f"dia-bench: could not write {json_path} ({exc.strerror}); record kept at {fallback}",
+              file=sys.stderr)
+        json_path = fallback
     print_record(rec, json_path)
     return {"ok": EXIT_OK, "skipped": EXIT_SKIPPED}.get(rec["status"], EXIT_FAILED)
 

@@ -6,6 +6,7 @@ reason; the parent carries on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -58,10 +59,8 @@ def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: Progre
             for line in proc.stderr:
                 if line.startswith(PROGRESS_PREFIX):
                     if on_progress:
-                        try:
+                        with contextlib.suppress(json.JSONDecodeError):
                             on_progress(json.loads(line[len(PROGRESS_PREFIX):]))
-                        except json.JSONDecodeError:
-                            pass
                 else:
                     tail.append(line.rstrip())
 

@@ -7,6 +7,7 @@ after the encoder and once per decoder step, so no transformers internals are pa
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -177,6 +178,6 @@ class DiaPipeline:
         if len(stamps) >= 2:
             times.encoder_prefill_s = stamps[1] - t1
             times.decode_s = t2 - stamps[1]
-            times.step_latencies_s = [b - a for a, b in zip(stamps[1:], stamps[2:])]
+            times.step_latencies_s = [b - a for a, b in itertools.pairwise(stamps[1:])]
         return PipelineOutput(audio=audio.cpu(), codes=codes.cpu(), delayed=delayed.cpu(), times=times,
                               generation_batch_rows=self.decoder_rows)

@@ -6,6 +6,7 @@ the machine's measured bandwidth; the fraction achieved says how much room an op
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -95,10 +96,8 @@ def measured_bandwidth_gbps(device: torch.device) -> dict:
         return {"gbps": cached[key], "cached": True}
     value = round(_measure(device), 2)
     cached[key] = value
-    try:
+    with contextlib.suppress(OSError):
         write_json_atomic(path, cached)
-    except OSError:
-        pass
     return {"gbps": value, "cached": False}
 
 

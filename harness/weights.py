@@ -7,6 +7,7 @@ timing is real while the audio is noise.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -109,10 +110,8 @@ def content_hash(directory: Path) -> str:
                 digest.update(chunk)
     value = "sha256:" + digest.hexdigest()
     cached[key] = {"stamp": stamp, "sha256": value}
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache only costs a re-hash next time
         write_json_atomic(cache_file, cached)
-    except OSError:
-        pass  # a read-only cache only costs a re-hash next time
     return value
 
 
@@ -163,10 +162,7 @@ def _write_synthetic(preset: Preset, seed: int, kind: str, target: Path) -> None
     from transformers import DacModel, DiaForConditionalGeneration
 
     torch.manual_seed(seed)
-    if kind == "model":
-        model = DiaForConditionalGeneration(preset.dia_config())
-    else:
-        model = DacModel(preset.dac_config())
+    model = DiaForConditionalGeneration(preset.dia_config()) if kind == "model" else DacModel(preset.dac_config())
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)

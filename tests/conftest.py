@@ -15,7 +15,7 @@ if "DIA_BENCH_CACHE" not in os.environ:
 
     os.environ["DIA_BENCH_CACHE"] = tempfile.mkdtemp(prefix="dia-bench-test-cache-")
 
-from harness.cell import Cell  # noqa: E402
+from harness.cell import Cell
 
 TINY = dict(preset="dia-tiny", device="cpu", seconds=0.25, warmup=0, repeats=1)
 

@@ -56,7 +56,7 @@ def test_cfg_runs_two_rows_per_request(tiny_pipeline):
 
 
 def test_saved_checkpoint_loaded_with_weights_gives_same_audio(tiny_pipeline, tmp_path):
-    pipe, weights = tiny_pipeline
+    pipe, _weights = tiny_pipeline
     text, seconds, seed = "[S1] Round trip of the weights.", 0.25, 3
     expected = pipe.run([text], frames_for_seconds(seconds), SamplingParams(), seed=seed).audio
     saved = tmp_path / "dia"

@@ -25,7 +25,7 @@ def run_ok(**kw) -> dict:
 
 def test_every_guide_technique_is_a_plugin_with_its_contract():
     plugins = all_plugins()
-    assert GUIDE_PLUGINS <= set(plugins)
+    assert set(plugins) >= GUIDE_PLUGINS
     for p in plugins.values():
         assert p.description and p.expectation.section
         assert p.devices <= {"cpu", "cuda"}
@@ -92,7 +92,7 @@ def test_forcing_a_backend_that_cannot_run_fails_the_cell_with_the_reason():
 
 
 def test_compile_really_compiles_and_keeps_compile_time_apart():
-    rec = run_ok(plugins=["compile"], warmup=1, repeats=2)
+    rec = run_ok(plugins=["compile"], warmup=1, repeats=2, fidelity=False)
     report = rec["plugin_reports"]["compile=default"]
     assert report["dynamo_unique_graphs"] >= 1
     assert report["dynamo_frames"].get("ok", 0) >= 1
@@ -175,7 +175,7 @@ def test_plugins_command_lists_availability_with_reasons():
     result = run_cli("plugins", "--device", "cpu", "--json")
     assert result.returncode == 0, result.stderr
     rows = {r["name"]: r for r in json.loads(result.stdout)["plugins"]}
-    assert GUIDE_PLUGINS <= set(rows)
+    assert set(rows) >= GUIDE_PLUGINS
     assert rows["tf32"]["available"] is False and "does not apply to cpu" in rows["tf32"]["reason"]
     assert rows["int8"]["guide_speedup"] == [2.0, 4.0]
     human = run_cli("plugins", "--device", "cpu")

@@ -32,7 +32,8 @@ def test_record_has_the_documented_fields(tmp_path):
     assert roof["weight_bytes_per_step"] > 0 and 0 < roof["fraction_of_bandwidth"] < 1.5
     assert rec["env"]["software"]["torch"] and rec["env"]["cpu"]["logical_cores"] >= 1
     # The profiled repeat left a Chrome trace and the ten operators with the most self time.
-    trace = json.loads(open(rec["profile"]["trace"]).read())
+    with open(rec["profile"]["trace"]) as fh:
+        trace = json.load(fh)
     assert trace["traceEvents"]
     assert 1 <= len(rec["profile"]["top_ops"]) <= 10
 

@@ -1,0 +1,1 @@
+"""Suite definitions and the optimization guide's expected tables, as data."""

@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds before the worker is killed")
     run.add_argument("--quiet", action="store_true", help="no progress display")
 
+    check = sub.add_parser("crosscheck", help="compare the harness's generation time with a plain model.generate")
+    check.add_argument("--preset", default="dia-1.6b")
+    check.add_argument("--seconds", type=_positive_float, default=1.0)
+    check.add_argument("--repeats", type=int, default=3)
+    check.add_argument("--warmup", type=int, default=1)
+    check.add_argument("--weights", default=None)
+    check.add_argument("--tolerance", type=float, default=3.0, help="allowed difference in percent")
+
     env = sub.add_parser("env", help="what this machine offers")
     env.add_argument("--json", action="store_true")
 
@@ -142,6 +150,36 @@ def _run_with_progress(cell, timeout: float, quiet: bool) -> dict[str, Any]:
         return run_isolated(cell, timeout_s=timeout, on_progress=update)
 
 
+def cmd_crosscheck(args: argparse.Namespace) -> int:
+    """Harness worker first, then a plain script in its own process, on the same inputs (CPU, fp32)."""
+    import json
+    import subprocess
+
+    from harness.cell import Cell
+    from harness.presets import get_preset
+    from harness.weights import resolve as resolve_weights
+
+    cell = Cell(preset=args.preset, device="cpu", seconds=args.seconds, repeats=args.repeats, warmup=args.warmup,
+                weights=args.weights, fidelity=False)
+    check_cell_inputs(cell)
+    rec = _run_with_progress(cell, 24 * 3600, quiet=False)
+    if rec["status"] != "ok":
+        print(f"harness cell {rec['status']}: {rec['reason']}", file=sys.stderr)
+        return EXIT_FAILED
+    weights_dir = resolve_weights(get_preset(cell.preset), "model", cell.weights, cell.weights_seed).path
+    plain = subprocess.run([sys.executable, "-m", "harness.plain_generate", "--weights", weights_dir,
+                            "--text", cell.text, "--frames", str(cell.frames), "--repeats", str(args.repeats),
+                            "--warmup", str(args.warmup), "--seed", str(cell.seed)],
+                           capture_output=True, text=True, check=True)
+    plain_rec = json.loads(plain.stdout.strip().splitlines()[-1])
+    harness_s, plain_s = rec["generation_seconds"], plain_rec["median_seconds"]
+    diff = (harness_s - plain_s) / plain_s * 100
+    print(f"harness generation (median of {args.repeats}): {harness_s:.3f} s  {rec['repeats_seconds']}")
+    print(f"plain model.generate (median of {args.repeats}): {plain_s:.3f} s  {plain_rec['repeats_seconds']}")
+    print(f"difference: {diff:+.2f}% (tolerance {args.tolerance:g}%)")
+    return EXIT_OK if abs(diff) <= args.tolerance else EXIT_FAILED
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     from harness.summary import print_env
 
@@ -158,7 +196,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "env": cmd_env, "plugins": cmd_plugins}
+COMMANDS = {"run": cmd_run, "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,11 +41,19 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """The main job: measure Dia on this machine. Extra arguments go to `dia-bench run`."""
+    """The main job: the `default` suite (gpu with CUDA, else cpu) on this machine.
+
+    `nox -s bench -- --suite smoke` picks another suite; other arguments go to `dia-bench sweep`.
+    """
     _install(session)
+    args = list(session.posargs)
+    suite = "default"
+    if "--suite" in args:
+        i = args.index("--suite")
+        suite = args[i + 1]
+        del args[i:i + 2]
     session.run("dia-bench", "env")
-    args = session.posargs or []
-    session.run("dia-bench", "run", "--json", "bench-results/bench.json", *args)
+    session.run("dia-bench", "sweep", suite, *args)
 
 
 @nox.session(python=PYTHON)

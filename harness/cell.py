@@ -26,6 +26,8 @@ class Cell:
     batch: int = 1
     warmup: int = 1
     repeats: int = 3
+    # With a budget, repeats go on until it is spent; `repeats` is then the minimum.
+    time_budget_s: float | None = None
     seed: int = 0
     weights_seed: int = 0
     weights: str | None = None

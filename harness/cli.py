@@ -55,6 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds before the worker is killed")
     run.add_argument("--quiet", action="store_true", help="no progress display")
 
+    sweep = sub.add_parser("sweep", help="run a suite of cells, each in its own worker")
+    sweep.add_argument("suite", help="a shipped suite (smoke, cpu, gpu, guide, scaling, default) or a .toml path")
+    sweep.add_argument("--out", default=None, help="run directory (default: bench-results/<suite>-<time>)")
+    sweep.add_argument("--resume", action="store_true", help="run only the cells missing from --out")
+    sweep.add_argument("--only", default=None, metavar="PATTERN", help="cells whose description matches")
+    sweep.add_argument("--list", action="store_true", help="print the cells and exit")
+    sweep.add_argument("--quiet", action="store_true")
+
+    cmp_ = sub.add_parser("compare", help="cells that got faster or slower between two runs")
+    cmp_.add_argument("base")
+    cmp_.add_argument("new")
+    cmp_.add_argument("--max-regression", type=float, default=None, metavar="PCT",
+                      help="exit 1 when a cell is significantly slower by more than PCT percent")
+
+    export = sub.add_parser("export", help="write a run in another tool's format")
+    export.add_argument("run_dir")
+    export.add_argument("--format", choices=["pytest-benchmark"], default="pytest-benchmark")
+    export.add_argument("-o", "--output", default=None)
+
     check = sub.add_parser("crosscheck", help="compare the harness's generation time with a plain model.generate")
     check.add_argument("--preset", default="dia-1.6b")
     check.add_argument("--seconds", type=_positive_float, default=1.0)
@@ -180,6 +199,55 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     return EXIT_OK if abs(diff) <= args.tolerance else EXIT_FAILED
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.expand import expand
+    from harness.suite import find_suite, parse_suite
+    from harness.summary import print_sweep
+    from harness.sweep import describe, run_suite, select
+
+    suite = parse_suite(find_suite(args.suite))
+    if args.list:
+        for p in select(expand(suite), args.only):
+            print(f"{p.key:22} {describe(p)}" + (f"  [skipped: {p.skip_reason}]" if p.skip_reason else ""))
+        return EXIT_OK
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out RUN_DIR, the run to finish")
+    out = Path(args.out or f"bench-results/{suite.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    run_suite(suite, out, resume=args.resume, only=args.only, quiet=args.quiet)
+    print_sweep(out)
+    from reports.markdown import write as write_markdown
+
+    summary = write_markdown([out], out / "summary.md")
+    print(f"summary: {summary}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import compare_runs, regressions
+    from harness.summary import print_compare
+
+    table = compare_runs(Path(args.base), Path(args.new))
+    print_compare(table)
+    if args.max_regression is not None:
+        bad = regressions(table, args.max_regression)
+        if not bad.empty:
+            print(f"dia-bench: {len(bad)} cell(s) regressed by more than {args.max_regression:g}% "
+                  "beyond noise", file=sys.stderr)
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.export import to_pytest_benchmark
+    from harness.jsonio import write_json_atomic
+
+    data = to_pytest_benchmark(Path(args.run_dir))
+    output = Path(args.output or Path(args.run_dir) / "pytest-benchmark.json")
+    write_json_atomic(output, data)
+    print(f"{len(data['benchmarks'])} benchmarks written to {output}")
+    return EXIT_OK
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     from harness.summary import print_env
 
@@ -196,7 +264,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare, "export": cmd_export,
+            "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from harness.weights import resolve as resolve_weights
 from optimizations.api import apply_plan
 from optimizations.registry import Plan
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MAX_REPEATS = 200  # a time budget on a tiny model must still end
 
 
 def sampling_of(cell: Cell) -> SamplingParams:
@@ -77,8 +77,11 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
 
     outputs: list[PipelineOutput] = []
     with MemoryTracker(device) as mem:
-        for i in range(cell.repeats):
-            progress("repeat", i=i + 1, n=cell.repeats)
+        started = time.perf_counter()
+        while len(outputs) < cell.repeats or (
+                cell.time_budget_s and time.perf_counter() - started < cell.time_budget_s
+                and len(outputs) < MAX_REPEATS):
+            progress("repeat", i=len(outputs) + 1, n=cell.repeats)
             outputs.append(pipe.run(texts, cell.frames, sampling, cell.seed))
 
     audio_seconds = cell.frames * cell.batch / (SAMPLE_RATE / 512)

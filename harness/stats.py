@@ -34,3 +34,36 @@ def summary(values: Sequence[float]) -> dict[str, float | int | None]:
         "p99": float(p99),
         "max": float(arr.max()),
     }
+
+
+def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, n_resamples: int = 4000,
+                 seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the median. With few repeats it is wide, as it should be."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return None
+    if arr.size == 1:
+        return float(arr[0]), float(arr[0])
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(arr, size=(n_resamples, arr.size), replace=True), axis=1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(medians, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def ratio_ci(base: Sequence[float], new: Sequence[float], confidence: float = 0.95, n_resamples: int = 4000,
+             seed: int = 0) -> dict[str, float | bool | None]:
+    """Speedup = median(base) / median(new), with a bootstrap interval resampling both sides.
+
+    `significant` means the interval excludes 1: the difference is beyond the repeats' noise.
+    """
+    b, n = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
+    if b.size == 0 or n.size == 0:
+        return {"speedup": None, "low": None, "high": None, "significant": None}
+    point = float(np.median(b) / np.median(n))
+    rng = np.random.default_rng(seed)
+    rb = np.median(rng.choice(b, size=(n_resamples, b.size), replace=True), axis=1)
+    rn = np.median(rng.choice(n, size=(n_resamples, n.size), replace=True), axis=1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(rb / rn, [alpha, 1 - alpha])
+    return {"speedup": point, "low": float(lo), "high": float(hi), "significant": bool(lo > 1 or hi < 1)}

@@ -130,3 +130,53 @@ def print_plugins(device: str, as_json: bool = False) -> None:
                       "[green]yes[/]" if r["available"] else f"[red]no[/]: {r['reason']}",
                       f"{speed[0]:g}-{speed[1]:g}x" if speed else "-", r["description"])
     Console().print(table)
+
+
+def _fmt_speedup(row) -> str:
+    if row.get("speedup") is None or row.get("speedup") != row.get("speedup"):
+        return "-"
+    mark = "*" if row.get("significant") else ""
+    return f"{row['speedup']:.2f}x [{row['speedup_low']:.2f}, {row['speedup_high']:.2f}]{mark}"
+
+
+def print_sweep(run_dir: Path, console: Console | None = None) -> None:
+    """The table that closes a sweep: every cell, its RTF with CI, speedup against its baseline."""
+    from harness import results
+
+    console = console or Console()
+    df = results.load(run_dir)
+    table = Table(title=f"{run_dir}", title_justify="left")
+    for col in ("cell", "status", "RTF [95% CI]", "x real time", "speedup vs baseline", "peak RSS MB", "fidelity"):
+        table.add_column(col)
+    for _, r in df.iterrows():
+        if r["status"] == "ok":
+            rtf = f"{r['rtf']:.3f} [{r['rtf_ci_low']:.3f}, {r['rtf_ci_high']:.3f}]"
+            fid = "-" if r["cosine"] is None or r["cosine"] != r["cosine"] else f"cos {r['cosine']:.4f}"
+            table.add_row(r["description"], "ok", rtf, f"{r['xrt']:.3f}x", _fmt_speedup(r),
+                          f"{r['peak_rss_mb']:.0f}", fid)
+        else:
+            table.add_row(r["description"], r["status"], r["reason"] or "", "", "", "", "")
+    console.print(table)
+    drift = results.baseline_drift(df)
+    for _, d in drift.iterrows():
+        flag = " (significant: the machine changed speed during the run)" if d["significant"] else ""
+        console.print(f"baseline drift {d['device']} {d['seconds']:g}s b{d['batch']}: start RTF {d['start_rtf']:.3f}, "
+                      f"end RTF {d['end_rtf']:.3f} ({d['drift_pct']:+.1f}%){flag}")
+    console.print("* = beyond the repeats' noise (95% bootstrap interval excludes 1)")
+    console.print(f"run directory: {run_dir}")
+
+
+def print_compare(table, console: Console | None = None) -> None:
+    console = console or Console()
+    if table.empty:
+        console.print("no cells in common between the two runs")
+        return
+    out = Table(title="base -> new", title_justify="left")
+    for col in ("cell", "base RTF", "new RTF", "change", "speedup [95% CI]", "verdict"):
+        out.add_column(col)
+    for _, r in table.iterrows():
+        colour = {"faster": "green", "slower": "red"}.get(r["verdict"], "white")
+        out.add_row(r["description"], f"{r['base_rtf']:.3f}", f"{r['new_rtf']:.3f}", f"{r['change_pct']:+.1f}%",
+                    f"{r['speedup']:.2f}x [{r['speedup_low']:.2f}, {r['speedup_high']:.2f}]",
+                    f"[{colour}]{r['verdict']}[/]")
+    console.print(out)

@@ -96,7 +96,7 @@ def test_compile_really_compiles_and_keeps_compile_time_apart():
     report = rec["plugin_reports"]["compile=default"]
     assert report["dynamo_unique_graphs"] >= 1
     assert report["dynamo_frames"].get("ok", 0) >= 1
-    assert report["inductor_cache"] in ("cold", "warm")
+    assert report["compile_cache"] in ("cold", "warm", "partial")
     # The first call carries the compilation; steady-state repeats do not.
     assert rec["warmup_seconds"][0] > max(rec["repeats_seconds"])
 

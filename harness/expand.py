@@ -1,0 +1,94 @@
+"""Expands a suite into cells: the matrix design, devices, and what cannot run kept as skipped."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from harness.cell import Cell
+from harness.errors import UsageError
+from harness.suite import Suite, load_texts
+
+
+@dataclass
+class PlannedCell:
+    key: str  # unique within a run: the cell id, plus "@end" for the closing baseline
+    cell: Cell
+    role: str = "cell"  # "baseline-start", "baseline-end" or "cell"
+    skip_reason: str | None = None
+
+
+def _spec(name: str, value: str | None) -> str:
+    return name if value is None else f"{name}={value}"
+
+
+def plugin_combinations(suite: Suite) -> list[list[str]]:
+    """The plugin lists the design asks for; the empty list is the baseline."""
+    if suite.design == "explicit":
+        return [list(c) for c in suite.cells]
+    options = [[_spec(n, v) for v in values] for n, values in suite.plugins.items()]
+    if suite.design == "full":
+        combos = itertools.product(*[[None, *opts] for opts in options])
+        return [[s for s in combo if s] for combo in combos]
+    if suite.design == "one-at-a-time":
+        return [[]] + [[s] for opts in options for s in opts]
+    # leave-one-out: every plugin (first value), then all but one
+    everything = [opts[0] for opts in options]
+    return [everything] + [[s for s in everything if s != left] for left in everything]
+
+
+def resolve_devices(devices: list[str]) -> list[str]:
+    from harness.devices import available_devices
+
+    out: list[str] = []
+    for d in devices:
+        for dev in (available_devices() if d == "available" else [d]):
+            if dev not in out:
+                out.append(dev)
+    return out
+
+
+def _skip_reason(cell: Cell) -> str | None:
+    from harness.devices import check_device
+    from optimizations.registry import resolve
+
+    try:
+        check_device(cell.device)
+        plan = resolve(cell.plugins, cell.device)
+    except UsageError as exc:  # CompositionError too: refused before anything runs
+        return str(exc)
+    reasons = plan.unavailable(cell.device)
+    return "; ".join(reasons) if reasons else None
+
+
+def expand(suite: Suite) -> list[PlannedCell]:
+    """Every cell of the suite in run order: per device, baselines first and again last."""
+    texts = load_texts()
+    combos = plugin_combinations(suite)
+    if [] not in combos:
+        combos = [[], *combos]  # speedups need a baseline
+    planned: list[PlannedCell] = []
+    seen: set[str] = set()
+    for device in resolve_devices(suite.devices):
+        ends: list[PlannedCell] = []
+        for preset, text_key, seconds, batch in itertools.product(suite.presets, suite.texts, suite.seconds,
+                                                                    suite.batch):
+            for plugins in combos:
+                cell = Cell(preset=preset, device=device, plugins=plugins, text=texts[text_key],
+                            seconds=float(seconds), batch=batch, warmup=suite.warmup,
+                            repeats=suite.min_repeats or suite.repeats, seed=suite.seed, fidelity=suite.fidelity,
+                            time_budget_s=suite.time_budget_s, label=text_key)
+                if cell.cell_id in seen:
+                    continue
+                seen.add(cell.cell_id)
+                role = "baseline-start" if not plugins else "cell"
+                item = PlannedCell(key=cell.cell_id, cell=cell, role=role, skip_reason=_skip_reason(cell))
+                planned.append(item)
+                if not plugins:
+                    ends.append(PlannedCell(key=cell.cell_id + "@end", cell=cell, role="baseline-end",
+                                            skip_reason=item.skip_reason))
+        # Baselines run first (above, in order) and again after every other cell of the device.
+        starts = [p for p in planned if p.cell.device == device and p.role == "baseline-start"]
+        others = [p for p in planned if p.cell.device == device and p.role == "cell"]
+        planned = [p for p in planned if p.cell.device != device] + starts + others + ends
+    return planned

@@ -1,0 +1,170 @@
+"""Suites: TOML files that describe a matrix of cells. Parsing and validation only."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from harness.errors import UsageError
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+DESIGNS = ("full", "one-at-a-time", "leave-one-out", "explicit")
+
+SUITE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "description": str, "presets": list, "devices": list, "texts": list, "seconds": list, "batch": list,
+    "warmup": int, "repeats": int, "min_repeats": int, "time_budget_s": (int, float), "seed": int,
+    "timeout_s": (int, float), "fidelity": bool, "design": str, "cells": list,
+}
+TOP_KEYS = {"suite", "plugins"}
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    text_hash: str
+    description: str = ""
+    presets: list[str] = field(default_factory=lambda: ["dia-1.6b"])
+    devices: list[str] = field(default_factory=lambda: ["cpu"])
+    texts: list[str] = field(default_factory=lambda: ["short"])
+    seconds: list[float] = field(default_factory=lambda: [1.0])
+    batch: list[int] = field(default_factory=lambda: [1])
+    warmup: int = 1
+    repeats: int = 3
+    min_repeats: int | None = None
+    time_budget_s: float | None = None
+    seed: int = 0
+    timeout_s: float = 1800.0
+    fidelity: bool = True
+    design: str = "one-at-a-time"
+    plugins: dict[str, list[str | None]] = field(default_factory=dict)
+    cells: list[list[str]] = field(default_factory=list)
+
+
+def load_texts() -> dict[str, str]:
+    with open(SUITES_DIR / "texts.toml", "rb") as fh:
+        return tomllib.load(fh)
+
+
+def suite_names() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml") if p.stem != "texts")
+
+
+def find_suite(name_or_path: str) -> Path:
+    """A shipped suite by name (`default` picks gpu or cpu), or any TOML path."""
+    if name_or_path == "default":
+        import torch
+
+        name_or_path = "gpu" if torch.cuda.is_available() else "cpu"
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists():
+        if not candidate.is_file():
+            raise UsageError(f"suite file {candidate} does not exist")
+        return candidate
+    shipped = SUITES_DIR / f"{name_or_path}.toml"
+    if not shipped.is_file():
+        raise UsageError(f"unknown suite {name_or_path!r}: choose one of {', '.join(suite_names())}, "
+                         "default, or a path to a .toml file")
+    return shipped
+
+
+def _unknown(path: Path, key: str, where: str, known) -> UsageError:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
+    return UsageError(f"{path}: unknown key {key!r} in {where}{hint}")
+
+
+def _plugin_values(path: Path, name: str, raw: Any) -> list[str | None]:
+    values = raw if isinstance(raw, list) else [raw]
+    out: list[str | None] = []
+    for v in values:
+        if v is True:
+            out.append(None)
+        elif isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            out.append(str(v))
+        else:
+            raise UsageError(f"{path}: [plugins] {name} = {raw!r}: give a list of values, or true for a plugin "
+                             "without one")
+    return out
+
+
+def parse_suite(path: Path) -> Suite:
+    """Read and check a suite file; every problem is one line naming the file and the key or line."""
+    from harness.devices import _DEVICE
+    from harness.presets import PRESETS
+    from optimizations.registry import get_plugin, split_spec
+
+    raw_bytes = path.read_bytes()
+    try:
+        data = tomllib.loads(raw_bytes.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    for key in data:
+        if key not in TOP_KEYS:
+            raise _unknown(path, key, "the file (tables are [suite] and [plugins])", TOP_KEYS)
+    section = data.get("suite", {})
+    suite = Suite(name=path.stem, path=path, text_hash=hashlib.sha256(raw_bytes).hexdigest()[:16])
+    for key, value in section.items():
+        if key not in SUITE_KEYS:
+            raise _unknown(path, key, "[suite]", SUITE_KEYS)
+        expected = SUITE_KEYS[key]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise UsageError(f"{path}: [suite] {key} = {value!r} has the wrong type")
+        setattr(suite, key, value)
+    for name, raw in data.get("plugins", {}).items():
+        try:
+            plugin = get_plugin(name)
+        except UsageError as exc:
+            raise UsageError(f"{path}: [plugins] {exc}") from None
+        values = _plugin_values(path, name, raw)
+        for v in values:
+            try:
+                plugin.parse(v)
+            except ValueError as exc:
+                raise UsageError(f"{path}: [plugins] {exc}") from None
+        suite.plugins[name] = values
+
+    if suite.design not in DESIGNS:
+        raise UsageError(f"{path}: [suite] design = {suite.design!r}: choose one of {', '.join(DESIGNS)}")
+    if suite.design == "explicit" and not suite.cells:
+        raise UsageError(f"{path}: design 'explicit' needs cells = [[...], ...] in [suite]")
+    for cell in suite.cells:
+        if not isinstance(cell, list) or not all(isinstance(s, str) for s in cell):
+            raise UsageError(f"{path}: [suite] cells must be lists of 'name=value' strings (got {cell!r})")
+        for spec in cell:
+            name, value = split_spec(spec)
+            try:
+                get_plugin(name).parse(value)
+            except UsageError as exc:
+                raise UsageError(f"{path}: [suite] cells: {exc}") from None
+            except ValueError as exc:
+                raise UsageError(f"{path}: [suite] cells: {exc}") from None
+    for preset in suite.presets:
+        if preset not in PRESETS:
+            raise UsageError(f"{path}: [suite] presets: unknown preset {preset!r} (choose from "
+                             f"{', '.join(PRESETS)})")
+    for device in suite.devices:
+        if device != "available" and not _DEVICE.match(str(device)):
+            raise UsageError(f"{path}: [suite] devices: unknown device {device!r} (cpu, cuda, cuda:N or available)")
+    texts = load_texts()
+    for text in suite.texts:
+        if text not in texts:
+            raise UsageError(f"{path}: [suite] texts: unknown text {text!r} (the corpus has {', '.join(texts)})")
+    for s in suite.seconds:
+        if not isinstance(s, (int, float)) or s <= 0:
+            raise UsageError(f"{path}: [suite] seconds: {s!r} must be a number > 0")
+    for b in suite.batch:
+        if not isinstance(b, int) or b < 1:
+            raise UsageError(f"{path}: [suite] batch: {b!r} must be an integer >= 1")
+    if suite.repeats < 1 or suite.warmup < 0:
+        raise UsageError(f"{path}: [suite] repeats must be >= 1 and warmup >= 0")
+    return suite

@@ -1,0 +1,122 @@
+"""Runs a suite: every cell in its own worker, one at a time, each record written as it finishes."""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import rundir
+from harness.errors import UsageError
+from harness.expand import PlannedCell, expand
+from harness.launcher import run_isolated
+from harness.record import not_ok, now
+from harness.suite import Suite
+
+
+def describe(p: PlannedCell) -> str:
+    c = p.cell
+    plugins = "+".join(c.plugins) or "baseline"
+    end = " (end)" if p.role == "baseline-end" else ""
+    return f"{c.preset}/{c.device}/{plugins}/{c.label or 'text'}/{c.seconds:g}s/b{c.batch}{end}"
+
+
+def select(planned: list[PlannedCell], only: str | None) -> list[PlannedCell]:
+    if not only:
+        return planned
+    return [p for p in planned if fnmatch.fnmatch(describe(p), only) or only in describe(p)]
+
+
+def prepare_run_dir(out: Path, suite: Suite, resume: bool) -> None:
+    if resume:
+        meta = rundir.read_meta(out)
+        if meta.get("suite", {}).get("text_hash") != suite.text_hash:
+            raise UsageError(f"{out} holds a run of suite {meta.get('suite', {}).get('name')!r} "
+                             f"({meta.get('suite', {}).get('text_hash')}); refusing to mix in {suite.path} "
+                             f"({suite.text_hash}): use another --out")
+        rundir.update_meta(out, finished_at=None)
+        return
+    if rundir.is_run_dir(out):
+        raise UsageError(f"{out} already holds a run: pass --resume to finish it, or another --out")
+    from harness import env
+
+    rundir.create(out, {
+        "suite": {"name": suite.name, "path": str(suite.path), "text_hash": suite.text_hash,
+                  "text": suite.path.read_text()},
+        "machine": env.collect("cpu"),
+    })
+
+
+def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = None,
+              quiet: bool = False) -> list[dict[str, Any]]:
+    planned = select(expand(suite), only)
+    if not planned:
+        raise UsageError(f"--only {only!r} matches no cell of suite {suite.name!r}")
+    prepare_run_dir(out, suite, resume)
+    done = rundir.done_keys(out)
+    todo = [p for p in planned if p.key not in done]
+    # One inductor cache per run: a graph compiles once, later cells report a warm compile.
+    extra_env = {"TORCHINDUCTOR_CACHE_DIR": str((out / "inductor-cache").resolve())}
+    records: list[dict[str, Any]] = []
+    with _Display(len(planned), len(planned) - len(todo), quiet) as display:
+        for p in todo:
+            display.start(describe(p))
+            if p.skip_reason:
+                rec = not_ok(p.cell, "skipped", p.skip_reason)
+            else:
+                rec = run_isolated(p.cell, timeout_s=suite.timeout_s, on_progress=display.phase,
+                                   extra_env=extra_env)
+            rec.update(key=p.key, role=p.role, description=describe(p), suite=suite.name)
+            rundir.write_record(out, p.key, rec)
+            records.append(rec)
+            display.finish(rec)
+    rundir.update_meta(out, finished_at=now(), cells_total=len(planned))
+    return records
+
+
+class _Display:
+    """Rich progress: the current cell and its phase, cells done / total, elapsed and ETA."""
+
+    def __init__(self, total: int, already: int, quiet: bool):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.quiet = quiet
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=self.console, disable=quiet, transient=False)
+        self.task = self.progress.add_task("sweep", total=total, completed=already)
+        self.current = ""
+        self.t0 = time.monotonic()
+
+    def __enter__(self) -> _Display:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def start(self, desc: str) -> None:
+        self.current = desc
+        self.progress.update(self.task, description=desc)
+
+    def phase(self, info: dict[str, Any]) -> None:
+        detail = f" {info['i']}/{info['n']}" if "i" in info else ""
+        self.progress.update(self.task, description=f"{self.current}: {info['phase']}{detail}")
+
+    def finish(self, rec: dict[str, Any]) -> None:
+        self.progress.advance(self.task)
+        if not self.quiet:
+            status = rec["status"]
+            tail = f"RTF {rec['rtf']:.3f}" if status == "ok" else rec.get("reason") or ""
+            self.progress.console.print(f"[{'green' if status == 'ok' else 'yellow'}]{status}[/] "
+                                        f"{rec['description']}: {tail}")

@@ -1,0 +1,230 @@
+"""Suites, expansion, sweeps with resume, statistics, compare and export: on dia-tiny."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import results, rundir
+from harness.expand import expand, plugin_combinations
+from harness.suite import parse_suite
+from tests.conftest import run_cli
+
+TINY_SUITE = """
+[suite]
+description = "test suite"
+presets = ["dia-tiny"]
+devices = ["cpu"]
+texts = ["short"]
+seconds = [0.2]
+warmup = 0
+repeats = 3
+fidelity = false
+design = "one-at-a-time"
+
+[plugins]
+cfg = ["0"]
+tf32 = [true]
+"""
+
+
+def write_suite(tmp_path: Path, text: str = TINY_SUITE, name: str = "tiny") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def _usage_error(result, *needles: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("design, plugins, expected", [
+    ("one-at-a-time", {"cfg": ["0", "3"], "int8": ["dynamic"]}, [[], ["cfg=0"], ["cfg=3"], ["int8=dynamic"]]),
+    ("full", {"cfg": ["0"], "int8": ["dynamic"]}, [[], ["int8=dynamic"], ["cfg=0"], ["cfg=0", "int8=dynamic"]]),
+    ("leave-one-out", {"cfg": ["0"], "int8": ["dynamic"], "threads": ["1"]},
+     [["cfg=0", "int8=dynamic", "threads=1"], ["int8=dynamic", "threads=1"], ["cfg=0", "threads=1"],
+      ["cfg=0", "int8=dynamic"]]),
+])
+def test_matrix_designs(tmp_path, design, plugins, expected):
+    body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in plugins.items())
+    suite = parse_suite(write_suite(tmp_path, TINY_SUITE.split("[plugins]")[0].replace(
+        "one-at-a-time", design) + "[plugins]\n" + body))
+    assert plugin_combinations(suite) == expected
+
+
+def test_expansion_keeps_what_cannot_run_as_skipped_and_brackets_with_baselines(tmp_path):
+    planned = expand(parse_suite(write_suite(tmp_path)))
+    roles = [p.role for p in planned]
+    assert roles[0] == "baseline-start" and roles[-1] == "baseline-end"
+    tf32 = next(p for p in planned if p.cell.plugins == ["tf32"])
+    assert "does not apply to cpu" in tf32.skip_reason
+    assert len({p.key for p in planned}) == len(planned)
+
+
+def test_explicit_cells_and_available_devices(tmp_path):
+    text = TINY_SUITE.replace('devices = ["cpu"]', 'devices = ["available"]').replace(
+        'design = "one-at-a-time"', 'design = "explicit"\ncells = [["cfg=0"], ["cfg=0", "int8=dynamic"]]')
+    planned = expand(parse_suite(write_suite(tmp_path, text.split("[plugins]")[0])))
+    assert {p.cell.device for p in planned} >= {"cpu"}
+    assert [p.cell.plugins for p in planned if p.cell.device == "cpu"] == [
+        [], ["cfg=0"], ["cfg=0", "int8=dynamic"], []]
+
+
+@pytest.mark.parametrize("mutate, needles", [
+    (lambda s: s.replace("repeats = 3", "repeets = 3"), ["unknown key 'repeets'", "did you mean 'repeats'"]),
+    (lambda s: s.replace("repeats = 3", "repeats = 3 3"), ["not valid TOML", "line"]),
+    (lambda s: s.replace('cfg = ["0"]', 'warp = ["9"]'), ["[plugins]", "unknown plugin 'warp'"]),
+    (lambda s: s.replace('cfg = ["0"]', 'int8 = ["int3"]'), ["no value 'int3'"]),
+    (lambda s: s.replace('devices = ["cpu"]', 'devices = ["tpu"]'), ["unknown device 'tpu'"]),
+    (lambda s: s.replace('texts = ["short"]', 'texts = ["epic"]'), ["unknown text 'epic'"]),
+    (lambda s: s.replace('design = "one-at-a-time"', 'design = "random"'), ["design = 'random'"]),
+    (lambda s: s.replace("repeats = 3", 'repeats = "3"'), ["repeats", "wrong type"]),
+])
+def test_bad_suite_files_are_one_line_errors(tmp_path, mutate, needles):
+    path = write_suite(tmp_path, mutate(TINY_SUITE))
+    _usage_error(run_cli("sweep", str(path), "--out", str(tmp_path / "run")), str(path), *needles)
+    assert not (tmp_path / "run").exists()  # nothing ran
+
+
+def test_unknown_suite_name():
+    _usage_error(run_cli("sweep", "nightly"), "unknown suite 'nightly'", "smoke")
+
+
+def test_shipped_suites_parse():
+    from harness.suite import SUITES_DIR, suite_names
+
+    for name in suite_names():
+        suite = parse_suite(SUITES_DIR / f"{name}.toml")
+        assert suite.description
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("sweep")
+    out = tmp / "run"
+    result = run_cli("sweep", str(write_suite(tmp)), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "speedup vs baseline" in result.stdout and "baseline drift" in result.stdout
+    return out
+
+
+def test_sweep_writes_a_run_directory_with_every_cell(tiny_run):
+    meta = rundir.read_meta(tiny_run)
+    assert meta["suite"]["name"] == "tiny" and meta["finished_at"] and meta["machine"]["cpu"]
+    df = results.load(tiny_run)
+    assert sorted(df["role"]) == ["baseline-end", "baseline-start", "cell", "cell"]
+    assert set(df["status"]) == {"ok", "skipped"}
+    ok = df[df["status"] == "ok"]
+    assert (ok["rtf_ci_low"] <= ok["rtf"]).all() and (ok["rtf"] <= ok["rtf_ci_high"]).all()
+    base = ok[ok["role"] == "baseline-start"].iloc[0]
+    assert base["speedup"] == pytest.approx(1.0)
+    cfg0 = ok[ok["plugins"] == "cfg=0"].iloc[0]
+    assert cfg0["speedup_low"] <= cfg0["speedup"] <= cfg0["speedup_high"]
+    drift = results.baseline_drift(df)
+    assert len(drift) == 1 and drift.iloc[0]["drift_pct"] is not None
+
+
+def test_results_load_merges_many_runs(tiny_run):
+    df = results.load([tiny_run, tiny_run])
+    assert len(df) == 8
+
+
+def test_resume_runs_only_what_is_missing(tiny_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    records = sorted((copy / "cells").glob("*.json"))
+    before = {p.name: p.stat().st_mtime_ns for p in records}
+    records[0].unlink()
+    suite = Path(rundir.read_meta(copy)["suite"]["path"])
+    result = run_cli("sweep", str(suite), "--out", str(copy), "--resume", "--quiet")
+    assert result.returncode == 0, result.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in (copy / "cells").glob("*.json")}
+    assert set(after) == set(before)
+    changed = [n for n in after if after[n] != before.get(n)]
+    assert changed == [records[0].name]
+
+
+def test_resume_refuses_another_suite_and_non_runs(tiny_run, tmp_path):
+    other = write_suite(tmp_path, TINY_SUITE.replace("repeats = 3", "repeats = 2"), name="other")
+    _usage_error(run_cli("sweep", str(other), "--out", str(tiny_run), "--resume"), "refusing to mix")
+    _usage_error(run_cli("sweep", str(other), "--out", str(tmp_path), "--resume"), "not a dia-bench run directory")
+    _usage_error(run_cli("sweep", str(other), "--out", str(tiny_run)), "already holds a run", "--resume")
+
+
+def test_resume_refuses_a_newer_schema(tiny_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "newer"
+    shutil.copytree(tiny_run, copy)
+    meta = json.loads((copy / "run.json").read_text())
+    meta["schema_version"] = 99
+    (copy / "run.json").write_text(json.dumps(meta))
+    _usage_error(run_cli("sweep", meta["suite"]["path"], "--out", str(copy), "--resume"), "schema 99",
+                 "upgrade dia-bench")
+
+
+def test_a_killed_sweep_loses_at_most_the_running_cell(tmp_path):
+    suite = write_suite(tmp_path)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(suite), "--out", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list((out / "cells").glob("*.json"))) < 1:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = {p.name for p in (out / "cells").glob("*.json")}
+    assert kept
+    for p in (out / "cells").glob("*.json"):
+        json.loads(p.read_text())  # every record on disk is whole
+    result = run_cli("sweep", str(suite), "--out", str(out), "--resume", "--quiet")
+    assert result.returncode == 0, result.stderr
+    df = results.load(out)
+    assert len(df) == 4 and df["key"].is_unique
+
+
+def test_compare_flags_only_significant_regressions(tiny_run, tmp_path):
+    import shutil
+
+    same = run_cli("compare", str(tiny_run), str(tiny_run), "--max-regression", "5")
+    assert same.returncode == 0, same.stderr
+    slower = tmp_path / "slower"
+    shutil.copytree(tiny_run, slower)
+    # The same measurements, every repeat doubled: a real 2x regression in the data compare reads.
+    for p in (slower / "cells").glob("*.json"):
+        rec = json.loads(p.read_text())
+        if rec["status"] == "ok":
+            rec["repeats_seconds"] = [2 * t for t in rec["repeats_seconds"]]
+            rec["rtf"] *= 2
+            p.write_text(json.dumps(rec))
+    bad = run_cli("compare", str(tiny_run), str(slower), "--max-regression", "10")
+    assert bad.returncode == 1
+    assert "regressed by more than 10%" in bad.stderr and "slower" in bad.stdout
+    lenient = run_cli("compare", str(tiny_run), str(slower), "--max-regression", "150")
+    assert lenient.returncode == 0
+
+
+def test_export_pytest_benchmark_is_read_by_pytest_benchmark(tiny_run, tmp_path):
+    out = tmp_path / "0001_export.json"
+    result = run_cli("export", str(tiny_run), "--format", "pytest-benchmark", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert len(data["benchmarks"]) == 3
+    assert {"median", "iqr", "rounds", "data"} <= set(data["benchmarks"][0]["stats"])
+    cmp = subprocess.run([sys.executable, "-m", "pytest_benchmark.cli", "compare", str(out)],
+                         capture_output=True, text=True)
+    assert cmp.returncode == 0, cmp.stderr
+    assert "baseline" in cmp.stdout

@@ -215,10 +215,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out or f"bench-results/{suite.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
     run_suite(suite, out, resume=args.resume, only=args.only, quiet=args.quiet)
     print_sweep(out)
+    from harness import rundir
     from reports.markdown import write as write_markdown
 
     summary = write_markdown([out], out / "summary.md")
     print(f"summary: {summary}")
+    failed = [r for r in rundir.records(out) if r.get("status") == "failed"]
+    if failed:
+        print(f"dia-bench: {len(failed)} cell(s) failed; their records say why", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -73,3 +73,12 @@ def test_codec_weights_of_the_wrong_kind(tiny_pipeline, tmp_path):
 def test_unwritable_record_path_is_refused_before_measuring(tmp_path):
     _assert_usage_error(run_cli("run", "--preset", "dia-tiny", "--device", "cpu", "--json", str(tmp_path)),
                         "is a directory")
+
+
+def test_descript_codec_without_the_package_is_a_clear_error():
+    import importlib.util
+
+    if importlib.util.find_spec("dac") is not None:
+        pytest.skip("descript-audio-codec is installed here")
+    _assert_usage_error(run_cli("run", "--preset", "dia-tiny", "--device", "cpu", "--codec", "descript"),
+                        "codec backend 'descript' is unavailable", "--codec transformers")

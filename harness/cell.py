@@ -40,6 +40,7 @@ class Cell:
     fidelity: bool = True
     profile_dir: str | None = None
     save_audio: str | None = None
+    audio_dir: str | None = None  # sweeps: keep each cell's audio here when the weights are real
     label: str | None = None
 
     @property

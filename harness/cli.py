@@ -74,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["pytest-benchmark"], default="pytest-benchmark")
     export.add_argument("-o", "--output", default=None)
 
+    report = sub.add_parser("report", help="an HTML report of one or more runs, beside the guide's tables")
+    report.add_argument("run_dirs", nargs="+")
+    report.add_argument("-o", "--output", default=None)
+    report.add_argument("--markdown", action="store_true", help="a compact Markdown summary instead")
+
+    rec = sub.add_parser("recommend", help="hardware recommendations merged from runs on many machines")
+    rec.add_argument("run_dirs", nargs="+")
+    rec.add_argument("-o", "--output", default=None)
+    rec.add_argument("--markdown", action="store_true")
+
     check = sub.add_parser("crosscheck", help="compare the harness's generation time with a plain model.generate")
     check.add_argument("--preset", default="dia-1.6b")
     check.add_argument("--seconds", type=_positive_float, default=1.0)
@@ -216,10 +226,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     run_suite(suite, out, resume=args.resume, only=args.only, quiet=args.quiet)
     print_sweep(out)
     from harness import rundir
+    from reports.html import write as write_html
     from reports.markdown import write as write_markdown
 
     summary = write_markdown([out], out / "summary.md")
+    report = write_html([out], out / "report.html")
     print(f"summary: {summary}")
+    print(f"report: {report}")
     failed = [r for r in rundir.records(out) if r.get("status") == "failed"]
     if failed:
         print(f"dia-bench: {len(failed)} cell(s) failed; their records say why", file=sys.stderr)
@@ -253,6 +266,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_dirs(paths: list[str]) -> list[Path]:
+    from harness import rundir
+
+    dirs = [Path(p) for p in paths]
+    for d in dirs:
+        rundir.read_meta(d)  # a one-line error for anything that is not a run directory
+    return dirs
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    dirs = _run_dirs(args.run_dirs)
+    if args.markdown:
+        from reports.markdown import write as write_markdown
+
+        out = write_markdown(dirs, Path(args.output or "report.md"))
+    else:
+        from reports.html import write as write_html
+
+        out = write_html(dirs, Path(args.output or "report.html"))
+    print(f"report: {out}")
+    return EXIT_OK
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from reports.recommend import write
+
+    dirs = _run_dirs(args.run_dirs)
+    out = write(dirs, Path(args.output or ("recommend.md" if args.markdown else "recommend.html")),
+                markdown=args.markdown)
+    print(f"recommendations: {out}")
+    return EXIT_OK
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     from harness.summary import print_env
 
@@ -270,6 +316,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare, "export": cmd_export,
+            "report": cmd_report, "recommend": cmd_recommend,
             "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
 
 

@@ -117,6 +117,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
                                      if stages["decode_s"] else None),
         "decoder_batch_rows": last.generation_batch_rows,
         "stages": stages,
+        "step_latencies_ms": [round(s * 1000, 4) for o in outputs for s in o.times.step_latencies_s],
         "rss_after_load_mb": round(rss_after_load, 1),
         **mem.result(),
         "roofline": roofline(pipe.model, device, step_p50 / 1000 if step_p50 else None),
@@ -134,12 +135,15 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
     if cell.fidelity:
         progress("fidelity")
         rec["fidelity"] = _fidelity(cell, plan, pipe, weights, texts, last)
-    if cell.save_audio:
+    audio_path = cell.save_audio
+    if not audio_path and cell.audio_dir and not weights["audio_is_noise"]:
+        audio_path = str(Path(cell.audio_dir) / f"{cell.cell_id}.wav")  # real weights: worth hearing
+    if audio_path:
         import soundfile
 
-        Path(cell.save_audio).parent.mkdir(parents=True, exist_ok=True)
-        soundfile.write(cell.save_audio, last.audio[0].numpy(), SAMPLE_RATE)
-        rec["audio_path"] = str(cell.save_audio)
+        Path(audio_path).parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(audio_path, last.audio[0].numpy(), SAMPLE_RATE)
+        rec["audio_path"] = str(audio_path)
     rec["audio_sha256"] = _audio_digest(last.audio)
     return rec
 

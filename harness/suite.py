@@ -55,8 +55,11 @@ def load_texts() -> dict[str, str]:
         return tomllib.load(fh)
 
 
+DATA_FILES = {"texts", "expectations"}  # data beside the suites, not suites
+
+
 def suite_names() -> list[str]:
-    return sorted(p.stem for p in SUITES_DIR.glob("*.toml") if p.stem != "texts")
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml") if p.stem not in DATA_FILES)
 
 
 def find_suite(name_or_path: str) -> Path:
@@ -71,7 +74,7 @@ def find_suite(name_or_path: str) -> Path:
             raise UsageError(f"suite file {candidate} does not exist")
         return candidate
     shipped = SUITES_DIR / f"{name_or_path}.toml"
-    if not shipped.is_file():
+    if not shipped.is_file() or name_or_path in DATA_FILES:
         raise UsageError(f"unknown suite {name_or_path!r}: choose one of {', '.join(suite_names())}, "
                          "default, or a path to a .toml file")
     return shipped

@@ -16,12 +16,18 @@ WEIGHT_WORDS = {
 }
 
 
+def _console() -> Console:
+    """Wide enough for the tables when output goes to a file or a CI log."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def _fmt(value: Any, spec: str = ".3f", unit: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{unit}"
 
 
 def print_record(rec: dict[str, Any], path: Path | None = None, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or _console()
     title = f"{rec['preset']} on {rec['device']}"
     if rec.get("plugins"):
         title += " + " + ", ".join(rec["plugins"])
@@ -81,7 +87,7 @@ def print_env(as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(info, indent=2))
         return
-    console = Console()
+    console = _console()
     cpu = info["cpu"]
     console.print(f"[bold]CPU[/]: {cpu['model']} ({cpu['arch']}), {cpu['physical_cores']} physical / "
                   f"{cpu['logical_cores']} logical cores, {cpu['memory_gb']} GiB; torch uses {info['torch_threads']} "
@@ -129,7 +135,7 @@ def print_plugins(device: str, as_json: bool = False) -> None:
         table.add_row(r["name"], "|".join(r["values"] or []) or "-",
                       "[green]yes[/]" if r["available"] else f"[red]no[/]: {r['reason']}",
                       f"{speed[0]:g}-{speed[1]:g}x" if speed else "-", r["description"])
-    Console().print(table)
+    _console().print(table)
 
 
 def _fmt_speedup(row) -> str:
@@ -143,7 +149,7 @@ def print_sweep(run_dir: Path, console: Console | None = None) -> None:
     """The table that closes a sweep: every cell, its RTF with CI, speedup against its baseline."""
     from harness import results
 
-    console = console or Console()
+    console = console or _console()
     df = results.load(run_dir)
     table = Table(title=f"{run_dir}", title_justify="left")
     for col in ("cell", "status", "RTF [95% CI]", "x real time", "speedup vs baseline", "peak RSS MB", "fidelity"):
@@ -167,7 +173,7 @@ def print_sweep(run_dir: Path, console: Console | None = None) -> None:
 
 
 def print_compare(table, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or _console()
     if table.empty:
         console.print("no cells in common between the two runs")
         return

@@ -62,6 +62,7 @@ def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = 
     with _Display(len(planned), len(planned) - len(todo), quiet) as display:
         for p in todo:
             display.start(describe(p))
+            p.cell.audio_dir = str((out / "audio").resolve())
             if p.skip_reason:
                 rec = not_ok(p.cell, "skipped", p.skip_reason)
             else:

@@ -224,7 +224,8 @@ def test_export_pytest_benchmark_is_read_by_pytest_benchmark(tiny_run, tmp_path)
     data = json.loads(out.read_text())
     assert len(data["benchmarks"]) == 3
     assert {"median", "iqr", "rounds", "data"} <= set(data["benchmarks"][0]["stats"])
-    cmp = subprocess.run([sys.executable, "-m", "pytest_benchmark.cli", "compare", str(out)],
+    cmp = subprocess.run([sys.executable, "-c", "import sys; from pytest_benchmark.cli import main; sys.exit(main())",
+                          "compare", str(out)],
                          capture_output=True, text=True)
     assert cmp.returncode == 0, cmp.stderr
     assert "baseline" in cmp.stdout

@@ -1,0 +1,166 @@
+"""Charts for the report, drawn with matplotlib and embedded as data URIs.
+
+SVG goes through an <img> data URI rather than inline markup: text from a run (a plugin value,
+a transcript) can then never become live markup in the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+plt.rcParams.update({"svg.fonttype": "path", "figure.dpi": 100, "font.size": 9})
+
+
+def _uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _label(row: pd.Series) -> str:
+    return f"{row['plugins']} ({row['device']}, {row['seconds']:g}s, b{row['batch']})"
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["status"] == "ok") & (df["role"] != "baseline-end")]
+
+
+def rtf_per_config(df: pd.DataFrame) -> str | None:
+    ok = _ok(df).sort_values("rtf")
+    if ok.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(ok) + 1))
+    y = np.arange(len(ok))
+    err = [ok["rtf"] - ok["rtf_ci_low"], ok["rtf_ci_high"] - ok["rtf"]]
+    ax.barh(y, ok["rtf"], xerr=err, color="#4c72b0", capsize=2)
+    ax.set_yticks(y, [_label(r) for _, r in ok.iterrows()])
+    ax.axvline(1.0, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("RTF = compute / audio (lower is better; dashed: real time), 95% CI")
+    ax.invert_yaxis()
+    return _uri(fig)
+
+
+def speedup(df: pd.DataFrame) -> str | None:
+    ok = _ok(df)
+    ok = ok[ok["speedup"].notna() & (ok["role"] == "cell")].sort_values("speedup")
+    if ok.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(ok) + 1))
+    y = np.arange(len(ok))
+    s = ok["speedup"].astype(float)
+    err = [s - ok["speedup_low"].astype(float), ok["speedup_high"].astype(float) - s]
+    colours = ["#55a868" if v > 1 else "#c44e52" for v in s]
+    ax.barh(y, s, xerr=err, color=colours, capsize=2)
+    ax.set_yticks(y, [_label(r) for _, r in ok.iterrows()])
+    ax.axvline(1.0, color="black", lw=0.8)
+    ax.set_xlabel("speedup against the baseline (x), 95% bootstrap interval")
+    return _uri(fig)
+
+
+def memory(df: pd.DataFrame) -> str | None:
+    ok = _ok(df)
+    if ok.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(ok) + 1))
+    y = np.arange(len(ok))
+    ax.barh(y - 0.2, ok["peak_rss_mb"].fillna(0), height=0.4, label="peak RSS (host)")
+    if ok["peak_vram_mb"].notna().any():
+        ax.barh(y + 0.2, ok["peak_vram_mb"].fillna(0), height=0.4, label="peak VRAM (allocator)")
+    ax.set_yticks(y, [_label(r) for _, r in ok.iterrows()])
+    ax.set_xlabel("MB")
+    ax.legend()
+    ax.invert_yaxis()
+    return _uri(fig)
+
+
+def speed_vs_fidelity(df: pd.DataFrame) -> str | None:
+    ok = _ok(df)
+    ok = ok[ok["speedup"].notna() & ok["cosine"].notna()]
+    if ok.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(ok["speedup"].astype(float), ok["top1_agreement"].astype(float), color="#8172b2")
+    for _, r in ok.iterrows():
+        ax.annotate(str(r["plugins"]), (float(r["speedup"]), float(r["top1_agreement"])), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("speedup against the baseline (x)")
+    ax.set_ylabel("top-1 agreement with fp32 (teacher forced)")
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    return _uri(fig)
+
+
+def stages(df: pd.DataFrame) -> str | None:
+    ok = _ok(df)
+    if ok.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(ok) + 1))
+    y = np.arange(len(ok))
+    left = np.zeros(len(ok))
+    for col, label in (("encoder_prefill_s", "encoder + prefill"), ("decode_s", "decode loop"),
+                       ("codec_decode_s", "codec decode")):
+        vals = ok[col].fillna(0).to_numpy(dtype=float)
+        ax.barh(y, vals, left=left, label=label)
+        left += vals
+    ax.set_yticks(y, [_label(r) for _, r in ok.iterrows()])
+    ax.set_xlabel("seconds per repeat (median)")
+    ax.legend()
+    ax.invert_yaxis()
+    return _uri(fig)
+
+
+def step_latency(df: pd.DataFrame, latencies: dict[str, list[float]]) -> str | None:
+    ok = _ok(df)
+    data = [(r["description"], latencies.get(r["key"]) or []) for _, r in ok.iterrows()]
+    data = [(d, v) for d, v in data if v]
+    if not data:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(data) + 1))
+    ax.boxplot([v for _, v in data], vert=False, showfliers=False, whis=(1, 99))
+    ax.set_yticks(np.arange(1, len(data) + 1), [d for d, _ in data])
+    ax.set_xlabel("decode step latency, ms (whiskers p1-p99)")
+    ax.set_xscale("log")
+    return _uri(fig)
+
+
+def scaling(df: pd.DataFrame) -> str | None:
+    ok = _ok(df)
+    if ok["seconds"].nunique() < 2 and ok["batch"].nunique() < 2:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for (cfg, batch), g in ok.groupby(["plugins", "batch"]):
+        g = g.sort_values("seconds")
+        axes[0].plot(g["seconds"], g["generation_seconds"], marker="o", label=f"{cfg} b{batch}")
+    axes[0].set_xlabel("audio per request (s)")
+    axes[0].set_ylabel("generation time (s)")
+    for (cfg, secs), g in ok.groupby(["plugins", "seconds"]):
+        g = g.sort_values("batch")
+        axes[1].plot(g["batch"], g["rtf"], marker="o", label=f"{cfg} {secs:g}s")
+    axes[1].set_xlabel("batch size")
+    axes[1].set_ylabel("RTF (all requests' audio)")
+    axes[1].axhline(1.0, color="grey", ls="--", lw=0.8)
+    for ax in axes:
+        ax.legend(fontsize=7)
+    return _uri(fig)
+
+
+def all_charts(df: pd.DataFrame, latencies: dict[str, list[float]]) -> list[dict[str, Any]]:
+    charts = [
+        ("RTF per configuration", rtf_per_config(df)),
+        ("Speedup against baseline", speedup(df)),
+        ("Peak memory", memory(df)),
+        ("Speed against fidelity", speed_vs_fidelity(df)),
+        ("Where the time goes", stages(df)),
+        ("Decode step latency", step_latency(df, latencies)),
+        ("Cost against audio length and batch size", scaling(df)),
+    ]
+    return [{"title": t, "uri": u} for t, u in charts if u]

@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--warmup", type=int, default=1)
     check.add_argument("--weights", default=None)
     check.add_argument("--tolerance", type=float, default=3.0, help="allowed difference in percent")
+    check.add_argument("--rounds", type=int, default=2, help="rounds of both, alternating which goes first")
 
     env = sub.add_parser("env", help="what this machine offers")
     env.add_argument("--json", action="store_true")
@@ -180,8 +181,13 @@ def _run_with_progress(cell, timeout: float, quiet: bool) -> dict[str, Any]:
 
 
 def cmd_crosscheck(args: argparse.Namespace) -> int:
-    """Harness worker first, then a plain script in its own process, on the same inputs (CPU, fp32)."""
+    """Harness worker and a plain script, each in its own process, on the same inputs (CPU, fp32).
+
+    Rounds alternate the order (harness-plain, then plain-harness) so a machine drifting during
+    the check weighs on both sides alike.
+    """
     import json
+    import statistics
     import subprocess
 
     from harness.cell import Cell
@@ -191,79 +197,39 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     cell = Cell(preset=args.preset, device="cpu", seconds=args.seconds, repeats=args.repeats, warmup=args.warmup,
                 weights=args.weights, fidelity=False)
     check_cell_inputs(cell)
-    rec = _run_with_progress(cell, 24 * 3600, quiet=False)
-    if rec["status"] != "ok":
-        print(f"harness cell {rec['status']}: {rec['reason']}", file=sys.stderr)
-        return EXIT_FAILED
     weights_dir = resolve_weights(get_preset(cell.preset), "model", cell.weights, cell.weights_seed).path
-    plain = subprocess.run([sys.executable, "-m", "harness.plain_generate", "--weights", weights_dir,
-                            "--text", cell.text, "--frames", str(cell.frames), "--repeats", str(args.repeats),
-                            "--warmup", str(args.warmup), "--seed", str(cell.seed)],
-                           capture_output=True, text=True, check=True)
-    plain_rec = json.loads(plain.stdout.strip().splitlines()[-1])
-    harness_s, plain_s = rec["generation_seconds"], plain_rec["median_seconds"]
+    harness_times: list[float] = []
+    plain_times: list[float] = []
+
+    def run_harness() -> None:
+        rec = _run_with_progress(cell, 24 * 3600, quiet=False)
+        if rec["status"] != "ok":
+            raise UsageError(f"harness cell {rec['status']}: {rec['reason']}")
+        harness_times.extend(rec["repeats_seconds"])
+        print(f"harness: {rec['repeats_seconds']}", flush=True)
+
+    def run_plain() -> None:
+        plain = subprocess.run([sys.executable, "-m", "harness.plain_generate", "--weights", weights_dir,
+                                "--text", cell.text, "--frames", str(cell.frames), "--repeats", str(args.repeats),
+                                "--warmup", str(args.warmup), "--seed", str(cell.seed)],
+                               capture_output=True, text=True, check=True)
+        times = json.loads(plain.stdout.strip().splitlines()[-1])["repeats_seconds"]
+        plain_times.extend(times)
+        print(f"plain:   {times}", flush=True)
+
+    for i in range(args.rounds):
+        for step in ((run_harness, run_plain) if i % 2 == 0 else (run_plain, run_harness)):
+            step()
+    harness_s, plain_s = statistics.median(harness_times), statistics.median(plain_times)
+    from harness.stats import ratio_ci
+
+    ci = ratio_ci(plain_times, harness_times)  # > 1 would mean the harness reads faster than plain
     diff = (harness_s - plain_s) / plain_s * 100
-    print(f"harness generation (median of {args.repeats}): {harness_s:.3f} s  {rec['repeats_seconds']}")
-    print(f"plain model.generate (median of {args.repeats}): {plain_s:.3f} s  {plain_rec['repeats_seconds']}")
-    print(f"difference: {diff:+.2f}% (tolerance {args.tolerance:g}%)")
+    print(f"harness generation, median of {len(harness_times)}: {harness_s:.3f} s")
+    print(f"plain model.generate, median of {len(plain_times)}: {plain_s:.3f} s")
+    print(f"difference: {diff:+.2f}% (tolerance {args.tolerance:g}%); plain/harness ratio 95% CI "
+          f"[{ci['low']:.3f}, {ci['high']:.3f}]")
     return EXIT_OK if abs(diff) <= args.tolerance else EXIT_FAILED
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.expand import expand
-    from harness.suite import find_suite, parse_suite
-    from harness.summary import print_sweep
-    from harness.sweep import describe, run_suite, select
-
-    suite = parse_suite(find_suite(args.suite))
-    if args.list:
-        for p in select(expand(suite), args.only):
-            print(f"{p.key:22} {describe(p)}" + (f"  [skipped: {p.skip_reason}]" if p.skip_reason else ""))
-        return EXIT_OK
-    if args.resume and not args.out:
-        raise UsageError("--resume needs --out RUN_DIR, the run to finish")
-    out = Path(args.out or f"bench-results/{suite.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    run_suite(suite, out, resume=args.resume, only=args.only, quiet=args.quiet)
-    print_sweep(out)
-    from harness import rundir
-    from reports.html import write as write_html
-    from reports.markdown import write as write_markdown
-
-    summary = write_markdown([out], out / "summary.md")
-    report = write_html([out], out / "report.html")
-    print(f"summary: {summary}")
-    print(f"report: {report}")
-    failed = [r for r in rundir.records(out) if r.get("status") == "failed"]
-    if failed:
-        print(f"dia-bench: {len(failed)} cell(s) failed; their records say why", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare import compare_runs, regressions
-    from harness.summary import print_compare
-
-    table = compare_runs(Path(args.base), Path(args.new))
-    print_compare(table)
-    if args.max_regression is not None:
-        bad = regressions(table, args.max_regression)
-        if not bad.empty:
-            print(f"dia-bench: {len(bad)} cell(s) regressed by more than {args.max_regression:g}% "
-                  "beyond noise", file=sys.stderr)
-            return EXIT_FAILED
-    return EXIT_OK
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from harness.export import to_pytest_benchmark
-    from harness.jsonio import write_json_atomic
-
-    data = to_pytest_benchmark(Path(args.run_dir))
-    output = Path(args.output or Path(args.run_dir) / "pytest-benchmark.json")
-    write_json_atomic(output, data)
-    print(f"{len(data['benchmarks'])} benchmarks written to {output}")
-    return EXIT_OK
 
 
 def _run_dirs(paths: list[str]) -> list[Path]:

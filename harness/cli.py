@@ -232,6 +232,63 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     return EXIT_OK if abs(diff) <= args.tolerance else EXIT_FAILED
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.expand import expand
+    from harness.suite import find_suite, parse_suite
+    from harness.summary import print_sweep
+    from harness.sweep import describe, run_suite, select
+
+    suite = parse_suite(find_suite(args.suite))
+    if args.list:
+        for p in select(expand(suite), args.only):
+            print(f"{p.key:22} {describe(p)}" + (f"  [skipped: {p.skip_reason}]" if p.skip_reason else ""))
+        return EXIT_OK
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out RUN_DIR, the run to finish")
+    out = Path(args.out or f"bench-results/{suite.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    run_suite(suite, out, resume=args.resume, only=args.only, quiet=args.quiet)
+    print_sweep(out)
+    from harness import rundir
+    from reports.html import write as write_html
+    from reports.markdown import write as write_markdown
+
+    summary = write_markdown([out], out / "summary.md")
+    report = write_html([out], out / "report.html")
+    print(f"summary: {summary}")
+    print(f"report: {report}")
+    failed = [r for r in rundir.records(out) if r.get("status") == "failed"]
+    if failed:
+        print(f"dia-bench: {len(failed)} cell(s) failed; their records say why", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import compare_runs, regressions
+    from harness.summary import print_compare
+
+    table = compare_runs(Path(args.base), Path(args.new))
+    print_compare(table)
+    if args.max_regression is not None:
+        bad = regressions(table, args.max_regression)
+        if not bad.empty:
+            print(f"dia-bench: {len(bad)} cell(s) regressed by more than {args.max_regression:g}% "
+                  "beyond noise", file=sys.stderr)
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.export import to_pytest_benchmark
+    from harness.jsonio import write_json_atomic
+
+    data = to_pytest_benchmark(Path(args.run_dir))
+    output = Path(args.output or Path(args.run_dir) / "pytest-benchmark.json")
+    write_json_atomic(output, data)
+    print(f"{len(data['benchmarks'])} benchmarks written to {output}")
+    return EXIT_OK
+
+
 def _run_dirs(paths: list[str]) -> list[Path]:
     from harness import rundir
 

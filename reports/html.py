@@ -74,7 +74,8 @@ def _cells(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _best(df: pd.DataFrame) -> list[dict[str, Any]]:
-    ok = df[df["status"] == "ok"]
+    # The closing baseline only measures drift; it is not a configuration to recommend.
+    ok = df[(df["status"] == "ok") & (df["role"] != "baseline-end")]
     rows = []
     for (_, device), g in ok.groupby(["device_name", "device"]):
         r = g.loc[g["rtf"].idxmin()]

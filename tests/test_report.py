@@ -1,0 +1,132 @@
+"""Reports from a real dia-tiny run: HTML, Markdown, recommendations, and a real browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.test_sweep import TINY_SUITE, write_suite
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+HOSTILE = '<script>document.title="pwned"</script><img src=x onerror=alert(1)>'
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    out = tmp / "run"
+    text = TINY_SUITE.replace("fidelity = false", "fidelity = true")
+    result = run_cli("sweep", str(write_suite(tmp, text)), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture()
+def hostile_run(report_run, tmp_path) -> Path:
+    """The same run with hostile text where a shared record could carry it."""
+    copy = tmp_path / "hostile"
+    shutil.copytree(report_run, copy)
+    for p in (copy / "cells").glob("*.json"):
+        rec = json.loads(p.read_text())
+        rec["description"] = HOSTILE + rec["description"]
+        rec["plugins"] = [HOSTILE] + rec["plugins"] if rec["status"] == "ok" else rec["plugins"]
+        if rec["status"] != "ok":
+            rec["reason"] = HOSTILE
+        p.write_text(json.dumps(rec))
+    return copy
+
+
+def test_sweep_leaves_an_html_report_and_a_markdown_summary(report_run):
+    html = (report_run / "report.html").read_text()
+    assert "Was the guide right?" in html and "timings are real, the audio is noise" in html
+    md = (report_run / "summary.md").read_text()
+    assert "| cell | status | RTF [95% CI]" in md
+
+
+def test_report_sections_charts_and_verdicts(report_run, tmp_path):
+    out = tmp_path / "r.html"
+    result = run_cli("report", str(report_run), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    html = out.read_text()
+    for section in ("Machines and versions", "Best configuration per device", "Was the guide right?",
+                    "Hardware tables", "Published Dia numbers", "All cells", "Charts"):
+        assert section in html
+    for chart in ("RTF per configuration", "Speedup against baseline", "Peak memory", "Speed against fidelity",
+                  "Where the time goes", "Decode step latency"):
+        assert f"<strong>{chart}</strong>" in html
+    assert "INT8 dynamic quantization" in html and "not applicable on cpu" in html
+    assert "does not apply to cpu" in html  # the skipped tf32 cell keeps its reason
+    # Self-contained: nothing is fetched from anywhere when the page opens.
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+    assert 'src="data:image/svg+xml;base64,' in html
+
+
+def test_markdown_report(report_run, tmp_path):
+    out = tmp_path / "r.md"
+    assert run_cli("report", str(report_run), "--markdown", "-o", str(out)).returncode == 0
+    assert "baseline drift" in out.read_text()
+
+
+def test_recommend_merges_runs(report_run, tmp_path):
+    out = tmp_path / "rec.html"
+    result = run_cli("recommend", str(report_run), str(report_run), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    html = out.read_text()
+    assert "faster than real time" in html and "not comparable: other hardware" in html
+    md = tmp_path / "rec.md"
+    assert run_cli("recommend", str(report_run), "--markdown", "-o", str(md)).returncode == 0
+    assert "| machine | device |" in md.read_text()
+
+
+def test_report_of_something_that_is_not_a_run_is_a_usage_error(tmp_path):
+    result = run_cli("report", str(tmp_path))
+    assert result.returncode == 2 and "not a dia-bench run directory" in result.stderr
+
+
+def test_hostile_strings_are_escaped(hostile_run, tmp_path):
+    out = tmp_path / "hostile.html"
+    assert run_cli("report", str(hostile_run), "-o", str(out)).returncode == 0
+    html = out.read_text()
+    assert "<script>" not in html and "onerror=alert" not in html.replace("onerror=alert(1)&gt;", "")
+    assert "&lt;script&gt;" in html
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _headless(browser: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--window-size=1200,3000", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine (.ci/run installs Debian's)")
+def test_report_in_a_real_browser(report_run, hostile_run, tmp_path):
+    browser = _chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = tmp_path / "report.html"
+    assert run_cli("report", str(report_run), "-o", str(page)).returncode == 0
+    dom = _headless(browser, "--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "Was the guide right?" in dom.stdout
+    assert dom.stdout.count('src="data:image/svg+xml') >= 5
+    shot = ARTIFACTS / "report.png"
+    result = _headless(browser, f"--screenshot={shot}", page.as_uri())
+    assert result.returncode == 0 and shot.stat().st_size > 20_000
+    from PIL import Image  # matplotlib brings pillow
+
+    image = Image.open(shot).convert("L")
+    lo, hi = image.getextrema()
+    assert hi - lo > 100  # not a blank page: text and charts were painted
+
+    hostile_page = tmp_path / "hostile.html"
+    assert run_cli("report", str(hostile_run), "-o", str(hostile_page)).returncode == 0
+    hostile = _headless(browser, "--dump-dom", hostile_page.as_uri())
+    assert "<title>dia-bench report</title>" in hostile.stdout  # the injected script never ran
+    assert "&lt;script&gt;document.title" in hostile.stdout
+    _headless(browser, f"--screenshot={ARTIFACTS / 'report-hostile.png'}", hostile_page.as_uri())

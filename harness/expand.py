@@ -77,7 +77,8 @@ def expand(suite: Suite) -> list[PlannedCell]:
                 cell = Cell(preset=preset, device=device, plugins=plugins, text=texts[text_key],
                             seconds=float(seconds), batch=batch, warmup=suite.warmup,
                             repeats=suite.min_repeats or suite.repeats, seed=suite.seed, fidelity=suite.fidelity,
-                            time_budget_s=suite.time_budget_s, label=text_key)
+                            time_budget_s=suite.time_budget_s, label=text_key, weights=suite.weights,
+                            codec_weights=suite.codec_weights)
                 if cell.cell_id in seen:
                     continue
                 seen.add(cell.cell_id)

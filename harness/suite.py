@@ -22,7 +22,8 @@ DESIGNS = ("full", "one-at-a-time", "leave-one-out", "explicit")
 SUITE_KEYS: dict[str, type | tuple[type, ...]] = {
     "description": str, "presets": list, "devices": list, "texts": list, "seconds": list, "batch": list,
     "warmup": int, "repeats": int, "min_repeats": int, "time_budget_s": (int, float), "seed": int,
-    "timeout_s": (int, float), "fidelity": bool, "design": str, "cells": list,
+    "timeout_s": (int, float), "fidelity": bool, "design": str, "cells": list, "weights": str,
+    "codec_weights": str,
 }
 TOP_KEYS = {"suite", "plugins"}
 
@@ -46,6 +47,8 @@ class Suite:
     timeout_s: float = 1800.0
     fidelity: bool = True
     design: str = "one-at-a-time"
+    weights: str | None = None  # else the HF cache, else synthetic
+    codec_weights: str | None = None
     plugins: dict[str, list[str | None]] = field(default_factory=dict)
     cells: list[list[str]] = field(default_factory=list)
 
@@ -170,4 +173,12 @@ def parse_suite(path: Path) -> Suite:
             raise UsageError(f"{path}: [suite] batch: {b!r} must be an integer >= 1")
     if suite.repeats < 1 or suite.warmup < 0:
         raise UsageError(f"{path}: [suite] repeats must be >= 1 and warmup >= 0")
+    from harness.weights import check_weights_dir
+
+    for key, kind in (("weights", "model"), ("codec_weights", "codec")):
+        if getattr(suite, key):
+            try:
+                setattr(suite, key, str(check_weights_dir(getattr(suite, key), kind).resolve()))
+            except UsageError as exc:
+                raise UsageError(f"{path}: [suite] {key}: {exc}") from None
     return suite

@@ -35,18 +35,25 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["status"] == "ok") & (df["role"] != "baseline-end")]
 
 
+def _config_axes(rows: pd.DataFrame, top_down: bool = True):
+    """A figure with one horizontal row per configuration, labelled, first at the top."""
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1))
+    y = np.arange(len(rows))
+    ax.set_yticks(y, [_label(r) for _, r in rows.iterrows()])
+    if top_down:
+        ax.invert_yaxis()
+    return fig, ax, y
+
+
 def rtf_per_config(df: pd.DataFrame) -> str | None:
     ok = _ok(df).sort_values("rtf")
     if ok.empty:
         return None
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(ok) + 1))
-    y = np.arange(len(ok))
+    fig, ax, y = _config_axes(ok)
     err = [ok["rtf"] - ok["rtf_ci_low"], ok["rtf_ci_high"] - ok["rtf"]]
     ax.barh(y, ok["rtf"], xerr=err, color="#4c72b0", capsize=2)
-    ax.set_yticks(y, [_label(r) for _, r in ok.iterrows()])
     ax.axvline(1.0, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("RTF = compute / audio (lower is better; dashed: real time), 95% CI")
-    ax.invert_yaxis()
     return _uri(fig)
 
 
@@ -55,13 +62,11 @@ def speedup(df: pd.DataFrame) -> str | None:
     ok = ok[ok["speedup"].notna() & (ok["role"] == "cell")].sort_values("speedup")
     if ok.empty:
         return None
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(ok) + 1))
-    y = np.arange(len(ok))
+    fig, ax, y = _config_axes(ok, top_down=False)
     s = ok["speedup"].astype(float)
     err = [s - ok["speedup_low"].astype(float), ok["speedup_high"].astype(float) - s]
     colours = ["#55a868" if v > 1 else "#c44e52" for v in s]
     ax.barh(y, s, xerr=err, color=colours, capsize=2)
-    ax.set_yticks(y, [_label(r) for _, r in ok.iterrows()])
     ax.axvline(1.0, color="black", lw=0.8)
     ax.set_xlabel("speedup against the baseline (x), 95% bootstrap interval")
     return _uri(fig)
@@ -71,15 +76,12 @@ def memory(df: pd.DataFrame) -> str | None:
     ok = _ok(df)
     if ok.empty:
         return None
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(ok) + 1))
-    y = np.arange(len(ok))
+    fig, ax, y = _config_axes(ok)
     ax.barh(y - 0.2, ok["peak_rss_mb"].fillna(0), height=0.4, label="peak RSS (host)")
     if ok["peak_vram_mb"].notna().any():
         ax.barh(y + 0.2, ok["peak_vram_mb"].fillna(0), height=0.4, label="peak VRAM (allocator)")
-    ax.set_yticks(y, [_label(r) for _, r in ok.iterrows()])
     ax.set_xlabel("MB")
     ax.legend()
-    ax.invert_yaxis()
     return _uri(fig)
 
 
@@ -103,18 +105,15 @@ def stages(df: pd.DataFrame) -> str | None:
     ok = _ok(df)
     if ok.empty:
         return None
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(ok) + 1))
-    y = np.arange(len(ok))
+    fig, ax, y = _config_axes(ok)
     left = np.zeros(len(ok))
     for col, label in (("encoder_prefill_s", "encoder + prefill"), ("decode_s", "decode loop"),
                        ("codec_decode_s", "codec decode")):
         vals = ok[col].fillna(0).to_numpy(dtype=float)
         ax.barh(y, vals, left=left, label=label)
         left += vals
-    ax.set_yticks(y, [_label(r) for _, r in ok.iterrows()])
     ax.set_xlabel("seconds per repeat (median)")
     ax.legend()
-    ax.invert_yaxis()
     return _uri(fig)
 
 

@@ -130,3 +130,25 @@ def test_report_in_a_real_browser(report_run, hostile_run, tmp_path):
     assert "<title>dia-bench report</title>" in hostile.stdout  # the injected script never ran
     assert "&lt;script&gt;document.title" in hostile.stdout
     _headless(browser, f"--screenshot={ARTIFACTS / 'report-hostile.png'}", hostile_page.as_uri())
+
+
+def test_real_weights_get_an_audio_player(tiny_pipeline, tmp_path):
+    """Weights from directories count as real: the report then embeds what each configuration sounds like."""
+    from transformers import DacModel
+
+    from harness.presets import get_preset
+
+    pipe, weights = tiny_pipeline
+    model_dir, codec_dir = tmp_path / "dia", tmp_path / "dac"
+    pipe.model.save_pretrained(model_dir)
+    DacModel.from_pretrained(weights["codec"]["path"]).save_pretrained(codec_dir)
+    assert get_preset("dia-tiny")
+    text = TINY_SUITE.replace('design = "one-at-a-time"',
+                              f'design = "one-at-a-time"\nweights = "{model_dir}"\ncodec_weights = "{codec_dir}"')
+    out = tmp_path / "run"
+    result = run_cli("sweep", str(write_suite(tmp_path, text.replace('tf32 = [true]', ''))), "--out", str(out),
+                     "--quiet")
+    assert result.returncode == 0, result.stderr
+    html = (out / "report.html").read_text()
+    assert "real weights from a local directory" in html
+    assert html.count('<audio controls preload="none" src="data:audio/wav;base64,') == 3

@@ -1,0 +1,1 @@
+"""dia-bench tests: the real pipeline on the dia-tiny preset."""

@@ -17,7 +17,7 @@ def compare_runs(base_dir: Path, new_dir: Path) -> pd.DataFrame:
     rows = []
     for key in base.index.intersection(new.index):
         b, n = base.loc[key], new.loc[key]
-        r = stats.ratio_ci(results._rtf_samples(b), results._rtf_samples(n))
+        r = stats.ratio_ci(results.rtf_samples(b), results.rtf_samples(n))
         change_pct = (1 / r["speedup"] - 1) * 100  # positive: the new run takes longer
         verdict = "same"
         if r["significant"]:

@@ -55,7 +55,7 @@ def _stage_medians(outputs: list[PipelineOutput]) -> dict[str, Any]:
 def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
                      fault_hook: Callable[[], None]) -> dict[str, Any]:
     device = torch.device(cell.device)
-    load_dtype = next((d for s in plan.steps if (d := s.plugin.load_dtype(s.value)) is not None), torch.float32)
+    load_dtype = plan.load_dtype() or torch.float32
 
     progress("loading", preset=cell.preset)
     t0 = time.perf_counter()

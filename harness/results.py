@@ -80,17 +80,17 @@ def load(run_dirs: str | Path | Iterable[str | Path], with_stats: bool = True) -
     return df
 
 
-def _rtf_samples(row: pd.Series) -> list[float]:
+def rtf_samples(row: pd.Series) -> list[float]:
     audio = row["audio_seconds"]
     return [t / audio for t in row["repeats_seconds"]] if audio else []
 
 
 def add_statistics(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
-    cis = [stats.bootstrap_ci(_rtf_samples(r)) if r["status"] == "ok" else None for _, r in df.iterrows()]
+    cis = [stats.bootstrap_ci(rtf_samples(r)) if r["status"] == "ok" else None for _, r in df.iterrows()]
     df["rtf_ci_low"] = [c[0] if c else None for c in cis]
     df["rtf_ci_high"] = [c[1] if c else None for c in cis]
-    df["rtf_iqr"] = [stats.iqr(_rtf_samples(r)) if r["status"] == "ok" else None for _, r in df.iterrows()]
+    df["rtf_iqr"] = [stats.iqr(rtf_samples(r)) if r["status"] == "ok" else None for _, r in df.iterrows()]
     for col in ("speedup", "speedup_low", "speedup_high"):
         df[col] = None
     df["significant"] = None
@@ -99,9 +99,9 @@ def add_statistics(df: pd.DataFrame) -> pd.DataFrame:
         base = group[group["role"] == "baseline-start"]
         if base.empty:
             continue
-        base_samples = _rtf_samples(base.iloc[0])
+        base_samples = rtf_samples(base.iloc[0])
         for idx, row in group.iterrows():
-            r = stats.ratio_ci(base_samples, _rtf_samples(row))
+            r = stats.ratio_ci(base_samples, rtf_samples(row))
             df.loc[idx, ["speedup", "speedup_low", "speedup_high", "significant"]] = (
                 r["speedup"], r["low"], r["high"], r["significant"])
     return df
@@ -115,7 +115,7 @@ def baseline_drift(df: pd.DataFrame) -> pd.DataFrame:
         start, end = group[group["role"] == "baseline-start"], group[group["role"] == "baseline-end"]
         if start.empty or end.empty:
             continue
-        r = stats.ratio_ci(_rtf_samples(end.iloc[0]), _rtf_samples(start.iloc[0]))
+        r = stats.ratio_ci(rtf_samples(end.iloc[0]), rtf_samples(start.iloc[0]))
         rows.append({**dict(zip(BASELINE_KEYS, keys, strict=True)), "start_rtf": start.iloc[0]["rtf"],
                      "end_rtf": end.iloc[0]["rtf"], "drift_pct": (r["speedup"] - 1) * 100 if r["speedup"] else None,
                      "significant": r["significant"]})

@@ -85,7 +85,7 @@ def create_fast_generate(model, codec=None, plugins: list[str] | None = None, de
     reasons = plan.unavailable(device)
     if reasons:
         raise RuntimeError("cannot apply these optimizations here: " + "; ".join(reasons))
-    dtype = next((d for s in plan.steps if (d := s.plugin.load_dtype(s.value)) is not None), None)
+    dtype = plan.load_dtype()
     model = model.eval().to(device)
     if dtype is not None:
         model = model.to(dtype)

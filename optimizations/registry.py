@@ -79,6 +79,10 @@ class Plan:
     def values(self) -> dict[str, Any]:
         return {s.plugin.name: s.value for s in self.steps}
 
+    def load_dtype(self):
+        """The dtype the weights load in: the first plugin that sets one, else None (fp32)."""
+        return next((d for s in self.steps if (d := s.plugin.load_dtype(s.value)) is not None), None)
+
     def unavailable(self, device: str) -> list[str]:
         """Why this machine cannot run the plan (the cell is then skipped); may import torch."""
         reasons = []

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from harness import stats
-from harness.results import _rtf_samples
+from harness.results import rtf_samples
 from reports.expectations import load as load_expectations
 
 
@@ -71,7 +71,7 @@ def _gpu_vs_cpu(ok: pd.DataFrame) -> dict[str, Any]:
     if gpu.empty or cpu.empty:
         return {"verdict": "not measured (needs runs on both a GPU and a CPU)", "device": "cuda vs cpu"}
     g, c = gpu.loc[gpu["rtf"].idxmin()], cpu.loc[cpu["rtf"].idxmin()]
-    r = stats.ratio_ci(_rtf_samples(c), _rtf_samples(g))
+    r = stats.ratio_ci(rtf_samples(c), rtf_samples(g))
     return {"device": "cuda vs cpu", "measured": r["speedup"], "low": r["low"], "high": r["high"],
             "cell": f"{g['description']} vs {c['description']}", "verdict": _verdict(r["low"], r["high"], 5, 20)}
 

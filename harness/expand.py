@@ -14,7 +14,7 @@ from harness.suite import Suite, load_texts
 class PlannedCell:
     key: str  # unique within a run: the cell id, plus "@end" for the closing baseline
     cell: Cell
-    role: str = "cell"  # "baseline-start", "baseline-end" or "cell"
+    role: str = "cell"  # "baseline-start", "baseline-mid", "baseline-end" or "cell"
     skip_reason: str | None = None
 
 
@@ -88,8 +88,38 @@ def expand(suite: Suite) -> list[PlannedCell]:
                 if not plugins:
                     ends.append(PlannedCell(key=cell.cell_id + "@end", cell=cell, role="baseline-end",
                                             skip_reason=item.skip_reason))
-        # Baselines run first (above, in order) and again after every other cell of the device.
+        # Baselines run first (above, in order), again after every `baseline_every` other cells of their
+        # conditions, and last: speedups then compare against the machine's speed when each cell ran.
         starts = [p for p in planned if p.cell.device == device and p.role == "baseline-start"]
         others = [p for p in planned if p.cell.device == device and p.role == "cell"]
-        planned = [p for p in planned if p.cell.device != device] + starts + others + ends
+        planned = [p for p in planned if p.cell.device != device] + starts + _interleave(others, starts,
+                                                                                       suite.baseline_every) + ends
     return planned
+
+
+def _conditions(cell: Cell) -> tuple:
+    return cell.preset, cell.device, cell.label, cell.seconds, cell.batch
+
+
+def _interleave(others: list[PlannedCell], starts: list[PlannedCell], every: int) -> list[PlannedCell]:
+    if every <= 0:
+        return others
+    base_of = {_conditions(p.cell): p for p in starts}
+    remaining = {k: sum(_conditions(p.cell) == k for p in others) for k in base_of}
+    since = dict.fromkeys(base_of, 0)
+    repeats = dict.fromkeys(base_of, 0)
+    out: list[PlannedCell] = []
+    for p in others:
+        out.append(p)
+        k = _conditions(p.cell)
+        if k not in base_of:
+            continue
+        since[k] += 1
+        remaining[k] -= 1
+        if since[k] == every and remaining[k] > 0:  # the closing baseline follows the last cell anyway
+            since[k] = 0
+            repeats[k] += 1
+            b = base_of[k]
+            out.append(PlannedCell(key=f"{b.key}@{repeats[k]}", cell=b.cell, role="baseline-mid",
+                                   skip_reason=b.skip_reason))
+    return out

@@ -14,6 +14,7 @@ from harness.cell import Cell
 from harness.codec import load_codec
 from harness.pipeline import DiaPipeline, PipelineOutput, SamplingParams
 from harness.presets import SAMPLE_RATE, get_preset
+from harness.record import now
 from harness.roofline import roofline
 from harness.trackers import MemoryTracker, rss_mb
 from harness.weights import resolve as resolve_weights
@@ -76,6 +77,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         warmup_s.append(pipe.run(texts, cell.frames, sampling, cell.seed).times.generate_s)
 
     outputs: list[PipelineOutput] = []
+    measured_from = now(precise=True)
     with MemoryTracker(device) as mem:
         started = time.perf_counter()
         while len(outputs) < cell.repeats or (
@@ -83,6 +85,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
                 and len(outputs) < MAX_REPEATS):
             progress("repeat", i=len(outputs) + 1, n=cell.repeats)
             outputs.append(pipe.run(texts, cell.frames, sampling, cell.seed))
+    measured_until = now(precise=True)
 
     audio_seconds = cell.frames * cell.batch / (SAMPLE_RATE / 512)
     gen = [o.times.generate_s for o in outputs]
@@ -99,6 +102,9 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         "load_seconds": round(load_s, 4),
         "warmup_seconds": warmup_s,
         "repeats_seconds": gen,
+        # When the measured repeats ran: speedups compare against the baseline interpolated to here.
+        "measured_from": measured_from,
+        "measured_until": measured_until,
         "end_to_end_repeats_seconds": e2e,
         "generation_seconds": generation_s,
         "generation_iqr_seconds": stats.iqr(gen),

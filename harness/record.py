@@ -15,8 +15,8 @@ SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "skipped")
 
 
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+def now(precise: bool = False) -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds" if precise else "seconds")
 
 
 def base_record(cell: Cell) -> dict[str, Any]:

@@ -12,6 +12,19 @@ from harness import rundir, stats
 
 # Cells are compared against the baseline measured under the same conditions.
 BASELINE_KEYS = ("run", "preset", "device", "seconds", "batch", "text_label")
+BASELINE_ROLES = ("baseline-start", "baseline-mid", "baseline-end")
+# The baseline measured again: a check on the machine, not another configuration.
+REPEATED_BASELINE_ROLES = ("baseline-mid", "baseline-end")
+
+
+def _measured_at(rec: dict[str, Any]) -> pd.Timestamp:
+    """The middle of the measured repeats (or of the whole worker, for records without that)."""
+    pairs = (("measured_from", "measured_until"), ("started_at", "finished_at"))
+    for a, b in pairs:
+        if rec.get(a) and rec.get(b):
+            start, end = pd.Timestamp(rec[a]), pd.Timestamp(rec[b])
+            return start + (end - start) / 2
+    return pd.NaT
 
 
 def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
@@ -43,6 +56,7 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "rtf_end_to_end": rec.get("rtf_end_to_end"),
         "generation_seconds": rec.get("generation_seconds"),
         "repeats_seconds": rec.get("repeats_seconds") or [],
+        "measured_at": _measured_at(rec),
         "audio_seconds": rec.get("audio_seconds"),
         "warmup_seconds": sum(rec.get("warmup_seconds") or []) or None,
         "load_seconds": rec.get("load_seconds"),
@@ -85,13 +99,25 @@ def rtf_samples(row: pd.Series) -> list[float]:
     return [t / audio for t in row["repeats_seconds"]] if audio else []
 
 
+def ok_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Measured cells, each configuration once (the baseline's repeats left out)."""
+    return df[(df["status"] == "ok") & ~df["role"].isin(REPEATED_BASELINE_ROLES)]
+
+
 def add_statistics(df: pd.DataFrame) -> pd.DataFrame:
+    """RTF interval per cell, and speedup against the baseline as fast as the machine was then.
+
+    A cell is compared with the baseline measurements just before and just after it in time,
+    interpolated linearly, so a machine that slowed down over a long run does not pass for a
+    slow configuration. The baseline's own repeats are compared with its first measurement: that
+    ratio is the drift.
+    """
     df = df.copy()
     cis = [stats.bootstrap_ci(rtf_samples(r)) if r["status"] == "ok" else None for _, r in df.iterrows()]
     df["rtf_ci_low"] = [c[0] if c else None for c in cis]
     df["rtf_ci_high"] = [c[1] if c else None for c in cis]
     df["rtf_iqr"] = [stats.iqr(rtf_samples(r)) if r["status"] == "ok" else None for _, r in df.iterrows()]
-    for col in ("speedup", "speedup_low", "speedup_high"):
+    for col in ("speedup", "speedup_low", "speedup_high", "baseline_ref"):
         df[col] = None
     df["significant"] = None
     ok = df[df["status"] == "ok"]
@@ -99,24 +125,67 @@ def add_statistics(df: pd.DataFrame) -> pd.DataFrame:
         base = group[group["role"] == "baseline-start"]
         if base.empty:
             continue
-        base_samples = rtf_samples(base.iloc[0])
+        start = base.iloc[0]
+        timeline = group[group["role"].isin(BASELINE_ROLES) & group["measured_at"].notna()].sort_values("measured_at")
         for idx, row in group.iterrows():
-            r = stats.ratio_ci(base_samples, rtf_samples(row))
-            df.loc[idx, ["speedup", "speedup_low", "speedup_high", "significant"]] = (
-                r["speedup"], r["low"], r["high"], r["significant"])
+            before, after, weight = _neighbours(timeline, row, start) if row["role"] == "cell" else (start, None, 0.0)
+            r = stats.ratio_ci(rtf_samples(before), rtf_samples(row),
+                               base_after=rtf_samples(after) if after is not None else None, weight=weight)
+            ref = before["role"] if after is None else f"{before['role']}..{after['role']} @{weight:.2f}"
+            df.loc[idx, ["speedup", "speedup_low", "speedup_high", "significant", "baseline_ref"]] = (
+                r["speedup"], r["low"], r["high"], r["significant"], ref)
     return df
 
 
+def _neighbours(timeline: pd.DataFrame, row: pd.Series,
+                start: pd.Series) -> tuple[pd.Series, pd.Series | None, float]:
+    """The baseline measured last before `row` and first after it, and the interpolation weight.
+
+    Without times to go by (records from elsewhere) the first baseline is the reference.
+    """
+    t = row["measured_at"]
+    if pd.isna(t) or timeline.empty:
+        return start, None, 0.0
+    earlier, later = timeline[timeline["measured_at"] <= t], timeline[timeline["measured_at"] >= t]
+    if earlier.empty:
+        return later.iloc[0], None, 0.0
+    if later.empty:
+        return earlier.iloc[-1], None, 0.0
+    before, after = earlier.iloc[-1], later.iloc[0]
+    span = (after["measured_at"] - before["measured_at"]).total_seconds()
+    if span <= 0:
+        return before, None, 0.0
+    return before, after, (t - before["measured_at"]).total_seconds() / span
+
+
 def baseline_drift(df: pd.DataFrame) -> pd.DataFrame:
-    """Start against end baseline of each device: a machine that changed speed mid-run shows here."""
-    ok = df[(df["status"] == "ok") & df["role"].isin(["baseline-start", "baseline-end"])]
+    """The baseline's repeats against its first measurement: a machine that changed speed mid-run shows here.
+
+    `drift_pct` is end against start; `max_drift_pct` the repeat furthest from the start, which a
+    machine that slowed down and recovered shows and the end alone would hide.
+    """
+    ok = df[(df["status"] == "ok") & df["role"].isin(BASELINE_ROLES)]
     rows = []
     for keys, group in ok.groupby(list(BASELINE_KEYS), dropna=False):
         start, end = group[group["role"] == "baseline-start"], group[group["role"] == "baseline-end"]
         if start.empty or end.empty:
             continue
-        r = stats.ratio_ci(rtf_samples(end.iloc[0]), rtf_samples(start.iloc[0]))
+        start_samples = rtf_samples(start.iloc[0])
+        r = stats.ratio_ci(rtf_samples(end.iloc[0]), start_samples)
+        repeats = group[group["role"].isin(REPEATED_BASELINE_ROLES)]
+        drifts = [(row["rtf"] / start.iloc[0]["rtf"] - 1) * 100 for _, row in repeats.iterrows()]
         rows.append({**dict(zip(BASELINE_KEYS, keys, strict=True)), "start_rtf": start.iloc[0]["rtf"],
                      "end_rtf": end.iloc[0]["rtf"], "drift_pct": (r["speedup"] - 1) * 100 if r["speedup"] else None,
+                     "max_drift_pct": max(drifts, key=abs), "baseline_measurements": len(group),
                      "significant": r["significant"]})
     return pd.DataFrame(rows)
+
+
+def drift_text(d: pd.Series) -> str:
+    """One line per baseline: how the machine's speed moved during the run."""
+    text = (f"{d['device']} {d['seconds']:g}s b{d['batch']}: start RTF {d['start_rtf']:.3f}, end RTF "
+            f"{d['end_rtf']:.3f} ({d['drift_pct']:+.1f}%, "
+            f"{'significant: the machine changed speed during the run' if d['significant'] else 'within noise'})")
+    if d["baseline_measurements"] > 2:
+        text += f"; furthest of {d['baseline_measurements']} baseline measurements {d['max_drift_pct']:+.1f}%"
+    return text

@@ -52,17 +52,26 @@ def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, n_resamples:
 
 
 def ratio_ci(base: Sequence[float], new: Sequence[float], confidence: float = 0.95, n_resamples: int = 4000,
-             seed: int = 0) -> dict[str, float | bool | None]:
+             seed: int = 0, base_after: Sequence[float] | None = None,
+             weight: float = 0.0) -> dict[str, float | bool | None]:
     """Speedup = median(base) / median(new), with a bootstrap interval resampling both sides.
 
+    With `base_after` the reference is the baseline interpolated in time: (1 - weight) x median(base)
+    + weight x median(base_after), each median resampled, so a machine that drifted between two
+    baseline measurements is compared at the speed it had when `new` ran.
     `significant` means the interval excludes 1: the difference is beyond the repeats' noise.
     """
     b, n = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
+    a = np.asarray(base_after if base_after is not None else [], dtype=float)
     if b.size == 0 or n.size == 0:
         return {"speedup": None, "low": None, "high": None, "significant": None}
-    point = float(np.median(b) / np.median(n))
+    w = float(weight) if a.size else 0.0
+    reference = (1 - w) * np.median(b) + (w * np.median(a) if a.size else 0.0)
+    point = float(reference / np.median(n))
     rng = np.random.default_rng(seed)
     rb = np.median(rng.choice(b, size=(n_resamples, b.size), replace=True), axis=1)
+    if a.size:
+        rb = (1 - w) * rb + w * np.median(rng.choice(a, size=(n_resamples, a.size), replace=True), axis=1)
     rn = np.median(rng.choice(n, size=(n_resamples, n.size), replace=True), axis=1)
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(rb / rn, [alpha, 1 - alpha])

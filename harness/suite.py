@@ -23,7 +23,7 @@ SUITE_KEYS: dict[str, type | tuple[type, ...]] = {
     "description": str, "presets": list, "devices": list, "texts": list, "seconds": list, "batch": list,
     "warmup": int, "repeats": int, "min_repeats": int, "time_budget_s": (int, float), "seed": int,
     "timeout_s": (int, float), "fidelity": bool, "design": str, "cells": list, "weights": str,
-    "codec_weights": str,
+    "codec_weights": str, "baseline_every": int,
 }
 TOP_KEYS = {"suite", "plugins"}
 
@@ -45,6 +45,7 @@ class Suite:
     time_budget_s: float | None = None
     seed: int = 0
     timeout_s: float = 1800.0
+    baseline_every: int = 0  # repeat the baseline after every N cells (0: only first and last)
     fidelity: bool = True
     design: str = "one-at-a-time"
     weights: str | None = None  # else the HF cache, else synthetic
@@ -173,6 +174,9 @@ def parse_suite(path: Path) -> Suite:
             raise UsageError(f"{path}: [suite] batch: {b!r} must be an integer >= 1")
     if suite.repeats < 1 or suite.warmup < 0:
         raise UsageError(f"{path}: [suite] repeats must be >= 1 and warmup >= 0")
+    if suite.baseline_every < 0:
+        raise UsageError(f"{path}: [suite] baseline_every = {suite.baseline_every}: give 0 (baselines first "
+                         "and last only) or N >= 1 (a baseline again after every N cells)")
     from harness.weights import check_weights_dir
 
     for key, kind in (("weights", "model"), ("codec_weights", "codec")):

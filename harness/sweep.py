@@ -18,7 +18,7 @@ from harness.suite import Suite
 def describe(p: PlannedCell) -> str:
     c = p.cell
     plugins = "+".join(c.plugins) or "baseline"
-    end = " (end)" if p.role == "baseline-end" else ""
+    end = {"baseline-end": " (end)", "baseline-mid": f" (again, {p.key.rsplit('@', 1)[-1]})"}.get(p.role, "")
     return f"{c.preset}/{c.device}/{plugins}/{c.label or 'text'}/{c.seconds:g}s/b{c.batch}{end}"
 
 

@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from harness import results
+
 plt.rcParams.update({"svg.fonttype": "path", "figure.dpi": 100, "font.size": 9})
 
 
@@ -32,7 +34,7 @@ def _label(row: pd.Series) -> str:
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    return df[(df["status"] == "ok") & (df["role"] != "baseline-end")]
+    return results.ok_cells(df)
 
 
 def _config_axes(rows: pd.DataFrame, top_down: bool = True):

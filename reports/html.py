@@ -74,8 +74,8 @@ def _cells(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _best(df: pd.DataFrame) -> list[dict[str, Any]]:
-    # The closing baseline only measures drift; it is not a configuration to recommend.
-    ok = df[(df["status"] == "ok") & (df["role"] != "baseline-end")]
+    # The baseline's repeats only measure drift; they are not configurations to recommend.
+    ok = results.ok_cells(df)
     rows = []
     for (_, device), g in ok.groupby(["device_name", "device"]):
         r = g.loc[g["rtf"].idxmin()]
@@ -153,8 +153,7 @@ def build_context(run_dirs: Iterable[Path]) -> dict[str, Any]:
         "charts": charts.all_charts(df, latencies) if not df.empty else [],
         "audio": _audio(records),
         "cells": _cells(df) if not df.empty else [],
-        "drift": [f"{d['device']} {d['seconds']:g}s b{d['batch']}: {d['drift_pct']:+.1f}% "
-                  f"({'significant' if d['significant'] else 'within noise'})" for _, d in drift.iterrows()],
+        "drift": [results.drift_text(d) for _, d in drift.iterrows()],
     }
 
 

@@ -25,8 +25,8 @@ def render(run_dirs: Iterable[Path]) -> str:
     sources = sorted(s for s in df["weights_source"].dropna().unique())
     lines += [f"- weights: {', '.join(WEIGHTS.get(s, s) for s in sources) or 'unknown'}",
               "- RTF = compute / audio (lower is better); x real time = audio / compute; "
-              "speedup against the baseline of the same device, length and batch, with a 95% bootstrap "
-              "interval (* = beyond noise)", ""]
+              "speedup against the baseline of the same device, length and batch, interpolated to when the "
+              "cell ran, with a 95% bootstrap interval (* = beyond noise)", ""]
     lines.append("| cell | status | RTF [95% CI] | x real time | speedup | peak RSS MB | fidelity (cos) |")
     lines.append("|---|---|---|---|---|---|---|")
     for _, r in df.iterrows():
@@ -44,8 +44,7 @@ def render(run_dirs: Iterable[Path]) -> str:
     if not drift.empty:
         lines.append("")
         for _, d in drift.iterrows():
-            lines.append(f"- baseline drift on {d['device']}: {d['drift_pct']:+.1f}% "
-                         f"({'significant' if d['significant'] else 'within noise'})")
+            lines.append(f"- baseline drift {results.drift_text(d)}")
     return "\n".join(lines) + "\n"
 
 

@@ -229,3 +229,49 @@ def test_export_pytest_benchmark_is_read_by_pytest_benchmark(tiny_run, tmp_path)
                          capture_output=True, text=True)
     assert cmp.returncode == 0, cmp.stderr
     assert "baseline" in cmp.stdout
+
+
+def test_baseline_every_repeats_the_baseline_between_cells(tmp_path):
+    text = TINY_SUITE.replace("[plugins]", "baseline_every = 2\n[plugins]").replace(
+        'tf32 = [true]', 'tf32 = [true]\nsdpa = ["math"]\nint8 = ["dynamic"]\nthreads = ["1"]')
+    planned = expand(parse_suite(write_suite(tmp_path, text)))
+    roles = [p.role for p in planned]
+    assert roles == ["baseline-start", "cell", "cell", "baseline-mid", "cell", "cell", "baseline-mid", "cell",
+                     "baseline-end"]
+    assert len({p.key for p in planned}) == len(planned)
+    mids = [p for p in planned if p.role == "baseline-mid"]
+    assert all(p.cell.cell_id == planned[0].cell.cell_id for p in mids)
+    _usage_error(run_cli("sweep", str(write_suite(tmp_path, text.replace("baseline_every = 2", "baseline_every = -1"),
+                                                  name="neg")), "--list"), "baseline_every")
+
+
+def test_speedup_compares_with_the_baseline_as_fast_as_the_machine_was_then(tiny_run, tmp_path):
+    """A machine that got 2x slower during the run: the end baseline is slower, a cell run halfway
+    through is compared with the baseline interpolated to its time, not with the fast start."""
+    import shutil
+
+    copy = tmp_path / "drifted"
+    shutil.copytree(tiny_run, copy)
+    recs = {p: json.loads(p.read_text()) for p in (copy / "cells").glob("*.json")}
+    by_role = {r.get("role"): p for p, r in recs.items() if r["status"] == "ok" and r["plugins"] != ["cfg=0"]}
+    cell_p = next(p for p, r in recs.items() if r["plugins"] == ["cfg=0"])
+    base = recs[by_role["baseline-start"]]["repeats_seconds"]
+    # The machine slows down linearly to half speed; the cell, run halfway, is exactly as fast as the
+    # baseline was then (1.5x the start's times).
+    changes = [(by_role["baseline-start"], "00:00", base), (cell_p, "10:00", [1.5 * t for t in base]),
+               (by_role["baseline-end"], "20:00", [2 * t for t in base])]
+    for path, minute, times in changes:
+        rec = recs[path]
+        rec["measured_from"] = f"2026-01-01T00:{minute}.000+00:00"
+        rec["measured_until"] = f"2026-01-01T00:{minute[:3]}10.000+00:00"
+        rec["repeats_seconds"] = times
+        path.write_text(json.dumps(rec))
+    df = results.load(copy)
+    row = df[df["plugins"] == "cfg=0"].iloc[0]
+    assert row["speedup"] == pytest.approx(1.0)
+    assert row["baseline_ref"] == "baseline-start..baseline-end @0.50"
+    assert not row["significant"]
+    ended = df[df["role"] == "baseline-end"].iloc[0]
+    assert ended["speedup"] == pytest.approx(0.5)  # the drift itself stays visible
+    drift = results.baseline_drift(df).iloc[0]
+    assert drift["drift_pct"] == pytest.approx(100.0) and drift["significant"]

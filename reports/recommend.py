@@ -17,19 +17,19 @@ from reports.verdicts import hardware_rows
 
 def recommendations(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Per machine, device and audio length: the best configuration and what it allows."""
-    ok = df[(df["status"] == "ok") & (df["role"] != "baseline-end")]
-    guide = {(h["machine"], h["device"]): h for h in hardware_rows(df)}
+    ok = results.ok_cells(df)
+    guide = {(h["machine"], h["device"], h["preset"]): h for h in hardware_rows(df)}
     rows = []
-    for (machine, device, seconds), g in ok.groupby(["device_name", "device", "seconds"]):
+    for (machine, device, preset, seconds), g in ok.groupby(["device_name", "device", "preset", "seconds"]):
         single = g[g["batch"] == 1]
         best = (single if not single.empty else g).sort_values("rtf").iloc[0]
         # A stream keeps up when a request's audio takes less compute than its own length.
         per_request = g.assign(stream_rtf=g["generation_seconds"] / g["seconds"])
         keeping_up = per_request[per_request["stream_rtf"] < 1]
         largest = int(keeping_up["batch"].max()) if not keeping_up.empty else None
-        h = guide.get((machine, str(device).split(":")[0]), {})
+        h = guide.get((machine, str(device).split(":")[0], preset), {})
         rows.append({
-            "machine": machine, "device": device, "seconds": seconds,
+            "machine": machine, "device": device, "preset": preset, "seconds": seconds,
             "settings": best["plugins"], "rtf": best["rtf"], "rtf_low": best["rtf_ci_low"],
             "rtf_high": best["rtf_ci_high"], "xrt": best["xrt"], "faster_than_real_time": bool(best["rtf"] < 1),
             "largest_real_time_batch": largest, "batches_measured": sorted(int(b) for b in g["batch"].unique()),
@@ -65,13 +65,14 @@ def render_markdown(run_dirs: Iterable[Path]) -> str:
     df = results.load([Path(d) for d in run_dirs])
     rows = _display(recommendations(df)) if not df.empty else []
     lines = ["# dia-bench hardware recommendations", "",
-             "| machine | device | audio s | recommended settings | RTF [95% CI] | x real time | faster than real "
-             "time | largest real-time batch | peak RSS MB | peak VRAM MB | guide | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| machine | device | model | audio s | recommended settings | RTF [95% CI] | x real time | faster than "
+             "real time | largest real-time batch | peak RSS MB | peak VRAM MB | guide | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['machine']} | {r['device']} | {r['seconds']:g} | {r['settings']} | {r['rtf_text']} | "
-                     f"{r['xrt_text']} | {'yes' if r['faster_than_real_time'] else 'no'} | {r['largest']} "
-                     f"(of {r['batches']}) | {r['rss']} | {r['vram']} | {r['guide_range'] or '-'} | {r['verdict']} |")
+        lines.append(f"| {r['machine']} | {r['device']} | {r['preset']} | {r['seconds']:g} | {r['settings']} | "
+                     f"{r['rtf_text']} | {r['xrt_text']} | {'yes' if r['faster_than_real_time'] else 'no'} | "
+                     f"{r['largest']} (of {r['batches']}) | {r['rss']} | {r['vram']} | {r['guide_range'] or '-'} | "
+                     f"{r['verdict']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,8 @@ HOSTILE = '<script>document.title="pwned"</script><img src=x onerror=alert(1)>'
 def report_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("report")
     out = tmp / "run"
-    text = TINY_SUITE.replace("fidelity = false", "fidelity = true")
+    # int8=dynamic: a technique the guide has figures for, measured here on dia-tiny.
+    text = TINY_SUITE.replace("fidelity = false", "fidelity = true") + 'int8 = ["dynamic"]\n'
     result = run_cli("sweep", str(write_suite(tmp, text)), "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     return out
@@ -60,6 +61,8 @@ def test_report_sections_charts_and_verdicts(report_run, tmp_path):
                   "Where the time goes", "Decode step latency"):
         assert f"<strong>{chart}</strong>" in html
     assert "INT8 dynamic quantization" in html and "not applicable on cpu" in html
+    # dia-tiny's speedups are measured and shown, but never set against the guide's 1.6B figures.
+    assert "not measured on dia-1.6b (only on dia-tiny" in html and "<td>reproduced</td>" not in html
     assert "does not apply to cpu" in html  # the skipped tf32 cell keeps its reason
     # Self-contained: nothing is fetched from anywhere when the page opens.
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
@@ -77,7 +80,8 @@ def test_recommend_merges_runs(report_run, tmp_path):
     result = run_cli("recommend", str(report_run), str(report_run), "-o", str(out))
     assert result.returncode == 0, result.stderr
     html = out.read_text()
-    assert "faster than real time" in html and "not comparable: other hardware" in html
+    # The guide's hardware tables are for the 1.6B model: a dia-tiny run is never held against them.
+    assert "faster than real time" in html and "tables are for dia-1.6b, this is dia-tiny" in html
     md = tmp_path / "rec.md"
     assert run_cli("recommend", str(report_run), "--markdown", "-o", str(md)).returncode == 0
     assert "| machine | device |" in md.read_text()

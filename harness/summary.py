@@ -64,10 +64,13 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
     for spec, note in (rec.get("plugin_notes") or {}).items():
         if note:
             table.add_row(f"plugin {spec}", note)
-    if rec.get("fidelity"):
-        fid = rec["fidelity"]
+    fid = rec.get("fidelity")
+    if fid and not fid.get("compared", True):
+        table.add_row("fidelity vs fp32", fid.get("reason") or "not compared")
+    elif fid:
+        audio = "identical" if fid.get("audio_identical") else f"SNR {_fmt(fid.get('audio_snr_db'), '.1f')} dB"
         table.add_row("fidelity vs fp32", f"top-1 agreement {_fmt(fid.get('top1_agreement'), '.3f')}, "
-                      f"cosine {_fmt(fid.get('cosine'), '.4f')}, audio SNR {_fmt(fid.get('audio_snr_db'), '.1f')} dB")
+                      f"cosine {_fmt(fid.get('cosine'), '.4f')}, audio {audio}")
     if rec.get("profile"):
         table.add_row("profile", rec["profile"]["trace"])
     console.print(table)
@@ -165,9 +168,7 @@ def print_sweep(run_dir: Path, console: Console | None = None) -> None:
     console.print(table)
     drift = results.baseline_drift(df)
     for _, d in drift.iterrows():
-        flag = " (significant: the machine changed speed during the run)" if d["significant"] else ""
-        console.print(f"baseline drift {d['device']} {d['seconds']:g}s b{d['batch']}: start RTF {d['start_rtf']:.3f}, "
-                      f"end RTF {d['end_rtf']:.3f} ({d['drift_pct']:+.1f}%){flag}")
+        console.print(f"baseline drift {results.drift_text(d)}")
     console.print("* = beyond the repeats' noise (95% bootstrap interval excludes 1)")
     console.print(f"run directory: {run_dir}")
 

@@ -77,7 +77,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         warmup_s.append(pipe.run(texts, cell.frames, sampling, cell.seed).times.generate_s)
 
     outputs: list[PipelineOutput] = []
-    measured_from = now(precise=True)
+    measured_from = now()
     with MemoryTracker(device) as mem:
         started = time.perf_counter()
         while len(outputs) < cell.repeats or (
@@ -85,7 +85,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
                 and len(outputs) < MAX_REPEATS):
             progress("repeat", i=len(outputs) + 1, n=cell.repeats)
             outputs.append(pipe.run(texts, cell.frames, sampling, cell.seed))
-    measured_until = now(precise=True)
+    measured_until = now()
 
     audio_seconds = cell.frames * cell.batch / (SAMPLE_RATE / 512)
     gen = [o.times.generate_s for o in outputs]

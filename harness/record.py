@@ -15,8 +15,9 @@ SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "skipped")
 
 
-def now(precise: bool = False) -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds" if precise else "seconds")
+def now() -> str:
+    # Milliseconds: cells of a tiny model start and end within the same second, and order matters.
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def base_record(cell: Cell) -> dict[str, Any]:

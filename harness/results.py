@@ -87,7 +87,9 @@ def load(run_dirs: str | Path | Iterable[str | Path], with_stats: bool = True) -
     for d in run_dirs:
         path = Path(d)
         meta = rundir.read_meta(path)
-        rows.extend(_row(path, meta, rec) for rec in rundir.records(path))
+        # In the order they ran, as the sweep showed them (files are named by cell id).
+        in_order = sorted(rundir.records(path), key=lambda rec: rec.get("finished_at") or "")
+        rows.extend(_row(path, meta, rec) for rec in in_order)
     df = pd.DataFrame(rows)
     if with_stats and not df.empty:
         df = add_statistics(df)

@@ -24,6 +24,13 @@ def _verdict(low: float | None, high: float | None, exp_low: float, exp_high: fl
     return "reproduced"
 
 
+def _names(plugins: str, specs: list[str]) -> bool:
+    """A cell of exactly one of `specs`; a spec without a value (`compile`) stands for every value."""
+    if "+" in plugins:
+        return False
+    return any(plugins == spec or ("=" not in spec and plugins.startswith(spec + "=")) for spec in specs)
+
+
 def _device_type(device: str) -> str:
     return str(device).split(":")[0]
 
@@ -48,7 +55,7 @@ def speedup_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
             if exp["plugins"] == ["*"]:
                 candidates = on_device[on_device["plugins"].str.contains(r"\+", regex=True)]
             else:
-                candidates = on_device[on_device["plugins"].isin(exp["plugins"])]
+                candidates = on_device[[_names(c, exp["plugins"]) for c in on_device["plugins"]]]
             candidates = candidates[candidates["speedup"].notna()]
             others = sorted(set(candidates["preset"]) - {GUIDE_PRESET})
             candidates = candidates[candidates["preset"] == GUIDE_PRESET]

@@ -156,3 +156,12 @@ def test_real_weights_get_an_audio_player(tiny_pipeline, tmp_path):
     html = (out / "report.html").read_text()
     assert "real weights from a local directory" in html
     assert html.count('<audio controls preload="none" src="data:audio/wav;base64,') == 3
+
+
+def test_a_guide_expectation_without_a_value_takes_every_value_of_its_plugin():
+    from reports.verdicts import _names
+
+    assert _names("compile=default", ["compile"]) and _names("compile=max-autotune", ["compile"])
+    assert not _names("compile=default+int8=dynamic", ["compile"])  # a stack is not compile alone
+    assert _names("dtype=bf16", ["dtype=bf16", "dtype=fp16"]) and not _names("dtype=bf16", ["dtype=fp16"])
+    assert not _names("compiled=x", ["compile"])

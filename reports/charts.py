@@ -29,6 +29,11 @@ def _uri(fig) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _legend_below(ax) -> None:
+    # Bars fill the axes: a legend inside would hide some of them.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
+
+
 def _label(row: pd.Series) -> str:
     return f"{row['plugins']} ({row['device']}, {row['seconds']:g}s, b{row['batch']})"
 
@@ -83,7 +88,7 @@ def memory(df: pd.DataFrame) -> str | None:
     if ok["peak_vram_mb"].notna().any():
         ax.barh(y + 0.2, ok["peak_vram_mb"].fillna(0), height=0.4, label="peak VRAM (allocator)")
     ax.set_xlabel("MB")
-    ax.legend()
+    _legend_below(ax)
     return _uri(fig)
 
 
@@ -93,10 +98,15 @@ def speed_vs_fidelity(df: pd.DataFrame) -> str | None:
     if ok.empty:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter(ok["speedup"].astype(float), ok["top1_agreement"].astype(float), color="#8172b2")
-    for _, r in ok.iterrows():
-        ax.annotate(str(r["plugins"]), (float(r["speedup"]), float(r["top1_agreement"])), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+    x, y = ok["speedup"].astype(float).to_numpy(), ok["top1_agreement"].astype(float).to_numpy()
+    ax.scatter(x, y, color="#8172b2")
+    # Configurations that change nothing sit on one spot: stack their labels instead of overprinting.
+    span_x, span_y = max(np.ptp(x), 0.1), max(np.ptp(y), 0.1)
+    placed: list[tuple[float, float]] = []
+    for (_, r), px, py in zip(ok.iterrows(), x, y, strict=True):
+        near = sum(abs(px - qx) < 0.08 * span_x and abs(py - qy) < 0.05 * span_y for qx, qy in placed)
+        placed.append((px, py))
+        ax.annotate(str(r["plugins"]), (px, py), fontsize=7, xytext=(4, 3 - 9 * near), textcoords="offset points")
     ax.set_xlabel("speedup against the baseline (x)")
     ax.set_ylabel("top-1 agreement with fp32 (teacher forced)")
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
@@ -115,7 +125,7 @@ def stages(df: pd.DataFrame) -> str | None:
         ax.barh(y, vals, left=left, label=label)
         left += vals
     ax.set_xlabel("seconds per repeat (median)")
-    ax.legend()
+    _legend_below(ax)
     return _uri(fig)
 
 

@@ -105,14 +105,15 @@ def _interleave(others: list[PlannedCell], starts: list[PlannedCell], every: int
     if every <= 0:
         return others
     base_of = {_conditions(p.cell): p for p in starts}
-    remaining = {k: sum(_conditions(p.cell) == k for p in others) for k in base_of}
+    # Only cells that run count: a skipped one takes no time for the machine to drift in.
+    remaining = {k: sum(_conditions(p.cell) == k and not p.skip_reason for p in others) for k in base_of}
     since = dict.fromkeys(base_of, 0)
     repeats = dict.fromkeys(base_of, 0)
     out: list[PlannedCell] = []
     for p in others:
         out.append(p)
         k = _conditions(p.cell)
-        if k not in base_of:
+        if k not in base_of or p.skip_reason:
             continue
         since[k] += 1
         remaining[k] -= 1

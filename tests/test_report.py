@@ -21,7 +21,8 @@ def report_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("report")
     out = tmp / "run"
     # int8=dynamic: a technique the guide has figures for, measured here on dia-tiny.
-    text = TINY_SUITE.replace("fidelity = false", "fidelity = true") + 'int8 = ["dynamic"]\n'
+    # baseline_every = 1: the baseline again between cfg=0 and int8 (tf32 is skipped on cpu).
+    text = TINY_SUITE.replace("fidelity = false", "fidelity = true\nbaseline_every = 1") + 'int8 = ["dynamic"]\n'
     result = run_cli("sweep", str(write_suite(tmp, text)), "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     return out
@@ -72,7 +73,9 @@ def test_report_sections_charts_and_verdicts(report_run, tmp_path):
 def test_markdown_report(report_run, tmp_path):
     out = tmp_path / "r.md"
     assert run_cli("report", str(report_run), "--markdown", "-o", str(out)).returncode == 0
-    assert "baseline drift" in out.read_text()
+    text = out.read_text()
+    assert "baseline drift" in text and "furthest of 3 baseline measurements" in text
+    assert text.count("/baseline/") == 3 and "(again, 1)" in text
 
 
 def test_recommend_merges_runs(report_run, tmp_path):

@@ -264,11 +264,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare import compare_runs, regressions
+    from harness.compare import compare_runs, context_differences, regressions
     from harness.summary import print_compare
 
-    table = compare_runs(Path(args.base), Path(args.new))
+    base, new = _run_dirs([args.base, args.new])
+    table = compare_runs(base, new)
     print_compare(table)
+    differences = context_differences(base, new)
+    if differences:
+        print(f"dia-bench: the runs differ in more than the code ({'; '.join(differences)}): "
+              "a change may come from that", file=sys.stderr)
     if args.max_regression is not None:
         bad = regressions(table, args.max_regression)
         if not bad.empty:

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import results, stats
+from harness import results, rundir, stats
+
+# What, besides the code, changes how fast a run is: a difference here is named beside the verdicts.
+_CONTEXT = {
+    "CPU": lambda m: (m.get("cpu") or {}).get("model"),
+    "cores": lambda m: (m.get("cpu") or {}).get("logical_cores"),
+    "GPUs": lambda m: ", ".join(g.get("name", "?") for g in m.get("gpus") or []) or "none",
+    "torch": lambda m: (m.get("software") or {}).get("torch"),
+    "transformers": lambda m: (m.get("software") or {}).get("transformers"),
+}
 
 
 def compare_runs(base_dir: Path, new_dir: Path) -> pd.DataFrame:
@@ -33,3 +42,19 @@ def regressions(table: pd.DataFrame, max_regression_pct: float) -> pd.DataFrame:
     if table.empty:
         return table
     return table[(table["verdict"] == "slower") & (table["change_pct"] > max_regression_pct)]
+
+
+def context_differences(base_dir: Path, new_dir: Path) -> list[str]:
+    """Machine and library differences between two runs, and a change of weights: each one a cause
+    of a speed change that is not the code's."""
+    base_meta, new_meta = rundir.read_meta(base_dir), rundir.read_meta(new_dir)
+    out = []
+    for name, get in _CONTEXT.items():
+        a, b = get(base_meta.get("machine") or {}), get(new_meta.get("machine") or {})
+        if a != b:
+            out.append(f"{name}: {a} -> {b}")
+    sources = [sorted({(r.get("weights") or {}).get("source") for r in rundir.records(d)} - {None})
+               for d in (base_dir, new_dir)]
+    if sources[0] != sources[1]:
+        out.append(f"weights: {', '.join(sources[0]) or '-'} -> {', '.join(sources[1]) or '-'}")
+    return out

@@ -215,6 +215,22 @@ def test_compare_flags_only_significant_regressions(tiny_run, tmp_path):
     assert "regressed by more than 10%" in bad.stderr and "slower" in bad.stdout
     lenient = run_cli("compare", str(tiny_run), str(slower), "--max-regression", "150")
     assert lenient.returncode == 0
+    assert "differ in more than the code" not in same.stderr + lenient.stderr
+
+
+def test_compare_names_what_changed_besides_the_code(tiny_run, tmp_path):
+    import shutil
+
+    other = tmp_path / "other-machine"
+    shutil.copytree(tiny_run, other)
+    meta = json.loads((other / "run.json").read_text())
+    meta["machine"]["cpu"]["model"] = "Some Other CPU"
+    meta["machine"]["software"]["torch"] = "9.9.9"
+    (other / "run.json").write_text(json.dumps(meta))
+    result = run_cli("compare", str(tiny_run), str(other))
+    assert result.returncode == 0, result.stderr
+    assert "differ in more than the code" in result.stderr
+    assert "-> Some Other CPU" in result.stderr and "torch: " in result.stderr and "-> 9.9.9" in result.stderr
 
 
 def test_export_pytest_benchmark_is_read_by_pytest_benchmark(tiny_run, tmp_path):

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from harness import results, stats
+from optimizations.registry import split_spec
 from reports.expectations import load as load_expectations
 
 # The guide's figures are about the real 1.6B model: a smaller model's speedups and speeds say nothing of them.
@@ -28,7 +29,8 @@ def _names(plugins: str, specs: list[str]) -> bool:
     """A cell of exactly one of `specs`; a spec without a value (`compile`) stands for every value."""
     if "+" in plugins:
         return False
-    return any(plugins == spec or ("=" not in spec and plugins.startswith(spec + "=")) for spec in specs)
+    name, _ = split_spec(plugins)
+    return any(plugins == spec or spec == name for spec in specs)
 
 
 def _device_type(device: str) -> str:

@@ -37,6 +37,13 @@ def plugin_combinations(suite: Suite) -> list[list[str]]:
     return [everything] + [[s for s in everything if s != left] for left in everything]
 
 
+def batch_sizes(suite: Suite) -> list[list[int]]:
+    """Per entry of plugin_combinations: the batch sizes it runs at."""
+    if suite.design == "explicit" and suite.cell_batches:
+        return [b or list(suite.batch) for b in suite.cell_batches]
+    return [list(suite.batch) for _ in plugin_combinations(suite)]
+
+
 def resolve_devices(devices: list[str]) -> list[str]:
     from harness.devices import available_devices
 
@@ -65,15 +72,24 @@ def expand(suite: Suite) -> list[PlannedCell]:
     """Every cell of the suite in run order: per device, baselines first and again last."""
     texts = load_texts()
     combos = plugin_combinations(suite)
-    if [] not in combos:
-        combos = [[], *combos]  # speedups need a baseline
+    batches = batch_sizes(suite)
+    # Speedups need a baseline at the suite's batch sizes. A cell at a batch size of its own gets none
+    # unless the suite lists one: its throughput still compares with the same plugins at the suite's.
+    covered = {b for plugins, sizes in zip(combos, batches, strict=True) if not plugins for b in sizes}
+    missing = [b for b in suite.batch if b not in covered]
+    if missing:
+        combos, batches = [[], *combos], [missing, *batches]
+    # The suite's batch sizes first, so suites without per-cell batches keep their order.
+    all_batches = list(dict.fromkeys([*suite.batch, *(b for bs in batches for b in bs)]))
     planned: list[PlannedCell] = []
     seen: set[str] = set()
     for device in resolve_devices(suite.devices):
         ends: list[PlannedCell] = []
         for preset, text_key, seconds, batch in itertools.product(suite.presets, suite.texts, suite.seconds,
-                                                                    suite.batch):
-            for plugins in combos:
+                                                                    all_batches):
+            for plugins, sizes in zip(combos, batches, strict=True):
+                if batch not in sizes:
+                    continue
                 cell = Cell(preset=preset, device=device, plugins=plugins, text=texts[text_key],
                             seconds=float(seconds), batch=batch, warmup=suite.warmup,
                             repeats=suite.min_repeats or suite.repeats, seed=suite.seed, fidelity=suite.fidelity,

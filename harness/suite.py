@@ -52,6 +52,8 @@ class Suite:
     codec_weights: str | None = None
     plugins: dict[str, list[str | None]] = field(default_factory=dict)
     cells: list[list[str]] = field(default_factory=list)
+    # Per explicit cell: the batch sizes it runs at instead of `batch` (None: the suite's).
+    cell_batches: list[list[int] | None] = field(default_factory=list)
 
 
 def load_texts() -> dict[str, str]:
@@ -104,6 +106,38 @@ def _plugin_values(path: Path, name: str, raw: Any) -> list[str | None]:
     return out
 
 
+CELL_TABLE_KEYS = {"plugins", "batch"}
+
+
+def _explicit_cells(path: Path, raw: list[Any]) -> tuple[list[list[str]], list[list[int] | None]]:
+    """A cell is a list of plugin specs, or {plugins = [...], batch = N or [N, ...]}.
+
+    The table form runs one configuration at other batch sizes without multiplying every cell by
+    them, as a suite-level `batch` list would.
+    """
+    cells: list[list[str]] = []
+    batches: list[list[int] | None] = []
+    shape = "cells must be lists of 'name=value' strings or {plugins = [...], batch = N} tables"
+    for cell in raw:
+        batch: list[int] | None = None
+        if isinstance(cell, dict):
+            for key in cell:
+                if key not in CELL_TABLE_KEYS:
+                    raise _unknown(path, key, "a [suite] cells table", CELL_TABLE_KEYS)
+            if "batch" not in cell:
+                raise UsageError(f"{path}: [suite] cells: {cell!r} needs batch = N (or write the plugin list alone)")
+            value = cell["batch"]
+            batch = value if isinstance(value, list) else [value]
+            if not batch or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batch):
+                raise UsageError(f"{path}: [suite] cells: batch = {value!r} must be an integer >= 1 or a list of them")
+            cell = cell.get("plugins", [])
+        if not isinstance(cell, list) or not all(isinstance(s, str) for s in cell):
+            raise UsageError(f"{path}: [suite] {shape} (got {cell!r})")
+        cells.append(list(cell))
+        batches.append(batch)
+    return cells, batches
+
+
 def parse_suite(path: Path) -> Suite:
     """Read and check a suite file; every problem is one line naming the file and the key or line."""
     from harness.devices import _DEVICE
@@ -144,9 +178,8 @@ def parse_suite(path: Path) -> Suite:
         raise UsageError(f"{path}: [suite] design = {suite.design!r}: choose one of {', '.join(DESIGNS)}")
     if suite.design == "explicit" and not suite.cells:
         raise UsageError(f"{path}: design 'explicit' needs cells = [[...], ...] in [suite]")
+    suite.cells, suite.cell_batches = _explicit_cells(path, suite.cells)
     for cell in suite.cells:
-        if not isinstance(cell, list) or not all(isinstance(s, str) for s in cell):
-            raise UsageError(f"{path}: [suite] cells must be lists of 'name=value' strings (got {cell!r})")
         for spec in cell:
             name, value = split_spec(spec)
             try:

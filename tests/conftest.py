@@ -30,8 +30,16 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
                           timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
 
 
-requires_cuda = pytest.mark.skipif(
-    not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
+# One mark does both jobs: `pytest -m cuda` selects these tests, and they skip where there is no GPU.
+requires_cuda = pytest.mark.cuda
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if any(item.get_closest_marker("cuda") for item in items) and not __import__("torch").cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none")
+        for item in items:
+            if item.get_closest_marker("cuda"):
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

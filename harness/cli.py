@@ -26,6 +26,23 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+def _quality_bar(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a total variation distance: give a number from 0 to 1, "
+                                         "for example 0.05")
+    return value
+
+
+def _max_tv(args: argparse.Namespace) -> float:
+    from harness.quality import DEFAULT_MAX_TOTAL_VARIATION
+
+    return DEFAULT_MAX_TOTAL_VARIATION if args.max_tv is None else args.max_tv
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dia-bench", description="Measure what makes Dia text-to-speech fast.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -78,11 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", nargs="+")
     report.add_argument("-o", "--output", default=None)
     report.add_argument("--markdown", action="store_true", help="a compact Markdown summary instead")
+    report.add_argument("--max-tv", type=_quality_bar, default=None, metavar="TV",
+                        help="quality bar: the largest mean total variation from the fp32 reference's sampled "
+                             "distributions a recommended configuration may have (default 0.05)")
 
     rec = sub.add_parser("recommend", help="hardware recommendations merged from runs on many machines")
     rec.add_argument("run_dirs", nargs="+")
     rec.add_argument("-o", "--output", default=None)
     rec.add_argument("--markdown", action="store_true")
+    rec.add_argument("--max-tv", type=_quality_bar, default=None, metavar="TV",
+                     help="quality bar (see `dia-bench report --help`; default 0.05)")
 
     check = sub.add_parser("crosscheck", help="compare the harness's generation time with a plain model.generate")
     check.add_argument("--preset", default="dia-1.6b")
@@ -227,8 +249,9 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     diff = (harness_s - plain_s) / plain_s * 100
     print(f"harness generation, median of {len(harness_times)}: {harness_s:.3f} s")
     print(f"plain model.generate, median of {len(plain_times)}: {plain_s:.3f} s")
-    print(f"difference: {diff:+.2f}% (tolerance {args.tolerance:g}%); plain/harness ratio 95% CI "
-          f"[{ci['low']:.3f}, {ci['high']:.3f}]")
+    interval = (f"95% CI [{ci['low']:.3f}, {ci['high']:.3f}]" if ci["low"] is not None else ci["reason"])
+    print(f"difference: {diff:+.2f}% (tolerance {args.tolerance:g}%); plain/harness ratio {ci['speedup']:.3f}, "
+          f"{interval}")
     return EXIT_OK if abs(diff) <= args.tolerance else EXIT_FAILED
 
 
@@ -308,11 +331,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.markdown:
         from reports.markdown import write as write_markdown
 
-        out = write_markdown(dirs, Path(args.output or "report.md"))
+        out = write_markdown(dirs, Path(args.output or "report.md"), _max_tv(args))
     else:
         from reports.html import write as write_html
 
-        out = write_html(dirs, Path(args.output or "report.html"))
+        out = write_html(dirs, Path(args.output or "report.html"), _max_tv(args))
     print(f"report: {out}")
     return EXIT_OK
 
@@ -322,7 +345,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     dirs = _run_dirs(args.run_dirs)
     out = write(dirs, Path(args.output or ("recommend.md" if args.markdown else "recommend.html")),
-                markdown=args.markdown)
+                markdown=args.markdown, max_tv=_max_tv(args))
     print(f"recommendations: {out}")
     return EXIT_OK
 
@@ -348,7 +371,16 @@ COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare, "export"
             "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
 
 
+def _interrupt(signum: int, frame: Any) -> NoReturn:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    # A job runner's `timeout` or a CI cancel sends SIGTERM: unwind as for Ctrl-C, so the running
+    # worker (in its own process group, out of the signal's reach) is killed rather than orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

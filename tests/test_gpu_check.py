@@ -1,0 +1,116 @@
+"""The GPU check prepared on CPU (issue 9): the gpu-quick suite, per-cell batch sizes, .ci/gpu-check."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.expand import expand
+from harness.suite import SUITES_DIR, parse_suite
+from tests.conftest import run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+GPU_CHECK = REPO / ".ci" / "gpu-check"
+REQUIRED_CELLS = [
+    [], ["tf32"], ["dtype=bf16"], ["dtype=bf16", "sdpa=flash"], ["dtype=bf16", "compile"],
+    ["dtype=bf16", "int8=torchao-weight"], ["dtype=bf16", "cfg=0"],
+]
+
+
+def _one_line_usage_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_gpu_quick_suite_has_the_cells_the_issue_asks_for():
+    suite = parse_suite(SUITES_DIR / "gpu-quick.toml")
+    assert suite.presets == ["dia-1.6b"] and suite.devices == ["cuda"]
+    assert suite.warmup == 1 and suite.repeats == 3 and suite.time_budget_s is None
+    assert 60 <= suite.timeout_s <= 240  # one hung cell must not eat a 15-minute GPU session
+    assert all(1 <= s <= 3 for s in suite.seconds) and suite.batch == [1]
+    planned = [p for p in expand(suite) if p.role in ("baseline-start", "cell")]
+    at_batch_1 = sorted(sorted(p.cell.plugins) for p in planned if p.cell.batch == 1)
+    for cell in REQUIRED_CELLS:
+        assert sorted(cell) in at_batch_1, cell
+    at_batch_8 = [p.cell.plugins for p in planned if p.cell.batch == 8]
+    assert at_batch_8 == [["dtype=bf16"]]  # one cell at batch 8, not every cell multiplied by it
+
+
+PER_CELL_BATCH = """
+[suite]
+description = "per-cell batch"
+presets = ["dia-tiny"]
+devices = ["cpu"]
+seconds = [0.2]
+batch = [1]
+design = "explicit"
+cells = [["cfg=0"], {plugins = ["cfg=0"], batch = [2, 4]}, {batch = 3}]
+"""
+
+
+def test_a_cell_table_runs_at_its_own_batch_sizes(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(PER_CELL_BATCH)
+    planned = expand(parse_suite(path))
+    got = [(p.role, p.cell.plugins, p.cell.batch) for p in planned]
+    assert got == [
+        ("baseline-start", [], 1), ("baseline-start", [], 3),  # the suite's baseline, and the listed one
+        ("cell", ["cfg=0"], 1), ("cell", ["cfg=0"], 2), ("cell", ["cfg=0"], 4),
+        ("baseline-end", [], 1), ("baseline-end", [], 3),
+    ]
+
+
+@pytest.mark.parametrize("cells, needles", [
+    ('[{plugins = ["cfg=0"], batches = 2}]', ["unknown key 'batches'", "did you mean 'batch'"]),
+    ('[{plugins = ["cfg=0"]}]', ["needs batch = N"]),
+    ('[{plugins = ["cfg=0"], batch = 0}]', ["batch = 0", "integer >= 1"]),
+    ('[{plugins = ["cfg=0"], batch = [true]}]', ["integer >= 1"]),
+    ('[{plugins = "cfg=0", batch = 2}]', ["cells must be lists"]),
+    ('[{plugins = ["warp=9"], batch = 2}]', ["unknown plugin 'warp'"]),
+])
+def test_bad_cell_tables_are_one_line_errors(tmp_path, cells, needles):
+    path = tmp_path / "bad.toml"
+    path.write_text(PER_CELL_BATCH.replace(PER_CELL_BATCH.split("cells = ")[1], cells + "\n"))
+    _one_line_usage_error(run_cli("sweep", str(path), "--list"), str(path), *needles)
+
+
+def _gpu_check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(GPU_CHECK), *args], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL, env={**os.environ, "GPU_CHECK_PYTHON": sys.executable})
+
+
+def test_gpu_check_rehearsal_lists_the_suite_on_cpu_and_dia_tiny():
+    result = _gpu_check("--rehearse", "--part", "sweep", "--list")
+    assert result.returncode == 0, result.stderr
+    cells = [ln for ln in result.stdout.splitlines() if "/cpu/" in ln]
+    assert len(cells) == 9, result.stdout  # 8 cells and the closing baseline
+    assert all(ln.split()[1].startswith("dia-tiny/cpu/") for ln in cells), result.stdout
+    assert any(ln.split()[1].endswith("dtype=bf16/medium/2s/b8") for ln in cells), result.stdout
+    tf32 = next(ln for ln in cells if "/tf32/" in ln)
+    assert "skipped: " in tf32 and "does not apply to cpu" in tf32  # recorded as skipped, not an error
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--part", "nightly"], "--part 'nightly'"),
+    (["--deadline", "soon"], "--deadline 'soon'"),
+    (["--gpu"], "unknown argument '--gpu'"),
+])
+def test_gpu_check_bad_arguments_are_one_line_errors(args, needle):
+    _one_line_usage_error(_gpu_check(*args), needle)
+
+
+def test_cuda_marker_selects_the_cuda_tests():
+    # .ci/gpu-check runs `pytest -m cuda`: the mark must select them (and they skip here without a GPU).
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "cuda",
+                             "-p", "no:cacheprovider", str(REPO / "tests" / "test_plugins.py")],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    selected = [ln for ln in result.stdout.splitlines() if "::" in ln]
+    assert len(selected) >= 2 and all("cuda" in ln for ln in selected), result.stdout

@@ -56,6 +56,25 @@ def bench(session: nox.Session) -> None:
     session.run("dia-bench", "sweep", suite, *args)
 
 
+# descript-audio-codec imports torchaudio, and a torchaudio build loads beside its own torch release
+# only: beside the CPU torch 2.13 above pip picks torchaudio 2.11, which fails to load. torch 2.9.1
+# with torchaudio 2.9.1 works; from PyPI that torch is a CUDA build, so the venv takes about 8 GB
+# (first run about 4 minutes here, later runs under 1). Not a default session.
+DESCRIPT_TORCH = ("torch==2.9.1", "torchaudio==2.9.*")
+
+
+@nox.session(python=PYTHON)
+def descript(session: nox.Session) -> None:
+    """The descript codec backend against transformers' DacModel, and a dia-tiny cell with it."""
+    session.install(*DESCRIPT_TORCH)
+    path = os.path.join(session.create_tmp(), "descript-constraint.txt")
+    with open(path, "w") as fh:
+        fh.write("\n".join(DESCRIPT_TORCH) + "\n")
+    session.install("-e", ".[dac,test]", f"--constraint={path}")
+    session.run("pytest", "-q", "-rs", "-m", "descript", "tests/test_descript.py", *session.posargs,
+                env={"DIA_BENCH_CACHE": os.path.join(session.create_tmp(), "cache")})
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.5")

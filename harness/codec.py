@@ -38,40 +38,104 @@ class TransformersDac:
 
 
 class DescriptDac:
-    """descript-audio-codec's `dac`; used only when it imports (it does not beside CPU torch 2.13)."""
+    """descript-audio-codec's `dac`; used only when it imports (it does not beside CPU torch 2.13).
+
+    Weights: a descript checkpoint (*.pth) when the directory has one, else the transformers
+    DacModel in it (synthetic or `save_pretrained`), copied layer by layer into descript's DAC.
+    """
 
     name = "descript"
 
     def __init__(self, path: str, device: str):
-        dac = import_descript()
-        import torch
+        from pathlib import Path
 
         from harness.presets import SAMPLE_RATE
 
-        self.model = dac.DAC(sample_rate=SAMPLE_RATE, n_codebooks=9, codebook_size=1024, codebook_dim=8)
-        state = self._load_transformers_state(path)
-        missing = self.model.load_state_dict(state, strict=False).missing_keys
-        if missing:
-            raise RuntimeError(f"descript codec: {len(missing)} weights not found in {path}")
+        dac = import_descript()
+        pth = sorted(Path(path).glob("*.pth"))
+        if pth:
+            self.model = dac.DAC(sample_rate=SAMPLE_RATE, n_codebooks=9, codebook_size=1024, codebook_dim=8)
+            state = self._load_descript_state(pth[0])
+            missing = self.model.load_state_dict(state, strict=False).missing_keys
+            if missing:
+                raise RuntimeError(f"descript codec: {len(missing)} weights not found in {pth[0]}")
+        else:
+            self.model = descript_from_transformers(dac, path)
         self.model = self.model.eval().to(device)
-        self.sample_rate = SAMPLE_RATE
-        self._torch = torch
+        self.sample_rate = int(self.model.sample_rate)
 
     @staticmethod
-    def _load_transformers_state(path: str) -> dict:
+    def _load_descript_state(pth) -> dict:
         # Real descript checkpoints (weights_44khz_8kbps.pth) hold {"state_dict": ...}.
-        from pathlib import Path
-
         import torch
 
-        pth = sorted(Path(path).glob("*.pth"))
-        if not pth:
-            raise RuntimeError(f"descript codec needs a descript .pth checkpoint in {path}")
-        return torch.load(pth[0], map_location="cpu", weights_only=False)["state_dict"]
+        return torch.load(pth, map_location="cpu", weights_only=False)["state_dict"]
 
     def decode(self, codes):
         z = self.model.quantizer.from_codes(codes)[0]
         return self.model.decode(z).float().reshape(codes.shape[0], -1)
+
+
+def _codec_leaves(root) -> list:
+    """The modules holding a codec's weights, in the order both implementations build them."""
+    from torch import nn
+
+    return [m for m in root.modules()
+            if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d, nn.Embedding)) or type(m).__name__ == "Snake1d"]
+
+
+def _set_weight(module, weight) -> None:
+    """Give a (possibly weight-normalized) module this effective weight."""
+    import torch
+
+    if hasattr(module, "weight_g"):  # torch.nn.utils.weight_norm, as descript's WNConv1d uses
+        module.weight_v.copy_(weight)
+        module.weight_g.copy_(torch.norm_except_dim(weight, 2, 0))
+    elif hasattr(module, "parametrizations"):  # torch.nn.utils.parametrizations.weight_norm
+        module.parametrizations.weight.original1.copy_(weight)
+        module.parametrizations.weight.original0.copy_(torch.norm_except_dim(weight, 2, 0))
+    else:
+        module.weight.copy_(weight)
+
+
+def descript_from_transformers(dac, path: str):
+    """descript's DAC with the weights of the transformers DacModel saved in `path`.
+
+    The two implement one architecture and build their layers in the same order per part
+    (encoder, quantizer, decoder), so the layers pair up one to one; kinds and shapes are checked.
+    """
+    import torch
+    from transformers import DacModel
+
+    hf = DacModel.from_pretrained(path).eval()
+    cfg = hf.config
+    model = dac.DAC(encoder_dim=cfg.encoder_hidden_size, encoder_rates=list(cfg.downsampling_ratios),
+                    latent_dim=cfg.hidden_size, decoder_dim=cfg.decoder_hidden_size,
+                    decoder_rates=list(cfg.upsampling_ratios), n_codebooks=cfg.n_codebooks,
+                    codebook_size=cfg.codebook_size, codebook_dim=cfg.codebook_dim,
+                    sample_rate=cfg.sampling_rate)
+    with torch.no_grad():
+        for part in ("encoder", "quantizer", "decoder"):
+            src, dst = _codec_leaves(getattr(hf, part)), _codec_leaves(getattr(model, part))
+            if len(src) != len(dst):
+                raise RuntimeError(f"descript codec: {part} has {len(dst)} weight layers, transformers' {len(src)}")
+            for i, (a, b) in enumerate(zip(src, dst, strict=True)):
+                kind_a, kind_b = type(a).__name__, type(b).__name__
+                if kind_a != kind_b and not isinstance(b, type(a)):  # parametrized: a subclass
+                    raise RuntimeError(f"descript codec: {part} layer {i} is {kind_b}, transformers' {kind_a}")
+                if isinstance(a, torch.nn.Embedding) or kind_a == "Snake1d":
+                    name = "weight" if isinstance(a, torch.nn.Embedding) else "alpha"
+                    target = getattr(b, name)
+                    if target.shape != getattr(a, name).shape:
+                        raise RuntimeError(f"descript codec: {part} layer {i} {name} shapes differ")
+                    target.copy_(getattr(a, name))
+                    continue
+                if tuple(b.weight.shape) != tuple(a.weight.shape):
+                    raise RuntimeError(f"descript codec: {part} layer {i} weight {tuple(b.weight.shape)} against "
+                                       f"transformers' {tuple(a.weight.shape)}")
+                _set_weight(b, a.weight)
+                b.bias.copy_(a.bias)
+    return model
 
 
 def import_descript():

@@ -1,40 +1,153 @@
-"""How far an optimized model's output drifts from the unoptimized fp32 reference.
+"""How far a cell's output drifts from the unoptimized fp32 reference, judged on what it samples from.
 
-Both models see the same token history (teacher forcing: one forward pass over the codes the
-optimized run generated), so the comparison isolates numerical drift from sampling divergence.
-The codec is compared on identical codes: the SNR of the optimized decode against fp32's.
+One *history* per run and condition: the fp32 reference, with Dia's default sampling, generates the
+codes once (same text, seed and length). Every cell is teacher-forced on that history, and its logits
+go through the logits processors its own `generate` applies (its CFG scale, temperature, top-k,
+top-p, EOS handling), which gives the distribution it would draw each token from. Those are compared
+with the reference's: total variation distance, agreement of their most likely token per channel and
+on all 9 channels of a step at once. So a plugin that changes how tokens are sampled (cfg=0) is judged
+like one that changes the numerics (int8), on what a listener would get.
+
+Audio is compared twice, and named for what it is: the cell's codec on the history's codes (the
+codec's own drift), and, with real weights only, the cell's free-running audio against the
+reference's (synthetic weights make both noise).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.pipeline import EOS, PAD
 
-def _teacher_forced_logits(model, inputs: dict[str, torch.Tensor], delayed: torch.Tensor) -> torch.Tensor:
-    history = delayed[:1, :-1, :].contiguous().to(inputs["input_ids"].device)
-    out = model(
-        input_ids=inputs["input_ids"][:1],
-        attention_mask=inputs["attention_mask"][:1],
-        decoder_input_ids=history,
-        decoder_attention_mask=torch.ones(history.shape[:2], dtype=torch.long, device=history.device),
-        use_cache=False,
-    )
+# Where the stored reference distributions keep only the tokens that can be drawn (top-k leaves the
+# rest at probability 0); a processor chain that keeps more keeps them all.
+HISTORY_VERSION = 1
+
+
+@dataclass
+class History:
+    """The fp32 reference's own generation and the distributions it drew from."""
+
+    id: str
+    path: Path | None
+    meta: dict[str, Any]
+    delayed: torch.Tensor  # (1, steps, 9) as generate returned them
+    probs_index: torch.Tensor  # (9, steps - 1, k) token ids of the nonzero probabilities
+    probs_value: torch.Tensor  # (9, steps - 1, k)
+    cond_logits: torch.Tensor  # (9, steps - 1, vocab) the conditional row's raw logits
+    audio: torch.Tensor  # (samples,) the reference codec's decode of the history's codes
+
+    def dense_probs(self, vocab: int) -> torch.Tensor:
+        out = torch.zeros(*self.probs_index.shape[:2], vocab)
+        return out.scatter_(-1, self.probs_index.long(), self.probs_value)
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "path": str(self.path) if self.path else None, **self.meta}
+
+
+def history_key(meta: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps({"v": HISTORY_VERSION, **meta}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cfg_active(kwargs: dict[str, Any]) -> bool:
+    scale = kwargs.get("guidance_scale")
+    return scale is not None and scale != 1
+
+
+def teacher_forced_logits(model, inputs: dict[str, torch.Tensor], delayed: torch.Tensor, cfg: bool) -> torch.Tensor:
+    """Raw logits (rows x 9, steps - 1, vocab) of one forward pass over the history, the rows as
+    generate builds them: the conditional row, then with CFG the unconditional one (zeroed text)."""
+    device = inputs["input_ids"].device
+    history = delayed[:1, :-1, :].contiguous().to(device)
+    enc, mask = inputs["input_ids"][:1], inputs["attention_mask"][:1]
+    if cfg:
+        enc, mask, history = torch.cat([enc, torch.zeros_like(enc)]), mask.repeat(2, 1), history.repeat(2, 1, 1)
+    out = model(input_ids=enc, attention_mask=mask, decoder_input_ids=history,
+                decoder_attention_mask=torch.ones(history.shape[:2], dtype=torch.long, device=device), use_cache=False)
+    return out.logits.float()
+
+
+def _processors(model, kwargs: dict[str, Any], inputs: dict[str, torch.Tensor], cfg: bool):
+    """The logits processors `generate` builds for these arguments, from transformers itself.
+
+    These are private methods of transformers' generation mixin: `tests/test_fidelity.py` checks on
+    every run that their output equals the scores `generate` reports, so a change there fails a test
+    instead of skewing fidelity.
+    """
+    sampling = {k: v for k, v in kwargs.items() if k != "cache_implementation"}
+    config, _ = model._prepare_generation_config(None, **sampling)
+    device = inputs["input_ids"].device
+    model._prepare_special_tokens(config, True, device=device)
+    decoder = inputs["decoder_input_ids"]
+    start = int(decoder.shape[1] - (decoder[:, :, 0] == PAD).sum(dim=-1).max())
+    config.max_length = start + sampling["max_new_tokens"]
+    enc = inputs["input_ids"][:1]
+    enc = torch.cat([enc, torch.zeros_like(enc)]) if cfg else enc
+    return model._get_logits_processor(generation_config=config, input_ids_seq_length=start, encoder_input_ids=enc,
+                                       device=device, model_kwargs={})
+
+
+def sampled_distributions(model, kwargs: dict[str, Any], inputs: dict[str, torch.Tensor],
+                          delayed: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """(9, steps - 1, vocab) probabilities each token of the history would have been drawn from."""
+    cfg = _cfg_active(kwargs)
+    processors = _processors(model, kwargs, inputs, cfg)
+    history = delayed[:1, :-1, :].to(logits.device)
     channels = history.shape[-1]
-    return out.logits.float().reshape(channels, history.shape[1], -1).cpu()  # (channels, steps, vocab)
+    out = torch.empty(channels, history.shape[1], logits.shape[-1])
+    for t in range(history.shape[1]):
+        ids = history[:, : t + 1, :].transpose(1, 2).reshape(channels, t + 1)
+        scores = processors(ids, logits[:, t, :].clone())
+        out[:, t] = torch.softmax(scores.float(), dim=-1).cpu()
+    return out
 
 
-def compare_logits(opt: torch.Tensor, ref: torch.Tensor) -> dict[str, Any]:
-    agree = (opt.argmax(-1) == ref.argmax(-1)).float().mean(dim=1)  # per channel
-    diff = (opt - ref).abs()
-    cos = torch.nn.functional.cosine_similarity(opt, ref, dim=-1)
+def valid_positions(delayed: torch.Tensor) -> torch.Tensor:
+    """(9, steps - 1) True where the token predicted is a real code (not BOS, PAD or the forced tail)."""
+    return (delayed[0, 1:, :] < EOS).T.cpu()
+
+
+def compare_distributions(probs: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor) -> dict[str, Any]:
+    tv = 0.5 * (probs - ref).abs().sum(-1)  # (9, steps - 1)
+    agree = probs.argmax(-1) == ref.argmax(-1)
+    per_channel_tv = [float(tv[c][valid[c]].mean()) if valid[c].any() else None for c in range(tv.shape[0])]
+    per_channel_top1 = [float(agree[c][valid[c]].float().mean()) if valid[c].any() else None
+                        for c in range(tv.shape[0])]
+    full = valid.all(0)  # steps where all 9 channels predict a real code
+    tv_valid = tv[valid]
     return {
-        "top1_agreement": round(float(agree.mean()), 5),
-        "top1_agreement_per_channel": [round(float(a), 5) for a in agree],
-        "max_abs_logit_error": float(diff.max()),
-        "mean_abs_logit_error": float(diff.mean()),
+        "total_variation": round(float(tv_valid.mean()), 5),
+        "total_variation_p95": round(float(torch.quantile(tv_valid, 0.95)), 5),
+        "total_variation_max": round(float(tv_valid.max()), 5),
+        "total_variation_per_channel": [None if v is None else round(v, 5) for v in per_channel_tv],
+        "top1_agreement": round(float(agree[valid].float().mean()), 5),
+        "top1_agreement_per_channel": [None if v is None else round(v, 5) for v in per_channel_top1],
+        "all_channels_top1_agreement": round(float(agree[:, full].all(0).float().mean()), 5) if full.any() else None,
+        "positions": int(valid.sum()),
+        "steps_all_channels": int(full.sum()),
+    }
+
+
+def compare_logits(opt: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor) -> dict[str, Any]:
+    """The conditional row's raw logits: numeric drift alone, before any sampling choice."""
+    o, r = opt[valid], ref[valid]
+    diff = (o - r).abs()
+    cos = torch.nn.functional.cosine_similarity(o, r, dim=-1)
+    return {
+        "top1_agreement": round(float((o.argmax(-1) == r.argmax(-1)).float().mean()), 5),
+        "max_abs_error": float(diff.max()),
+        "mean_abs_error": float(diff.mean()),
         "cosine": round(float(cos.mean()), 6),
         "min_cosine": round(float(cos.min()), 6),
     }
@@ -49,18 +162,104 @@ def snr_db(opt: torch.Tensor, ref: torch.Tensor) -> float | None:
     return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
-def measure(pipe, reference_model, reference_codec, inputs, delayed: torch.Tensor,
-            codes: torch.Tensor) -> dict[str, Any]:
-    """`pipe` is the optimized pipeline (its contexts apply); the reference is plain fp32."""
+def make_history(pipe, inputs: dict[str, torch.Tensor], frames: int, sampling, seed: int, history_id: str,
+                 meta: dict[str, Any]) -> History:
+    """Generate the history with `pipe`, which must be the unoptimized fp32 reference."""
+    kwargs = pipe.sampling_kwargs(frames, sampling)
+    one = {k: v[:1] for k, v in inputs.items()}
+    torch.manual_seed(seed)
     with torch.inference_mode():
-        with pipe._generation_context():
-            opt_logits = _teacher_forced_logits(pipe.model, inputs, delayed)
-        ref_logits = _teacher_forced_logits(reference_model, inputs, delayed)
-        opt_audio = pipe.decode_audio(codes[:1]).cpu()
-        ref_audio = reference_codec.decode(codes[:1].to(pipe.device)).float().cpu()
-    result = compare_logits(opt_logits, ref_logits)
-    snr = snr_db(opt_audio, ref_audio)
-    result["audio_snr_db"] = None if snr is None else round(snr, 2)
-    result["audio_identical"] = snr is None
-    result["positions"] = int(opt_logits.shape[1])
+        delayed = pipe.model.generate(**one, **kwargs).cpu()
+        logits = teacher_forced_logits(pipe.model, one, delayed, _cfg_active(kwargs))
+        probs = sampled_distributions(pipe.model, kwargs, one, delayed, logits)
+        audio = pipe.decode_audio(pipe.undelay(delayed))[0].cpu()
+    k = max(1, int((probs > 0).sum(-1).max()))
+    value, index = probs.topk(k, dim=-1)
+    channels = delayed.shape[-1]
+    return History(id=history_id, path=None, meta=meta, delayed=delayed, probs_index=index.to(torch.int32),
+                   probs_value=value.contiguous(), cond_logits=logits[:channels].cpu().contiguous(), audio=audio)
+
+
+def save_history(history: History, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({"delayed": history.delayed.contiguous(), "probs_index": history.probs_index.contiguous(),
+               "probs_value": history.probs_value.contiguous(), "cond_logits": history.cond_logits.contiguous(),
+               "audio": history.audio.contiguous()}, str(tmp), metadata={"meta": json.dumps(history.meta)})
+    os.replace(tmp, path)
+    history.path = path
+
+
+def load_history(path: Path, history_id: str) -> History:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["meta"])
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    return History(id=history_id, path=path, meta=meta, **tensors)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One process creates a history; others wait for it instead of generating their own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def load_or_create(directory: Path, meta: dict[str, Any], create: Callable[[str], History]) -> tuple[History, bool]:
+    """The history for `meta` from `directory`, generated by `create` the first time. True: created here."""
+    history_id = history_key(meta)
+    path = directory / f"history-{history_id}.safetensors"
+    with _locked(path):
+        if path.is_file():
+            try:
+                return load_history(path, history_id), False
+            except Exception:  # a file cut short by a killed worker: make it again
+                path.unlink(missing_ok=True)
+        history = create(history_id)
+        save_history(history, path)
+        return history, True
+
+
+def judge(pipe, kwargs: dict[str, Any], inputs: dict[str, torch.Tensor], history: History,
+          own_audio: torch.Tensor | None, real_weights: bool) -> dict[str, Any]:
+    """The optimized pipeline (its contexts apply) against the history its reference generated."""
+    one = {k: v[:1] for k, v in inputs.items()}
+    delayed = history.delayed
+    vocab = history.cond_logits.shape[-1]
+    valid = valid_positions(delayed)
+    with torch.inference_mode():
+        with pipe.generation_context():
+            logits = teacher_forced_logits(pipe.model, one, delayed, _cfg_active(kwargs))
+        probs = sampled_distributions(pipe.model, kwargs, one, delayed, logits)
+        codec_audio = pipe.decode_audio(pipe.undelay(delayed))[0].cpu()
+    channels = delayed.shape[-1]
+    result: dict[str, Any] = {
+        "compared": True,
+        "method": "teacher-forced on the fp32 reference's own history; distributions after the cell's "
+                  "own CFG, temperature, top-k and top-p",
+        "history": history.describe(),
+        "sampled": compare_distributions(probs, history.dense_probs(vocab), valid),
+        "logits": compare_logits(logits[:channels].cpu(), history.cond_logits, valid),
+    }
+    codec_snr = snr_db(codec_audio, history.audio)
+    result["codec_same_codes_snr_db"] = None if codec_snr is None else round(codec_snr, 2)
+    result["codec_same_codes_identical"] = codec_snr is None
+    if not real_weights:
+        result["free_running_audio_snr_db"] = None
+        result["free_running_audio"] = "not compared: synthetic weights make both audio streams noise"
+    elif own_audio is None or own_audio.shape[-1] != history.audio.shape[-1]:
+        result["free_running_audio_snr_db"] = None
+        result["free_running_audio"] = "not compared: the cell's first request has another length"
+    else:
+        snr = snr_db(own_audio, history.audio)
+        result["free_running_audio_snr_db"] = None if snr is None else round(snr, 2)
+        result["free_running_audio"] = "identical" if snr is None else "compared"
     return result

@@ -108,17 +108,16 @@ class DiaPipeline:
         return {k: v.to(self.device) for k, v in inputs.items()}
 
     @contextlib.contextmanager
-    def _generation_context(self) -> Iterator[None]:
+    def generation_context(self) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
             for make in self.generation_contexts:
                 stack.enter_context(make())
             yield
 
-    def generate(self, inputs: dict[str, torch.Tensor], frames: int, sampling: SamplingParams, seed: int,
-                 streamer: StepClock | None = None) -> torch.Tensor:
-        """Delayed codes (batch, steps, 9) for exactly `frames` audio frames (EOS suppressed)."""
-        torch.manual_seed(seed)
-        kwargs = dict(
+    @staticmethod
+    def sampling_kwargs(frames: int, sampling: SamplingParams) -> dict[str, Any]:
+        """`generate` arguments for exactly `frames` audio frames with Dia's sampling, no plugin's changes."""
+        return dict(
             max_new_tokens=frames + max(DELAY_PATTERN) + 1,
             guidance_scale=sampling.cfg_scale,
             temperature=sampling.temperature,
@@ -128,9 +127,17 @@ class DiaPipeline:
             # Random or real weights may stop early; equal work needs equal length.
             suppress_tokens=[EOS],
         )
-        kwargs.update(self.generate_kwargs)
-        with torch.inference_mode(), self._generation_context():
-            return self.model.generate(**inputs, **kwargs, streamer=streamer)
+
+    def generation_kwargs(self, frames: int, sampling: SamplingParams) -> dict[str, Any]:
+        """What this pipeline's `generate` really passes: the sampling, then what plugins changed (cfg...)."""
+        return {**self.sampling_kwargs(frames, sampling), **self.generate_kwargs}
+
+    def generate(self, inputs: dict[str, torch.Tensor], frames: int, sampling: SamplingParams, seed: int,
+                 streamer: StepClock | None = None) -> torch.Tensor:
+        """Delayed codes (batch, steps, 9) for exactly `frames` audio frames (EOS suppressed)."""
+        torch.manual_seed(seed)
+        with torch.inference_mode(), self.generation_context():
+            return self.model.generate(**inputs, **self.generation_kwargs(frames, sampling), streamer=streamer)
 
     def undelay(self, delayed: torch.Tensor) -> torch.Tensor:
         """(batch, steps, 9) delayed codes -> (batch, 9, frames) aligned codes."""
@@ -144,7 +151,7 @@ class DiaPipeline:
         return aligned[:, :, start:end]
 
     def decode_audio(self, codes: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), self._generation_context():
+        with torch.inference_mode(), self.generation_context():
             return self.codec.decode(codes.to(self.device)).float()
 
     def run(self, texts: list[str], frames: int, sampling: SamplingParams, seed: int) -> PipelineOutput:

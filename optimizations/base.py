@@ -80,6 +80,11 @@ class Plugin:
     def generate_kwargs(self, value: Any) -> dict[str, Any]:
         return {}
 
+    def changes_output(self, value: Any) -> bool:
+        """True where the plugin changes what is sampled on purpose (another CFG scale): however exact
+        its arithmetic, its output is not the reference's, and recommendations must not take it for free."""
+        return False
+
     def report(self, pipeline: DiaPipeline, value: Any) -> dict[str, Any]:
         """Evidence of what the plugin did, gathered after the measured runs (dynamo counters...)."""
         return {}

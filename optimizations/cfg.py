@@ -28,6 +28,9 @@ class Cfg(Plugin):
                              "and rejects scales below 1): use 0 to turn guidance off, or a scale above 1")
         return scale
 
+    def changes_output(self, value: float) -> bool:
+        return value != float(self.default)
+
     def generate_kwargs(self, value: float) -> dict[str, Any]:
         # Scale 0 leaves only the conditional logits; guidance_scale=1 makes transformers drop the
         # unconditional rows instead of computing and discarding them.

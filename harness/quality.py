@@ -1,0 +1,89 @@
+"""Whether a cell's output is still Dia's: the quality bar recommendations are chosen under.
+
+A configuration is recommended only when the distributions it samples from stay close to the fp32
+reference's, judged on the run's shared history (`harness/fidelity.py`): the mean total variation
+distance over every token of the audio must not exceed the bar. A faster configuration that fails
+it is listed apart with what it trades, never silently preferred.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+# On average at most 5% of the probability mass of each token moves: the same sampling, within the
+# drift that casting a well-conditioned model to bf16 usually causes.
+DEFAULT_MAX_TOTAL_VARIATION = 0.05
+
+
+def _num(v: Any) -> float | None:
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    return float(v)
+
+
+def changes_sampling_by_design(plugins: str) -> bool:
+    """Plugins that change what is sampled on purpose (a CFG scale other than Dia's): no numeric
+    precision makes them the same model."""
+    from optimizations.registry import get_plugin, split_spec
+
+    if plugins == "baseline":
+        return False
+    for spec in plugins.split("+"):
+        name, raw = split_spec(spec)
+        try:
+            plugin = get_plugin(name)
+            if plugin.changes_output(plugin.parse(raw)):
+                return True
+        except Exception:  # a plugin of another installation: judge it on its figures alone
+            continue
+    return False
+
+
+def assess(row: pd.Series, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> dict[str, str]:
+    """`status`: reference, passes, fails or unmeasured; `why`: one line a reader can check."""
+    if row["plugins"] == "baseline":
+        return {"status": "reference", "why": "the unoptimized fp32 reference"}
+    tv = _num(row.get("total_variation"))
+    if tv is None:
+        if changes_sampling_by_design(row["plugins"]):
+            return {"status": "fails", "why": "changes what is sampled by design (fidelity not measured)"}
+        return {"status": "unmeasured", "why": "fidelity not measured in this run"}
+    top1 = _num(row.get("top1_agreement"))
+    detail = f"total variation {tv:.3f}" + (f", top-1 agreement {top1:.3f}" if top1 is not None else "")
+    if tv <= max_tv:
+        return {"status": "passes", "why": f"{detail} (bar {max_tv:g})"}
+    why = f"{detail}, over the bar of {max_tv:g}"
+    if changes_sampling_by_design(row["plugins"]):
+        why += ": it changes what is sampled"
+    return {"status": "fails", "why": why}
+
+
+def eligible(df: pd.DataFrame, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> pd.Series:
+    """True for cells that may be recommended: the reference, cells that pass, and cells whose
+    fidelity was not measured (they say so wherever they appear)."""
+    return df.apply(lambda r: assess(r, max_tv)["status"] != "fails", axis=1) if not df.empty else \
+        pd.Series(dtype=bool)
+
+
+def fidelity_text(row: pd.Series) -> str:
+    """What was compared, in words: sampled distributions, then the codec on identical codes."""
+    if row["plugins"] == "baseline":
+        return "reference"
+    tv = _num(row.get("total_variation"))
+    if tv is None:
+        return "-"
+    parts = [f"sampled: TV {tv:.3f}"]
+    if (top1 := _num(row.get("top1_agreement"))) is not None:
+        parts.append(f"top-1 {top1:.3f}")
+    if (all9 := _num(row.get("all_channels_top1_agreement"))) is not None:
+        parts.append(f"all 9 {all9:.3f}")
+    text = ", ".join(parts)
+    if row.get("codec_same_codes_identical") is True:
+        text += "; codec on the same codes: identical"
+    elif (snr := _num(row.get("codec_same_codes_snr_db"))) is not None:
+        text += f"; codec on the same codes: SNR {snr:.1f} dB"
+    if (free := _num(row.get("free_running_audio_snr_db"))) is not None:
+        text += f"; free-running audio SNR {free:.1f} dB"
+    return text

@@ -1,0 +1,92 @@
+"""Fidelity judges what a cell samples from, on one history the fp32 reference generated."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness import fidelity, quality, results
+from harness.launcher import run_isolated
+from harness.pipeline import SamplingParams
+from tests.conftest import tiny_cell
+
+
+def test_the_processor_chain_is_the_one_generate_applies(tiny_pipeline):
+    """fidelity rebuilds transformers' logits processors from private methods; if transformers ever
+    builds them differently, the teacher-forced scores stop matching what generate reports."""
+    pipe, _ = tiny_pipeline
+    inputs = pipe.tokenize(["[S1] The same scores, step by step."])
+    kwargs = pipe.sampling_kwargs(20, SamplingParams())
+    torch.manual_seed(3)
+    with torch.inference_mode():
+        out = pipe.model.generate(**inputs, **kwargs, output_scores=True, return_dict_in_generate=True)
+        logits = fidelity.teacher_forced_logits(pipe.model, inputs, out.sequences, cfg=True)
+        processors = fidelity._processors(pipe.model, kwargs, inputs, cfg=True)
+        history = out.sequences[:, :-1, :]
+        for t, reported in enumerate(out.scores):
+            ids = history[:, : t + 1, :].transpose(1, 2).reshape(9, t + 1)
+            ours = processors(ids, logits[:, t, :].clone())
+            finite = torch.isfinite(reported)
+            assert torch.equal(finite, torch.isfinite(ours)), f"step {t}: another set of tokens can be drawn"
+            assert torch.allclose(ours[finite], reported[finite], atol=1e-4), f"step {t}"
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory):
+    """The reference, then two cells judged on its history: cfg=0 and sdpa=math."""
+    directory = tmp_path_factory.mktemp("fidelity")
+    recs = {}
+    for plugins in ([], ["cfg=0"], ["sdpa=math"]):
+        rec = run_isolated(tiny_cell(plugins=plugins, fidelity_dir=str(directory)), timeout_s=600)
+        assert rec["status"] == "ok", rec.get("reason")
+        recs["+".join(plugins) or "baseline"] = rec
+    return directory, recs
+
+
+def test_one_history_per_run_made_by_the_reference(judged):
+    directory, recs = judged
+    base = recs["baseline"]["fidelity"]
+    assert not base["compared"] and base["history"]["created_by_this_cell"]
+    ids = {rec["fidelity"]["history"]["id"] for rec in recs.values()}
+    assert len(ids) == 1 and len(list(directory.glob("history-*.safetensors"))) == 1
+    assert not recs["cfg=0"]["fidelity"]["history"]["created_by_this_cell"]
+    assert recs["cfg=0"]["fidelity"]["history"]["sampling"]["cfg_scale"] == 3.0
+
+
+def test_guidance_off_is_exact_arithmetic_and_a_different_distribution(judged):
+    _, recs = judged
+    fid = recs["cfg=0"]["fidelity"]
+    # The conditional logits are computed exactly as the reference computes them ...
+    assert fid["logits"]["max_abs_error"] == 0
+    # ... but what is sampled from is not Dia's guided distribution, and the bar sees it.
+    assert fid["sampled"]["total_variation"] > 0.3
+    assert fid["sampled"]["all_channels_top1_agreement"] < fid["sampled"]["top1_agreement"]
+    row = results.load_records([recs["cfg=0"]]).iloc[0]
+    assert quality.assess(row)["status"] == "fails"
+
+
+def test_a_numerically_equivalent_kernel_passes(judged):
+    _, recs = judged
+    fid = recs["sdpa=math"]["fidelity"]
+    assert fid["sampled"]["total_variation"] < 1e-3 and fid["sampled"]["top1_agreement"] > 0.99
+    assert fid["codec_same_codes_identical"]
+    assert "synthetic" in fid["free_running_audio"]
+    row = results.load_records([recs["sdpa=math"]]).iloc[0]
+    assert quality.assess(row)["status"] == "passes"
+
+
+def test_a_history_cut_short_is_made_again(tmp_path, tiny_pipeline):
+    pipe, _ = tiny_pipeline
+    meta = {"test": "cut short"}
+    inputs = pipe.tokenize(["[S1] Again."])
+    made = []
+
+    def create(history_id):
+        made.append(history_id)
+        return fidelity.make_history(pipe, inputs, 5, SamplingParams(), 0, history_id, meta)
+
+    first, created = fidelity.load_or_create(tmp_path, meta, create)
+    assert created and first.path.is_file()
+    first.path.write_bytes(first.path.read_bytes()[:100])  # a worker killed mid-write
+    again, created = fidelity.load_or_create(tmp_path, meta, create)
+    assert created and len(made) == 2 and torch.equal(again.delayed, first.delayed)

@@ -41,6 +41,8 @@ class Cell:
     profile_dir: str | None = None
     save_audio: str | None = None
     audio_dir: str | None = None  # sweeps: keep each cell's audio here when the weights are real
+    # Where the fp32 reference's history lives: the run directory in sweeps, else the cache.
+    fidelity_dir: str | None = None
     label: str | None = None
 
     @property
@@ -84,3 +86,5 @@ class Cell:
             raise UsageError(f"--warmup must be 0 or more (got {self.warmup})")
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 1:
             raise UsageError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 1")
+        if self.warmup == 0 and any(spec.partition("=")[0].strip() == "compile" for spec in self.plugins):
+            raise UsageError("compile with --warmup 0 would time compilation as generation: use --warmup 1 or more")

@@ -13,10 +13,10 @@ from harness import stats
 from harness.cell import Cell
 from harness.codec import load_codec
 from harness.pipeline import DiaPipeline, PipelineOutput, SamplingParams
-from harness.presets import SAMPLE_RATE, get_preset
+from harness.presets import FRAMES_PER_SECOND, SAMPLE_RATE, get_preset
 from harness.record import now
 from harness.roofline import roofline
-from harness.trackers import MemoryTracker, rss_mb
+from harness.trackers import PhaseMemory
 from harness.weights import resolve as resolve_weights
 from optimizations.api import apply_plan
 from optimizations.registry import Plan
@@ -53,32 +53,60 @@ def _stage_medians(outputs: list[PipelineOutput]) -> dict[str, Any]:
     return stages
 
 
+def long_form(outputs: list[PipelineOutput], frames: int, batch: int) -> dict[str, Any]:
+    """The cost of a request split into a fixed part and a part per second of audio, per repeat.
+
+    A request of F frames runs F + 16 decode steps (the delay pattern), after the encoder and a
+    prefill: short audio pays those once and reads slow. Long audio costs one decode step per
+    frame, so a repeat's mean step time x 86.13 frames/s (over the batch) is its long-form RTF; what
+    is left of its generation time beyond F steps is the fixed cost of a request.
+    """
+    rtf, fixed = [], []
+    for o in outputs:
+        steps = o.times.step_latencies_s
+        if not steps:
+            continue
+        step_s = sum(steps) / len(steps)
+        rtf.append(step_s * FRAMES_PER_SECOND / batch)
+        fixed.append(o.times.generate_s - step_s * frames)
+    return {
+        "rtf_repeats": rtf,
+        "fixed_seconds_repeats": fixed,
+        "rtf": stats.location_ci(rtf)["center"] if rtf else None,
+        "fixed_seconds": stats.linear_ci(fixed)["center"] if fixed else None,
+        "method": "mean decode step x 86.13 frames/s / batch; fixed = generation - frames x mean step",
+    }
+
+
 def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
                      fault_hook: Callable[[], None]) -> dict[str, Any]:
     device = torch.device(cell.device)
     load_dtype = plan.load_dtype() or torch.float32
+    memory = PhaseMemory(device)
 
     progress("loading", preset=cell.preset)
     t0 = time.perf_counter()
-    pipe, weights = load_pipeline(cell, load_dtype)
+    with memory.phase("load"):
+        pipe, weights = load_pipeline(cell, load_dtype)
     load_s = time.perf_counter() - t0
-    rss_after_load = rss_mb()
 
     progress("transform", plugins=plan.specs)
-    notes, transform_s = apply_plan(pipe, plan, cell.device)
+    with memory.phase("transform"):
+        notes, transform_s = apply_plan(pipe, plan, cell.device)
 
     texts = [cell.text] * cell.batch
     sampling = sampling_of(cell)
     fault_hook()
 
     warmup_s = []
-    for i in range(cell.warmup):
-        progress("warmup", i=i + 1, n=cell.warmup)
-        warmup_s.append(pipe.run(texts, cell.frames, sampling, cell.seed).times.generate_s)
+    with memory.phase("warmup"):
+        for i in range(cell.warmup):
+            progress("warmup", i=i + 1, n=cell.warmup)
+            warmup_s.append(pipe.run(texts, cell.frames, sampling, cell.seed).times.generate_s)
 
     outputs: list[PipelineOutput] = []
     measured_from = now()
-    with MemoryTracker(device) as mem:
+    with memory.phase("repeats", sample_device=True):
         started = time.perf_counter()
         while len(outputs) < cell.repeats or (
                 cell.time_budget_s and time.perf_counter() - started < cell.time_budget_s
@@ -87,7 +115,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
             outputs.append(pipe.run(texts, cell.frames, sampling, cell.seed))
     measured_until = now()
 
-    audio_seconds = cell.frames * cell.batch / (SAMPLE_RATE / 512)
+    audio_seconds = cell.frames * cell.batch / FRAMES_PER_SECOND
     gen = [o.times.generate_s for o in outputs]
     e2e = [o.times.end_to_end_s for o in outputs]
     generation_s = stats.median(gen)
@@ -110,27 +138,31 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         "generation_iqr_seconds": stats.iqr(gen),
         "end_to_end_seconds": stats.median(e2e),
         "audio_seconds": audio_seconds,
-        "audio_seconds_per_request": cell.frames / (SAMPLE_RATE / 512),
+        "audio_seconds_per_request": cell.frames / FRAMES_PER_SECOND,
         "samples": int(last.audio.shape[-1]),
         "sample_rate": SAMPLE_RATE,
         "rtf": generation_s / audio_seconds,
         "xrt": audio_seconds / generation_s,
         "rtf_end_to_end": stats.median(e2e) / audio_seconds,
         "xrt_end_to_end": audio_seconds / stats.median(e2e),
+        "long_form": long_form(outputs, cell.frames, cell.batch),
+        "codec_seconds_per_audio_second": (stages["codec_decode_s"] / audio_seconds
+                                           if stages["codec_decode_s"] is not None else None),
         "decode_steps_per_second": (len(last.times.step_latencies_s) / stages["decode_s"]
                                     if stages["decode_s"] else None),
-        "decode_frames_per_second": (cell.batch * len(last.times.step_latencies_s) / stages["decode_s"]
-                                     if stages["decode_s"] else None),
+        # Audio frames delivered per second of generation, all requests together; the delay
+        # pattern's extra steps are not frames.
+        "audio_frames_per_second": cell.batch * cell.frames / generation_s,
         "decoder_batch_rows": last.generation_batch_rows,
         "stages": stages,
         "step_latencies_ms": [round(s * 1000, 4) for o in outputs for s in o.times.step_latencies_s],
-        "rss_after_load_mb": round(rss_after_load, 1),
-        **mem.result(),
+        **memory.result("repeats"),
         "roofline": roofline(pipe.model, device, step_p50 / 1000 if step_p50 else None),
         "codec": cell.codec,
     }
-    if mem.nvml is not None and (joules := mem.nvml.energy_joules()) is not None:
-        rec["energy_joules_per_audio_second"] = joules / (audio_seconds * cell.repeats)
+    if memory.nvml is not None and (joules := memory.nvml.energy_joules()) is not None:
+        # Per repeat actually run: a time budget may run more than `cell.repeats`.
+        rec["energy_joules_per_audio_second"] = joules / (audio_seconds * len(outputs))
     if cell.profile_dir:
         from harness.profiling import profile_once
 
@@ -154,19 +186,48 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
     return rec
 
 
+def history_meta(cell: Cell, weights: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides what the reference generates: one history per distinct value."""
+    import transformers
+
+    return {
+        "preset": cell.preset, "device_type": torch.device(cell.device).type,
+        "model_weights": weights["model"]["content_hash"], "codec_weights": weights["codec"]["content_hash"],
+        "codec": cell.codec, "text": cell.text, "seed": cell.seed, "frames": cell.frames,
+        "sampling": {"cfg_scale": cell.cfg_scale, "temperature": cell.temperature, "top_p": cell.top_p,
+                     "top_k": cell.top_k},
+        "torch": torch.__version__, "transformers": transformers.__version__,
+    }
+
+
 def _fidelity(cell: Cell, plan: Plan, pipe: DiaPipeline, weights: dict[str, Any], texts: list[str],
               out: PipelineOutput) -> dict[str, Any]:
-    if not plan.steps:
-        return {"compared": False, "reason": "this cell is the unoptimized fp32 reference"}
-    from transformers import DiaForConditionalGeneration
-
     from harness import fidelity
+    from harness.paths import cache_dir
 
-    reference = DiaForConditionalGeneration.from_pretrained(weights["model"]["path"], dtype=torch.float32)
-    reference = reference.eval().to(pipe.device)
-    result = fidelity.measure(pipe, reference, pipe.codec, pipe.tokenize(texts[:1]), out.delayed, out.codes)
-    del reference
-    return {"compared": True, "reference": "fp32, no plugins, same weights", **result}
+    directory = Path(cell.fidelity_dir) if cell.fidelity_dir else cache_dir() / "fidelity"
+    inputs = pipe.tokenize(texts[:1])
+    sampling = sampling_of(cell)
+
+    def create(history_id: str) -> fidelity.History:
+        if not plan.steps:  # this cell is the reference: its own pipeline generates the history
+            return fidelity.make_history(pipe, inputs, cell.frames, sampling, cell.seed, history_id,
+                                         history_meta(cell, weights))
+        reference, _ = load_pipeline(Cell(**{**cell.__dict__, "plugins": []}), torch.float32)
+        try:
+            return fidelity.make_history(reference, reference.tokenize(texts[:1]), cell.frames, sampling, cell.seed,
+                                         history_id, history_meta(cell, weights))
+        finally:
+            del reference
+
+    history, created = fidelity.load_or_create(directory, history_meta(cell, weights), create)
+    if not plan.steps:
+        return {"compared": False, "reason": "this cell is the unoptimized fp32 reference",
+                "history": {**history.describe(), "created_by_this_cell": created}}
+    result = fidelity.judge(pipe, pipe.generation_kwargs(cell.frames, sampling), inputs, history,
+                            out.audio[0], real_weights=not weights["audio_is_noise"])
+    result["history"]["created_by_this_cell"] = created
+    return result
 
 
 def _audio_digest(audio: torch.Tensor) -> str:

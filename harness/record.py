@@ -11,7 +11,7 @@ from typing import Any
 import harness
 from harness.cell import Cell
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: fidelity on sampled distributions, memory per phase, long-form RTF
 STATUSES = ("ok", "failed", "skipped")
 
 

@@ -63,6 +63,8 @@ def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = 
         for p in todo:
             display.start(describe(p))
             p.cell.audio_dir = str((out / "audio").resolve())
+            # One fp32 history per condition for the whole run: every cell is judged on the same one.
+            p.cell.fidelity_dir = str((out / "fidelity").resolve())
             if p.skip_reason:
                 rec = not_ok(p.cell, "skipped", p.skip_reason)
             else:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -67,34 +69,97 @@ class NvmlSampler:
         return (self.energy_end_mj - self.energy_start_mj) / 1000
 
 
-class MemoryTracker:
-    """Host RSS always; on CUDA the allocator's peak and NVML's device view and energy."""
+class RssWindow:
+    """Peak resident memory over one window of the worker's life, not since the process started.
+
+    Linux resets its high-water mark when 5 is written to /proc/self/clear_refs; elsewhere a thread
+    samples the resident set every 10 ms, which can miss a spike shorter than that.
+    """
+
+    def __init__(self) -> None:
+        self.method = "kernel high-water mark (VmHWM), reset at the start of each phase"
+        self._sampler: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._sampled = 0.0
+
+    def start(self) -> None:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            return
+        except OSError:
+            pass
+        self.method = "resident set sampled every 10 ms (no resettable high-water mark here)"
+        self._stop.clear()
+        self._sampled = rss_mb()
+
+        def sample() -> None:
+            while not self._stop.wait(0.01):
+                self._sampled = max(self._sampled, rss_mb())
+
+        self._sampler = threading.Thread(target=sample, daemon=True)
+        self._sampler.start()
+
+    def peak_mb(self) -> float:
+        if self._sampler is not None:
+            self._stop.set()
+            self._sampler.join()
+            self._sampler = None
+            return max(self._sampled, rss_mb())
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return peak_rss_mb()
+
+
+class PhaseMemory:
+    """Peak host and device memory per phase of a cell (load, transform, warmup, repeats).
+
+    Every phase is its own window: the repeats' peak is what serving needs, the load and transform
+    peaks what provisioning needs (int8 loads fp32 weights, then quantizes). On CUDA the measured
+    repeats also sample NVML (the whole device) and read its energy counter.
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
+        self.rss = RssWindow()
+        self.phases: dict[str, dict[str, float | None]] = {}
         self.nvml: NvmlSampler | None = None
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+
+    @contextlib.contextmanager
+    def phase(self, name: str, sample_device: bool = False) -> Iterator[None]:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if sample_device and cuda:
             try:
-                self.nvml = NvmlSampler(device)
-            except Exception:  # NVML missing: allocator numbers still stand
+                self.nvml = NvmlSampler(self.device)
+            except Exception:  # NVML missing: the allocator's numbers still stand
                 self.nvml = None
-
-    def __enter__(self) -> MemoryTracker:
-        if self.nvml:
-            self.nvml.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.nvml:
-            self.nvml.__exit__(*exc)
-
-    def result(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"peak_rss_mb": round(peak_rss_mb(), 1), "peak_vram_mb": None,
-                               "nvml_peak_used_mb": None}
-        if self.device.type == "cuda":
+        self.rss.start()
+        with self.nvml if (sample_device and self.nvml) else contextlib.nullcontext():
+            yield
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        out: dict[str, float | None] = {"peak_rss_mb": round(self.rss.peak_mb(), 1), "peak_vram_mb": None,
+                                        "peak_vram_reserved_mb": None}
+        if cuda:
             out["peak_vram_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
             out["peak_vram_reserved_mb"] = round(torch.cuda.max_memory_reserved(self.device) / 2**20, 1)
-            if self.nvml:
-                out["nvml_peak_used_mb"] = round(self.nvml.peak_used_mb, 1)
-        return out
+        if sample_device and self.nvml:
+            out["nvml_peak_used_mb"] = round(self.nvml.peak_used_mb, 1)
+        self.phases[name] = out
+
+    def result(self, window: str = "repeats") -> dict[str, Any]:
+        """The measured window's peaks at the top level, every phase's beside them."""
+        w = self.phases.get(window, {})
+        return {
+            "peak_rss_mb": w.get("peak_rss_mb"), "peak_vram_mb": w.get("peak_vram_mb"),
+            "peak_vram_reserved_mb": w.get("peak_vram_reserved_mb"), "nvml_peak_used_mb": w.get("nvml_peak_used_mb"),
+            "memory": {"window": f"the measured {window}", "rss_method": self.rss.method, "phases": self.phases},
+        }

@@ -28,7 +28,7 @@ def compare_runs(base_dir: Path, new_dir: Path) -> pd.DataFrame:
         b, n = base.loc[key], new.loc[key]
         r = stats.ratio_ci(results.rtf_samples(b), results.rtf_samples(n))
         change_pct = (1 / r["speedup"] - 1) * 100  # positive: the new run takes longer
-        verdict = "same"
+        verdict = "same" if r["significant"] is False else "too few repeats to tell"
         if r["significant"]:
             verdict = "faster" if r["speedup"] > 1 else "slower"
         rows.append({"key": key, "description": n["description"], "base_rtf": b["rtf"], "new_rtf": n["rtf"],

@@ -31,6 +31,8 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
     cell = rec.get("cell", {})
     env = rec.get("env") or {}
     fid = rec.get("fidelity") or {}
+    sampled = fid.get("sampled") or {}
+    lf = rec.get("long_form") or {}
     steps = (rec.get("stages") or {}).get("step_latency_ms") or {}
     machine = meta.get("machine") or {}
     return {
@@ -70,9 +72,17 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "decode_s": (rec.get("stages") or {}).get("decode_s"),
         "codec_decode_s": (rec.get("stages") or {}).get("codec_decode_s"),
         "fraction_of_bandwidth": (rec.get("roofline") or {}).get("fraction_of_bandwidth"),
-        "top1_agreement": fid.get("top1_agreement"),
-        "cosine": fid.get("cosine"),
-        "audio_snr_db": fid.get("audio_snr_db"),
+        "long_form_rtf_repeats": lf.get("rtf_repeats") or [],
+        "fixed_seconds_repeats": lf.get("fixed_seconds_repeats") or [],
+        "fidelity_compared": fid.get("compared"),
+        "total_variation": sampled.get("total_variation"),
+        "top1_agreement": sampled.get("top1_agreement"),
+        "all_channels_top1_agreement": sampled.get("all_channels_top1_agreement"),
+        "logit_cosine": (fid.get("logits") or {}).get("cosine"),
+        "codec_same_codes_snr_db": fid.get("codec_same_codes_snr_db"),
+        "codec_same_codes_identical": fid.get("codec_same_codes_identical"),
+        "free_running_audio_snr_db": fid.get("free_running_audio_snr_db"),
+        "history": (fid.get("history") or {}).get("id"),
         "weights_source": (rec.get("weights") or {}).get("source"),
         "torch": (env.get("software") or {}).get("torch"),
         "git_commit": (env.get("software") or {}).get("git_commit"),
@@ -96,6 +106,14 @@ def load(run_dirs: str | Path | Iterable[str | Path], with_stats: bool = True) -
     return df
 
 
+def load_records(records: Iterable[dict[str, Any]], with_stats: bool = True) -> pd.DataFrame:
+    """Records that belong to no run directory (`dia-bench run --json` files), as one table."""
+    df = pd.DataFrame([_row(Path("-"), {}, rec) for rec in records])
+    if with_stats and not df.empty:
+        df = add_statistics(df)
+    return df
+
+
 def rtf_samples(row: pd.Series) -> list[float]:
     audio = row["audio_seconds"]
     return [t / audio for t in row["repeats_seconds"]] if audio else []
@@ -107,19 +125,38 @@ def ok_cells(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def add_statistics(df: pd.DataFrame) -> pd.DataFrame:
-    """RTF interval per cell, and speedup against the baseline as fast as the machine was then.
+    """RTF intervals per cell (short and long form), and speedup against the baseline as fast as the
+    machine was then.
 
-    A cell is compared with the baseline measurements just before and just after it in time,
-    interpolated linearly, so a machine that slowed down over a long run does not pass for a
-    slow configuration. The baseline's own repeats are compared with its first measurement: that
-    ratio is the drift.
+    RTF is the geometric mean of the repeats with its t-interval (`harness/stats.py`); the record's
+    own `rtf` (a median) stays as `rtf_median`. A cell is compared with the baseline measurements just
+    before and just after it in time, interpolated, so a machine that slowed down over a long run
+    does not pass for a slow configuration. The baseline's own repeats are compared with its first
+    measurement: that ratio is the drift.
     """
     df = df.copy()
-    cis = [stats.bootstrap_ci(rtf_samples(r)) if r["status"] == "ok" else None for _, r in df.iterrows()]
-    df["rtf_ci_low"] = [c[0] if c else None for c in cis]
-    df["rtf_ci_high"] = [c[1] if c else None for c in cis]
+    df["rtf_median"] = df["rtf"]
+    for col in ("rtf_ci_low", "rtf_ci_high", "rtf_ci_reason", "long_form_rtf", "long_form_rtf_low",
+                "long_form_rtf_high", "fixed_seconds", "fixed_seconds_low", "fixed_seconds_high"):
+        df[col] = None
+    df["rtf"] = df["rtf"].astype(object)
+    for idx, r in df.iterrows():
+        if r["status"] != "ok":
+            continue
+        samples = rtf_samples(r)
+        if samples:
+            ci = stats.location_ci(samples)
+            df.loc[idx, ["rtf", "rtf_ci_low", "rtf_ci_high", "rtf_ci_reason"]] = (
+                ci["center"], ci["low"], ci["high"], ci["reason"])
+        if r["long_form_rtf_repeats"]:
+            lf = stats.location_ci(r["long_form_rtf_repeats"])
+            fixed = stats.linear_ci(r["fixed_seconds_repeats"])
+            df.loc[idx, ["long_form_rtf", "long_form_rtf_low", "long_form_rtf_high", "fixed_seconds",
+                         "fixed_seconds_low", "fixed_seconds_high"]] = (
+                lf["center"], lf["low"], lf["high"], fixed["center"], fixed["low"], fixed["high"])
+    df["xrt"] = [1 / v if isinstance(v, (int, float)) and v and v == v else None for v in df["rtf"]]
     df["rtf_iqr"] = [stats.iqr(rtf_samples(r)) if r["status"] == "ok" else None for _, r in df.iterrows()]
-    for col in ("speedup", "speedup_low", "speedup_high", "baseline_ref"):
+    for col in ("speedup", "speedup_low", "speedup_high", "baseline_ref", "speedup_reason"):
         df[col] = None
     df["significant"] = None
     ok = df[df["status"] == "ok"]
@@ -134,8 +171,8 @@ def add_statistics(df: pd.DataFrame) -> pd.DataFrame:
             r = stats.ratio_ci(rtf_samples(before), rtf_samples(row),
                                base_after=rtf_samples(after) if after is not None else None, weight=weight)
             ref = before["role"] if after is None else f"{before['role']}..{after['role']} @{weight:.2f}"
-            df.loc[idx, ["speedup", "speedup_low", "speedup_high", "significant", "baseline_ref"]] = (
-                r["speedup"], r["low"], r["high"], r["significant"], ref)
+            df.loc[idx, ["speedup", "speedup_low", "speedup_high", "significant", "baseline_ref",
+                         "speedup_reason"]] = (r["speedup"], r["low"], r["high"], r["significant"], ref, r["reason"])
     return df
 
 
@@ -185,9 +222,11 @@ def baseline_drift(df: pd.DataFrame) -> pd.DataFrame:
 
 def drift_text(d: pd.Series) -> str:
     """One line per baseline: how the machine's speed moved during the run."""
+    verdict = {True: "significant: the machine changed speed during the run", False: "within noise",
+               None: "too few repeats to tell it from noise"}[d["significant"] if d["significant"] in (True, False)
+                                                              else None]
     text = (f"{d['device']} {d['seconds']:g}s b{d['batch']}: start RTF {d['start_rtf']:.3f}, end RTF "
-            f"{d['end_rtf']:.3f} ({d['drift_pct']:+.1f}%, "
-            f"{'significant: the machine changed speed during the run' if d['significant'] else 'within noise'})")
+            f"{d['end_rtf']:.3f} ({d['drift_pct']:+.1f}%, {verdict})")
     if d["baseline_measurements"] > 2:
         text += f"; furthest of {d['baseline_measurements']} baseline measurements {d['max_drift_pct']:+.1f}%"
     return text

@@ -44,6 +44,10 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
                   f"repeats (IQR {_fmt(rec.get('generation_iqr_seconds'))} s)")
     table.add_row("RTF (compute/audio, lower is better)", f"{rec['rtf']:.3f}")
     table.add_row("x real time (audio/compute)", f"{rec['xrt']:.3f}x")
+    lf = rec.get("long_form") or {}
+    if lf.get("rtf") is not None:
+        table.add_row("long-form RTF", f"{lf['rtf']:.3f} per second of audio + {lf['fixed_seconds']:.3f} s a request "
+                      "(decode steps only; the fixed part is encoder, prefill and the delay pattern's 16 steps)")
     table.add_row("end to end, with codec", f"RTF {rec['rtf_end_to_end']:.3f} / {rec['xrt_end_to_end']:.3f}x")
     table.add_row("stages (median)", f"tokenize {_fmt(stages['tokenize_s'], '.4f')} s, encoder+prefill "
                   f"{_fmt(stages['encoder_prefill_s'])} s, decode {_fmt(stages['decode_s'])} s, "
@@ -55,9 +59,16 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
     if roof.get("fraction_of_bandwidth") is not None:
         table.add_row("roofline", f"{roof['weight_bytes_per_step'] / 1e9:.3f} GB of weights per step, "
                       f"{roof['achieved_bandwidth_gbps']:.1f} of {roof['measured_bandwidth_gbps']:.1f} GB/s "
-                      f"({roof['fraction_of_bandwidth']:.0%})")
-    table.add_row("memory", f"peak RSS {rec['peak_rss_mb']:.0f} MB"
-                  + (f", peak VRAM {rec['peak_vram_mb']:.0f} MB" if rec.get("peak_vram_mb") is not None else ""))
+                      f"({roof['fraction_of_bandwidth']:.0%}; bandwidth: {roof.get('bandwidth_method') or 'sum'})")
+    if roof.get("problem"):
+        table.add_row("[red]roofline problem[/]", roof["problem"])
+    phases = (rec.get("memory") or {}).get("phases") or {}
+    load_peak = (phases.get("load") or {}).get("peak_rss_mb")
+    transform_peak = (phases.get("transform") or {}).get("peak_rss_mb")
+    table.add_row("memory", f"peak RSS {rec['peak_rss_mb']:.0f} MB during the repeats"
+                  + (f", peak VRAM {rec['peak_vram_mb']:.0f} MB" if rec.get("peak_vram_mb") is not None else "")
+                  + (f" (load {load_peak:.0f} MB, transform {transform_peak:.0f} MB)"
+                     if load_peak is not None and transform_peak is not None else ""))
     table.add_row("load / warmup", f"{rec['load_seconds']:.2f} s / "
                   + ", ".join(f"{w:.2f}" for w in rec.get("warmup_seconds", [])) + " s")
     table.add_row("weights", WEIGHT_WORDS.get(rec["weights"]["source"], rec["weights"]["source"]))
@@ -67,10 +78,13 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
     fid = rec.get("fidelity")
     if fid and not fid.get("compared", True):
         table.add_row("fidelity vs fp32", fid.get("reason") or "not compared")
-    elif fid:
-        audio = "identical" if fid.get("audio_identical") else f"SNR {_fmt(fid.get('audio_snr_db'), '.1f')} dB"
-        table.add_row("fidelity vs fp32", f"top-1 agreement {_fmt(fid.get('top1_agreement'), '.3f')}, "
-                      f"cosine {_fmt(fid.get('cosine'), '.4f')}, audio {audio}")
+    elif fid and fid.get("sampled"):
+        sampled, codec = fid["sampled"], ("identical" if fid.get("codec_same_codes_identical")
+                                          else f"SNR {_fmt(fid.get('codec_same_codes_snr_db'), '.1f')} dB")
+        table.add_row("fidelity vs fp32", f"sampled distributions: total variation {sampled['total_variation']:.4f}, "
+                      f"top-1 agreement {sampled['top1_agreement']:.3f}, all 9 channels "
+                      f"{_fmt(sampled.get('all_channels_top1_agreement'))}; codec on the same codes: {codec}")
+        table.add_row("", f"history {fid['history']['id']} (the fp32 reference's own generation, teacher-forced)")
     if rec.get("profile"):
         table.add_row("profile", rec["profile"]["trace"])
     console.print(table)
@@ -144,8 +158,16 @@ def print_plugins(device: str, as_json: bool = False) -> None:
 def _fmt_speedup(row) -> str:
     if row.get("speedup") is None or row.get("speedup") != row.get("speedup"):
         return "-"
-    mark = "*" if row.get("significant") else ""
+    if row.get("speedup_low") is None or row.get("speedup_low") != row.get("speedup_low"):
+        return f"{row['speedup']:.2f}x (n<3: no interval)"
+    mark = "*" if row.get("significant") is True else ""
     return f"{row['speedup']:.2f}x [{row['speedup_low']:.2f}, {row['speedup_high']:.2f}]{mark}"
+
+
+def _fmt_interval(point, low, high) -> str:
+    if low is None or low != low:
+        return f"{point:.3f} (n<3: no interval)"
+    return f"{point:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def print_sweep(run_dir: Path, console: Console | None = None) -> None:
@@ -155,21 +177,26 @@ def print_sweep(run_dir: Path, console: Console | None = None) -> None:
     console = console or _console()
     df = results.load(run_dir)
     table = Table(title=f"{run_dir}", title_justify="left")
-    for col in ("cell", "status", "RTF [95% CI]", "x real time", "speedup vs baseline", "peak RSS MB", "fidelity"):
+    for col in ("cell", "status", "RTF [95% CI]", "long-form RTF", "x real time", "speedup vs baseline",
+                "peak RSS MB", "quality"):
         table.add_column(col)
+    from harness import quality, stats
+
     for _, r in df.iterrows():
         if r["status"] == "ok":
-            rtf = f"{r['rtf']:.3f} [{r['rtf_ci_low']:.3f}, {r['rtf_ci_high']:.3f}]"
-            fid = "-" if r["cosine"] is None or r["cosine"] != r["cosine"] else f"cos {r['cosine']:.4f}"
-            table.add_row(r["description"], "ok", rtf, f"{r['xrt']:.3f}x", _fmt_speedup(r),
-                          f"{r['peak_rss_mb']:.0f}", fid)
+            lf = "-" if r["long_form_rtf"] is None else _fmt_interval(
+                r["long_form_rtf"], r["long_form_rtf_low"], r["long_form_rtf_high"])
+            q = quality.assess(r)
+            table.add_row(r["description"], "ok", _fmt_interval(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"]), lf,
+                          f"{r['xrt']:.3f}x", _fmt_speedup(r), f"{r['peak_rss_mb']:.0f}",
+                          q["status"] if q["status"] == "reference" else f"{q['status']}: {quality.fidelity_text(r)}")
         else:
-            table.add_row(r["description"], r["status"], r["reason"] or "", "", "", "", "")
+            table.add_row(r["description"], r["status"], r["reason"] or "", "", "", "", "", "")
     console.print(table)
     drift = results.baseline_drift(df)
     for _, d in drift.iterrows():
         console.print(f"baseline drift {results.drift_text(d)}")
-    console.print("* = beyond the repeats' noise (95% bootstrap interval excludes 1)")
+    console.print(f"* = beyond the repeats' noise (95% interval excludes 1; {stats.METHOD})")
     console.print(f"run directory: {run_dir}")
 
 
@@ -184,6 +211,5 @@ def print_compare(table, console: Console | None = None) -> None:
     for _, r in table.iterrows():
         colour = {"faster": "green", "slower": "red"}.get(r["verdict"], "white")
         out.add_row(r["description"], f"{r['base_rtf']:.3f}", f"{r['new_rtf']:.3f}", f"{r['change_pct']:+.1f}%",
-                    f"{r['speedup']:.2f}x [{r['speedup_low']:.2f}, {r['speedup_high']:.2f}]",
-                    f"[{colour}]{r['verdict']}[/]")
+                    _fmt_speedup(r), f"[{colour}]{r['verdict']}[/]")
     console.print(out)

@@ -13,10 +13,10 @@ import jinja2
 import pandas as pd
 
 import harness
-from harness import results, rundir
+from harness import quality, results, rundir, scaling, stats
 from reports import charts
 from reports.expectations import load as load_expectations
-from reports.verdicts import hardware_rows, speedup_rows
+from reports.verdicts import best_eligible, hardware_rows, speedup_rows
 
 WEIGHT_WORDS = {
     "synthetic": "synthetic weights (seeded random at the real architecture): the timings are real, "
@@ -39,51 +39,79 @@ def _n(v: Any, spec: str, suffix: str = "") -> str:
     return f"{format(float(v), spec)}{suffix}"
 
 
+def _interval_text(point, low, high, spec: str = ".3f", suffix: str = "") -> str:
+    if point is None or point != point:
+        return "-"
+    if low is None or low != low:
+        return f"{_n(point, spec, suffix)} (too few repeats for an interval)"
+    return f"{_n(point, spec, suffix)} [{_n(low, spec)}, {_n(high, spec)}]"
+
+
 def _rtf_text(r: pd.Series) -> str:
-    return f"{_n(r['rtf'], '.3f')} [{_n(r['rtf_ci_low'], '.3f')}, {_n(r['rtf_ci_high'], '.3f')}]"
+    return _interval_text(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"])
+
+
+def _long_form_text(r: pd.Series) -> str:
+    text = _interval_text(r["long_form_rtf"], r["long_form_rtf_low"], r["long_form_rtf_high"])
+    if r["fixed_seconds"] is not None and r["fixed_seconds"] == r["fixed_seconds"]:
+        text += f" + {r['fixed_seconds']:.2f} s a request"
+    return text
 
 
 def _speedup_text(r: pd.Series) -> str:
     if r.get("speedup") is None or r["speedup"] != r["speedup"]:
         return "-"
-    star = " *" if r["significant"] else ""
-    return f"{_n(r['speedup'], '.2f', 'x')} [{_n(r['speedup_low'], '.2f')}, {_n(r['speedup_high'], '.2f')}]{star}"
+    star = " *" if r["significant"] is True else ""
+    return _interval_text(r["speedup"], r["speedup_low"], r["speedup_high"], ".2f", "x") + star
 
 
-def _fidelity_text(r: pd.Series) -> str:
-    if r["top1_agreement"] is None or r["top1_agreement"] != r["top1_agreement"]:
-        return "reference" if r["plugins"] == "baseline" else "-"
-    snr = "identical audio" if r["audio_snr_db"] is None or r["audio_snr_db"] != r["audio_snr_db"] \
-        else f"SNR {r['audio_snr_db']:.1f} dB"
-    return f"top-1 {r['top1_agreement']:.3f}, cos {r['cosine']:.4f}, {snr}"
-
-
-def _cells(df: pd.DataFrame) -> list[dict[str, Any]]:
+def _cells(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
     out = []
     for _, r in df.iterrows():
         ok = r["status"] == "ok"
         out.append({
             "description": r["description"] or r["key"], "status": r["status"], "reason": r["reason"] or "",
-            "rtf": _rtf_text(r) if ok else "", "xrt": _n(r["xrt"], ".3f", "x") if ok else "",
+            "rtf": _rtf_text(r) if ok else "", "long_form": _long_form_text(r) if ok else "",
+            "xrt": _n(r["xrt"], ".3f", "x") if ok else "",
             "speedup": _speedup_text(r) if ok else "",
             "steps": f"{_n(r['step_p50_ms'], '.1f')} / {_n(r['step_p99_ms'], '.1f')}" if ok else "",
             "rss": _n(r["peak_rss_mb"], ".0f"), "vram": _n(r["peak_vram_mb"], ".0f"),
-            "fidelity": _fidelity_text(r) if ok else "",
+            "fidelity": quality.fidelity_text(r) if ok else "",
+            "quality": quality.assess(r, max_tv)["status"] if ok else "",
         })
     return out
 
 
-def _best(df: pd.DataFrame) -> list[dict[str, Any]]:
-    # The baseline's repeats only measure drift; they are not configurations to recommend.
+def _best(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
+    """Per machine and device: the fastest cell that clears the quality bar, and the faster ones it
+    held back. The baseline's repeats only measure drift; they are not configurations to recommend."""
     ok = results.ok_cells(df)
     rows = []
     for (_, device), g in ok.groupby(["device_name", "device"]):
-        r = g.loc[g["rtf"].idxmin()]
+        r = best_eligible(g, max_tv)
+        if r is None:
+            continue
+        held = g[(g["rtf"].astype(float) < float(r["rtf"])) & ~quality.eligible(g, max_tv)]
         rows.append({"device_name": r["device_name"], "device": device, "description": r["description"],
-                     "rtf": _rtf_text(r), "xrt": _n(r["xrt"], ".3f", "x"), "speedup": _speedup_text(r),
-                     "rss": _n(r["peak_rss_mb"], ".0f"), "vram": _n(r["peak_vram_mb"], ".0f"),
-                     "fidelity": _fidelity_text(r)})
+                     "rtf": _rtf_text(r), "long_form": _long_form_text(r), "xrt": _n(r["xrt"], ".3f", "x"),
+                     "speedup": _speedup_text(r), "rss": _n(r["peak_rss_mb"], ".0f"),
+                     "vram": _n(r["peak_vram_mb"], ".0f"), "fidelity": quality.fidelity_text(r),
+                     "quality": quality.assess(r, max_tv)["why"],
+                     "held_back": [f"{h['description']}: {_speedup_text(h)}, {quality.assess(h, max_tv)['why']}"
+                                   for _, h in held.sort_values("rtf").iterrows()]})
     return rows
+
+
+def _scaling(df: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for f in scaling.fits(df):
+        out.append({"config": f"{f['preset']}/{f['device']}/{f['plugins']}/b{f['batch']}",
+                    "lengths": ", ".join(f"{s:g}" for s in f["lengths"]),
+                    "slope": _interval_text(f["slope"], f["slope_low"], f["slope_high"]),
+                    "intercept": _interval_text(f["intercept"], f["intercept_low"], f["intercept_high"], ".2f", " s"),
+                    "cell": _interval_text(f["long_form_rtf"], f["long_form_low"], f["long_form_high"])
+                    + f" at {f['long_form_at']:g} s", "points": f["points"]})
+    return out
 
 
 def _machines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,21 +151,23 @@ def _audio(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return clips
 
 
-def build_context(run_dirs: Iterable[Path]) -> dict[str, Any]:
+def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> dict[str, Any]:
     run_dirs = [Path(d) for d in run_dirs]
     df = results.load(run_dirs)
     records = [rec for d in run_dirs for rec in rundir.records(d)]
     latencies = {rec.get("key") or rec["cell_id"]: rec.get("step_latencies_ms") or [] for rec in records}
-    guide = speedup_rows(df) if not df.empty else []
+    guide = speedup_rows(df, max_tv) if not df.empty else []
     for g in guide:
-        g["measured_text"] = ("-" if g["measured"] is None else
-                              f"{g['measured']:.2f}x [{g['low']:.2f}, {g['high']:.2f}]")
-    hardware = hardware_rows(df) if not df.empty else []
+        g["measured_text"] = _interval_text(g["measured"], g["low"], g["high"], ".2f", "x")
+    hardware = hardware_rows(df, max_tv) if not df.empty else []
     for h in hardware:
-        h["rtf_text"] = f"{_n(h['rtf'], '.3f')} [{_n(h['rtf_low'], '.3f')}, {_n(h['rtf_high'], '.3f')}]"
+        h["rtf_text"] = _interval_text(h["rtf"], h["rtf_low"], h["rtf_high"])
+        h["long_form_text"] = _interval_text(h["long_form_rtf"], h["long_form_low"], h["long_form_high"])
         h["xrt_text"] = _n(h["xrt"], ".3f", "x")
     sources = sorted({(rec.get("weights") or {}).get("source") for rec in records} - {None})
     drift = results.baseline_drift(df) if not df.empty else pd.DataFrame()
+    problems = sorted({f"{rec.get('description') or rec.get('cell_id')}: {rec['roofline']['problem']}"
+                       for rec in records if (rec.get("roofline") or {}).get("problem")})
     return {
         "title": "dia-bench report",
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -146,22 +176,26 @@ def build_context(run_dirs: Iterable[Path]) -> dict[str, Any]:
                   "cells": len(rundir.records(d))} for d in run_dirs],
         "machines": _machines(records),
         "weights": [{"words": WEIGHT_WORDS.get(s, s), "noise": s == "synthetic"} for s in sources],
-        "best": _best(df) if not df.empty else [],
+        "max_tv": max_tv,
+        "statistics": stats.METHOD,
+        "best": _best(df, max_tv) if not df.empty else [],
         "guide": guide,
         "hardware": hardware,
+        "scaling": _scaling(df) if not df.empty else [],
         "published": load_expectations()["published"],
-        "charts": charts.all_charts(df, latencies) if not df.empty else [],
+        "charts": charts.all_charts(df, latencies, max_tv) if not df.empty else [],
         "audio": _audio(records),
-        "cells": _cells(df) if not df.empty else [],
+        "cells": _cells(df, max_tv) if not df.empty else [],
         "drift": [results.drift_text(d) for _, d in drift.iterrows()],
+        "roofline_problems": problems,
     }
 
 
-def render(run_dirs: Iterable[Path]) -> str:
-    return _env().get_template("report.html.j2").render(**build_context(run_dirs))
+def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> str:
+    return _env().get_template("report.html.j2").render(**build_context(run_dirs, max_tv))
 
 
-def write(run_dirs: Iterable[Path], output: Path) -> Path:
+def write(run_dirs: Iterable[Path], output: Path, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render(run_dirs), encoding="utf-8")
+    output.write_text(render(run_dirs, max_tv), encoding="utf-8")
     return output

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from harness import results
+from harness import quality, results, stats
 
 WEIGHTS = {"synthetic": "synthetic weights: timings are real, audio is noise",
            "local": "real weights (local directory)", "hf-cache": "real weights (Hugging Face cache)"}
@@ -15,7 +15,15 @@ def _num(v, spec: str) -> str:
     return "-" if v is None or v != v else format(v, spec)
 
 
-def render(run_dirs: Iterable[Path]) -> str:
+def _interval(point, low, high, spec: str) -> str:
+    if point is None or point != point:
+        return "-"
+    if low is None or low != low:
+        return f"{format(point, spec)} (n<3: no interval)"
+    return f"{format(point, spec)} [{format(low, spec)}, {format(high, spec)}]"
+
+
+def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> str:
     df = results.load(list(run_dirs))
     lines = ["# dia-bench summary", ""]
     if df.empty:
@@ -24,22 +32,29 @@ def render(run_dirs: Iterable[Path]) -> str:
         lines.append(f"- machine: {host}, {device_name}")
     sources = sorted(s for s in df["weights_source"].dropna().unique())
     lines += [f"- weights: {', '.join(WEIGHTS.get(s, s) for s in sources) or 'unknown'}",
-              "- RTF = compute / audio (lower is better); x real time = audio / compute; "
-              "speedup against the baseline of the same device, length and batch, interpolated to when the "
-              "cell ran, with a 95% bootstrap interval (* = beyond noise)", ""]
-    lines.append("| cell | status | RTF [95% CI] | x real time | speedup | peak RSS MB | fidelity (cos) |")
-    lines.append("|---|---|---|---|---|---|---|")
+              "- RTF = compute / audio (lower is better), geometric mean of the repeats; x real time = audio / "
+              "compute; long-form RTF = compute per second of audio once a request is long, + its fixed cost; "
+              f"speedup against the baseline of the same device, length and batch, interpolated to when the cell "
+              f"ran; 95% intervals: {stats.METHOD}, none below 3 repeats (* = beyond noise)",
+              f"- quality: `passes` when the sampled distributions stay within a mean total variation of {max_tv:g} "
+              "from the fp32 reference's (teacher-forced on the run's shared history)", ""]
+    lines.append("| cell | status | RTF [95% CI] | long-form RTF [95% CI] | x real time | speedup | peak RSS MB | "
+                 "quality | fidelity |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for _, r in df.iterrows():
         if r["status"] == "ok":
-            sig = "*" if r["significant"] else ""
-            speed = "-" if r["speedup"] is None else (
-                f"{r['speedup']:.2f}x [{r['speedup_low']:.2f}, {r['speedup_high']:.2f}]{sig}")
-            lines.append(f"| {r['description']} | ok | {r['rtf']:.3f} [{r['rtf_ci_low']:.3f}, "
-                         f"{r['rtf_ci_high']:.3f}] | {r['xrt']:.3f} | {speed} | {_num(r['peak_rss_mb'], '.0f')} | "
-                         f"{_num(r['cosine'], '.4f')} |")
+            sig = "*" if r["significant"] is True else ""
+            speed = "-" if r["speedup"] is None else _interval(r["speedup"], r["speedup_low"], r["speedup_high"],
+                                                                ".2f") + sig
+            fixed = "" if r["fixed_seconds"] is None else f" + {r['fixed_seconds']:.2f} s"
+            rtf = _interval(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"], ".3f")
+            lines.append(f"| {r['description']} | ok | {rtf} | "
+                         f"{_interval(r['long_form_rtf'], r['long_form_rtf_low'], r['long_form_rtf_high'], '.3f')}"
+                         f"{fixed} | {_num(r['xrt'], '.3f')} | {speed} | {_num(r['peak_rss_mb'], '.0f')} | "
+                         f"{quality.assess(r, max_tv)['status']} | {quality.fidelity_text(r)} |")
         else:
             reason = str(r["reason"] or "").replace("|", "/")
-            lines.append(f"| {r['description']} | {r['status']} | {reason} | | | | |")
+            lines.append(f"| {r['description']} | {r['status']} | {reason} | | | | | | |")
     drift = results.baseline_drift(df)
     if not drift.empty:
         lines.append("")
@@ -48,8 +63,8 @@ def render(run_dirs: Iterable[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(run_dirs: Iterable[Path], output: Path) -> Path:
-    output.write_text(render(run_dirs))
+def write(run_dirs: Iterable[Path], output: Path, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> Path:
+    output.write_text(render(run_dirs, max_tv))
     return output
 
 

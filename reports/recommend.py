@@ -10,30 +10,49 @@ from typing import Any
 import pandas as pd
 
 import harness
-from harness import results
+from harness import quality, results
 from reports.html import _env, _n
 from reports.verdicts import hardware_rows
 
 
-def recommendations(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per machine, device and audio length: the best configuration and what it allows."""
+def _trades(group: pd.DataFrame, best: pd.Series, max_tv: float) -> list[str]:
+    """Faster cells held back by the quality bar, each with what it would cost."""
+    out = []
+    faster = group[(group["rtf"].astype(float) < float(best["rtf"])) & ~quality.eligible(group, max_tv)]
+    for _, r in faster.sort_values("rtf").iterrows():
+        out.append(f"{r['plugins']}: {float(best['rtf']) / float(r['rtf']):.2f}x faster than the recommendation, "
+                   f"but {quality.assess(r, max_tv)['why']}")
+    return out
+
+
+def recommendations(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> list[dict[str, Any]]:
+    """Per machine, device, model and audio length: the fastest configuration that clears the quality
+    bar, what it allows, and the faster ones that trade quality for speed."""
     ok = results.ok_cells(df)
-    guide = {(h["machine"], h["device"], h["preset"]): h for h in hardware_rows(df)}
+    guide = {(h["machine"], h["device"], h["preset"]): h for h in hardware_rows(df, max_tv)}
     rows = []
     for (machine, device, preset, seconds), g in ok.groupby(["device_name", "device", "preset", "seconds"]):
-        single = g[g["batch"] == 1]
-        best = (single if not single.empty else g).sort_values("rtf").iloc[0]
+        allowed = g[quality.eligible(g, max_tv)]
+        if allowed.empty:
+            continue
+        single = allowed[allowed["batch"] == 1]
+        best = (single if not single.empty else allowed).sort_values("rtf").iloc[0]
         # A stream keeps up when a request's audio takes less compute than its own length.
-        per_request = g.assign(stream_rtf=g["generation_seconds"] / g["seconds"])
+        per_request = allowed.assign(stream_rtf=allowed["generation_seconds"] / allowed["seconds"])
         keeping_up = per_request[per_request["stream_rtf"] < 1]
         largest = int(keeping_up["batch"].max()) if not keeping_up.empty else None
         h = guide.get((machine, str(device).split(":")[0], preset), {})
+        assessed = quality.assess(best, max_tv)
         rows.append({
             "machine": machine, "device": device, "preset": preset, "seconds": seconds,
             "settings": best["plugins"], "rtf": best["rtf"], "rtf_low": best["rtf_ci_low"],
             "rtf_high": best["rtf_ci_high"], "xrt": best["xrt"], "faster_than_real_time": bool(best["rtf"] < 1),
+            "long_form_rtf": best["long_form_rtf"], "long_form_low": best["long_form_rtf_low"],
+            "long_form_high": best["long_form_rtf_high"], "fixed_seconds": best["fixed_seconds"],
             "largest_real_time_batch": largest, "batches_measured": sorted(int(b) for b in g["batch"].unique()),
             "peak_rss_mb": best["peak_rss_mb"], "peak_vram_mb": best["peak_vram_mb"],
+            "quality": assessed["status"], "quality_why": assessed["why"],
+            "trades": _trades(g, best, max_tv),
             "guide": h.get("guide"), "guide_range": h.get("guide_range"),
             "verdict": h.get("verdict", "not comparable: other hardware"),
             "weights": best["weights_source"],
@@ -41,10 +60,18 @@ def recommendations(df: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+def _interval(point, low, high, spec: str = ".3f") -> str:
+    if low is None or low != low:
+        return f"{_n(point, spec)} (too few repeats for an interval)"
+    return f"{_n(point, spec)} [{_n(low, spec)}, {_n(high, spec)}]"
+
+
 def _display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
-        out.append({**r, "rtf_text": f"{_n(r['rtf'], '.3f')} [{_n(r['rtf_low'], '.3f')}, {_n(r['rtf_high'], '.3f')}]",
+        out.append({**r, "rtf_text": _interval(r["rtf"], r["rtf_low"], r["rtf_high"]),
+                    "long_form_text": _interval(r["long_form_rtf"], r["long_form_low"], r["long_form_high"]),
+                    "fixed_text": _n(r["fixed_seconds"], ".2f", " s"),
                     "xrt_text": _n(r["xrt"], ".2f", "x"), "rss": _n(r["peak_rss_mb"], ".0f"),
                     "vram": _n(r["peak_vram_mb"], ".0f"),
                     "largest": "none" if r["largest_real_time_batch"] is None else str(r["largest_real_time_batch"]),
@@ -52,31 +79,41 @@ def _display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def render(run_dirs: Iterable[Path]) -> str:
+def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> str:
     df = results.load([Path(d) for d in run_dirs])
-    rows = _display(recommendations(df)) if not df.empty else []
+    rows = _display(recommendations(df, max_tv)) if not df.empty else []
     return _env().get_template("recommend.html.j2").render(
-        title="dia-bench hardware recommendations", rows=rows, version=harness.__version__,
+        title="dia-bench hardware recommendations", rows=rows, version=harness.__version__, max_tv=max_tv,
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         runs=[str(d) for d in run_dirs])
 
 
-def render_markdown(run_dirs: Iterable[Path]) -> str:
+def render_markdown(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> str:
     df = results.load([Path(d) for d in run_dirs])
-    rows = _display(recommendations(df)) if not df.empty else []
+    rows = _display(recommendations(df, max_tv)) if not df.empty else []
     lines = ["# dia-bench hardware recommendations", "",
-             "| machine | device | model | audio s | recommended settings | RTF [95% CI] | x real time | faster than "
-             "real time | largest real-time batch | peak RSS MB | peak VRAM MB | guide | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"Recommended: the fastest configuration whose sampled distributions stay within a mean total "
+             f"variation distance of {max_tv:g} from the fp32 reference (`--max-tv`). RTF = compute / audio. "
+             "Long-form RTF: the cost per second of audio once a request is long (decode steps only); fixed: "
+             "the cost of a request beyond that.", "",
+             "| machine | device | model | audio s | recommended settings | quality | RTF [95% CI] | long-form RTF "
+             "[95% CI] | fixed s | x real time | largest real-time batch | peak RSS MB | peak VRAM MB | guide | "
+             "verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['machine']} | {r['device']} | {r['preset']} | {r['seconds']:g} | {r['settings']} | "
-                     f"{r['rtf_text']} | {r['xrt_text']} | {'yes' if r['faster_than_real_time'] else 'no'} | "
-                     f"{r['largest']} (of {r['batches']}) | {r['rss']} | {r['vram']} | {r['guide_range'] or '-'} | "
-                     f"{r['verdict']} |")
+                     f"{r['quality_why']} | {r['rtf_text']} | {r['long_form_text']} | {r['fixed_text']} | "
+                     f"{r['xrt_text']} | {r['largest']} (of {r['batches']}) | {r['rss']} | {r['vram']} | "
+                     f"{r['guide_range'] or '-'} | {r['verdict']} |")
+    trades = [(r, t) for r in rows for t in r["trades"]]
+    if trades:
+        lines += ["", "Faster, but held back by the quality bar:", ""]
+        lines += [f"- {r['machine']} {r['device']} {r['seconds']:g} s: {t}" for r, t in trades]
     return "\n".join(lines) + "\n"
 
 
-def write(run_dirs: Iterable[Path], output: Path, markdown: bool = False) -> Path:
+def write(run_dirs: Iterable[Path], output: Path, markdown: bool = False,
+          max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_markdown(run_dirs) if markdown else render(run_dirs), encoding="utf-8")
+    output.write_text(render_markdown(run_dirs, max_tv) if markdown else render(run_dirs, max_tv), encoding="utf-8")
     return output

@@ -168,3 +168,59 @@ def test_a_guide_expectation_without_a_value_takes_every_value_of_its_plugin():
     assert not _names("compile=default+int8=dynamic", ["compile"])  # a stack is not compile alone
     assert _names("dtype=bf16", ["dtype=bf16", "dtype=fp16"]) and not _names("dtype=bf16", ["dtype=fp16"])
     assert not _names("compiled=x", ["compile"])
+
+
+def _recommended(md: str) -> list[str]:
+    rows = [ln for ln in md.splitlines() if ln.startswith("| Intel") or ln.startswith("| AMD") or
+            (ln.startswith("| ") and "| cpu |" in ln)]
+    return [r.split(" | ")[4] for r in rows]
+
+
+def test_recommendations_hold_back_what_changes_the_sampling(report_run, tmp_path):
+    """cfg=0 is exact arithmetic and changes what is sampled: it is never recommended at the default
+    bar, and when it is the fastest it is listed with what it trades. A looser bar is the user's call."""
+    from harness import quality, results
+
+    df = results.ok_cells(results.load(report_run))
+    md = tmp_path / "rec.md"
+    assert run_cli("recommend", str(report_run), "--markdown", "-o", str(md)).returncode == 0
+    text = md.read_text()
+    assert f"total variation distance of {quality.DEFAULT_MAX_TOTAL_VARIATION:g}" in text
+    recommended = _recommended(text)
+    assert recommended and "cfg=0" not in recommended
+    cfg0 = df[df["plugins"] == "cfg=0"].iloc[0]
+    chosen = df[df["plugins"] == recommended[0]].iloc[0]
+    if cfg0["rtf"] < chosen["rtf"]:
+        assert "cfg=0:" in text and "it changes what is sampled" in text
+    loose = tmp_path / "loose.md"
+    assert run_cli("recommend", str(report_run), "--markdown", "--max-tv", "1", "-o", str(loose)).returncode == 0
+    fastest = df.sort_values("rtf").iloc[0]["plugins"]
+    assert _recommended(loose.read_text())[0] == fastest
+    html = (report_run / "report.html").read_text()
+    assert "Quality bar" in html and "codec on the same codes" in html and "identical audio" not in html
+
+
+def test_quality_bar_must_be_a_distance(report_run):
+    result = run_cli("recommend", str(report_run), "--max-tv", "5")
+    assert result.returncode == 2 and "total variation distance" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_verdicts_do_not_crown_the_noisiest_candidate():
+    import pandas as pd
+
+    from reports.verdicts import _verdict, pick
+
+    cells = pd.DataFrame([
+        {"description": "tight", "plugins": "compile=default", "batch": 1, "seconds": 5.0, "repeats_seconds": [1] * 5,
+         "speedup": 1.2, "speedup_low": 1.15, "speedup_high": 1.25},
+        {"description": "noisy", "plugins": "compile=max-autotune", "batch": 1, "seconds": 5.0,
+         "repeats_seconds": [1] * 3, "speedup": 1.9, "speedup_low": 0.9, "speedup_high": 3.5},
+        {"description": "short", "plugins": "compile=default", "batch": 1, "seconds": 0.5, "repeats_seconds": [1] * 9,
+         "speedup": 1.6, "speedup_low": 1.55, "speedup_high": 1.65},
+    ])
+    assert pick(cells)["description"] == "tight"  # longest audio, default value, most repeats: not the fastest
+    assert _verdict(0.9, 3.5, 1.5, 2.0).startswith("inconclusive")  # touching the range proves nothing
+    assert _verdict(1.55, 1.9, 1.5, 2.0) == "reproduced"
+    assert _verdict(1.15, 1.25, 1.5, 2.0) == "below"
+    assert _verdict(None, None, 1.5, 2.0) == "too few repeats for a verdict"

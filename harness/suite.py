@@ -207,6 +207,12 @@ def parse_suite(path: Path) -> Suite:
             raise UsageError(f"{path}: [suite] batch: {b!r} must be an integer >= 1")
     if suite.repeats < 1 or suite.warmup < 0:
         raise UsageError(f"{path}: [suite] repeats must be >= 1 and warmup >= 0")
+    if suite.warmup == 0:
+        from harness.expand import plugin_combinations
+
+        if any(split_spec(spec)[0] == "compile" for cell in plugin_combinations(suite) for spec in cell):
+            raise UsageError(f"{path}: [suite] warmup = 0 with a compile cell would time compilation as "
+                             "generation: set warmup = 1 or more")
     if suite.baseline_every < 0:
         raise UsageError(f"{path}: [suite] baseline_every = {suite.baseline_every}: give 0 (baselines first "
                          "and last only) or N >= 1 (a baseline again after every N cells)")

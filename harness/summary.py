@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 WEIGHT_WORDS = {
@@ -32,7 +33,8 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
     if rec.get("plugins"):
         title += " + " + ", ".join(rec["plugins"])
     if rec["status"] != "ok":
-        console.print(f"[bold red]{rec['status']}[/]: {title}: {rec.get('reason')}")
+        # Reasons quote pip extras ('dia-bench[torchao]'), which rich would read as markup.
+        console.print(f"[bold red]{rec['status']}[/]: {escape(title)}: {escape(str(rec.get('reason')))}")
         if path:
             console.print(f"record: {path}")
         return

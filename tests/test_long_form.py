@@ -71,3 +71,10 @@ def test_bandwidth_is_the_best_of_several_read_kernels_and_a_step_beyond_it_is_f
     assert "read kernels" in fine["bandwidth_method"] and fine["problem"] is None
     impossible = roofline(pipe.model, torch.device("cpu"), 1e-9)  # a step faster than memory allows
     assert impossible["fraction_of_bandwidth"] > 1 and "above the measured" in impossible["problem"]
+
+
+def test_a_suite_that_would_time_compilation_is_refused(tmp_path):
+    text = TINY_SUITE.replace('tf32 = [true]', 'compile = ["default"]')
+    result = run_cli("sweep", str(write_suite(tmp_path, text)), "--list")
+    assert result.returncode == 2 and "warmup = 0 with a compile cell" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

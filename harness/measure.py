@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from harness import stats
@@ -60,8 +61,11 @@ def long_form(outputs: list[PipelineOutput], frames: int, batch: int) -> dict[st
     prefill: short audio pays those once and reads slow. Long audio costs one decode step per
     frame, so a repeat's mean step time x 86.13 frames/s (over the batch) is its long-form RTF; what
     is left of its generation time beyond F steps is the fixed cost of a request.
+    A step also grows slower as the sequence grows (attention over it, caches and masks rebuilt
+    each step): the slope of step time against step index says by how much, so a figure at one
+    length can be carried to another (`harness/scaling.py` does, to check the two against each other).
     """
-    rtf, fixed = [], []
+    rtf, fixed, growth = [], [], []
     for o in outputs:
         steps = o.times.step_latencies_s
         if not steps:
@@ -69,9 +73,13 @@ def long_form(outputs: list[PipelineOutput], frames: int, batch: int) -> dict[st
         step_s = sum(steps) / len(steps)
         rtf.append(step_s * FRAMES_PER_SECOND / batch)
         fixed.append(o.times.generate_s - step_s * frames)
+        if len(steps) > 2:
+            growth.append(float(np.polyfit(np.arange(len(steps)), np.asarray(steps), 1)[0]) * 1e6)
     return {
         "rtf_repeats": rtf,
         "fixed_seconds_repeats": fixed,
+        "step_growth_us_per_step_repeats": growth,
+        "steps_per_request": len(outputs[-1].times.step_latencies_s) if outputs else None,
         "rtf": stats.location_ci(rtf)["center"] if rtf else None,
         "fixed_seconds": stats.linear_ci(fixed)["center"] if fixed else None,
         "method": "mean decode step x 86.13 frames/s / batch; fixed = generation - frames x mean step",

@@ -74,6 +74,8 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "fraction_of_bandwidth": (rec.get("roofline") or {}).get("fraction_of_bandwidth"),
         "long_form_rtf_repeats": lf.get("rtf_repeats") or [],
         "fixed_seconds_repeats": lf.get("fixed_seconds_repeats") or [],
+        "step_growth_us": stats.median(lf.get("step_growth_us_per_step_repeats") or []),
+        "steps_per_request": lf.get("steps_per_request"),
         "fidelity_compared": fid.get("compared"),
         "total_variation": sampled.get("total_variation"),
         "top1_agreement": sampled.get("top1_agreement"),

@@ -1,6 +1,10 @@
 """Cost against length: a straight line through every repeat of a configuration measured at several
 audio lengths. Its slope is the compute per second of audio (the long-form RTF), its intercept the
-fixed cost of a request; each cell's own long-form figure should agree with the slope."""
+fixed cost of a request.
+
+The same slope is predicted from one cell alone, from its decode step times: their mean, and how
+much a step slows as the sequence grows. The two come from different clocks (the end-to-end time of
+requests of several lengths against the steps of one), so their agreement checks both."""
 
 from __future__ import annotations
 
@@ -36,6 +40,29 @@ def _ols(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def slope_from_steps(long_form_rtf: float, batch: int, growth_us: float, steps: int,
+                     lengths: list[tuple[float, int, int]]) -> float:
+    """The fit's slope as one cell's decode steps predict it: step k costs s0 + growth x k, so a
+    request of n steps costs s0 n + growth n (n - 1) / 2 beyond its fixed part; the same least
+    squares over `lengths` (audio seconds, steps per request, repeats) then gives the slope."""
+    from harness.presets import FRAMES_PER_SECOND
+
+    g = growth_us / 1e6
+    s0 = long_form_rtf * batch / FRAMES_PER_SECOND - g * (steps - 1) / 2
+    x = [audio for audio, _, repeats in lengths for _ in range(repeats)]
+    y = [s0 * n + g * n * (n - 1) / 2 for _, n, repeats in lengths for _ in range(repeats)]
+    return _ols(np.asarray(x, dtype=float), np.asarray(y, dtype=float))["slope"]
+
+
+def _slope_from_cells(cells: pd.DataFrame, reference: pd.Series) -> float | None:
+    values = [reference[k] for k in ("long_form_rtf", "step_growth_us", "steps_per_request")]
+    if any(v is None or v != v for v in values) or not all(cells["steps_per_request"].notna()):
+        return None
+    lengths = [(r["audio_seconds"], int(r["steps_per_request"]), len(r["repeats_seconds"]))
+               for _, r in cells.iterrows()]
+    return slope_from_steps(float(values[0]), int(reference["batch"]), float(values[1]), int(values[2]), lengths)
+
+
 def fits(df: pd.DataFrame) -> list[dict[str, Any]]:
     """One fit per configuration measured at two or more lengths, beside its longest cell's
     long-form RTF."""
@@ -51,7 +78,7 @@ def fits(df: pd.DataFrame) -> list[dict[str, Any]]:
                 y.append(t)
         fit = _ols(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
         longest = g.sort_values("seconds").iloc[-1]
-        rows.append({**dict(zip(GROUP, keys, strict=True)), **fit,
+        rows.append({**dict(zip(GROUP, keys, strict=True)), **fit, "slope_from_steps": _slope_from_cells(g, longest),
                      "lengths": sorted(float(s) for s in g["seconds"].unique()),
                      "long_form_rtf": longest["long_form_rtf"], "long_form_low": longest["long_form_rtf_low"],
                      "long_form_high": longest["long_form_rtf_high"], "long_form_at": float(longest["seconds"])})

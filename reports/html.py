@@ -110,7 +110,8 @@ def _scaling(df: pd.DataFrame) -> list[dict[str, Any]]:
                     "slope": _interval_text(f["slope"], f["slope_low"], f["slope_high"]),
                     "intercept": _interval_text(f["intercept"], f["intercept_low"], f["intercept_high"], ".2f", " s"),
                     "cell": _interval_text(f["long_form_rtf"], f["long_form_low"], f["long_form_high"])
-                    + f" at {f['long_form_at']:g} s", "points": f["points"]})
+                    + f" at {f['long_form_at']:g} s", "points": f["points"],
+                    "predicted": _n(f["slope_from_steps"], ".3f")})
     return out
 
 

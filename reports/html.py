@@ -16,7 +16,7 @@ import harness
 from harness import quality, results, rundir, scaling, stats
 from reports import charts
 from reports.expectations import load as load_expectations
-from reports.verdicts import best_eligible, hardware_rows, speedup_rows
+from reports.verdicts import best_eligible, hardware_rows, not_beaten_note, speedup_rows
 
 WEIGHT_WORDS = {
     "synthetic": "synthetic weights (seeded random at the real architecture): the timings are real, "
@@ -82,6 +82,11 @@ def _cells(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
     return out
 
 
+def _speedup_of(r: pd.Series) -> float:
+    return 1.0 if r["plugins"] == "baseline" or r["speedup"] is None or r["speedup"] != r["speedup"] \
+        else float(r["speedup"])
+
+
 def _best(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
     """Per machine and device: the fastest cell that clears the quality bar, and the faster ones it
     held back. The baseline's repeats only measure drift; they are not configurations to recommend."""
@@ -91,12 +96,13 @@ def _best(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
         r = best_eligible(g, max_tv)
         if r is None:
             continue
-        held = g[(g["rtf"].astype(float) < float(r["rtf"])) & ~quality.eligible(g, max_tv)]
+        speed = g.apply(_speedup_of, axis=1)
+        held = g[(speed > _speedup_of(r)) & ~quality.eligible(g, max_tv)]
         rows.append({"device_name": r["device_name"], "device": device, "description": r["description"],
                      "rtf": _rtf_text(r), "long_form": _long_form_text(r), "xrt": _n(r["xrt"], ".3f", "x"),
                      "speedup": _speedup_text(r), "rss": _n(r["peak_rss_mb"], ".0f"),
                      "vram": _n(r["peak_vram_mb"], ".0f"), "fidelity": quality.fidelity_text(r),
-                     "quality": quality.assess(r, max_tv)["why"],
+                     "quality": quality.assess(r, max_tv)["why"], "note": not_beaten_note(g, r, max_tv),
                      "held_back": [f"{h['description']}: {_speedup_text(h)}, {quality.assess(h, max_tv)['why']}"
                                    for _, h in held.sort_values("rtf").iterrows()]})
     return rows

@@ -12,16 +12,25 @@ import pandas as pd
 import harness
 from harness import quality, results
 from reports.html import _env, _n
-from reports.verdicts import hardware_rows
+from reports.verdicts import best_eligible, hardware_rows, not_beaten_note
+
+
+def _speedup(r: pd.Series) -> float:
+    return 1.0 if r["plugins"] == "baseline" or r["speedup"] is None or r["speedup"] != r["speedup"] \
+        else float(r["speedup"])
 
 
 def _trades(group: pd.DataFrame, best: pd.Series, max_tv: float) -> list[str]:
-    """Faster cells held back by the quality bar, each with what it would cost."""
+    """Cells with a higher speedup than the recommendation (against the baseline as fast as the machine
+    was then) that the quality bar held back, each with what it would cost."""
     out = []
-    faster = group[(group["rtf"].astype(float) < float(best["rtf"])) & ~quality.eligible(group, max_tv)]
-    for _, r in faster.sort_values("rtf").iterrows():
-        out.append(f"{r['plugins']}: {float(best['rtf']) / float(r['rtf']):.2f}x faster than the recommendation, "
-                   f"but {quality.assess(r, max_tv)['why']}")
+    held = group[~quality.eligible(group, max_tv)]
+    held = held[held.apply(_speedup, axis=1) > _speedup(best)] if not held.empty else held
+    for _, r in held.sort_values("rtf").iterrows():
+        low, high = r["speedup_low"], r["speedup_high"]
+        interval = f" [{low:.2f}, {high:.2f}]" if low is not None and low == low else ""
+        out.append(f"{r['plugins']}: {_speedup(r):.2f}x{interval} against the baseline (the recommendation: "
+                   f"{_speedup(best):.2f}x), but {quality.assess(r, max_tv)['why']}")
     return out
 
 
@@ -36,7 +45,8 @@ def recommendations(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_
         if allowed.empty:
             continue
         single = allowed[allowed["batch"] == 1]
-        best = (single if not single.empty else allowed).sort_values("rtf").iloc[0]
+        pool = single if not single.empty else allowed
+        best = best_eligible(pool, max_tv)
         # A stream keeps up when a request's audio takes less compute than its own length.
         per_request = allowed.assign(stream_rtf=allowed["generation_seconds"] / allowed["seconds"])
         keeping_up = per_request[per_request["stream_rtf"] < 1]
@@ -52,6 +62,7 @@ def recommendations(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_
             "largest_real_time_batch": largest, "batches_measured": sorted(int(b) for b in g["batch"].unique()),
             "peak_rss_mb": best["peak_rss_mb"], "peak_vram_mb": best["peak_vram_mb"],
             "quality": assessed["status"], "quality_why": assessed["why"],
+            "note": not_beaten_note(pool, best, max_tv),
             "trades": _trades(g, best, max_tv),
             "guide": h.get("guide"), "guide_range": h.get("guide_range"),
             "verdict": h.get("verdict", "not comparable: other hardware"),
@@ -105,6 +116,9 @@ def render_markdown(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MA
                      f"{r['quality_why']} | {r['rtf_text']} | {r['long_form_text']} | {r['fixed_text']} | "
                      f"{r['xrt_text']} | {r['largest']} (of {r['batches']}) | {r['rss']} | {r['vram']} | "
                      f"{r['guide_range'] or '-'} | {r['verdict']} |")
+    notes = [r for r in rows if r["note"]]
+    if notes:
+        lines += [""] + [f"- {r['machine']} {r['device']} {r['seconds']:g} s: {r['note']}" for r in notes]
     trades = [(r, t) for r in rows for t in r["trades"]]
     if trades:
         lines += ["", "Faster, but held back by the quality bar:", ""]

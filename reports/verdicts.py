@@ -133,12 +133,36 @@ def speedup_rows(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VAR
 
 
 def best_eligible(group: pd.DataFrame, max_tv: float, column: str = "rtf") -> pd.Series | None:
-    """The fastest cell that clears the quality bar, by `column`."""
+    """The fastest cell that clears the quality bar, by `column`; but the plain baseline where the
+    fastest is not faster than it beyond noise: a plugin earns its place by a significant speedup,
+    not by the luck of a lower point estimate."""
     ok = group[quality.eligible(group, max_tv)] if not group.empty else group
     ok = ok[ok[column].notna()]
     if ok.empty:
         return None
-    return ok.loc[ok[column].astype(float).idxmin()]
+    best = ok.loc[ok[column].astype(float).idxmin()]
+    if best["plugins"] == "baseline" or best.get("significant") is True:
+        return best
+    same = (ok["plugins"] == "baseline") & (ok["role"] == "baseline-start") & (ok["run"] == best["run"]) \
+        & (ok["seconds"] == best["seconds"]) & (ok["batch"] == best["batch"])
+    return ok[same].iloc[0] if same.any() else best
+
+
+def not_beaten_note(group: pd.DataFrame, chosen: pd.Series, max_tv: float, column: str = "rtf") -> str | None:
+    """When the baseline is chosen although a plugin's point estimate was lower: say which, and by how much."""
+    if chosen["plugins"] != "baseline":
+        return None
+    ok = group[quality.eligible(group, max_tv)]
+    ok = ok[ok[column].notna() & (ok["plugins"] != "baseline")]
+    if ok.empty:
+        return None
+    fastest = ok.loc[ok[column].astype(float).idxmin()]
+    if float(fastest[column]) >= float(chosen[column]):
+        return None
+    low, high = _float(fastest["speedup_low"]), _float(fastest["speedup_high"])
+    interval = f"[{low:.2f}, {high:.2f}]" if low is not None else "(too few repeats for an interval)"
+    return (f"no plugin beat the baseline beyond noise: the fastest, {fastest['plugins']}, measured "
+            f"{float(fastest['speedup']):.2f}x {interval}")
 
 
 def _gpu_vs_cpu(ok: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> dict[str, Any]:

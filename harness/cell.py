@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from harness.errors import UsageError
-from harness.presets import frames_for_seconds, get_preset
+from harness.presets import DELAY_PATTERN, FRAMES_PER_SECOND, frames_for_seconds, get_preset
 
 DEFAULT_TEXT = (
     "[S1] Dia is an open weights text to dialogue model. "
@@ -28,6 +29,10 @@ class Cell:
     repeats: int = 3
     # With a budget, repeats go on until it is spent; `repeats` is then the minimum.
     time_budget_s: float | None = None
+    # Adaptive repeats: after `repeats`, go on until the 95% interval is within +-target_ci_pct
+    # percent of the centre, or `max_repeats` ran.
+    target_ci_pct: float | None = None
+    max_repeats: int | None = None
     seed: int = 0
     weights_seed: int = 0
     weights: str | None = None
@@ -71,20 +76,58 @@ class Cell:
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
-        """Input checks that need no torch; raise UsageError with the fix."""
-        get_preset(self.preset)
-        if not self.text or not self.text.strip():
+        """Every check of a cell that needs no torch, in one place: the command line, suites (each
+        cell, at load) and the worker all call it. Raises UsageError with the fix."""
+        preset = get_preset(self.preset)
+        if not isinstance(self.text, str) or not self.text.strip():
             raise UsageError("text is empty: pass a transcript such as --text '[S1] Hello. [S2] Hi!'")
-        if not self.seconds > 0:
-            raise UsageError(f"--seconds must be > 0 (got {self.seconds}); for example --seconds 1")
+        tokens = text_tokens(self.text)
+        if tokens > preset.encoder_positions:
+            raise UsageError(f"the text is {tokens} tokens (bytes) long; Dia's encoder reads at most "
+                             f"{preset.encoder_positions}: shorten it or split the dialogue")
+        if not _finite(self.seconds) or self.seconds <= 0:
+            raise UsageError(f"--seconds must be a finite number > 0 (got {self.seconds}); for example --seconds 1")
         if self.frames < 1:
             raise UsageError(f"--seconds {self.seconds} is under one audio frame (11.6 ms); ask for more audio")
+        longest = (preset.decoder_positions - max(DELAY_PATTERN) - 1) / FRAMES_PER_SECOND
+        if self.frames + max(DELAY_PATTERN) + 1 > preset.decoder_positions:
+            raise UsageError(f"--seconds {self.seconds:g} needs {self.frames + max(DELAY_PATTERN) + 1} decoder "
+                             f"positions; Dia's decoder has {preset.decoder_positions}: ask for at most "
+                             f"{longest:.1f} s")
         for name in ("batch", "repeats"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be at least 1 (got {getattr(self, name)})")
-        if self.warmup < 0:
-            raise UsageError(f"--warmup must be 0 or more (got {self.warmup})")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 1:
+            if not _int(getattr(self, name)) or getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be a whole number >= 1 (got {getattr(self, name)})")
+        if not _int(self.warmup) or self.warmup < 0:
+            raise UsageError(f"--warmup must be a whole number >= 0 (got {self.warmup})")
+        if self.max_repeats is not None and (not _int(self.max_repeats) or self.max_repeats < self.repeats):
+            raise UsageError(f"--max-repeats must be a whole number >= --repeats ({self.repeats}), "
+                             f"got {self.max_repeats}")
+        if self.target_ci_pct is not None and (not _finite(self.target_ci_pct) or self.target_ci_pct <= 0):
+            raise UsageError(f"--target-ci-pct must be a number > 0, such as 2 (got {self.target_ci_pct})")
+        if self.target_ci_pct is not None and self.max_repeats is None:
+            raise UsageError("--target-ci-pct needs --max-repeats, the most repeats to spend reaching it")
+        if self.time_budget_s is not None and (not _finite(self.time_budget_s) or self.time_budget_s <= 0):
+            raise UsageError(f"time_budget_s must be a number > 0 (got {self.time_budget_s})")
+        if not _finite(self.temperature) or self.temperature <= 0 or not _finite(self.top_p) \
+                or not 0 < self.top_p <= 1 or not _int(self.top_k) or self.top_k < 1:
             raise UsageError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 1")
+        if not _finite(self.cfg_scale) or self.cfg_scale <= 1:
+            # transformers' Dia treats 1 as "no guidance" and refuses scales below it.
+            raise UsageError(f"--cfg-scale must be above 1 (got {self.cfg_scale:g}); to switch guidance off use "
+                             "--opt cfg=0")
         if self.warmup == 0 and any(spec.partition("=")[0].strip() == "compile" for spec in self.plugins):
             raise UsageError("compile with --warmup 0 would time compilation as generation: use --warmup 1 or more")
+
+
+def text_tokens(text: str) -> int:
+    """Dia's tokenizer reads bytes, with [S1] and [S2] as one token each (tests check it against
+    DiaTokenizer itself): the count without importing transformers."""
+    return len(text.replace("[S1]", "\x01").replace("[S2]", "\x02").encode("utf-8"))
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -19,11 +20,41 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a percentage >= 0, such as 10")
+    return value
 
 
 def _quality_bar(text: str) -> float:
@@ -50,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="measure one configuration in an isolated worker")
     run.add_argument("--preset", default="dia-1.6b", help="dia-1.6b (default) or dia-tiny")
     run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)")
-    run.add_argument("--seconds", type=_positive_float, default=1.0, help="audio to generate per request")
+    run.add_argument("--seconds", type=_number, default=1.0, help="audio to generate per request")
     run.add_argument("--text", default=None, help="the transcript, with [S1]/[S2] speaker tags")
     run.add_argument("--batch", type=int, default=1, help="requests generated together")
     run.add_argument("--repeats", type=int, default=3)
@@ -62,15 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--codec", default="transformers", help="codec backend: transformers or descript")
     run.add_argument("--opt", action="append", default=[], metavar="NAME[=VALUE]",
                      help="an optimization plugin (repeatable; see `dia-bench plugins`)")
-    run.add_argument("--cfg-scale", type=float, default=3.0)
-    run.add_argument("--temperature", type=float, default=1.8)
-    run.add_argument("--top-p", type=float, default=0.90)
+    run.add_argument("--cfg-scale", type=_number, default=3.0)
+    run.add_argument("--temperature", type=_number, default=1.8)
+    run.add_argument("--top-p", type=_number, default=0.90)
     run.add_argument("--top-k", type=int, default=45)
     run.add_argument("--json", dest="json_path", default=None, help="where to write the record")
     run.add_argument("--save-audio", default=None, help="write the first request's audio as WAV")
     run.add_argument("--profile", default=None, metavar="DIR", help="trace one extra repeat with torch.profiler")
-    run.add_argument("--timeout", type=float, default=3600.0, help="seconds before the worker is killed")
+    run.add_argument("--target-ci-pct", type=_number, default=None, metavar="PCT",
+                     help="repeat until the 95%% interval is within +-PCT%% (needs --max-repeats)")
+    run.add_argument("--max-repeats", type=int, default=None, help="the most repeats --target-ci-pct may spend")
+    run.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds before the worker is killed")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument("--cold", action="store_true", help="compile from an empty cache (the cost a first run pays)")
 
     sweep = sub.add_parser("sweep", help="run a suite of cells, each in its own worker")
     sweep.add_argument("suite", help="a shipped suite (smoke, cpu, gpu, guide, scaling, default) or a .toml path")
@@ -79,11 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--only", default=None, metavar="PATTERN", help="cells whose description matches")
     sweep.add_argument("--list", action="store_true", help="print the cells and exit")
     sweep.add_argument("--quiet", action="store_true")
+    sweep.add_argument("--cold", action="store_true",
+                       help="compile from an empty cache in every cell (the cost a first run pays)")
 
     cmp_ = sub.add_parser("compare", help="cells that got faster or slower between two runs")
     cmp_.add_argument("base")
     cmp_.add_argument("new")
-    cmp_.add_argument("--max-regression", type=float, default=None, metavar="PCT",
+    cmp_.add_argument("--max-regression", type=_percent, default=None, metavar="PCT",
                       help="exit 1 when a cell is significantly slower by more than PCT percent")
 
     export = sub.add_parser("export", help="write a run in another tool's format")
@@ -108,12 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("crosscheck", help="compare the harness's generation time with a plain model.generate")
     check.add_argument("--preset", default="dia-1.6b")
-    check.add_argument("--seconds", type=_positive_float, default=1.0)
-    check.add_argument("--repeats", type=int, default=3)
+    check.add_argument("--seconds", type=_number, default=1.0)
+    check.add_argument("--repeats", type=_count, default=3)
     check.add_argument("--warmup", type=int, default=1)
     check.add_argument("--weights", default=None)
-    check.add_argument("--tolerance", type=float, default=3.0, help="allowed difference in percent")
-    check.add_argument("--rounds", type=int, default=2, help="rounds of both, alternating which goes first")
+    check.add_argument("--tolerance", type=_percent, default=3.0, help="allowed difference in percent")
+    check.add_argument("--rounds", type=_count, default=2, help="rounds of both, alternating which goes first")
 
     env = sub.add_parser("env", help="what this machine offers")
     env.add_argument("--json", action="store_true")
@@ -134,6 +171,7 @@ def _cell_from_args(args: argparse.Namespace):
         warmup=args.warmup, repeats=args.repeats, seed=args.seed, weights_seed=args.weights_seed,
         weights=args.weights, codec_weights=args.codec_weights, codec=args.codec, cfg_scale=args.cfg_scale,
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        target_ci_pct=args.target_ci_pct, max_repeats=args.max_repeats,
         profile_dir=str(Path(args.profile).resolve()) if args.profile else None,
         save_audio=str(Path(args.save_audio).resolve()) if args.save_audio else None,
     )
@@ -162,14 +200,19 @@ def check_cell_inputs(cell) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.jsonio import write_json_atomic
+    from harness.outputs import AUDIO_SUFFIXES, output_dir, output_file
     from harness.summary import print_record
 
     cell = _cell_from_args(args)
     check_cell_inputs(cell)
-    json_path = Path(args.json_path or f"bench-results/run-{dt.datetime.now():%Y%m%d-%H%M%S}.json")
-    if json_path.exists() and json_path.is_dir():
-        raise UsageError(f"--json {json_path} is a directory; give a file path")
-    rec = _run_with_progress(cell, args.timeout, quiet=args.quiet)
+    # Every output is checked before the worker starts: nothing measured may be lost to a bad path.
+    json_path = output_file(args.json_path or f"bench-results/run-{dt.datetime.now():%Y%m%d-%H%M%S}.json",
+                            "--json")
+    if args.save_audio:
+        output_file(args.save_audio, "--save-audio", AUDIO_SUFFIXES)
+    if args.profile:
+        output_dir(args.profile, "--profile")
+    rec = _run_with_progress(cell, args.timeout, quiet=args.quiet, cold=args.cold)
     try:
         write_json_atomic(json_path, rec)
     except OSError as exc:
@@ -178,28 +221,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_json_atomic(fallback, rec)
         print(f"dia-bench: could not write {json_path} ({exc.strerror}); record kept at {fallback}",
               file=sys.stderr)
-        json_path = fallback
+        print_record(rec, fallback)
+        return EXIT_FAILED
     print_record(rec, json_path)
     return {"ok": EXIT_OK, "skipped": EXIT_SKIPPED}.get(rec["status"], EXIT_FAILED)
 
 
-def _run_with_progress(cell, timeout: float, quiet: bool) -> dict[str, Any]:
+def _run_with_progress(cell, timeout: float, quiet: bool, cold: bool = False) -> dict[str, Any]:
     from rich.console import Console
 
+    from harness.caches import COLD_ENV
     from harness.launcher import run_isolated
 
+    extra_env = {COLD_ENV: "1"} if cold else {}
     console = Console(stderr=True)
     if quiet or not console.is_terminal:
         def plain(info: dict[str, Any]) -> None:
             if not quiet:
                 detail = f" {info['i']}/{info['n']}" if "i" in info else ""
                 console.print(f"[dim]{cell.preset} on {cell.device}: {info['phase']}{detail}[/dim]")
-        return run_isolated(cell, timeout_s=timeout, on_progress=plain)
+        return run_isolated(cell, timeout_s=timeout, on_progress=plain, extra_env=extra_env)
     with console.status(f"{cell.preset} on {cell.device}: starting worker") as status:
         def update(info: dict[str, Any]) -> None:
             detail = f" {info['i']}/{info['n']}" if "i" in info else ""
             status.update(f"{cell.preset} on {cell.device}: {info['phase']}{detail}")
-        return run_isolated(cell, timeout_s=timeout, on_progress=update)
+        return run_isolated(cell, timeout_s=timeout, on_progress=update, extra_env=extra_env)
 
 
 def cmd_crosscheck(args: argparse.Namespace) -> int:
@@ -257,19 +303,25 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.expand import expand
+    from harness.outputs import output_dir
     from harness.suite import find_suite, parse_suite
     from harness.summary import print_sweep
     from harness.sweep import describe, run_suite, select
 
     suite = parse_suite(find_suite(args.suite))
     if args.list:
-        for p in select(expand(suite), args.only):
+        chosen = select(expand(suite), args.only)
+        if not chosen:
+            raise UsageError(f"--only {args.only!r} matches no cell of suite {suite.name!r} (see --list without it)")
+        for p in chosen:
             print(f"{p.key:22} {describe(p)}" + (f"  [skipped: {p.skip_reason}]" if p.skip_reason else ""))
         return EXIT_OK
     if args.resume and not args.out:
         raise UsageError("--resume needs --out RUN_DIR, the run to finish")
+    if args.out:
+        output_dir(args.out, "--out")
     out = Path(args.out or f"bench-results/{suite.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    run_suite(suite, out, resume=args.resume, only=args.only, quiet=args.quiet)
+    run_suite(suite, out, resume=args.resume, only=args.only, quiet=args.quiet, cold=args.cold)
     print_sweep(out)
     from harness import rundir
     from reports.html import write as write_html
@@ -291,6 +343,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.summary import print_compare
 
     base, new = _run_dirs([args.base, args.new])
+    if base.resolve() == new.resolve():
+        raise UsageError(f"compare {base} {new}: the same run twice; give the run to compare against first, "
+                         "then the new one")
     table = compare_runs(base, new)
     print_compare(table)
     differences = context_differences(base, new)
@@ -309,43 +364,53 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from harness.export import to_pytest_benchmark
     from harness.jsonio import write_json_atomic
+    from harness.outputs import output_file
 
-    data = to_pytest_benchmark(Path(args.run_dir))
-    output = Path(args.output or Path(args.run_dir) / "pytest-benchmark.json")
+    (run_dir,) = _run_dirs([args.run_dir])
+    output = output_file(args.output or run_dir / "pytest-benchmark.json", "-o")
+    data = to_pytest_benchmark(run_dir)
     write_json_atomic(output, data)
     print(f"{len(data['benchmarks'])} benchmarks written to {output}")
     return EXIT_OK
 
 
 def _run_dirs(paths: list[str]) -> list[Path]:
+    """Run directories; a path to a run's own run.json stands for its directory."""
     from harness import rundir
 
-    dirs = [Path(p) for p in paths]
-    for d in dirs:
+    dirs = []
+    for p in paths:
+        d = Path(p)
+        if d.name == rundir.RUN_FILE and d.is_file():
+            d = d.parent
         rundir.read_meta(d)  # a one-line error for anything that is not a run directory
+        dirs.append(d)
     return dirs
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from harness.outputs import output_file
+
     dirs = _run_dirs(args.run_dirs)
     if args.markdown:
         from reports.markdown import write as write_markdown
 
-        out = write_markdown(dirs, Path(args.output or "report.md"), _max_tv(args))
+        out = write_markdown(dirs, output_file(args.output or "report.md", "-o"), _max_tv(args))
     else:
         from reports.html import write as write_html
 
-        out = write_html(dirs, Path(args.output or "report.html"), _max_tv(args))
+        out = write_html(dirs, output_file(args.output or "report.html", "-o"), _max_tv(args))
     print(f"report: {out}")
     return EXIT_OK
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    from harness.outputs import output_file
     from reports.recommend import write
 
     dirs = _run_dirs(args.run_dirs)
-    out = write(dirs, Path(args.output or ("recommend.md" if args.markdown else "recommend.html")),
-                markdown=args.markdown, max_tv=_max_tv(args))
+    output = output_file(args.output or ("recommend.md" if args.markdown else "recommend.html"), "-o")
+    out = write(dirs, output, markdown=args.markdown, max_tv=_max_tv(args))
     print(f"recommendations: {out}")
     return EXIT_OK
 

@@ -94,9 +94,15 @@ def expand(suite: Suite) -> list[PlannedCell]:
                             seconds=float(seconds), batch=batch, warmup=suite.warmup,
                             repeats=suite.min_repeats or suite.repeats, seed=suite.seed, fidelity=suite.fidelity,
                             time_budget_s=suite.time_budget_s, label=text_key, weights=suite.weights,
-                            codec_weights=suite.codec_weights)
+                            codec_weights=suite.codec_weights, target_ci_pct=suite.target_ci_pct,
+                            max_repeats=suite.max_repeats)
                 if cell.cell_id in seen:
                     continue
+                try:
+                    cell.validate()  # the same checks as `dia-bench run`, before anything runs
+                except UsageError as exc:
+                    raise UsageError(f"{suite.path}: cell {'+'.join(plugins) or 'baseline'} at {seconds:g} s, "
+                                     f"batch {batch}, text {text_key!r}: {exc}") from None
                 seen.add(cell.cell_id)
                 role = "baseline-start" if not plugins else "cell"
                 item = PlannedCell(key=cell.cell_id, cell=cell, role=role, skip_reason=_skip_reason(cell))

@@ -35,6 +35,16 @@ class Preset:
             delay_pattern=list(DELAY_PATTERN),
         )
 
+    @property
+    def encoder_positions(self) -> int:
+        """The longest text, in tokens, the encoder reads (transformers' default where unset)."""
+        return int(self.encoder.get("max_position_embeddings", 1024))
+
+    @property
+    def decoder_positions(self) -> int:
+        """The most decode steps the decoder has positions for."""
+        return int(self.decoder.get("max_position_embeddings", 3072))
+
     def dac_config(self):
         from transformers import DacConfig
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ SUITE_KEYS: dict[str, type | tuple[type, ...]] = {
     "description": str, "presets": list, "devices": list, "texts": list, "seconds": list, "batch": list,
     "warmup": int, "repeats": int, "min_repeats": int, "time_budget_s": (int, float), "seed": int,
     "timeout_s": (int, float), "fidelity": bool, "design": str, "cells": list, "weights": str,
-    "codec_weights": str, "baseline_every": int,
+    "codec_weights": str, "baseline_every": int, "target_ci_pct": (int, float), "max_repeats": int,
 }
 TOP_KEYS = {"suite", "plugins"}
 
@@ -42,6 +43,8 @@ class Suite:
     warmup: int = 1
     repeats: int = 3
     min_repeats: int | None = None
+    max_repeats: int | None = None  # adaptive repeats: the most a cell may run to reach target_ci_pct
+    target_ci_pct: float | None = None
     time_budget_s: float | None = None
     seed: int = 0
     timeout_s: float = 1800.0
@@ -69,21 +72,31 @@ def suite_names() -> list[str]:
 
 
 def find_suite(name_or_path: str) -> Path:
-    """A shipped suite by name (`default` picks gpu or cpu), or any TOML path."""
+    """A shipped suite by bare name (`default` picks gpu or cpu), else a TOML file by path.
+
+    A bare name always means a shipped suite, so a folder called `smoke` in the working directory
+    (a run directory, say) cannot hide the shipped one; `./smoke.toml` or a path names a file.
+    """
     if name_or_path == "default":
         import torch
 
         name_or_path = "gpu" if torch.cuda.is_available() else "cpu"
     candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or candidate.exists():
-        if not candidate.is_file():
-            raise UsageError(f"suite file {candidate} does not exist")
-        return candidate
-    shipped = SUITES_DIR / f"{name_or_path}.toml"
-    if not shipped.is_file() or name_or_path in DATA_FILES:
-        raise UsageError(f"unknown suite {name_or_path!r}: choose one of {', '.join(suite_names())}, "
-                         "default, or a path to a .toml file")
-    return shipped
+    bare = candidate.suffix != ".toml" and len(candidate.parts) == 1
+    if bare:
+        shipped = SUITES_DIR / f"{name_or_path}.toml"
+        if shipped.is_file() and name_or_path not in DATA_FILES:
+            return shipped
+        if not candidate.exists():
+            raise UsageError(f"unknown suite {name_or_path!r}: choose one of {', '.join(suite_names())}, "
+                             "default, or a path to a .toml file")
+    if candidate.is_dir():
+        hint = " (a run directory: `dia-bench report` reads it)" if (candidate / "run.json").is_file() else ""
+        raise UsageError(f"{candidate} is a directory, not a suite file{hint}; give a shipped suite "
+                         f"({', '.join(suite_names())}) or a .toml file")
+    if not candidate.is_file():
+        raise UsageError(f"suite file {candidate} does not exist")
+    return candidate
 
 
 def _unknown(path: Path, key: str, where: str, known) -> UsageError:
@@ -200,13 +213,17 @@ def parse_suite(path: Path) -> Suite:
         if text not in texts:
             raise UsageError(f"{path}: [suite] texts: unknown text {text!r} (the corpus has {', '.join(texts)})")
     for s in suite.seconds:
-        if not isinstance(s, (int, float)) or s <= 0:
-            raise UsageError(f"{path}: [suite] seconds: {s!r} must be a number > 0")
+        if not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
+            raise UsageError(f"{path}: [suite] seconds: {s!r} must be a finite number > 0")
     for b in suite.batch:
         if not isinstance(b, int) or b < 1:
             raise UsageError(f"{path}: [suite] batch: {b!r} must be an integer >= 1")
     if suite.repeats < 1 or suite.warmup < 0:
         raise UsageError(f"{path}: [suite] repeats must be >= 1 and warmup >= 0")
+    if suite.min_repeats is not None and suite.min_repeats < 1:
+        raise UsageError(f"{path}: [suite] min_repeats = {suite.min_repeats}: give a whole number >= 1")
+    if not math.isfinite(suite.timeout_s) or suite.timeout_s <= 0:
+        raise UsageError(f"{path}: [suite] timeout_s = {suite.timeout_s}: give the seconds one cell may take, > 0")
     if suite.warmup == 0:
         from harness.expand import plugin_combinations
 

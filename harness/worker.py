@@ -49,6 +49,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     from optimizations.registry import resolve
 
     rec = base_record(cell)
+    cell.validate()  # the parent checked already; a cell file written by hand meets the same rules
     plan = resolve(cell.plugins, cell.device)
     for step in plan.steps:
         os.environ.update(step.plugin.process_env(step.value))

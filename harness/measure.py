@@ -54,6 +54,25 @@ def _stage_medians(outputs: list[PipelineOutput]) -> dict[str, Any]:
     return stages
 
 
+def interval_pct(times: list[float]) -> float | None:
+    """Half the width of the 95% interval of the repeats, in percent of their centre."""
+    ci = stats.location_ci(times)
+    if ci["low"] is None:
+        return None
+    return (ci["high"] - ci["low"]) / 2 / ci["center"] * 100
+
+
+def _more(cell: Cell, outputs: list[PipelineOutput], elapsed: float) -> bool:
+    """After the minimum: one more repeat while the interval is wider than the target (up to
+    max_repeats), or while a time budget lasts."""
+    if cell.target_ci_pct is not None:
+        if len(outputs) >= (cell.max_repeats or cell.repeats):
+            return False
+        pct = interval_pct([o.times.generate_s for o in outputs])
+        return pct is None or pct > cell.target_ci_pct
+    return bool(cell.time_budget_s) and elapsed < cell.time_budget_s and len(outputs) < MAX_REPEATS
+
+
 def long_form(outputs: list[PipelineOutput], frames: int, batch: int) -> dict[str, Any]:
     """The cost of a request split into a fixed part and a part per second of audio, per repeat.
 
@@ -116,10 +135,8 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
     measured_from = now()
     with memory.phase("repeats", sample_device=True):
         started = time.perf_counter()
-        while len(outputs) < cell.repeats or (
-                cell.time_budget_s and time.perf_counter() - started < cell.time_budget_s
-                and len(outputs) < MAX_REPEATS):
-            progress("repeat", i=len(outputs) + 1, n=cell.repeats)
+        while len(outputs) < cell.repeats or _more(cell, outputs, time.perf_counter() - started):
+            progress("repeat", i=len(outputs) + 1, n=cell.max_repeats or cell.repeats)
             outputs.append(pipe.run(texts, cell.frames, sampling, cell.seed))
     measured_until = now()
 
@@ -168,28 +185,48 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         "roofline": roofline(pipe.model, device, step_p50 / 1000 if step_p50 else None),
         "codec": cell.codec,
     }
+    if cell.target_ci_pct is not None:
+        achieved = interval_pct(gen)
+        rec["adaptive"] = {"target_ci_pct": cell.target_ci_pct, "achieved_ci_pct": achieved,
+                           "target_met": achieved is not None and achieved <= cell.target_ci_pct,
+                           "repeats_run": len(gen), "min_repeats": cell.repeats, "max_repeats": cell.max_repeats}
     if memory.nvml is not None and (joules := memory.nvml.energy_joules()) is not None:
         # Per repeat actually run: a time budget may run more than `cell.repeats`.
         rec["energy_joules_per_audio_second"] = joules / (audio_seconds * len(outputs))
+    output_errors: dict[str, str] = {}
     if cell.profile_dir:
         from harness.profiling import profile_once
 
         progress("profile")
         trace = Path(cell.profile_dir) / f"trace-{cell.cell_id}.json"
-        rec["profile"] = profile_once(lambda: pipe.run(texts, cell.frames, sampling, cell.seed), device, trace)
+        try:
+            rec["profile"] = profile_once(lambda: pipe.run(texts, cell.frames, sampling, cell.seed), device, trace)
+        except OSError as exc:  # an optional output: the measurement above stands without it
+            output_errors["profile"] = f"{type(exc).__name__}: {exc}"
     rec["plugin_reports"] = {s.spec: s.plugin.report(pipe, s.value) for s in plan.steps}
     if cell.fidelity:
         progress("fidelity")
-        rec["fidelity"] = _fidelity(cell, plan, pipe, weights, texts, last)
+        try:
+            rec["fidelity"] = _fidelity(cell, plan, pipe, weights, texts, last)
+        except Exception as exc:  # the timings stand; the cell cannot pass the quality bar unjudged
+            from harness.record import exception_reason
+
+            reason, tb = exception_reason(exc)
+            rec["fidelity"] = {"compared": False, "error": reason, "traceback": tb}
     audio_path = cell.save_audio
     if not audio_path and cell.audio_dir and not weights["audio_is_noise"]:
         audio_path = str(Path(cell.audio_dir) / f"{cell.cell_id}.wav")  # real weights: worth hearing
     if audio_path:
-        import soundfile
+        try:
+            import soundfile
 
-        Path(audio_path).parent.mkdir(parents=True, exist_ok=True)
-        soundfile.write(audio_path, last.audio[0].numpy(), SAMPLE_RATE)
-        rec["audio_path"] = str(audio_path)
+            Path(audio_path).parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(audio_path, last.audio[0].numpy(), SAMPLE_RATE)
+            rec["audio_path"] = str(audio_path)
+        except (OSError, RuntimeError, TypeError, ValueError) as exc:  # soundfile raises several kinds
+            output_errors["audio"] = f"{type(exc).__name__}: {exc}"
+    if output_errors:
+        rec["output_errors"] = output_errors
     rec["audio_sha256"] = _audio_digest(last.audio)
     return rec
 

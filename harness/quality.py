@@ -46,6 +46,8 @@ def assess(row: pd.Series, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> dict[
     if row["plugins"] == "baseline":
         return {"status": "reference", "why": "the unoptimized fp32 reference"}
     tv = _num(row.get("total_variation"))
+    if row.get("fidelity_error"):
+        return {"status": "fails", "why": f"fidelity could not be measured ({row['fidelity_error']})"}
     if tv is None:
         if changes_sampling_by_design(row["plugins"]):
             return {"status": "fails", "why": "changes what is sampled by design (fidelity not measured)"}

@@ -77,6 +77,7 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "step_growth_us": stats.median(lf.get("step_growth_us_per_step_repeats") or []),
         "steps_per_request": lf.get("steps_per_request"),
         "fidelity_compared": fid.get("compared"),
+        "fidelity_error": fid.get("error"),
         "total_variation": sampled.get("total_variation"),
         "top1_agreement": sampled.get("top1_agreement"),
         "all_channels_top1_agreement": sampled.get("all_channels_top1_agreement"),

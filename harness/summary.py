@@ -44,6 +44,15 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
     table.add_row("audio", f"{rec['audio_seconds']:.2f} s ({rec['frames']} frames x {rec['batch']} request(s))")
     table.add_row("generation (median)", f"{rec['generation_seconds']:.3f} s over {len(rec['repeats_seconds'])} "
                   f"repeats (IQR {_fmt(rec.get('generation_iqr_seconds'))} s)")
+    if adaptive := rec.get("adaptive"):
+        achieved = adaptive.get("achieved_ci_pct")
+        table.add_row("adaptive repeats", f"target +-{adaptive['target_ci_pct']:g}%: "
+                      + ("reached" if adaptive["target_met"] else "NOT reached")
+                      + f" after {adaptive['repeats_run']} repeats (interval +-"
+                      + ("?" if achieved is None else f"{achieved:.2f}") + f"%; at most {adaptive['max_repeats']})")
+    if rec.get("output_errors"):
+        for name, error in rec["output_errors"].items():
+            table.add_row(f"[red]{name} not written[/]", escape(error) + " (the measurement above stands)")
     table.add_row("RTF (compute/audio, lower is better)", f"{rec['rtf']:.3f}")
     table.add_row("x real time (audio/compute)", f"{rec['xrt']:.3f}x")
     lf = rec.get("long_form") or {}
@@ -74,6 +83,10 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
     table.add_row("load / warmup", f"{rec['load_seconds']:.2f} s / "
                   + ", ".join(f"{w:.2f}" for w in rec.get("warmup_seconds", [])) + " s")
     table.add_row("weights", WEIGHT_WORDS.get(rec["weights"]["source"], rec["weights"]["source"]))
+    if rec["weights"]["source"] == "synthetic" and rec["preset"] == "dia-1.6b":
+        from harness.weights import REAL_WEIGHTS_HINT
+
+        table.add_row("", escape(REAL_WEIGHTS_HINT))
     for spec, note in (rec.get("plugin_notes") or {}).items():
         if note:
             table.add_row(f"plugin {spec}", note)
@@ -126,6 +139,11 @@ def print_env(as_json: bool = False) -> None:
         state = "available" if w["available"] else "not present"
         where = w.get("repo_id") or w["path"]
         console.print(f"  {w['preset']} {w['kind']}: {w['source']} {where}: {state}")
+    real = [w for w in info["weights"] if w["preset"] == "dia-1.6b" and w["source"] != "synthetic" and w["available"]]
+    if not real:
+        from harness.weights import REAL_WEIGHTS_HINT
+
+        console.print(f"  no real dia-1.6b weights here, so runs use synthetic ones: {escape(REAL_WEIGHTS_HINT)}")
 
 
 def print_plugins(device: str, as_json: bool = False) -> None:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import statistics
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from harness import rundir
 
@@ -15,30 +12,30 @@ PYTEST_BENCHMARK_VERSION = "5.1.0"
 
 
 def _stats(data: list[float]) -> dict[str, Any]:
-    arr = np.asarray(data, dtype=float)
-    q1, median, q3 = (float(x) for x in np.percentile(arr, [25, 50, 75]))
-    iqr = q3 - q1
-    mean = float(arr.mean())
-    stddev = float(statistics.stdev(data)) if len(data) > 1 else 0.0
-    lo_fence, hi_fence = q1 - 1.5 * iqr, q3 + 1.5 * iqr
-    return {
-        "min": float(arr.min()), "max": float(arr.max()), "mean": mean, "stddev": stddev,
-        "rounds": len(data), "median": median, "iqr": iqr, "q1": q1, "q3": q3,
-        "iqr_outliers": int(((arr < lo_fence) | (arr > hi_fence)).sum()),
-        "stddev_outliers": int((abs(arr - mean) > stddev).sum()) if stddev else 0,
-        "outliers": f"{int((abs(arr - mean) > stddev).sum()) if stddev else 0};"
-                    f"{int(((arr < lo_fence) | (arr > hi_fence)).sum())}",
-        "ld15iqr": float(arr[arr >= lo_fence].min()), "hd15iqr": float(arr[arr <= hi_fence].max()),
-        "ops": 1 / mean if mean else 0.0, "total": float(arr.sum()), "data": list(map(float, data)),
-        "iterations": 1,
-    }
+    """pytest-benchmark's own statistics, so its `compare` reads exactly what it would have computed."""
+    from pytest_benchmark.stats import Stats
+
+    stats = Stats()
+    for value in data:
+        stats.update(float(value))
+    return {**stats.as_dict(), "data": [float(v) for v in data], "iterations": 1}
+
+
+def _machine_info(meta: dict[str, Any]) -> dict[str, Any]:
+    """pytest-benchmark's machine info as the sweep recorded it on the machine that measured; runs
+    from before that was recorded get the same fields from dia-bench's own."""
+    if meta.get("pytest_benchmark_machine_info"):
+        return meta["pytest_benchmark_machine_info"]
+    machine = meta.get("machine") or {}
+    cpu, software = machine.get("cpu") or {}, machine.get("software") or {}
+    return {"node": machine.get("hostname"), "processor": cpu.get("arch"), "machine": cpu.get("arch"),
+            "python_compiler": "", "python_implementation": "CPython", "python_version": software.get("python"),
+            "release": "", "system": "Linux", "cpu": {"brand_raw": cpu.get("model"), "count": cpu.get("logical_cores")}}
 
 
 def to_pytest_benchmark(run_dir: Path) -> dict[str, Any]:
     meta = rundir.read_meta(run_dir)
-    machine = meta.get("machine") or {}
-    cpu = machine.get("cpu") or {}
-    software = machine.get("software") or {}
+    software = (meta.get("machine") or {}).get("software") or {}
     benchmarks = []
     for rec in rundir.records(run_dir):
         if rec.get("status") != "ok" or not rec.get("repeats_seconds"):
@@ -59,12 +56,7 @@ def to_pytest_benchmark(run_dir: Path) -> dict[str, Any]:
         })
     commit = software.get("git_commit") or ""
     return {
-        "machine_info": {
-            "node": machine.get("hostname"), "processor": cpu.get("arch"), "machine": cpu.get("arch"),
-            "python_compiler": "", "python_implementation": "CPython",
-            "python_version": software.get("python"), "release": "", "system": "Linux",
-            "cpu": {"brand_raw": cpu.get("model"), "count": cpu.get("logical_cores")},
-        },
+        "machine_info": _machine_info(meta),
         "commit_info": {"id": commit.removesuffix("-dirty"), "dirty": commit.endswith("-dirty"),
                         "project": "dia-bench"},
         "benchmarks": benchmarks,

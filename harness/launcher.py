@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.caches import COLD_ENV, compile_cache_dir
 from harness.cell import Cell
 from harness.jsonio import read_json, write_json_atomic
 from harness.record import not_ok
@@ -47,6 +48,11 @@ def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: Progre
         record_path = Path(tmp) / "record.json"
         write_json_atomic(cell_path, cell.to_dict())
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
+        # dia-bench owns where compiled kernels live: its versioned cache, or an empty one with --cold.
+        # (torch sets TORCHINDUCTOR_CACHE_DIR to its own default in any process that compiled once,
+        # so an inherited value says nothing about what the user wanted.)
+        env["TORCHINDUCTOR_CACHE_DIR"] = (tempfile.mkdtemp(prefix="dia-bench-cold-inductor-", dir=tmp)
+                                          if env.get(COLD_ENV) else str(compile_cache_dir()))
         start = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "harness.worker", str(cell_path), str(record_path)],

@@ -39,25 +39,31 @@ def prepare_run_dir(out: Path, suite: Suite, resume: bool) -> None:
         return
     if rundir.is_run_dir(out):
         raise UsageError(f"{out} already holds a run: pass --resume to finish it, or another --out")
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+
     from harness import env
 
     rundir.create(out, {
         "suite": {"name": suite.name, "path": str(suite.path), "text_hash": suite.text_hash,
                   "text": suite.path.read_text()},
         "machine": env.collect("cpu"),
+        # What `dia-bench export` hands to pytest-benchmark: its own view of the measuring machine.
+        "pytest_benchmark_machine_info": pytest_benchmark_generate_machine_info(),
     })
 
 
 def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = None,
-              quiet: bool = False) -> list[dict[str, Any]]:
+              quiet: bool = False, cold: bool = False) -> list[dict[str, Any]]:
     planned = select(expand(suite), only)
     if not planned:
         raise UsageError(f"--only {only!r} matches no cell of suite {suite.name!r}")
     prepare_run_dir(out, suite, resume)
     done = rundir.done_keys(out)
     todo = [p for p in planned if p.key not in done]
-    # One inductor cache per run: a graph compiles once, later cells report a warm compile.
-    extra_env = {"TORCHINDUCTOR_CACHE_DIR": str((out / "inductor-cache").resolve())}
+    # The compile cache outlives the run (harness/caches.py); --cold gives every cell an empty one.
+    from harness.caches import COLD_ENV
+
+    extra_env = {COLD_ENV: "1"} if cold else {}
     records: list[dict[str, Any]] = []
     with _Display(len(planned), len(planned) - len(todo), quiet) as display:
         for p in todo:

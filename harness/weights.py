@@ -23,6 +23,11 @@ from harness.paths import cache_dir
 from harness.presets import Preset
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# What turns synthetic into real weights: huggingface_hub's own command on a machine with network,
+# then the cache copied over (dia-bench reads it offline).
+REAL_WEIGHTS_HINT = ("for real weights, on a machine with network run `hf download nari-labs/Dia-1.6B-0626` and "
+                     "`hf download descript/dac_44khz`, then copy ~/.cache/huggingface/hub to this machine "
+                     "(or pass --weights DIR --codec-weights DIR)")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pandas as pd
 
 import harness
 from harness import quality, results, rundir, scaling, stats
+from harness.weights import REAL_WEIGHTS_HINT
 from reports import charts
 from reports.expectations import load as load_expectations
 from reports.verdicts import best_eligible, hardware_rows, not_beaten_note, speedup_rows
@@ -182,7 +183,8 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
         "runs": [{"path": str(d), "suite": rundir.read_meta(d).get("suite", {}).get("name"),
                   "cells": len(rundir.records(d))} for d in run_dirs],
         "machines": _machines(records),
-        "weights": [{"words": WEIGHT_WORDS.get(s, s), "noise": s == "synthetic"} for s in sources],
+        "weights": [{"words": WEIGHT_WORDS.get(s, s) + (f"; {REAL_WEIGHTS_HINT}" if s == "synthetic" else ""),
+                     "noise": s == "synthetic"} for s in sources],
         "max_tv": max_tv,
         "statistics": stats.METHOD,
         "best": _best(df, max_tv) if not df.empty else [],

@@ -102,6 +102,17 @@ def test_compile_really_compiles_and_keeps_compile_time_apart():
     assert rec["warmup_seconds"][0] > max(rec["repeats_seconds"])
 
 
+def test_the_compile_cache_outlives_a_run_and_cold_empties_it():
+    from harness.caches import COLD_ENV, versions_key
+
+    cell = tiny_cell(plugins=["compile"], warmup=1, repeats=1, fidelity=False)
+    run_isolated(cell, timeout_s=600)  # fills the cache, whatever it held before
+    warm = run_isolated(cell, timeout_s=600)["plugin_reports"]["compile=default"]
+    assert warm["compile_cache"] == "warm" and versions_key() in warm["compile_cache_dir"]
+    cold = run_isolated(cell, timeout_s=600, extra_env={COLD_ENV: "1"})["plugin_reports"]["compile=default"]
+    assert cold["compile_cache"] == "cold" and versions_key() not in cold["compile_cache_dir"]
+
+
 def test_cfg_zero_drops_the_unconditional_rows():
     guided = run_ok()
     unguided = run_ok(plugins=["cfg=0"])

@@ -7,6 +7,7 @@ import datetime as dt
 import math
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,52 +21,26 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+def _argument(convert: Callable[[str], Any], accept: Callable[[Any], bool], need: str) -> Callable[[str], Any]:
+    """An argparse type: `convert` the text, then refuse what `accept` rejects, saying what it `need`s."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            kind = "whole number" if convert is int else "number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{text} {need}")
+        return value
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
-
-
-def _percent(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a percentage >= 0, such as 10")
-    return value
-
-
-def _quality_bar(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a total variation distance: give a number from 0 to 1, "
-                                         "for example 0.05")
-    return value
+_number = _argument(float, lambda v: True, "")
+_positive_float = _argument(float, lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0")
+_count = _argument(int, lambda v: v >= 1, "must be at least 1")
+_percent = _argument(float, lambda v: math.isfinite(v) and v >= 0, "must be a percentage >= 0, such as 10")
+_quality_bar = _argument(float, lambda v: 0 <= v <= 1,
+                         "is not a total variation distance: give a number from 0 to 1, for example 0.05")
 
 
 def _max_tv(args: argparse.Namespace) -> float:

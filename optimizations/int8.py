@@ -62,9 +62,14 @@ class Int8(Plugin):
         model = pipeline.model
         before = _count_linear(model)
         if value == "dynamic":
+            biased = {name for name, m in model.named_modules() if type(m) is torch.nn.Linear and m.bias is not None}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            for name, m in model.named_modules():
+                if isinstance(m, torch.ao.nn.quantized.dynamic.Linear):
+                    # The roofline counts packed bytes from shapes; unpacking to look would cost seconds.
+                    m.dia_bench_has_bias = name in biased
             _own_remaining_tensors(model)
             after = _count_linear(model)
             return f"{before - after} of {before} Linear layers replaced by int8 dynamic quantized ones"

@@ -36,6 +36,7 @@ def load_pipeline(cell: Cell, load_dtype: torch.dtype = torch.float32) -> tuple[
     codec_w = resolve_weights(preset, "codec", cell.codec_weights, cell.weights_seed)
     codec = load_codec(cell.codec, codec_w.path, cell.device)
     pipe = DiaPipeline.load(model_w.path, codec, cell.device, dtype=load_dtype)
+    pipe.weights_id = model_w.content_hash  # what caches of transformed weights are keyed by
     weights = {
         "source": model_w.source,
         "audio_is_noise": model_w.source == "synthetic" or codec_w.source == "synthetic",

@@ -84,6 +84,8 @@ class DiaPipeline:
         self.generation_contexts: list[Callable[[], contextlib.AbstractContextManager]] = []
         # Rows the decoder really runs: 2x the requests with CFG, 1x without. Seen, not assumed.
         self.decoder_rows = 0
+        # The loaded checkpoint's digest, where known: plugins key caches of transformed weights by it.
+        self.weights_id: str | None = None
         model.model.decoder.register_forward_pre_hook(self._count_rows, with_kwargs=True)
 
     def _count_rows(self, _module, args, kwargs) -> None:

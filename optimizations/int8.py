@@ -57,22 +57,12 @@ class Int8(Plugin):
         return None
 
     def transform(self, pipeline, value: str) -> str:
-        import torch
-
         model = pipeline.model
         before = _count_linear(model)
         if value == "dynamic":
-            biased = {name for name, m in model.named_modules() if type(m) is torch.nn.Linear and m.bias is not None}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-            for name, m in model.named_modules():
-                if isinstance(m, torch.ao.nn.quantized.dynamic.Linear):
-                    # The roofline counts packed bytes from shapes; unpacking to look would cost seconds.
-                    m.dia_bench_has_bias = name in biased
-            _own_remaining_tensors(model)
+            note = self._dynamic(pipeline, before)
             after = _count_linear(model)
-            return f"{before - after} of {before} Linear layers replaced by int8 dynamic quantized ones"
+            return f"{before - after} of {before} Linear layers int8 dynamic quantized ({note})"
         from torchao.quantization import (
             Int8DynamicActivationInt8WeightConfig,
             Int8WeightOnlyConfig,
@@ -83,6 +73,39 @@ class Int8(Plugin):
         quantize_(model, config)
         return f"torchao {type(config).__name__} applied to {before} Linear layers"
 
+    def _dynamic(self, pipeline, before: int) -> str:
+        """Quantize, or load what an earlier run quantized from the same checkpoint."""
+        import torch
+
+        from optimizations import _int8_cache
+
+        model = pipeline.model
+        path = _int8_cache.entry_path(pipeline.weights_id) if pipeline.weights_id else None
+        self.cache_state = "off: the checkpoint's digest is unknown"
+        if path is not None and path.is_file():
+            try:
+                _int8_cache.load_into(model, path)
+                _own_remaining_tensors(model)
+                self.cache_state = "hit"
+                return f"loaded from the int8 cache {path}"
+            except _int8_cache.StaleEntry as exc:
+                path.unlink(missing_ok=True)
+                self.cache_state = f"rebuilt: the entry could not serve ({exc})"
+        biased = {name for name, m in model.named_modules() if type(m) is torch.nn.Linear and m.bias is not None}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        for name, m in model.named_modules():
+            if isinstance(m, torch.ao.nn.quantized.dynamic.Linear):
+                # The roofline counts packed bytes from shapes; unpacking to look would cost seconds.
+                m.dia_bench_has_bias = name in biased
+        _own_remaining_tensors(model)
+        if path is not None:
+            _int8_cache.save(model, path)
+            if self.cache_state.startswith("off"):
+                self.cache_state = "miss: quantized here and written"
+        return f"quantized here; {self.cache_state}" if path is not None else "quantized here"
+
     def report(self, pipeline, value: str) -> dict[str, Any]:
         import torch
 
@@ -91,7 +114,7 @@ class Int8(Plugin):
             if isinstance(m, torch.nn.Linear) or "Linear" in type(m).__name__:
                 key = f"{type(m).__module__}.{type(m).__name__}"
                 kinds[key] = kinds.get(key, 0) + 1
-        return {"linear_kinds": kinds}
+        return {"linear_kinds": kinds, "int8_cache": getattr(self, "cache_state", None)}
 
 
 PLUGIN = Int8

@@ -258,3 +258,23 @@ def test_tf32_sets_and_restores_the_cuda_flags():
 def test_cuda_cell_records_vram_and_flash_runs_in_bf16():
     rec = run_ok(device="cuda", plugins=["dtype=bf16", "sdpa=flash"])
     assert rec["peak_vram_mb"] > 0 and rec["nvml_peak_used_mb"] > 0
+
+
+def test_int8_weights_are_quantized_once_and_a_bad_entry_is_rebuilt(tmp_path):
+    from optimizations import _int8_cache
+
+    env = {"DIA_BENCH_CACHE": str(tmp_path)}  # an empty cache: the first run must quantize
+    cell = tiny_cell(plugins=["int8=dynamic"], fidelity=False)
+    first = run_isolated(cell, timeout_s=300, extra_env=env)
+    second = run_isolated(cell, timeout_s=300, extra_env=env)
+    assert first["plugin_reports"]["int8=dynamic"]["int8_cache"].startswith("miss")
+    assert second["plugin_reports"]["int8=dynamic"]["int8_cache"] == "hit"
+    # The same int8 weights: the same seed gives the same audio, sample for sample.
+    assert first["audio_sha256"] == second["audio_sha256"]
+    entries = list((tmp_path / "quantized").rglob("*.safetensors"))
+    expected = _int8_cache.entry_path(first["weights"]["model"]["content_hash"]).name
+    assert len(entries) == 1 and entries[0].name == expected
+    entries[0].write_bytes(entries[0].read_bytes()[:-100])  # cut short, as by a full disk
+    third = run_isolated(cell, timeout_s=300, extra_env=env)
+    assert third["status"] == "ok" and third["plugin_reports"]["int8=dynamic"]["int8_cache"].startswith("rebuilt")
+    assert third["audio_sha256"] == first["audio_sha256"]

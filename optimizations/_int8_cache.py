@@ -1,0 +1,94 @@
+"""int8 weights written once and loaded after: a checkpoint's dynamically quantized Linear layers as
+safetensors, keyed by the checkpoint's digest and the versions that quantized them.
+
+What it saves is reading the fp32 Linear weights at all: loading from here never touches them, so the
+worker's peak memory stays near the int8 model's (Dia-1.6B on 2 cores: 3.6 GB instead of 8.3 GB while
+transforming). It saves no time: fbgemm's packing, which every load repeats, is most of the
+quantization (17 of 19 s), and writing an entry costs a first run about 25 s more (unpacking to read
+the int8 values back). An entry that does not match the model, or cannot be read, is deleted and
+rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+FORMAT = 1
+
+
+class StaleEntry(Exception):
+    """The entry cannot serve this model: rebuild it."""
+
+
+def entry_path(weights_id: str) -> Path:
+    from harness.caches import versions_key
+    from harness.paths import cache_dir
+
+    digest = weights_id.removeprefix("sha256:")
+    return cache_dir() / "quantized" / versions_key() / f"{digest}-int8-dynamic.safetensors"
+
+
+def _dynamic_linears(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+
+
+def save(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    layers = []
+    for name, m in _dynamic_linears(model):
+        w, b = m._weight_bias()
+        tensors[f"{name}.int8"] = w.int_repr().contiguous()
+        tensors[f"{name}.scale"] = torch.tensor([w.q_scale()], dtype=torch.float64)
+        tensors[f"{name}.zero_point"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
+        if b is not None:
+            tensors[f"{name}.bias"] = b.detach().contiguous()
+        layers.append([name, m.in_features, m.out_features, b is not None])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp), metadata={"format": str(FORMAT), "layers": json.dumps(layers)})
+    os.replace(tmp, path)
+
+
+def load_into(model: torch.nn.Module, path: Path) -> int:
+    """Replace the model's fp32 Linear layers by the entry's int8 ones; the number replaced."""
+    from safetensors import safe_open
+
+    from harness.weights import _check_safetensors
+
+    try:
+        _check_safetensors(path)
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            if meta.get("format") != str(FORMAT):
+                raise StaleEntry(f"format {meta.get('format')!r}, this dia-bench writes {FORMAT}")
+            layers = json.loads(meta["layers"])
+            modules = dict(model.named_modules())
+            built = []
+            for name, fan_in, fan_out, has_bias in layers:
+                old = modules.get(name)
+                if type(old) is not torch.nn.Linear or (old.in_features, old.out_features) != (fan_in, fan_out) \
+                        or (old.bias is not None) != has_bias:
+                    raise StaleEntry(f"layer {name} does not match the model")
+                q = torch._make_per_tensor_quantized_tensor(
+                    fh.get_tensor(f"{name}.int8"), float(fh.get_tensor(f"{name}.scale")),
+                    int(fh.get_tensor(f"{name}.zero_point")))
+                new = torch.ao.nn.quantized.dynamic.Linear(fan_in, fan_out, dtype=torch.qint8)
+                new.set_weight_bias(q, fh.get_tensor(f"{name}.bias") if has_bias else None)
+                new.dia_bench_has_bias = has_bias
+                built.append((name, new))
+    except StaleEntry:
+        raise
+    except Exception as exc:  # a file cut short or damaged: the safetensors reader says how
+        raise StaleEntry(f"{type(exc).__name__}: {exc}") from None
+    if len(built) != sum(type(m) is torch.nn.Linear for m in model.modules()):
+        raise StaleEntry("the model has Linear layers the entry lacks")
+    for name, new in built:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return len(built)

@@ -39,6 +39,16 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-q", *session.posargs, env={"DIA_BENCH_CACHE": os.path.join(session.create_tmp(), "cache")})
 
 
+def _suite_args(args: list[str], default: str) -> tuple[str, list[str]]:
+    args = list(args)
+    suite = default
+    if "--suite" in args:
+        i = args.index("--suite")
+        suite = args[i + 1]
+        del args[i:i + 2]
+    return suite, args
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """The main job: the `default` suite (gpu with CUDA, else cpu) on this machine.
@@ -46,33 +56,116 @@ def bench(session: nox.Session) -> None:
     `nox -s bench -- --suite smoke` picks another suite; other arguments go to `dia-bench sweep`.
     """
     _install(session)
-    args = list(session.posargs)
-    suite = "default"
-    if "--suite" in args:
-        i = args.index("--suite")
-        suite = args[i + 1]
-        del args[i:i + 2]
+    suite, args = _suite_args(session.posargs, "default")
     session.run("dia-bench", "env")
     session.run("dia-bench", "sweep", suite, *args)
 
 
-# descript-audio-codec imports torchaudio, and a torchaudio build loads beside its own torch release
-# only: beside the CPU torch 2.13 above pip picks torchaudio 2.11, which fails to load. torch 2.9.1
-# with torchaudio 2.9.1 works; from PyPI that torch is a CUDA build, so the venv takes about 8 GB
-# (first run about 4 minutes here, later runs under 1). Not a default session.
-DESCRIPT_TORCH = ("torch==2.9.1", "torchaudio==2.9.*")
+def _load_stacks() -> list[dict]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "suites", "stacks.toml"), "rb") as fh:
+        return tomllib.load(fh)["stack"]
+
+
+# Software stacks (suites/stacks.toml): one venv each, with its own torch. Opt-in: none is a default
+# session or part of .ci/run, since each venv costs gigabytes.
+STACKS = _load_stacks()
+
+
+def _install_stack(session: nox.Session, stack: dict, *extras: str) -> None:
+    """The stack's torch first and pinned, then its packages, so dia-bench's own install moves neither."""
+    session.install(*stack["torch"])
+    path = os.path.join(session.create_tmp(), "stack-constraint.txt")
+    with open(path, "w") as fh:
+        fh.write("\n".join(stack["torch"]) + "\n")
+    if stack.get("packages"):
+        session.install(*stack["packages"], f"--constraint={path}")
+        with open(path, "a") as fh:
+            fh.write("\n".join(p for p in stack["packages"] if "==" in p) + "\n")
+    wanted = sorted({*stack.get("extras", []), *extras})
+    session.install("-e", ".[" + ",".join(wanted) + "]" if wanted else ".", f"--constraint={path}")
+
+
+def _make_stack_session(stack: dict) -> None:
+    def bench_stack(session: nox.Session) -> None:
+        # One venv a stack (several GB each), so its tests run here too: `-- --tests-only` stops after them.
+        _install_stack(session, stack, "test")
+        suite, args = _suite_args(session.posargs, "stacks-cpu")
+        tests_only = "--tests-only" in args
+        args = [a for a in args if a != "--tests-only"]
+        # Records name the stack they ran under, so a report over sibling runs can label its columns.
+        env = {"DIA_BENCH_STACK": stack["name"]}
+        if stack.get("tests"):
+            cache = os.environ.get("DIA_BENCH_CACHE") or os.path.join(session.create_tmp(), "cache")
+            session.run("pytest", "-q", "-rs", *stack["tests"], env={**env, "DIA_BENCH_CACHE": cache})
+        if tests_only:
+            return
+        session.run("dia-bench", "env", env=env)
+        session.run("dia-bench", "sweep", suite, *args, env=env)
+
+    bench_stack.__doc__ = (f"Its tests, then a suite (default stacks-cpu), under the {stack['name']} stack: "
+                           f"{stack.get('note', '')}")
+    nox.session(name=f"bench-stack-{stack['name']}", python=PYTHON)(bench_stack)
+
+
+for _stack in STACKS:
+    _make_stack_session(_stack)
+
+
+@nox.session(python=PYTHON)
+def stacks(session: nox.Session) -> None:
+    """One suite under every stack into sibling run directories, then one report over them.
+
+    `nox -s stacks -- --suite SUITE [--stacks a,b] [--out PARENT] [sweep arguments]`.
+    """
+    import time
+
+    suite, args = _suite_args(session.posargs, "stacks-cpu")
+    names = [s["name"] for s in STACKS]
+    if "--stacks" in args:
+        i = args.index("--stacks")
+        names = [n for n in args[i + 1].split(",") if n]
+        del args[i:i + 2]
+        unknown = sorted(set(names) - {s["name"] for s in STACKS})
+        if unknown:
+            session.error(f"unknown stack(s) {', '.join(unknown)}; suites/stacks.toml has "
+                          f"{', '.join(s['name'] for s in STACKS)}")
+    parent = os.path.join("bench-results", f"stacks-{suite}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if "--out" in args:
+        i = args.index("--out")
+        parent = args[i + 1]
+        del args[i:i + 2]
+    # Sessions run in the order notified: each stack's sweep, then the report over all of them.
+    for name in names:
+        session.notify(f"bench-stack-{name}", ["--suite", suite, "--out", os.path.join(parent, name), *args])
+    session.notify("stacks-report", [parent, *names])
+
+
+@nox.session(name="stacks-report", python=PYTHON)
+def stacks_report(session: nox.Session) -> None:
+    """The report over a `stacks` run: `nox -s stacks-report -- PARENT [STACK...]` (stack order = column order)."""
+    if not session.posargs:
+        session.error("give the parent directory of a stacks run: nox -s stacks-report -- PARENT")
+    parent, *names = session.posargs
+    names = names or [s["name"] for s in STACKS if os.path.isdir(os.path.join(parent, s["name"]))]
+    runs = [os.path.join(parent, n) for n in names if os.path.isfile(os.path.join(parent, n, "run.json"))]
+    missing = [n for n in names if os.path.join(parent, n) not in runs]
+    if missing:
+        session.warn(f"no run for stack(s) {', '.join(missing)} under {parent}: their sweeps did not start")
+    if not runs:
+        session.error(f"no stack runs under {parent}")
+    _install(session)
+    session.run("dia-bench", "report", *runs, "-o", os.path.join(parent, "report.html"))
+    session.run("dia-bench", "report", "--markdown", *runs, "-o", os.path.join(parent, "report.md"))
 
 
 @nox.session(python=PYTHON)
 def descript(session: nox.Session) -> None:
-    """The descript codec backend against transformers' DacModel, and a dia-tiny cell with it."""
-    session.install(*DESCRIPT_TORCH)
-    path = os.path.join(session.create_tmp(), "descript-constraint.txt")
-    with open(path, "w") as fh:
-        fh.write("\n".join(DESCRIPT_TORCH) + "\n")
-    session.install("-e", ".[dac,test]", f"--constraint={path}")
-    session.run("pytest", "-q", "-rs", "-m", "descript", "tests/test_descript.py", *session.posargs,
-                env={"DIA_BENCH_CACHE": os.path.join(session.create_tmp(), "cache")})
+    """The descript codec backend against transformers' DacModel (the descript stack's tests)."""
+    session.notify("bench-stack-descript", ["--tests-only", *session.posargs])
 
 
 @nox.session(python=PYTHON)

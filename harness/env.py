@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
@@ -76,11 +77,29 @@ def gpu_info() -> list[dict[str, Any]]:
     return gpus
 
 
+# Packages that only some software stacks have (suites/stacks.toml): read from metadata, never
+# imported, since a mismatched one (IPEX beside another torch) crashes the process that imports it.
+STACK_PACKAGES = ("intel-extension-for-pytorch", "torchaudio", "descript-audio-codec", "torchao")
+
+
+def stack_packages() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in STACK_PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):
+            found[name] = version(name)
+    return found
+
+
 def software() -> dict[str, Any]:
     import torch
     import transformers
 
     return {
+        # Set by the nox stack sessions; None for any other venv.
+        "stack": os.environ.get("DIA_BENCH_STACK") or None,
+        "packages": stack_packages(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -88,6 +88,8 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "history": (fid.get("history") or {}).get("id"),
         "weights_source": (rec.get("weights") or {}).get("source"),
         "torch": (env.get("software") or {}).get("torch"),
+        "transformers": (env.get("software") or {}).get("transformers"),
+        "stack": (env.get("software") or {}).get("stack") or (machine.get("software") or {}).get("stack"),
         "git_commit": (env.get("software") or {}).get("git_commit"),
     }
 

@@ -98,6 +98,11 @@ class DiaPipeline:
         from transformers import DiaFeatureExtractor, DiaForConditionalGeneration, DiaProcessor, DiaTokenizer
 
         model = DiaForConditionalGeneration.from_pretrained(model_path, dtype=dtype).eval().to(device)
+        # transformers 4.x's Dia generate reads the special tokens from the top-level config, 5.x from
+        # the decoder's, and configs written by 5.x leave the top level empty (the IPEX stack runs 4.x).
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if getattr(model.config, name, None) is None:
+                setattr(model.config, name, getattr(model.config.decoder_config, name))
         # The codec lives apart (it may be descript's); the processor only tokenizes and delays.
         processor = DiaProcessor(DiaFeatureExtractor(sampling_rate=44100, hop_length=512), DiaTokenizer(), None)
         return cls(model, processor, codec, device)

@@ -16,6 +16,7 @@ import harness
 from harness import quality, results, rundir, scaling, stats
 from harness.weights import REAL_WEIGHTS_HINT
 from reports import charts
+from reports import stacks as stack_table
 from reports.expectations import load as load_expectations
 from reports.verdicts import best_eligible, hardware_rows, not_beaten_note, speedup_rows
 
@@ -128,13 +129,15 @@ def _machines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         env = rec.get("env") or {}
         if "software" not in env:
             continue
-        key = (env.get("hostname"), env.get("device_name"))
+        key = (env.get("hostname"), env.get("device_name"), env["software"].get("stack"), env["software"]["torch"])
         seen.setdefault(key, {
             "hostname": env.get("hostname"), "device_name": env.get("device_name"),
             "cpu": f"{env['cpu']['model']} ({env['cpu']['physical_cores']} cores)",
             "gpus": ", ".join(f"{g['name']} (cc {g['capability']}, driver {g['driver']})" for g in env.get("gpus", []))
                     or "none",
             "torch": env["software"]["torch"], "transformers": env["software"]["transformers"],
+            "stack": env["software"].get("stack") or "-",
+            "packages": ", ".join(f"{k} {v}" for k, v in (env["software"].get("packages") or {}).items()) or "-",
             "commit": (env["software"].get("git_commit") or "-")[:12],
         })
     return list(seen.values())
@@ -197,6 +200,7 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
         "cells": _cells(df, max_tv) if not df.empty else [],
         "drift": [results.drift_text(d) for _, d in drift.iterrows()],
         "roofline_problems": problems,
+        "stacks": stack_table.build(run_dirs) if stack_table.is_stack_set(run_dirs, df) else None,
     }
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness import quality, results, stats
+from reports import stacks as stack_table
 
 WEIGHTS = {"synthetic": "synthetic weights: timings are real, audio is noise",
            "local": "real weights (local directory)", "hf-cache": "real weights (Hugging Face cache)"}
@@ -24,7 +25,8 @@ def _interval(point, low, high, spec: str) -> str:
 
 
 def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> str:
-    df = results.load(list(run_dirs))
+    run_dirs = [Path(d) for d in run_dirs]
+    df = results.load(run_dirs)
     lines = ["# dia-bench summary", ""]
     if df.empty:
         return "\n".join([*lines, "No cells recorded."])
@@ -60,6 +62,8 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
         lines.append("")
         for _, d in drift.iterrows():
             lines.append(f"- baseline drift {results.drift_text(d)}")
+    if stack_table.is_stack_set(run_dirs, df):
+        lines += ["", *stack_table.markdown(stack_table.build(run_dirs))]
     return "\n".join(lines) + "\n"
 
 

@@ -227,3 +227,48 @@ def test_verdicts_do_not_crown_the_noisiest_candidate():
     assert _verdict(1.55, 1.9, 1.5, 2.0) == "reproduced"
     assert _verdict(1.15, 1.25, 1.5, 2.0) == "below"
     assert _verdict(None, None, 1.5, 2.0) == "too few repeats for a verdict"
+
+
+def _as_stack(run: Path, dest: Path, stack: str, torch_version: str, time_scale: float) -> Path:
+    """A copy of a real run as if measured under another software stack, `time_scale` times as long."""
+    shutil.copytree(run, dest)
+    meta = json.loads((dest / "run.json").read_text())
+    meta["machine"]["software"].update(stack=stack, torch=torch_version)
+    (dest / "run.json").write_text(json.dumps(meta))
+    for p in (dest / "cells").glob("*.json"):
+        rec = json.loads(p.read_text())
+        if "software" in (rec.get("env") or {}):
+            rec["env"]["software"].update(stack=stack, torch=torch_version)
+        rec["repeats_seconds"] = [t * time_scale for t in rec.get("repeats_seconds") or []]
+        p.write_text(json.dumps(rec))
+    return dest
+
+
+def test_runs_under_several_stacks_render_as_one_table(report_run, tmp_path):
+    old = _as_stack(report_run, tmp_path / "a", "torch-2.13", "2.13.0+cpu", 1.0)
+    new = _as_stack(report_run, tmp_path / "b", "torch-2.8-" + HOSTILE, "2.8.0+cu128", 0.5)
+    md = tmp_path / "stacks.md"
+    assert run_cli("report", "--markdown", str(old), str(new), "-o", str(md)).returncode == 0
+    text = md.read_text()
+    section = text[text.index("## Across software stacks"):]
+    header = next(ln for ln in section.splitlines() if ln.startswith("| cell |"))
+    assert header.startswith("| cell | torch-2.13 | torch-2.8-")
+    rows = [ln for ln in section.splitlines() if ln.startswith("| ") and not ln.startswith("| cell")]
+    ok = [ln for ln in rows if "own baseline" in ln]
+    assert ok, section
+    # Every measured cell runs twice as fast under the second stack, against its own first-stack repeats.
+    for line in ok:
+        ref, other = line.split(" | ")[1:3]
+        assert "vs torch-2.13 reference" in ref
+        assert "vs torch-2.13 2.00x [" in other, line
+    assert "- differs: torch-2.13 -> torch-2.8-" in section and "torch: 2.13.0+cpu -> 2.8.0+cu128" in section
+    # Skipped cells keep their reason in each column.
+    assert any("skipped:" in ln for ln in rows)
+    html = tmp_path / "stacks.html"
+    assert run_cli("report", str(old), str(new), "-o", str(html)).returncode == 0
+    page = html.read_text()
+    assert "Across software stacks" in page and HOSTILE not in page
+    # One run alone is no stack comparison.
+    one = tmp_path / "one.md"
+    assert run_cli("report", "--markdown", str(old), "-o", str(one)).returncode == 0
+    assert "Across software stacks" not in one.read_text()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,21 @@ from harness.record import SCHEMA_VERSION, now
 
 RUN_FILE = "run.json"
 CELLS_DIR = "cells"
+# Where --resume moves records it cannot read: kept for a look, out of the cells/*.json every reader sees.
+UNREADABLE_DIR = "unreadable"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    path: Path
+    why: str
+
+    def line(self) -> str:
+        return (f"dia-bench: {self.path} cannot be read ({self.why}): that cell is left out; "
+                f"`dia-bench sweep SUITE --out {self.path.parent.parent} --resume` measures it again")
+
+
+_named: set[Path] = set()
 
 
 def is_run_dir(path: Path) -> bool:
@@ -48,19 +66,57 @@ def record_path(path: Path, key: str) -> Path:
     return path / CELLS_DIR / f"{key}.json"
 
 
+def scan(path: Path) -> tuple[list[dict[str, Any]], list[Unreadable]]:
+    """Every cell record of a run, and the files among them that are not one (cut short by a copy, a
+    full disk, a hand edit): those are never dropped without a word."""
+    out, bad = [], []
+    for p in sorted((path / CELLS_DIR).glob("*.json")):
+        try:
+            rec = read_json(p)
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            bad.append(Unreadable(p, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'empty'}"))
+            continue
+        if not isinstance(rec, dict) or not isinstance(rec.get("status"), str):
+            bad.append(Unreadable(p, "valid JSON but not a cell record (no status)"))
+            continue
+        out.append(rec)
+    return out, bad
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    """The readable records; each unreadable file is named on stderr once per process."""
+    out, bad = scan(path)
+    for b in bad:
+        if b.path not in _named:
+            _named.add(b.path)
+            print(b.line(), file=sys.stderr)
+    return out
+
+
+def unreadable(path: Path) -> list[Unreadable]:
+    return scan(path)[1]
+
+
 def done_keys(path: Path) -> set[str]:
-    return {p.stem for p in (path / CELLS_DIR).glob("*.json")}
+    """Cells with a readable record: an unreadable one is not done."""
+    return {p.stem for p in (path / CELLS_DIR).glob("*.json")} - {b.path.stem for b in unreadable(path)}
+
+
+def set_aside_unreadable(path: Path) -> list[Path]:
+    """Moves unreadable records to cells/unreadable/ (timestamped, never overwritten) so their cells
+    are measured again; returns where each went."""
+    moved = []
+    for b in unreadable(path):
+        dest = path / CELLS_DIR / UNREADABLE_DIR / f"{b.path.stem}.{time.strftime('%Y%m%d-%H%M%S')}.json"
+        n = 1
+        while dest.exists():
+            dest = dest.with_name(f"{b.path.stem}.{time.strftime('%Y%m%d-%H%M%S')}-{n}.json")
+            n += 1
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        b.path.replace(dest)
+        moved.append(dest)
+    return moved
 
 
 def write_record(path: Path, key: str, record: dict[str, Any]) -> Path:
     return write_json_atomic(record_path(path, key), record)
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for p in sorted((path / CELLS_DIR).glob("*.json")):
-        try:
-            out.append(read_json(p))
-        except ValueError:
-            continue  # a torn file cannot exist (atomic writes); a hand-edited one is skipped
-    return out

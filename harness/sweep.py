@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,10 @@ def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = 
     if not planned:
         raise UsageError(f"--only {only!r} matches no cell of suite {suite.name!r}")
     prepare_run_dir(out, suite, resume)
+    if resume:
+        for dest in rundir.set_aside_unreadable(out):
+            print(f"dia-bench: an unreadable record was set aside as {dest}; its cell is measured again",
+                  file=sys.stderr)
     done = rundir.done_keys(out)
     todo = [p for p in planned if p.key not in done]
     # The compile cache outlives the run (harness/caches.py); --cold gives every cell an empty one.

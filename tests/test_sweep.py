@@ -157,6 +157,47 @@ def test_resume_runs_only_what_is_missing(tiny_run, tmp_path):
     assert changed == [records[0].name]
 
 
+@pytest.mark.parametrize("damage", ["cut short", "empty", "not a record"])
+def test_an_unreadable_record_is_named_and_measured_again_on_resume(tiny_run, tmp_path, damage):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    victim = sorted((copy / "cells").glob("*.json"))[1]
+    text = victim.read_text()
+    victim.write_text({"cut short": text[: len(text) // 2], "empty": "", "not a record": "[1, 2]"}[damage])
+    # Every reader names the file and why, and says how to get the cell back.
+    for args in (["report", "--markdown", str(copy), "-o", str(tmp_path / "r.md")],
+                 ["export", str(copy), "-o", str(tmp_path / "e.json")]):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr
+        line = next(ln for ln in result.stderr.splitlines() if victim.name in ln)
+        assert "cannot be read" in line and "--resume" in line
+    assert victim.stem not in rundir.done_keys(copy)
+    suite = Path(rundir.read_meta(copy)["suite"]["path"])
+    result = run_cli("sweep", str(suite), "--out", str(copy), "--resume", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "set aside" in result.stderr
+    kept = list((copy / "cells" / rundir.UNREADABLE_DIR).glob(f"{victim.stem}.*.json"))
+    assert len(kept) == 1 and kept[0].read_text() == {"cut short": text[: len(text) // 2], "empty": "",
+                                                      "not a record": "[1, 2]"}[damage]
+    records, bad = rundir.scan(copy)
+    assert not bad and len(records) == len(list((tiny_run / "cells").glob("*.json")))
+    assert json.loads(victim.read_text())["status"] in ("ok", "skipped")
+
+
+def test_records_are_readable_by_others_like_any_result_file(tiny_run):
+    for p in (tiny_run / "cells").glob("*.json"):
+        mode = p.stat().st_mode & 0o777
+        assert mode & 0o044 == 0o044 & ~_umask(), oct(mode)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_resume_refuses_another_suite_and_non_runs(tiny_run, tmp_path):
     other = write_suite(tmp_path, TINY_SUITE.replace("repeats = 3", "repeats = 2"), name="other")
     _usage_error(run_cli("sweep", str(other), "--out", str(tiny_run), "--resume"), "refusing to mix")

@@ -161,6 +161,7 @@ def add_statistics(df: pd.DataFrame) -> pd.DataFrame:
                 lf["center"], lf["low"], lf["high"], fixed["center"], fixed["low"], fixed["high"])
     df["xrt"] = [1 / v if isinstance(v, (int, float)) and v and v == v else None for v in df["rtf"]]
     df["rtf_iqr"] = [stats.iqr(rtf_samples(r)) if r["status"] == "ok" else None for _, r in df.iterrows()]
+    df["disturbed"] = [stats.disturbance(rtf_samples(r)) if r["status"] == "ok" else None for _, r in df.iterrows()]
     for col in ("speedup", "speedup_low", "speedup_high", "baseline_ref", "speedup_reason"):
         df[col] = None
     df["significant"] = None

@@ -35,6 +35,21 @@ def iqr(values: Sequence[float]) -> float | None:
     return float(q3 - q1)
 
 
+# Repeats of one cell on a quiet machine differ by percents; one twice as slow as another means
+# something else ran meanwhile, and the interval, though honest, is then mostly that disturbance.
+DISTURBED_RATIO = 2.0
+
+
+def disturbance(values: Sequence[float]) -> str | None:
+    """A warning when the slowest repeat took at least DISTURBED_RATIO times the fastest."""
+    if len(values) < 2 or min(values) <= 0:
+        return None
+    ratio = max(values) / min(values)
+    if ratio < DISTURBED_RATIO:
+        return None
+    return f"repeats disagree: the slowest took {ratio:.1f}x the fastest (was the machine busy?); measure again"
+
+
 def summary(values: Sequence[float]) -> dict[str, float | int | None]:
     """Count, min, median, mean, IQR, p90, p99 and max of a sample."""
     if not len(values):

@@ -50,7 +50,8 @@ def _interval_text(point, low, high, spec: str = ".3f", suffix: str = "") -> str
 
 
 def _rtf_text(r: pd.Series) -> str:
-    return _interval_text(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"])
+    text = _interval_text(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"])
+    return f"{text} ({r['disturbed']})" if r.get("disturbed") else text
 
 
 def _long_form_text(r: pd.Series) -> str:

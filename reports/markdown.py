@@ -50,6 +50,8 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
                                                                 ".2f") + sig
             fixed = "" if r["fixed_seconds"] is None else f" + {r['fixed_seconds']:.2f} s"
             rtf = _interval(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"], ".3f")
+            if r.get("disturbed"):
+                rtf += f" ({r['disturbed']})"
             lines.append(f"| {r['description']} | ok | {rtf} | "
                          f"{_interval(r['long_form_rtf'], r['long_form_rtf_low'], r['long_form_rtf_high'], '.3f')}"
                          f"{fixed} | {_num(r['xrt'], '.3f')} | {speed} | {_num(r['peak_rss_mb'], '.0f')} | "

@@ -74,9 +74,12 @@ def build(run_dirs: Iterable[Path]) -> dict[str, Any]:
                 entries.append({"status": "absent", "text": "not in this run"})
                 continue
             if row["status"] != "ok":
-                entries.append({"status": row["status"], "text": f"{row['status']}: {row['reason'] or ''}"})
+                # The first clause says why; the cell's own record has the rest (the fix, the command).
+                why = str(row["reason"] or "").split("; ")[0]
+                entries.append({"status": row["status"], "text": f"{row['status']}: {why}"})
                 continue
-            entry = {"status": "ok", "rtf": _fmt(row["rtf"], row["rtf_ci_low"], row["rtf_ci_high"], ".3f"),
+            entry = {"status": "ok", "rtf": _fmt(row["rtf"], row["rtf_ci_low"], row["rtf_ci_high"], ".3f")
+                     + (f" ({row['disturbed']})" if row.get("disturbed") else ""),
                      "own_speedup": _fmt(row["speedup"], row["speedup_low"], row["speedup_high"], ".2f", "x")
                      + ("*" if row["significant"] is True else ""),
                      "vs_reference": "reference" if run == runs[0] else "-"}

@@ -272,3 +272,17 @@ def test_runs_under_several_stacks_render_as_one_table(report_run, tmp_path):
     one = tmp_path / "one.md"
     assert run_cli("report", "--markdown", str(old), "-o", str(one)).returncode == 0
     assert "Across software stacks" not in one.read_text()
+
+
+def test_a_repeat_far_slower_than_the_others_is_flagged(report_run, tmp_path):
+    copy = tmp_path / "disturbed"
+    shutil.copytree(report_run, copy)
+    for p in (copy / "cells").glob("*.json"):
+        rec = json.loads(p.read_text())
+        if rec.get("role") == "baseline-start":
+            rec["repeats_seconds"][-1] *= 4
+            p.write_text(json.dumps(rec))
+    md = tmp_path / "d.md"
+    assert run_cli("report", "--markdown", str(copy), "-o", str(md)).returncode == 0
+    flagged = [ln for ln in md.read_text().splitlines() if "repeats disagree" in ln]
+    assert any("baseline" in ln and "(end)" not in ln and "slowest took" in ln for ln in flagged), flagged

@@ -118,3 +118,10 @@ if __name__ == "__main__":
     print("|---|---|" + "---|" * len(SIZES))
     for row in coverage_table():
         print(f"| {row['noise']} | {row['interval']} | " + " | ".join(f"{row[f'n={n}']:.3f}" for n in SIZES) + " |")
+
+
+def test_a_disturbed_cell_is_named_not_averaged_away():
+    assert stats.disturbance([9.1, 8.7, 9.6]) is None
+    said = stats.disturbance([9.1, 8.7, 33.1])
+    assert said and "3.8x" in said and "measure again" in said
+    assert stats.disturbance([5.0]) is None

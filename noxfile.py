@@ -115,7 +115,7 @@ for _stack in STACKS:
     _make_stack_session(_stack)
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=False)  # it only queues other sessions: no venv of its own
 def stacks(session: nox.Session) -> None:
     """One suite under every stack into sibling run directories, then one report over them.
 
@@ -162,7 +162,7 @@ def stacks_report(session: nox.Session) -> None:
     session.run("dia-bench", "report", "--markdown", *runs, "-o", os.path.join(parent, "report.md"))
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=False)
 def descript(session: nox.Session) -> None:
     """The descript codec backend against transformers' DacModel (the descript stack's tests)."""
     session.notify("bench-stack-descript", ["--tests-only", *session.posargs])

@@ -64,7 +64,7 @@ def load_texts() -> dict[str, str]:
         return tomllib.load(fh)
 
 
-DATA_FILES = {"texts", "expectations"}  # data beside the suites, not suites
+DATA_FILES = {"texts", "expectations", "stacks"}  # data beside the suites, not suites
 
 
 def suite_names() -> list[str]:

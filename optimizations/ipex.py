@@ -38,8 +38,12 @@ def _is_intel(cpu: dict[str, Any]) -> bool:
     return "intel" in f"{cpu.get('vendor') or ''} {cpu.get('model') or ''}".lower()
 
 
+def _is_ipex_module(module) -> bool:
+    return type(module).__module__.startswith("intel_extension")
+
+
 def _ipex_modules(model) -> dict[str, int]:
-    counts = Counter(type(m).__name__ for m in model.modules() if type(m).__module__.startswith("intel_extension"))
+    counts = Counter(type(m).__name__ for m in model.modules() if _is_ipex_module(m))
     return dict(sorted(counts.items()))
 
 

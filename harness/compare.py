@@ -3,19 +3,48 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from harness import results, rundir, stats
 
-# What, besides the code, changes how fast a run is: a difference here is named beside the verdicts.
-_CONTEXT = {
+# What identifies a machine: runs on two machines are never one line in `dia-bench history`.
+MACHINE = {
     "CPU": lambda m: (m.get("cpu") or {}).get("model"),
     "cores": lambda m: (m.get("cpu") or {}).get("logical_cores"),
     "GPUs": lambda m: ", ".join(g.get("name", "?") for g in m.get("gpus") or []) or "none",
+}
+# What, besides the code, changes how fast one machine runs.
+VERSIONS = {
     "torch": lambda m: (m.get("software") or {}).get("torch"),
     "transformers": lambda m: (m.get("software") or {}).get("transformers"),
+    "dia-bench": lambda m: (m.get("software") or {}).get("dia_bench"),
+    "python": lambda m: (m.get("software") or {}).get("python"),
+    "CUDA": lambda m: (m.get("software") or {}).get("cuda"),
+    "driver": lambda m: ", ".join(sorted({str(g.get("driver")) for g in m.get("gpus") or []})) or None,
 }
+# A difference here is named beside the verdicts.
+_CONTEXT = {**MACHINE, **VERSIONS}
+
+
+def machine_key(machine: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(get(machine) for get in MACHINE.values())
+
+
+def machine_label(machine: dict[str, Any]) -> str:
+    cpu, cores, gpus = machine_key(machine)
+    return f"{cpu} ({cores} cores), GPUs: {gpus}"
+
+
+def differences(a: dict[str, Any], b: dict[str, Any], fields: dict[str, Any] | None = None) -> list[str]:
+    """`name: old -> new` for each field of two runs' `machine` metadata that differs."""
+    out = []
+    for name, get in (fields or _CONTEXT).items():
+        old, new = get(a), get(b)
+        if old != new:
+            out.append(f"{name}: {old} -> {new}")
+    return out
 
 
 def compare_runs(base_dir: Path, new_dir: Path) -> pd.DataFrame:
@@ -48,13 +77,38 @@ def context_differences(base_dir: Path, new_dir: Path) -> list[str]:
     """Machine and library differences between two runs, and a change of weights: each one a cause
     of a speed change that is not the code's."""
     base_meta, new_meta = rundir.read_meta(base_dir), rundir.read_meta(new_dir)
-    out = []
-    for name, get in _CONTEXT.items():
-        a, b = get(base_meta.get("machine") or {}), get(new_meta.get("machine") or {})
-        if a != b:
-            out.append(f"{name}: {a} -> {b}")
+    out = differences(base_meta.get("machine") or {}, new_meta.get("machine") or {})
     sources = [sorted({(r.get("weights") or {}).get("source") for r in rundir.records(d)} - {None})
                for d in (base_dir, new_dir)]
     if sources[0] != sources[1]:
         out.append(f"weights: {', '.join(sources[0]) or '-'} -> {', '.join(sources[1]) or '-'}")
     return out
+
+
+def status_changes(base_dir: Path, new_dir: Path) -> list[dict[str, Any]]:
+    """Cells whose status differs between the runs, `absent` where a run lacks the cell: a cell that
+    now fails has no times to compare, yet it is the worst regression."""
+    def statuses(d: Path) -> dict[str, tuple[str, str]]:
+        return {r.get("key") or r.get("cell_id"): (r.get("status"), r.get("description") or r.get("cell_id"))
+                for r in rundir.records(d)}
+
+    base, new = statuses(base_dir), statuses(new_dir)
+    out = []
+    for key in sorted(base.keys() | new.keys()):
+        b, n = base.get(key, ("absent", None)), new.get(key, ("absent", None))
+        if b[0] != n[0]:
+            out.append({"key": key, "description": n[1] or b[1], "base": b[0], "new": n[0]})
+    return out
+
+
+def gate(table: pd.DataFrame, changes: list[dict[str, Any]], fail_on: str, threshold_pct: float) -> list[str]:
+    """The cells that fail a CI gate: `regression` (significantly slower by more than the threshold, or
+    ok before and failed now) or `any-change` (also significantly faster by as much, or any change of status)."""
+    failing = list(regressions(table, threshold_pct)["description"]) if not table.empty else []
+    if fail_on == "any-change" and not table.empty:
+        faster = table[(table["verdict"] == "faster") & ((table["speedup"] - 1) * 100 > threshold_pct)]
+        failing += list(faster["description"])
+    for c in changes:
+        if fail_on == "any-change" or (c["base"] == "ok" and c["new"] == "failed"):
+            failing.append(c["description"])
+    return failing

@@ -33,6 +33,17 @@ def git_commit() -> str | None:
 
 
 @lru_cache(maxsize=1)
+def git_subject() -> str | None:
+    """The first line of the commit's message: `dia-bench history` names commits by it."""
+    here = Path(harness.__file__).resolve().parent.parent
+    try:
+        return subprocess.run(["git", "-C", str(here), "log", "-1", "--format=%s"], capture_output=True, text=True,
+                              timeout=5, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("DIA_BENCH_GIT_SUBJECT")
+
+
+@lru_cache(maxsize=1)
 def cpu_info() -> dict[str, Any]:
     import cpuinfo
     import psutil
@@ -107,6 +118,7 @@ def software() -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "dia_bench": harness.__version__,
         "git_commit": git_commit(),
+        "git_subject": git_subject(),
     }
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,3 +122,31 @@ def set_aside_unreadable(path: Path) -> list[Path]:
 
 def write_record(path: Path, key: str, record: dict[str, Any]) -> Path:
     return write_json_atomic(record_path(path, key), record)
+
+
+def find(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories named directly (or by their run.json) or found below folders, each once.
+
+    A CI job downloads its stored runs into nested folders (one per artifact), so a folder is
+    searched at any depth; a run directory is not searched further.
+    """
+    found: dict[Path, None] = {}
+    for p in paths:
+        path = Path(p)
+        if path.name == RUN_FILE and path.is_file():
+            path = path.parent
+        if not path.exists():
+            raise UsageError(f"{path} does not exist; give run directories or a folder that holds them")
+        if not path.is_dir():
+            raise UsageError(f"{path} is a file, not a run directory; give run directories or a folder that holds them")
+        before = len(found)
+        for root, dirs, _ in os.walk(path):
+            if is_run_dir(Path(root)):
+                found.setdefault(Path(root).resolve(), None)
+                dirs.clear()
+            else:
+                dirs.sort()
+        if len(found) == before and not is_run_dir(path):
+            raise UsageError(f"{path} holds no dia-bench run directory (no {RUN_FILE} in it or below it); "
+                             "give directories written by `dia-bench sweep`")
+    return list(found)

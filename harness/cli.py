@@ -97,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("new")
     cmp_.add_argument("--max-regression", type=_percent, default=None, metavar="PCT",
                       help="exit 1 when a cell is significantly slower by more than PCT percent")
+    cmp_.add_argument("--fail-on", choices=["regression", "any-change"], default=None,
+                      help="what exits 1 (given this or --max-regression): `regression` (the default) a cell "
+                           "significantly slower by more than --max-regression (default 0), or one that now fails; "
+                           "`any-change` also a cell significantly faster by as much, or one that appeared or went")
+    cmp_.add_argument("--format", choices=["text", "markdown", "json"], default="text",
+                      help="the table on stdout: text (default), markdown (for a CI job summary) or json")
+
+    hist = sub.add_parser("history", help="every configuration across runs in time order, with its change points")
+    hist.add_argument("run_dirs", nargs="+", metavar="RUN_DIR_OR_PARENT",
+                      help="run directories, or folders holding them at any depth")
+    hist.add_argument("-o", "--output", default=None, help="default: history.html (history.md with --markdown)")
+    hist.add_argument("--markdown", action="store_true", help="a compact Markdown page instead")
+    hist.add_argument("--min-step", type=_percent, default=None, metavar="PCT",
+                      help="the smallest change between runs called a step (default 5)")
 
     export = sub.add_parser("export", help="write a run in another tool's format")
     export.add_argument("run_dir")
@@ -314,7 +328,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare import compare_runs, context_differences, regressions
+    from harness.compare import compare_runs, context_differences, gate, status_changes
     from harness.summary import print_compare
 
     base, new = _run_dirs([args.base, args.new])
@@ -322,17 +336,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"compare {base} {new}: the same run twice; give the run to compare against first, "
                          "then the new one")
     table = compare_runs(base, new)
-    print_compare(table)
+    changes = status_changes(base, new)
     differences = context_differences(base, new)
+    gating = args.fail_on is not None or args.max_regression is not None
+    fail_on = args.fail_on or "regression"
+    threshold = args.max_regression or 0.0
+    failing = gate(table, changes, fail_on, threshold) if gating else []
+    if args.format == "text":
+        print_compare(table, changes)
+    else:
+        from reports.compare import render
+
+        print(render(args.format, base, new, table, changes, differences,
+                     {"fail_on": fail_on if gating else None, "threshold_pct": threshold if gating else None,
+                      "failing": failing}), end="")
     if differences:
         print(f"dia-bench: the runs differ in more than the code ({'; '.join(differences)}): "
               "a change may come from that", file=sys.stderr)
-    if args.max_regression is not None:
-        bad = regressions(table, args.max_regression)
-        if not bad.empty:
-            print(f"dia-bench: {len(bad)} cell(s) regressed by more than {args.max_regression:g}% "
-                  "beyond noise", file=sys.stderr)
-            return EXIT_FAILED
+    if failing:
+        what = "changed" if fail_on == "any-change" else "regressed"
+        print(f"dia-bench: {len(failing)} cell(s) {what} by more than {threshold:g}% beyond noise "
+              f"(--fail-on {fail_on})", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from harness import rundir
+    from harness.changepoints import MIN_EFFECT
+    from harness.outputs import output_file
+    from reports.history import write
+
+    dirs = rundir.find(args.run_dirs)
+    output = output_file(args.output or ("history.md" if args.markdown else "history.html"), "-o")
+    min_effect = MIN_EFFECT if args.min_step is None else args.min_step / 100
+    out = write(dirs, output, markdown=args.markdown, min_effect=min_effect)
+    print(f"history of {len(dirs)} run(s): {out}")
     return EXIT_OK
 
 
@@ -406,7 +445,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare, "export": cmd_export,
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare, "history": cmd_history, "export": cmd_export,
             "report": cmd_report, "recommend": cmd_recommend,
             "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
 

@@ -222,8 +222,10 @@ def print_sweep(run_dir: Path, console: Console | None = None) -> None:
     console.print(f"run directory: {run_dir}")
 
 
-def print_compare(table, console: Console | None = None) -> None:
+def print_compare(table, changes: list[dict[str, Any]] | None = None, console: Console | None = None) -> None:
     console = console or _console()
+    for c in changes or []:
+        console.print(f"status changed: {escape(str(c['description']))}: {c['base']} -> {c['new']}")
     if table.empty:
         console.print("no cells in common between the two runs")
         return

@@ -181,3 +181,36 @@ def all_charts(df: pd.DataFrame, latencies: dict[str, list[float]],
         ("Cost against audio length and batch size", scaling(df)),
     ]
     return [{"title": t, "uri": u} for t, u in charts if u]
+
+
+def history(line: Any) -> str:
+    """One configuration across runs (a `reports.history.Series`): RTF with its interval per run, a
+    dashed line before the first run after each step, and peak memory below."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 4.2), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    measured = [p for p in line.points if p.samples]
+    x = np.array([p.run.order for p in measured])
+    y = np.array([p.rtf for p in measured], dtype=float)
+    # No bar where a run has no interval (fewer than 3 repeats), rather than a bar of zero width.
+    low = np.array([np.nan if p.low is None else p.low for p in measured], dtype=float)
+    high = np.array([np.nan if p.high is None else p.high for p in measured], dtype=float)
+    top.errorbar(x, y, yerr=[np.nan_to_num(y - low), np.nan_to_num(high - y)], fmt="o-", ms=3, lw=0.8,
+                 capsize=2, color="#4c72b0", label="RTF, 95% CI")
+    failed = [p.run.order for p in line.points if p.status == "failed"]
+    if failed and len(y):
+        top.plot(failed, [np.nanmin(y)] * len(failed), "x", color="#c44e52", label="failed")
+    for s in line.steps:
+        top.axvline(s.after.run.order - 0.5, color="#c44e52", ls="--", lw=1)
+        top.annotate(f"{s.step.change_pct:+.0f}%", (s.after.run.order - 0.5, 1), xycoords=("data", "axes fraction"),
+                     xytext=(3, -10), textcoords="offset points", color="#c44e52", fontsize=8)
+    top.set_ylabel("RTF (lower is better)")
+    top.legend(fontsize=7, loc="upper left", frameon=False)
+    rss = [(p.run.order, p.peak_rss_mb) for p in line.points if p.peak_rss_mb is not None]
+    vram = [(p.run.order, p.peak_vram_mb) for p in line.points if p.peak_vram_mb is not None]
+    for data, label in ((rss, "peak RSS (host)"), (vram, "peak VRAM (allocator)")):
+        if data:
+            bottom.plot(*zip(*data, strict=True), ".-", ms=3, lw=0.8, label=label)
+    bottom.set_ylabel("MB")
+    bottom.set_xlabel("run, in time order (numbers as in the runs table)")
+    if rss or vram:
+        bottom.legend(fontsize=7, loc="upper left", frameon=False)
+    return _uri(fig)

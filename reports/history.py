@@ -1,0 +1,277 @@
+"""`dia-bench history`: every configuration followed across runs, in time order, with its steps.
+
+A line (a series) is one configuration (preset, device, plugins, text, length, batch) on one machine
+(`harness.compare.MACHINE`): runs on two machines are never one line. Each run of a line carries its
+date, commit and versions; `harness.changepoints` finds where the line changed level, and each step
+names the first run after it, the commits on either side and what else changed between those runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import harness
+from harness import changepoints, compare, results, rundir, stats
+
+# Charts cost a second and a few hundred kB each: configurations with a step come first, then each
+# machine's baselines, then the rest, up to this many.
+MAX_CHARTS = 24
+COMMIT_CHARS = 12
+SUBJECT_CHARS = 80
+SERIES_KEYS = ("machine", "preset", "device", "plugins", "text_label", "seconds", "batch")
+
+
+@dataclass
+class Run:
+    path: Path
+    started_at: pd.Timestamp
+    meta: dict[str, Any]
+    order: int = 0
+
+    @property
+    def machine(self) -> dict[str, Any]:
+        return self.meta.get("machine") or {}
+
+    @property
+    def commit(self) -> str:
+        return str((self.machine.get("software") or {}).get("git_commit") or "-")[:COMMIT_CHARS]
+
+    @property
+    def subject(self) -> str:
+        subject = str((self.machine.get("software") or {}).get("git_subject") or "")
+        return subject if len(subject) <= SUBJECT_CHARS else subject[:SUBJECT_CHARS - 3] + "..."
+
+    @property
+    def date(self) -> str:
+        return "-" if pd.isna(self.started_at) else self.started_at.strftime("%Y-%m-%d %H:%M UTC")
+
+    def versions(self) -> dict[str, Any]:
+        return {name: get(self.machine) for name, get in compare.VERSIONS.items()}
+
+
+@dataclass
+class Point:
+    run: Run
+    status: str
+    samples: list[float]
+    rtf: float | None = None
+    low: float | None = None
+    high: float | None = None
+    peak_rss_mb: float | None = None
+    peak_vram_mb: float | None = None
+    weights: str | None = None
+
+
+@dataclass
+class StepInfo:
+    step: changepoints.Step
+    before: Point
+    after: Point
+    changed: list[str]
+
+
+@dataclass
+class Series:
+    machine: str
+    description: str
+    is_baseline: bool
+    points: list[Point] = field(default_factory=list)
+    steps: list[StepInfo] = field(default_factory=list)
+
+
+def _timestamp(value: Any) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return pd.NaT
+    if pd.isna(ts):
+        return pd.NaT
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def load_runs(run_dirs: Iterable[Path]) -> list[Run]:
+    """The runs in time order (by their start; a run without one goes last)."""
+    runs = []
+    for d in run_dirs:
+        meta = rundir.read_meta(Path(d))
+        runs.append(Run(Path(d), _timestamp(meta.get("started_at")), meta))
+    runs.sort(key=lambda r: (pd.isna(r.started_at), r.started_at if not pd.isna(r.started_at) else 0, str(r.path)))
+    for i, r in enumerate(runs):
+        r.order = i + 1
+    return runs
+
+
+def _description(r: pd.Series) -> str:
+    return (f"{r['preset']}/{r['device']}/{r['plugins']}/{r['text_label'] or 'text'}/"
+            f"{r['seconds']:g}s/b{r['batch']}")
+
+
+def _point(run: Run, r: pd.Series) -> Point:
+    samples = results.rtf_samples(r) if r["status"] == "ok" else []
+    point = Point(run, r["status"], samples, peak_rss_mb=r["peak_rss_mb"], peak_vram_mb=r["peak_vram_mb"],
+                  weights=r["weights_source"])
+    if samples:
+        ci = stats.location_ci(samples)
+        point.rtf, point.low, point.high = ci["center"], ci["low"], ci["high"]
+    return point
+
+
+def _changed(before: Point, after: Point) -> list[str]:
+    out = compare.differences(before.run.machine, after.run.machine, compare.VERSIONS)
+    if before.weights != after.weights:
+        out.append(f"weights: {before.weights} -> {after.weights}")
+    return out
+
+
+def build(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> tuple[list[Run], list[Series]]:
+    """The runs in time order and every configuration's line across them, with its steps."""
+    runs = load_runs(run_dirs)
+    by_path = {str(r.path): r for r in runs}
+    df = results.load([r.path for r in runs], with_stats=False)
+    if df.empty:
+        return runs, []
+    # The baseline measured again within a run checks the machine; it is not another run of the line.
+    df = df[df["status"].isin(["ok", "failed"]) & ~df["role"].isin(results.REPEATED_BASELINE_ROLES)].copy()
+    df["order"] = [by_path[p].order for p in df["run"]]
+    df["machine"] = [compare.machine_label(by_path[p].machine) for p in df["run"]]
+    series = []
+    for _, g in df.sort_values("order").groupby(list(SERIES_KEYS), dropna=False, sort=True):
+        first = g.iloc[0]
+        line = Series(machine=first["machine"], description=_description(first),
+                      is_baseline=first["plugins"] == "baseline",
+                      points=[_point(by_path[r["run"]], r) for _, r in g.iterrows()])
+        measured = [p for p in line.points if p.samples]
+        for step in changepoints.detect([p.samples for p in measured], min_effect=min_effect):
+            before, after = measured[step.before], measured[step.index]
+            line.steps.append(StepInfo(step, before, after, _changed(before, after)))
+        series.append(line)
+    # Steps first, then baselines, then the rest: the order charts are drawn in.
+    series.sort(key=lambda s: (not s.steps, not s.is_baseline, s.machine, s.description))
+    return runs, series
+
+
+def _n(v: float | None, spec: str = ".3f") -> str:
+    return "-" if v is None or v != v else format(v, spec)
+
+
+def interval_text(point: float | None, low: float | None, high: float | None, spec: str = ".3f") -> str:
+    if point is None:
+        return "-"
+    if low is None:
+        return f"{format(point, spec)} (n<3: no interval)"
+    return f"{format(point, spec)} [{format(low, spec)}, {format(high, spec)}]"
+
+
+def step_text(s: StepInfo) -> str:
+    st = s.step
+    return f"{st.change_pct:+.1f}% ({interval_text(st.ratio, st.low, st.high, '.3f')} x the time before)"
+
+
+def commit_range(s: StepInfo) -> str:
+    return f"{s.before.run.commit}..{s.after.run.commit}"
+
+
+def _run_row(r: Run) -> dict[str, Any]:
+    v = r.versions()
+    return {"order": r.order, "date": r.date, "commit": r.commit, "subject": r.subject,
+            "machine": compare.machine_label(r.machine), "torch": v["torch"], "transformers": v["transformers"],
+            "dia_bench": v["dia-bench"], "driver": v["driver"] or "-", "path": str(r.path)}
+
+
+def _step_row(line: Series, s: StepInfo) -> dict[str, Any]:
+    return {"machine": line.machine, "description": line.description, "run": s.after.run.order,
+            "date": s.after.run.date, "commits": commit_range(s), "subject": s.after.run.subject,
+            "change": step_text(s), "slower": s.step.ratio > 1,
+            "segments": f"{s.step.runs_before} run(s) before, {s.step.runs_after} after",
+            "changed": "; ".join(s.changed) or "nothing recorded (the code, or the machine's state)"}
+
+
+def _series_row(i: int, line: Series) -> dict[str, Any]:
+    measured = [p for p in line.points if p.samples]
+    first, last = (measured[0], measured[-1]) if measured else (None, None)
+    return {"id": f"s{i}", "machine": line.machine, "description": line.description, "runs": len(line.points),
+            "failed": sum(p.status == "failed" for p in line.points),
+            "first": interval_text(first.rtf, first.low, first.high) if first else "-",
+            "latest": interval_text(last.rtf, last.low, last.high) if last else "-",
+            "latest_run": last.run.order if last else "-", "steps": len(line.steps), "chart": None,
+            "points": [{"run": p.run.order, "date": p.run.date, "commit": p.run.commit, "status": p.status,
+                        "rtf": interval_text(p.rtf, p.low, p.high) if p.samples else p.status,
+                        "rss": _n(p.peak_rss_mb, ".0f"), "vram": _n(p.peak_vram_mb, ".0f")} for p in line.points]}
+
+
+def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> dict[str, Any]:
+    from reports import charts
+
+    runs, series = build(run_dirs, min_effect)
+    rows = [_series_row(i, line) for i, line in enumerate(series)]
+    for row, line in zip(rows[:MAX_CHARTS], series[:MAX_CHARTS], strict=False):
+        row["chart"] = charts.history(line)
+    dates = [r.started_at for r in runs if not pd.isna(r.started_at)]
+    return {
+        "title": "dia-bench history",
+        "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "version": harness.__version__,
+        "runs": [_run_row(r) for r in runs],
+        "span": f"{min(dates):%Y-%m-%d} to {max(dates):%Y-%m-%d}" if dates else "no dates recorded",
+        "machines": sorted({compare.machine_label(r.machine) for r in runs}),
+        "steps": [_step_row(line, s) for line in series for s in line.steps],
+        "series": rows,
+        "charted": min(len(series), MAX_CHARTS),
+        "min_effect_pct": min_effect * 100,
+        "statistics": stats.METHOD,
+    }
+
+
+def render_html(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> str:
+    from reports.html import _env
+
+    return _env().get_template("history.html.j2").render(**context(run_dirs, min_effect))
+
+
+def md_cell(value: Any) -> str:
+    """Text from a run inside a Markdown table cell: no column breaks, no live HTML."""
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
+def render_markdown(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> str:
+    runs, series = build(run_dirs, min_effect)
+    machines = sorted({compare.machine_label(r.machine) for r in runs})
+    lines = ["# dia-bench history", "",
+             f"- {len(runs)} run(s) on {len(machines)} machine(s), {len(series)} configuration line(s); "
+             "a line is one configuration on one machine",
+             f"- a step needs a change of at least {min_effect * 100:g}% between segments of runs, significant "
+             "beyond both the repeats' noise and the run-to-run noise (95%, corrected for the splits tried)", ""]
+    steps = [(line, s) for line in series for s in line.steps]
+    lines += ["## Change points", ""]
+    if steps:
+        lines += ["| machine | configuration | first run after | commits | change [95% CI] | what else changed |",
+                  "|---|---|---|---|---|---|"]
+        for line, s in steps:
+            row = _step_row(line, s)
+            lines.append("| " + " | ".join(md_cell(v) for v in (
+                row["machine"], row["description"], f"#{row['run']} {row['date']} {row['subject']}",
+                row["commits"], row["change"], row["changed"])) + " |")
+    else:
+        lines.append("No step in any configuration.")
+    lines += ["", "## Configurations", "", "| machine | configuration | runs | first RTF | latest RTF | steps |",
+              "|---|---|---|---|---|---|"]
+    for i, line in enumerate(series):
+        row = _series_row(i, line)
+        lines.append("| " + " | ".join(md_cell(v) for v in (
+            row["machine"], row["description"], row["runs"], row["first"], row["latest"], row["steps"])) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(run_dirs: Iterable[Path], output: Path, markdown: bool = False,
+          min_effect: float = changepoints.MIN_EFFECT) -> Path:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    render = render_markdown if markdown else render_html
+    output.write_text(render(list(run_dirs), min_effect), encoding="utf-8")
+    return output

@@ -7,6 +7,7 @@ machine set e.g. DIA_BENCH_TORCH_SPEC="torch==2.11.0" with the matching index in
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 import nox
@@ -36,6 +37,9 @@ def _torch_constraint(session: nox.Session) -> str:
 def tests(session: nox.Session) -> None:
     """The test suite on the dia-tiny preset (CUDA tests skip without a GPU)."""
     _install(session, "test")
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        # Its build downloads the actionlint binary from GitHub: only where GitHub is surely reachable.
+        session.install("-e", ".[actionlint]", f"--constraint={_torch_constraint(session)}")
     session.run("pytest", "-q", *session.posargs, env={"DIA_BENCH_CACHE": os.path.join(session.create_tmp(), "cache")})
 
 
@@ -49,16 +53,46 @@ def _suite_args(args: list[str], default: str) -> tuple[str, list[str]]:
     return suite, args
 
 
+def _option(args: list[str], name: str) -> str | None:
+    """The value of `--name VALUE` or `--name=VALUE` among `args`, else None."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def append_step_summary(summary: str, target: str | None) -> bool:
+    """Append a run's Markdown summary to a CI job summary file (GitHub's `GITHUB_STEP_SUMMARY`),
+    where the CI system provides one and the run wrote a summary."""
+    if not target or not os.path.isfile(summary):
+        return False
+    with open(summary, encoding="utf-8") as src, open(target, "a", encoding="utf-8") as dst:
+        dst.write("\n" + src.read())
+    return True
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """The main job: the `default` suite (gpu with CUDA, else cpu) on this machine.
 
     `nox -s bench -- --suite smoke` picks another suite; other arguments go to `dia-bench sweep`.
+    Where `GITHUB_STEP_SUMMARY` is set, the run's summary.md is appended to it, failed cells or not.
     """
     _install(session)
     suite, args = _suite_args(session.posargs, "default")
+    # The run directory is chosen here, so that the summary can be found after the sweep.
+    out = _option(args, "--out")
+    if out is None and "--list" not in args:
+        out = f"bench-results/{os.path.basename(suite).removesuffix('.toml')}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        args += ["--out", out]
     session.run("dia-bench", "env")
-    session.run("dia-bench", "sweep", suite, *args)
+    try:
+        session.run("dia-bench", "sweep", suite, *args)
+    finally:
+        if out and append_step_summary(os.path.join(out, "summary.md"), os.environ.get("GITHUB_STEP_SUMMARY")):
+            session.log(f"summary appended to {os.environ['GITHUB_STEP_SUMMARY']}")
 
 
 def _load_stacks() -> list[dict]:

@@ -15,8 +15,9 @@ Binary segmentation: in a stretch of runs, the split with the largest t statisti
 effect reaches `min_effect` becomes a step if it is significant at `alpha`, Bonferroni-corrected
 for the splits tried; then both halves are searched again. Each step finally gets its ratio and 95%
 interval against the segments on either side of it. Runs with fewer than `stats.MIN_REPEATS`
-repeats have no interval and take no part. Below `MIN_RUNS_FOR_RUN_NOISE` runs the run noise cannot
-be estimated and steps are judged on the repeats alone, as `dia-bench compare` judges two runs.
+repeats have no interval and take no part. Below `MIN_RUNS` measured runs the run noise cannot be
+estimated, and no step is claimed: two runs are for `dia-bench compare`, which says that a
+difference is beyond the repeats' noise, not that it will last.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from harness import stats
 # machines, and a significant 1% step is not worth a CI alarm.
 MIN_EFFECT = 0.05
 ALPHA = 0.05
-# Four differences between consecutive runs are the fewest a median can estimate a spread from.
-MIN_RUNS_FOR_RUN_NOISE = 5
+# Four differences between consecutive runs are the fewest a median can estimate a spread from: a
+# line with fewer measured runs gets no steps (dia-tiny's speed moves by up to 30% from one worker
+# process to the next, and two such runs would otherwise show a "step" of that size).
+MIN_RUNS = 5
 # The median of |N(0, 1)|: turns a median absolute difference into a standard deviation.
 _MEDIAN_ABS_NORMAL = 0.6744897501960817
 # The variance of a median-based scale estimate is that of a standard deviation from about 37% as
@@ -79,9 +82,7 @@ def _runs(samples_per_run: Sequence[Sequence[float]]) -> list[_Run]:
 
 
 def run_noise(runs: Sequence[_Run]) -> tuple[float, float]:
-    """The run-to-run variance tau^2 of a series and its degrees of freedom (0, inf where unknown)."""
-    if len(runs) < MIN_RUNS_FOR_RUN_NOISE:
-        return 0.0, math.inf
+    """The run-to-run variance tau^2 of a series (at least MIN_RUNS) and its degrees of freedom."""
     diffs = np.abs(np.diff([r.mean for r in runs]))
     # Each difference holds the run noise of two runs and the repeat noise of both means.
     total = (float(np.median(diffs)) / _MEDIAN_ABS_NORMAL) ** 2 / 2
@@ -130,10 +131,17 @@ def _best_split(runs: Sequence[_Run], tau2: float, tau_df: float, min_effect: fl
     return best if best_t > _quantile(1 - alpha / (2 * splits), best_df) else None
 
 
+def measured_runs(samples_per_run: Sequence[Sequence[float]]) -> int:
+    """How many runs of a series take part (those with an interval)."""
+    return len(_runs(samples_per_run))
+
+
 def detect(samples_per_run: Sequence[Sequence[float]], min_effect: float = MIN_EFFECT,
            alpha: float = ALPHA) -> list[Step]:
     """The steps in a series of runs, each given as the samples (times, RTFs) of its repeats, in time order."""
     runs = _runs(samples_per_run)
+    if len(runs) < MIN_RUNS:
+        return []
     tau2, tau_df = run_noise(runs)
     cuts: list[int] = []
     stack = [(0, len(runs))]

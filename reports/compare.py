@@ -24,6 +24,8 @@ def _plain(v: Any) -> Any:
 
 
 def _speedup(r: pd.Series) -> str:
+    if r["speedup"] is None or r["speedup"] != r["speedup"]:
+        return "-"
     if r["speedup_low"] is None or r["speedup_low"] != r["speedup_low"]:
         return f"{r['speedup']:.2f}x (n<3: no interval)"
     return f"{r['speedup']:.2f}x [{r['speedup_low']:.2f}, {r['speedup_high']:.2f}]" + ("*" if r["significant"] else "")

@@ -40,7 +40,9 @@ class Run:
 
     @property
     def commit(self) -> str:
-        return str((self.machine.get("software") or {}).get("git_commit") or "-")[:COMMIT_CHARS]
+        full = str((self.machine.get("software") or {}).get("git_commit") or "-")
+        # Measured from uncommitted code: the hash alone would claim more than it is.
+        return full[:COMMIT_CHARS] + ("-dirty" if full.endswith("-dirty") else "")
 
     @property
     def subject(self) -> str:
@@ -192,6 +194,13 @@ def _step_row(line: Series, s: StepInfo) -> dict[str, Any]:
             "changed": "; ".join(s.changed) or "nothing recorded (the code, or the machine's state)"}
 
 
+def _steps_text(line: Series) -> str:
+    n = changepoints.measured_runs([p.samples for p in line.points])
+    if n < changepoints.MIN_RUNS:
+        return f"- ({n} run(s) with an interval; steps need {changepoints.MIN_RUNS})"
+    return str(len(line.steps))
+
+
 def _series_row(i: int, line: Series) -> dict[str, Any]:
     measured = [p for p in line.points if p.samples]
     first, last = (measured[0], measured[-1]) if measured else (None, None)
@@ -199,7 +208,7 @@ def _series_row(i: int, line: Series) -> dict[str, Any]:
             "failed": sum(p.status == "failed" for p in line.points),
             "first": interval_text(first.rtf, first.low, first.high) if first else "-",
             "latest": interval_text(last.rtf, last.low, last.high) if last else "-",
-            "latest_run": last.run.order if last else "-", "steps": len(line.steps), "chart": None,
+            "latest_run": last.run.order if last else "-", "steps": _steps_text(line), "chart": None,
             "points": [{"run": p.run.order, "date": p.run.date, "commit": p.run.commit, "status": p.status,
                         "rtf": interval_text(p.rtf, p.low, p.high) if p.samples else p.status,
                         "rss": _n(p.peak_rss_mb, ".0f"), "vram": _n(p.peak_vram_mb, ".0f")} for p in line.points]}
@@ -224,6 +233,7 @@ def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFEC
         "series": rows,
         "charted": min(len(series), MAX_CHARTS),
         "min_effect_pct": min_effect * 100,
+        "min_runs": changepoints.MIN_RUNS,
         "statistics": stats.METHOD,
     }
 
@@ -247,7 +257,8 @@ def render_markdown(run_dirs: Iterable[Path], min_effect: float = changepoints.M
              f"- {len(runs)} run(s) on {len(machines)} machine(s), {len(series)} configuration line(s); "
              "a line is one configuration on one machine",
              f"- a step needs a change of at least {min_effect * 100:g}% between segments of runs, significant "
-             "beyond both the repeats' noise and the run-to-run noise (95%, corrected for the splits tried)", ""]
+             "beyond both the repeats' noise and the run-to-run noise (95%, corrected for the splits tried), "
+             f"and a line of at least {changepoints.MIN_RUNS} runs with an interval", ""]
     steps = [(line, s) for line in series for s in line.steps]
     lines += ["## Change points", ""]
     if steps:

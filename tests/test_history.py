@@ -20,22 +20,13 @@ from tests import history_story as story
 from tests.conftest import run_cli
 from tests.test_cli_errors import _assert_usage_error
 from tests.test_report import HOSTILE
-from tests.test_sweep import write_suite
+from tests.test_sweep import tiny_run  # noqa: F401  (the real dia-tiny run the story is made from)
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("history")
-    out = tmp / "real"
-    result = run_cli("sweep", str(write_suite(tmp)), "--out", str(out), "--quiet")
-    assert result.returncode == 0, result.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def story_runs(real_run, tmp_path_factory) -> Path:
+def story_runs(tiny_run, tmp_path_factory) -> Path:  # noqa: F811
     out = tmp_path_factory.mktemp("story") / "runs"
-    story.make_story(real_run, out)
+    story.make_story(tiny_run, out)
     return out
 
 
@@ -83,6 +74,9 @@ def test_small_or_unmeasured_changes_are_not_steps():
                                                             repeat_sd=0.002), min_effect=0.01)] == [6]
     # Two repeats give no interval: no step is claimed, however large.
     assert changepoints.detect(_series_of(rng, 12, step_at=6, step=2.0, repeats=2)) == []
+    # Nor below five runs, where the run-to-run noise is unknown; from five on, a large step shows.
+    assert changepoints.detect(_series_of(rng, 4, step_at=2, step=2.0)) == []
+    assert [s.index for s in changepoints.detect(_series_of(rng, 5, step_at=2, step=2.0))] == [2]
 
 
 # The story, through the command line.
@@ -155,12 +149,12 @@ def test_a_step_names_the_versions_that_changed_and_hostile_text_is_escaped(stor
     assert "torch: 2.13.0+cpu -&gt; &lt;script&gt;" in step_rows[0]
 
 
-def test_history_takes_nested_folders_and_single_runs(story_runs, real_run, tmp_path):
+def test_history_takes_nested_folders_and_single_runs(story_runs, tiny_run, tmp_path):  # noqa: F811
     nested = tmp_path / "artifacts" / "run-1"
     nested.mkdir(parents=True)
     shutil.copytree(story_runs / next(iter(sorted(p.name for p in story_runs.iterdir()))), nested / "bench")
     out = tmp_path / "h.md"
-    result = run_cli("history", str(tmp_path / "artifacts"), str(real_run / "run.json"), str(real_run),
+    result = run_cli("history", str(tmp_path / "artifacts"), str(tiny_run / "run.json"), str(tiny_run),
                      "--markdown", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert "history of 2 run(s)" in result.stdout

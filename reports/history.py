@@ -24,7 +24,9 @@ from harness import changepoints, compare, results, rundir, stats
 MAX_CHARTS = 24
 COMMIT_CHARS = 12
 SUBJECT_CHARS = 80
-SERIES_KEYS = ("machine", "preset", "device", "plugins", "text_label", "seconds", "batch")
+# A software stack (noxfile's bench-stack sessions) is a configuration chosen on purpose, like a plugin:
+# its runs are a line of their own, not a change of versions within another line.
+SERIES_KEYS = ("machine", "stack", "preset", "device", "plugins", "text_label", "seconds", "batch")
 
 
 @dataclass
@@ -110,8 +112,9 @@ def load_runs(run_dirs: Iterable[Path]) -> list[Run]:
 
 
 def _description(r: pd.Series) -> str:
+    stack = f" (stack {r['stack']})" if r.get("stack") else ""
     return (f"{r['preset']}/{r['device']}/{r['plugins']}/{r['text_label'] or 'text'}/"
-            f"{r['seconds']:g}s/b{r['batch']}")
+            f"{r['seconds']:g}s/b{r['batch']}{stack}")
 
 
 def _point(run: Run, r: pd.Series) -> Point:

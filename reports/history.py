@@ -222,7 +222,9 @@ def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFEC
 
     runs, series = build(run_dirs, min_effect)
     rows = [_series_row(i, line) for i, line in enumerate(series)]
-    for row, line in zip(rows[:MAX_CHARTS], series[:MAX_CHARTS], strict=False):
+    # A line that never measured (every run failed) has nothing to draw.
+    drawn = [(row, line) for row, line in zip(rows, series, strict=True) if any(p.samples for p in line.points)]
+    for row, line in drawn[:MAX_CHARTS]:
         row["chart"] = charts.history(line)
     dates = [r.started_at for r in runs if not pd.isna(r.started_at)]
     return {
@@ -234,7 +236,8 @@ def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFEC
         "machines": sorted({compare.machine_label(r.machine) for r in runs}),
         "steps": [_step_row(line, s) for line in series for s in line.steps],
         "series": rows,
-        "charted": min(len(series), MAX_CHARTS),
+        "charted": min(len(drawn), MAX_CHARTS),
+        "max_charts": MAX_CHARTS,
         "min_effect_pct": min_effect * 100,
         "min_runs": changepoints.MIN_RUNS,
         "statistics": stats.METHOD,

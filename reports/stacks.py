@@ -82,7 +82,7 @@ def build(run_dirs: Iterable[Path]) -> dict[str, Any]:
                      + (f" ({row['disturbed']})" if row.get("disturbed") else ""),
                      "own_speedup": _fmt(row["speedup"], row["speedup_low"], row["speedup_high"], ".2f", "x")
                      + ("*" if row["significant"] is True else ""),
-                     "vs_reference": "reference" if run == runs[0] else "-"}
+                     "vs_reference": "reference" if run == runs[0] else "- (not measured there)"}
             if run != runs[0] and ref is not None and ref["status"] == "ok":
                 r = stats.ratio_ci(results.rtf_samples(ref), results.rtf_samples(row))
                 entry["vs_reference"] = (_fmt(r["speedup"], r["low"], r["high"], ".2f", "x")

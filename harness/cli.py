@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true")
     sweep.add_argument("--cold", action="store_true",
                        help="compile from an empty cache in every cell (the cost a first run pays)")
+    sweep.add_argument("--executor", default="local", choices=["local", "ray"],
+                       help="where cells run: this machine, one at a time (default), or a Ray cluster")
+    sweep.add_argument("--address", default=None, metavar="ADDR",
+                       help="with --executor ray: `auto` (a running cluster this node is part of), ray://HOST:PORT, "
+                            "or none for a Ray instance on this machine")
+    sweep.add_argument("--retry-failed", action="store_true",
+                       help="with --out RUN_DIR: measure its failed cells again, and any missing ones")
 
     cmp_ = sub.add_parser("compare", help="cells that got faster or slower between two runs")
     cmp_.add_argument("base")
@@ -305,12 +312,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for p in chosen:
             print(f"{p.key:22} {describe(p)}" + (f"  [skipped: {p.skip_reason}]" if p.skip_reason else ""))
         return EXIT_OK
-    if args.resume and not args.out:
-        raise UsageError("--resume needs --out RUN_DIR, the run to finish")
+    if (args.resume or args.retry_failed) and not args.out:
+        raise UsageError(f"{'--resume' if args.resume else '--retry-failed'} needs --out RUN_DIR, the run to finish")
     if args.out:
         output_dir(args.out, "--out")
     out = Path(args.out or f"bench-results/{suite.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    run_suite(suite, out, resume=args.resume, only=args.only, quiet=args.quiet, cold=args.cold)
+    from harness.executors import get
+
+    executor = get(args.executor, args.address)
+    try:
+        run_suite(suite, out, resume=args.resume, only=args.only, quiet=args.quiet, cold=args.cold,
+                  executor=executor, retry_failed=args.retry_failed)
+    finally:
+        executor.close()
     print_sweep(out)
     from harness import rundir
     from reports.html import write as write_html

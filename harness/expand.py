@@ -16,6 +16,7 @@ class PlannedCell:
     cell: Cell
     role: str = "cell"  # "baseline-start", "baseline-mid", "baseline-end" or "cell"
     skip_reason: str | None = None
+    node: str | None = None  # a Ray node id: the cell must run there (each node's own baselines)
 
 
 def _spec(name: str, value: str | None) -> str:

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import rundir
+from harness import overlap, rundir
 from harness.errors import UsageError
+from harness.executors import Batch, Executor
 from harness.expand import PlannedCell, expand
-from harness.launcher import run_isolated
-from harness.record import not_ok, now
+from harness.record import now
 from harness.suite import Suite
 
 
@@ -54,37 +54,43 @@ def prepare_run_dir(out: Path, suite: Suite, resume: bool) -> None:
 
 
 def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = None,
-              quiet: bool = False, cold: bool = False) -> list[dict[str, Any]]:
+              quiet: bool = False, cold: bool = False, executor: Executor | None = None,
+              retry_failed: bool = False) -> list[dict[str, Any]]:
+    """Runs the suite's cells missing from `out` (and, with retry_failed, those that failed) on `executor`
+    (local by default), writing each record as it arrives."""
+    if executor is None:
+        from harness.executors.local import LocalExecutor
+
+        executor = LocalExecutor()
     planned = select(expand(suite), only)
     if not planned:
         raise UsageError(f"--only {only!r} matches no cell of suite {suite.name!r}")
-    prepare_run_dir(out, suite, resume)
-    if resume:
+    planned = executor.plan(planned)
+    prepare_run_dir(out, suite, resume or retry_failed)
+    if resume or retry_failed:
         for dest in rundir.set_aside_unreadable(out):
             print(f"dia-bench: an unreadable record was set aside as {dest}; its cell is measured again",
                   file=sys.stderr)
     done = rundir.done_keys(out)
+    if retry_failed:
+        done -= {r.get("key") for r in rundir.records(out) if r.get("status") == "failed"}
     todo = [p for p in planned if p.key not in done]
     # The compile cache outlives the run (harness/caches.py); --cold gives every cell an empty one.
     from harness.caches import COLD_ENV
 
-    extra_env = {COLD_ENV: "1"} if cold else {}
+    for p in todo:
+        p.cell.audio_dir = str((out / "audio").resolve())
+        # One fp32 history per condition for the whole run: every cell is judged on the same one.
+        p.cell.fidelity_dir = str((out / "fidelity").resolve())
+    batch = Batch(todo, timeout_s=suite.timeout_s, extra_env={COLD_ENV: "1"} if cold else {})
     records: list[dict[str, Any]] = []
     with _Display(len(planned), len(planned) - len(todo), quiet) as display:
-        for p in todo:
-            display.start(describe(p))
-            p.cell.audio_dir = str((out / "audio").resolve())
-            # One fp32 history per condition for the whole run: every cell is judged on the same one.
-            p.cell.fidelity_dir = str((out / "fidelity").resolve())
-            if p.skip_reason:
-                rec = not_ok(p.cell, "skipped", p.skip_reason)
-            else:
-                rec = run_isolated(p.cell, timeout_s=suite.timeout_s, on_progress=display.phase,
-                                   extra_env=extra_env)
-            rec.update(key=p.key, role=p.role, description=describe(p), suite=suite.name)
+        for p, rec in executor.run(batch, display):
+            rec.update(key=p.key, role=p.role, description=describe(p), suite=suite.name, executor=executor.name)
             rundir.write_record(out, p.key, rec)
             records.append(rec)
             display.finish(rec)
+    overlap.annotate(out)
     rundir.update_meta(out, finished_at=now(), cells_total=len(planned))
     return records
 

@@ -314,13 +314,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return EXIT_OK
     if (args.resume or args.retry_failed) and not args.out:
         raise UsageError(f"{'--resume' if args.resume else '--retry-failed'} needs --out RUN_DIR, the run to finish")
-    if args.out:
-        output_dir(args.out, "--out")
-    out = Path(args.out or f"bench-results/{suite.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
     from harness.executors import get
 
-    executor = get(args.executor, args.address)
+    executor = get(args.executor, args.address)  # first: a missing Ray leaves nothing behind
     try:
+        if args.out:
+            output_dir(args.out, "--out")
+        out = Path(args.out or f"bench-results/{suite.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
         run_suite(suite, out, resume=args.resume, only=args.only, quiet=args.quiet, cold=args.cold,
                   executor=executor, retry_failed=args.retry_failed)
     finally:

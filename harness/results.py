@@ -10,8 +10,9 @@ import pandas as pd
 
 from harness import rundir, stats
 
-# Cells are compared against the baseline measured under the same conditions.
-BASELINE_KEYS = ("run", "preset", "device", "seconds", "batch", "text_label")
+# Cells are compared against the baseline measured under the same conditions, on the same node (a Ray
+# sweep measures each node's own baselines; a local run has one node, None).
+BASELINE_KEYS = ("run", "node", "preset", "device", "seconds", "batch", "text_label")
 BASELINE_ROLES = ("baseline-start", "baseline-mid", "baseline-end")
 # The baseline measured again: a check on the machine, not another configuration.
 REPEATED_BASELINE_ROLES = ("baseline-mid", "baseline-end")
@@ -25,6 +26,13 @@ def _measured_at(rec: dict[str, Any]) -> pd.Timestamp:
             start, end = pd.Timestamp(rec[a]), pd.Timestamp(rec[b])
             return start + (end - start) / 2
     return pd.NaT
+
+
+def _node_name(node: dict[str, Any] | None) -> str | None:
+    """How a report names a Ray node: host, address and the start of its id (two nodes may share a host)."""
+    if not node:
+        return None
+    return f"{node.get('hostname')} {node.get('ip')} ({str(node.get('id'))[:8]})"
 
 
 def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +56,9 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "device": rec.get("device"),
         "device_name": env.get("device_name") or (machine.get("cpu") or {}).get("model"),
         "hostname": env.get("hostname") or machine.get("hostname"),
+        "node": (rec.get("node") or {}).get("id"),
+        "node_name": _node_name(rec.get("node")),
+        "beside": rec.get("beside") or [],
         "plugins": "+".join(rec.get("plugins") or []) or "baseline",
         "text_label": cell.get("label"),
         "seconds": cell.get("seconds"),

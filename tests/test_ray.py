@@ -1,0 +1,150 @@
+"""The ray executor on a real Ray cluster: a head and a second node on this machine, each with a custom
+resource standing for a machine type. No part of Ray is mocked; the tests skip where Ray is not installed
+(`pip install -e '.[ray]'`)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from harness import results, rundir
+from tests.conftest import run_cli
+from tests.test_sweep import write_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="Ray is not installed (pip install -e '.[ray]')")
+# No token, no usage report, and dia-bench importable in every worker the nodes start.
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_processes(temp_dir: str) -> list:
+    """The processes of this cluster only (their command lines name its temp dir), never another's."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any(temp_dir in a for a in (p.info["cmdline"] or [])):
+            found.append(p)
+            found.extend(p.children(recursive=True))
+    return found
+
+
+class Cluster:
+    def __init__(self, temp_dir: str, port: int):
+        self.temp_dir, self.address = temp_dir, f"127.0.0.1:{port}"
+        self.env = {**os.environ, **RAY_ENV}
+
+    def start_node(self, resources: dict[str, float], head: bool = False) -> None:
+        ray = str(Path(sys.executable).with_name("ray"))
+        where = ["--head", f"--port={self.address.rsplit(':', 1)[1]}", "--include-dashboard=false",
+                 f"--temp-dir={self.temp_dir}"] if head else [f"--address={self.address}"]
+        subprocess.run([ray, "start", *where, "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                        f"--resources={json.dumps(resources)}", "--disable-usage-stats"],
+                       check=True, env=self.env, capture_output=True, timeout=120)
+
+    def nodes(self) -> dict[str, dict[str, float]]:
+        """Live node id -> its resources, as the cluster sees them."""
+        code = (f"import json, ray; ray.init(address={self.address!r}, logging_level='ERROR'); "
+                "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))")
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def stop(self) -> None:
+        for p in _ray_processes(self.temp_dir):
+            with contextlib.suppress(Exception):  # already gone
+                p.kill()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # Unix socket paths have a 107-byte limit: a short temp dir of its own.
+    temp_dir = tempfile.mkdtemp(prefix="/tmp/dbray-")
+    c = Cluster(temp_dir, _free_port())
+    try:
+        c.start_node({"dia_bench_node": 1, "machine_a": 1}, head=True)
+        c.start_node({"dia_bench_node": 1, "machine_b": 1})
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def local_and_ray_runs(cluster, tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("ray-sweep")
+    suite = write_suite(tmp)
+    local, on_ray = tmp / "local", tmp / "ray"
+    result = run_cli("sweep", str(suite), "--out", str(local), "--quiet")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("sweep", str(suite), "--out", str(on_ray), "--quiet", "--executor", "ray",
+                     "--address", cluster.address, env=RAY_ENV)
+    assert result.returncode == 0, result.stderr
+    return local, on_ray
+
+
+@needs_ray
+def test_ray_sweep_runs_the_same_cells_as_local_and_names_each_node(cluster, local_and_ray_runs):
+    local, on_ray = local_and_ray_runs
+    nodes = cluster.nodes()
+    assert len(nodes) == 2
+    by_local, by_ray = rundir.records(local), rundir.records(on_ray)
+    assert {r["cell_id"] for r in by_local} == {r["cell_id"] for r in by_ray}
+    assert ({r["key"] for r in by_local if r["role"] == "cell"} == {r["key"] for r in by_ray if r["role"] == "cell"})
+    ran = [r for r in by_ray if r["status"] == "ok"]
+    assert all(r["executor"] == "ray" and r["node"]["id"] in nodes for r in ran)
+    # Each node measured its own baseline, first and last.
+    for role in ("baseline-start", "baseline-end"):
+        assert sorted(r["node"]["id"] for r in ran if r["role"] == role) == sorted(nodes)
+
+
+@needs_ray
+def test_a_cpu_cell_never_shares_its_node(local_and_ray_runs):
+    ran = [r for r in rundir.records(local_and_ray_runs[1]) if r["status"] == "ok"]
+    for r in ran:
+        assert r["beside"] == []
+        for o in ran:
+            if o is not r and o["node"]["id"] == r["node"]["id"]:
+                assert o["ran_until"] <= r["ran_from"] or r["ran_until"] <= o["ran_from"], (r["key"], o["key"])
+
+
+@needs_ray
+def test_speedups_compare_with_the_baseline_of_the_node_that_ran_the_cell(local_and_ray_runs):
+    df = results.load(local_and_ray_runs[1])
+    ok = df[df["status"] == "ok"]
+    cell = ok[ok["role"] == "cell"].iloc[0]
+    assert cell["speedup"] is not None
+    # The node's own baselines bracket it: its drift is one line a node.
+    assert len(results.baseline_drift(df)) == 2
+    starts = ok[ok["role"] == "baseline-start"]
+    assert set(starts["node"]) == set(ok["node"]) and len(starts) == 2
+
+
+def test_executor_ray_without_ray_is_one_line_and_exit_2(tmp_path):
+    # sys.modules['ray'] = None makes `import ray` raise ImportError, exactly as where it is not installed.
+    code = ("import sys; sys.modules['ray'] = None; from harness.cli import main; "
+            f"sys.exit(main(['sweep', {str(write_suite(tmp_path))!r}, '--out', {str(tmp_path / 'run')!r}, "
+            "'--executor', 'ray']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "pip install 'dia-bench[ray]'" in lines[0], result.stderr
+    assert not (tmp_path / "run").exists()

@@ -116,15 +116,24 @@ def load(run_dirs: str | Path | Iterable[str | Path], with_stats: bool = True) -
         # In the order they ran, as the sweep showed them (files are named by cell id).
         in_order = sorted(rundir.records(path), key=lambda rec: rec.get("finished_at") or "")
         rows.extend(_row(path, meta, rec) for rec in in_order)
-    df = pd.DataFrame(rows)
+    df = _with_machine(pd.DataFrame(rows))
     if with_stats and not df.empty:
         df = add_statistics(df)
     return df
 
 
+def _with_machine(df: pd.DataFrame) -> pd.DataFrame:
+    """`machine`: what reports group by. The CPU or GPU model, and on a cluster also the node: a Ray sweep
+    over two nodes then reads like two runs, one on each."""
+    if not df.empty:
+        df["machine"] = [d if not n else f"{d} on {n}" for d, n in zip(df["device_name"], df["node_name"],
+                                                                        strict=True)]
+    return df
+
+
 def load_records(records: Iterable[dict[str, Any]], with_stats: bool = True) -> pd.DataFrame:
     """Records that belong to no run directory (`dia-bench run --json` files), as one table."""
-    df = pd.DataFrame([_row(Path("-"), {}, rec) for rec in records])
+    df = _with_machine(pd.DataFrame([_row(Path("-"), {}, rec) for rec in records]))
     if with_stats and not df.empty:
         df = add_statistics(df)
     return df

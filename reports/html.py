@@ -95,13 +95,13 @@ def _best(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
     held back. The baseline's repeats only measure drift; they are not configurations to recommend."""
     ok = results.ok_cells(df)
     rows = []
-    for (_, device), g in ok.groupby(["device_name", "device"]):
+    for (_, device), g in ok.groupby(["machine", "device"]):
         r = best_eligible(g, max_tv)
         if r is None:
             continue
         speed = g.apply(_speedup_of, axis=1)
         held = g[(speed > _speedup_of(r)) & ~quality.eligible(g, max_tv)]
-        rows.append({"device_name": r["device_name"], "device": device, "description": r["description"],
+        rows.append({"device_name": r["machine"], "device": device, "description": r["description"],
                      "rtf": _rtf_text(r), "long_form": _long_form_text(r), "xrt": _n(r["xrt"], ".3f", "x"),
                      "speedup": _speedup_text(r), "rss": _n(r["peak_rss_mb"], ".0f"),
                      "vram": _n(r["peak_vram_mb"], ".0f"), "fidelity": quality.fidelity_text(r),

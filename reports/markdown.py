@@ -30,8 +30,11 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
     lines = ["# dia-bench summary", ""]
     if df.empty:
         return "\n".join([*lines, "No cells recorded."])
-    for (host, device_name), _ in df.groupby(["hostname", "device_name"], dropna=False):
-        lines.append(f"- machine: {host}, {device_name}")
+    for (host, device_name, node), _ in df.groupby(["hostname", "device_name", "node_name"], dropna=False):
+        lines.append(f"- machine: {host}, {device_name}" + (f", Ray node {node}" if isinstance(node, str) else ""))
+    # On a cluster a cell may share its node: its time is then not the node's alone.
+    for _, r in df[df["beside"].map(bool)].iterrows():
+        lines.append(f"- measured beside other cells on its node: {r['description']} (beside {', '.join(r['beside'])})")
     sources = sorted(s for s in df["weights_source"].dropna().unique())
     lines += [f"- weights: {', '.join(WEIGHTS.get(s, s) for s in sources) or 'unknown'}",
               "- RTF = compute / audio (lower is better), geometric mean of the repeats; x real time = audio / "

@@ -40,7 +40,9 @@ def recommendations(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_
     ok = results.ok_cells(df)
     guide = {(h["machine"], h["device"], h["preset"]): h for h in hardware_rows(df, max_tv)}
     rows = []
-    for (machine, device, preset, seconds), g in ok.groupby(["device_name", "device", "preset", "seconds"]):
+    # One row a machine: a node of a cluster counts as one (results' `machine`); the guide knows CPU models.
+    for (machine, device_name, device, preset, seconds), g in ok.groupby(["machine", "device_name", "device", "preset",
+                                                                          "seconds"]):
         allowed = g[quality.eligible(g, max_tv)]
         if allowed.empty:
             continue
@@ -51,7 +53,7 @@ def recommendations(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_
         per_request = allowed.assign(stream_rtf=allowed["generation_seconds"] / allowed["seconds"])
         keeping_up = per_request[per_request["stream_rtf"] < 1]
         largest = int(keeping_up["batch"].max()) if not keeping_up.empty else None
-        h = guide.get((machine, str(device).split(":")[0], preset), {})
+        h = guide.get((device_name, str(device).split(":")[0], preset), {})
         assessed = quality.assess(best, max_tv)
         rows.append({
             "machine": machine, "device": device, "preset": preset, "seconds": seconds,

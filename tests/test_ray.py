@@ -9,10 +9,12 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,81 @@ def test_executor_ray_without_ray_is_one_line_and_exit_2(tmp_path):
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "pip install 'dia-bench[ray]'" in lines[0], result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@needs_ray
+def test_recommend_over_a_cluster_run_gives_one_row_per_node(cluster, local_and_ray_runs, tmp_path):
+    from reports.recommend import recommendations
+
+    rows = recommendations(results.load(local_and_ray_runs[1]))
+    assert len(rows) == 2
+    assert len({r["machine"] for r in rows}) == 2
+    result = run_cli("recommend", str(local_and_ray_runs[1]), "--markdown", "-o", str(tmp_path / "rec.md"))
+    assert result.returncode == 0, result.stderr
+    table = [ln for ln in (tmp_path / "rec.md").read_text().splitlines() if ln.startswith("| ") and " on " in ln]
+    assert len(table) == 2
+
+
+def _wait_for(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.2)
+
+
+@needs_ray
+def test_a_driver_killed_mid_sweep_resumes_to_a_complete_run_without_duplicates(cluster, tmp_path):
+    suite = write_suite(tmp_path)
+    out = tmp_path / "killed"
+    args = ["sweep", str(suite), "--out", str(out), "--quiet", "--executor", "ray", "--address", cluster.address]
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], env={**os.environ, **RAY_ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_for(lambda: any((out / "cells").glob("*~*.json")), "the first measured record")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for p in (out / "cells").glob("*.json"):
+        json.loads(p.read_text())  # every record on disk is whole
+    result = run_cli(*args, "--resume", env=RAY_ENV)
+    assert result.returncode == 0, result.stderr
+    df = results.load(out)
+    # 2 nodes x (start + end baseline), cfg=0, and tf32 skipped on the CPU.
+    assert len(df) == 6 and df["key"].is_unique and set(df["status"]) == {"ok", "skipped"}
+
+
+def _raylet_of(resource: str):
+    import psutil
+
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if cmd and cmd[0].endswith("raylet") and any(resource in a for a in cmd):
+            return p
+    return None
+
+
+@needs_ray
+def test_a_node_lost_mid_cell_gives_a_failed_record_naming_it_and_the_sweep_goes_on(cluster, tmp_path):
+    # Last in this file: it adds a third node and kills it.
+    before = set(cluster.nodes())
+    cluster.start_node({"dia_bench_node": 1, "machine_c": 1})
+    doomed = (set(cluster.nodes()) - before).pop()
+    raylet = _raylet_of("machine_c")
+    assert raylet is not None
+    suite = write_suite(tmp_path)
+    out = tmp_path / "lost"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(suite), "--out", str(out), "--quiet",
+                             "--executor", "ray", "--address", cluster.address], env={**os.environ, **RAY_ENV},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Its own baseline is pinned to it: kill the node once that cell's worker runs there.
+    _wait_for(lambda: any("harness.worker" in " ".join(c.cmdline()) for c in raylet.children(recursive=True)),
+              "a cell on the third node")
+    for p in [*raylet.children(recursive=True), raylet]:
+        with contextlib.suppress(Exception):
+            p.kill()
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stderr  # finished, with failed cells
+    recs = {r["key"]: r for r in rundir.records(out)}
+    lost = [r for r in recs.values() if r["status"] == "failed" and r.get("node", {}).get("id") == doomed]
+    assert lost and all(doomed[:12] in r["reason"] for r in lost), [r.get("reason") for r in recs.values()]
+    survivors = [r for r in recs.values() if r["status"] == "ok"]
+    assert {r["node"]["id"] for r in survivors} == before
+    assert any(r["role"] == "cell" for r in survivors)

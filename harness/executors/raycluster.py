@@ -132,7 +132,12 @@ class RayExecutor:
                   [p for p in runnable if p.role not in ("baseline-start", "baseline-end")],
                   [p for p in runnable if p.role == "baseline-end"]]
         for phase in phases:
-            pending = {self._submit(p, batch): p for p in phase}
+            alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+            for p in phase:
+                if p.node and p.node not in alive:  # pinned to a node the cluster has lost since
+                    rec = not_ok(p.cell, "failed", f"node {p.node[:12]} left the cluster before this cell ran there")
+                    yield p, {**rec, "node": {"id": p.node}}
+            pending = {self._submit(p, batch): p for p in phase if not p.node or p.node in alive}
             while pending:
                 display.start(f"{len(pending)} cell(s) in flight on the Ray cluster")
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)

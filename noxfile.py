@@ -36,7 +36,8 @@ def _torch_constraint(session: nox.Session) -> str:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite on the dia-tiny preset (CUDA tests skip without a GPU)."""
-    _install(session, "test")
+    # ray: tests/test_ray.py starts a real two-node Ray cluster (about 240 MB; installs in about 11 s).
+    _install(session, "test", "ray")
     if os.environ.get("GITHUB_ACTIONS") == "true":
         # Its build downloads the actionlint binary from GitHub: only where GitHub is surely reachable.
         session.install("-e", ".[actionlint]", f"--constraint={_torch_constraint(session)}")

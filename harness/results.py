@@ -251,7 +251,8 @@ def drift_text(d: pd.Series) -> str:
     verdict = {True: "significant: the machine changed speed during the run", False: "within noise",
                None: "too few repeats to tell it from noise"}[d["significant"] if d["significant"] in (True, False)
                                                               else None]
-    text = (f"{d['device']} {d['seconds']:g}s b{d['batch']}: start RTF {d['start_rtf']:.3f}, end RTF "
+    node = f" on node {d['node'][:8]}" if isinstance(d.get("node"), str) else ""
+    text = (f"{d['device']}{node} {d['seconds']:g}s b{d['batch']}: start RTF {d['start_rtf']:.3f}, end RTF "
             f"{d['end_rtf']:.3f} ({d['drift_pct']:+.1f}%, {verdict})")
     if d["baseline_measurements"] > 2:
         text += f"; furthest of {d['baseline_measurements']} baseline measurements {d['max_drift_pct']:+.1f}%"

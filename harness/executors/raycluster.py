@@ -123,10 +123,16 @@ class RayExecutor:
         return _run_cell_task.options(**opts).remote(p.cell, p.key, batch.timeout_s, batch.extra_env, self.started)
 
     def run(self, batch: Batch, display: Display) -> Iterator[tuple[PlannedCell, dict[str, Any]]]:
+        # A task no node can take would wait forever: say so instead.
+        homeless = {"cpu": not self.nodes("cpu"), "cuda": not self.nodes("cuda")}
         for p in batch.cells:
             if p.skip_reason:
                 yield p, not_ok(p.cell, "skipped", p.skip_reason)
-        runnable = [p for p in batch.cells if not p.skip_reason]
+            elif homeless["cpu" if p.cell.device == "cpu" else "cuda"]:
+                yield p, not_ok(p.cell, "skipped", f"no node of the Ray cluster offers {NODE_RESOURCE!r} "
+                                                   f"{'' if p.cell.device == 'cpu' else 'and a GPU'}".strip())
+        runnable = [p for p in batch.cells
+                    if not p.skip_reason and not homeless["cpu" if p.cell.device == "cpu" else "cuda"]]
         # Each node's starting baselines before any cell, its closing ones after all of them.
         phases = [[p for p in runnable if p.role == "baseline-start"],
                   [p for p in runnable if p.role not in ("baseline-start", "baseline-end")],

@@ -158,7 +158,9 @@ class RayExecutor:
             node = ray.get(self.started.node_of.remote(p.key))
             where = (f"node {node['hostname']} {node['ip']} ({node['id'][:12]})" if node
                      else "the cluster before it started on any node")
-            rec = not_ok(p.cell, "failed", f"lost on {where}: {type(exc).__name__}: "
+            # RayTaskError: the task itself raised (dia-bench missing on that node?); anything else: Ray lost it.
+            what = "raised on" if isinstance(exc, ray.exceptions.RayTaskError) else "lost on"
+            rec = not_ok(p.cell, "failed", f"{what} {where}: {type(exc).__name__}: "
                                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500])
             if node:
                 rec["node"] = node

@@ -40,9 +40,21 @@ def _signal_reason(code: int) -> str:
     return f"worker crashed with {name}"
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL when the process that started it dies."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: ProgressFn | None = None,
-                 extra_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run `cell` in a fresh interpreter and return its record (failed if the worker died)."""
+                 extra_env: dict[str, str] | None = None, die_with_parent: bool = False) -> dict[str, Any]:
+    """Run `cell` in a fresh interpreter and return its record (failed if the worker died).
+
+    die_with_parent: a Ray worker can be killed outright (its node or driver lost); the cell's worker,
+    in a session of its own, would otherwise go on measuring beside the cells that follow.
+    """
     with tempfile.TemporaryDirectory(prefix="dia-bench-cell-") as tmp:
         cell_path = Path(tmp) / "cell.json"
         record_path = Path(tmp) / "record.json"
@@ -58,6 +70,7 @@ def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: Progre
             [sys.executable, "-m", "harness.worker", str(cell_path), str(record_path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             start_new_session=True,  # its own process group, so a timeout kills compile workers too
+            preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,
         )
         tail: deque[str] = deque(maxlen=40)
 

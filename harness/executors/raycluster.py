@@ -59,7 +59,7 @@ def _run_cell(cell: Any, key: str, timeout_s: float, extra_env: dict[str, str], 
     node = this_node()
     ray.get(started.started.remote(key, node))
     ran_from = time.time()
-    rec = run_isolated(cell, timeout_s=timeout_s, extra_env=extra_env)
+    rec = run_isolated(cell, timeout_s=timeout_s, extra_env=extra_env, die_with_parent=True)
     rec.update(node=node, ran_from=ran_from, ran_until=time.time())
     return rec
 

@@ -157,6 +157,24 @@ def test_resume_runs_only_what_is_missing(tiny_run, tmp_path):
     assert changed == [records[0].name]
 
 
+def test_retry_failed_measures_failed_cells_again_and_nothing_else(tiny_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    target = next(p for p in sorted((copy / "cells").glob("*.json")) if json.loads(p.read_text())["role"] == "cell"
+                  and json.loads(p.read_text())["status"] == "ok")
+    rec = json.loads(target.read_text())
+    target.write_text(json.dumps({**rec, "status": "failed", "reason": "lost on node x"}))
+    before = {p.name: p.stat().st_mtime_ns for p in (copy / "cells").glob("*.json")}
+    suite = Path(rundir.read_meta(copy)["suite"]["path"])
+    result = run_cli("sweep", str(suite), "--out", str(copy), "--retry-failed", "--quiet")
+    assert result.returncode == 0, result.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in (copy / "cells").glob("*.json")}
+    assert [n for n in after if after[n] != before[n]] == [target.name]
+    assert json.loads(target.read_text())["status"] == "ok"
+
+
 @pytest.mark.parametrize("damage", ["cut short", "empty", "not a record"])
 def test_an_unreadable_record_is_named_and_measured_again_on_resume(tiny_run, tmp_path, damage):
     import shutil

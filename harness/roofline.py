@@ -24,6 +24,10 @@ def _tensor_bytes(t: torch.Tensor) -> int:
 
 def _module_weight_bytes(module: nn.Module) -> int:
     """Bytes a module's own weights occupy, including packed int8 weights that are not Parameters."""
+    counted = getattr(module, "dia_bench_weight_bytes", None)
+    if callable(counted):
+        # A packed layer (int4, oneDNN) keeps its weights in buffers or opaque tensors: it says itself.
+        return int(counted())
     total = sum(_tensor_bytes(p) for p in module.parameters(recurse=False))
     weight_fn = getattr(module, "weight", None)
     if callable(weight_fn) and not isinstance(weight_fn, torch.Tensor):

@@ -5,27 +5,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from optimizations._util import has_module
+from optimizations._util import has_module, own_remaining_tensors
 from optimizations.base import Expectation, Plugin
-
-
-def _own_remaining_tensors(model) -> None:
-    """Copy the parameters and buffers quantization left in place (embeddings, norms) into memory of
-    their own. from_pretrained maps the safetensors file, and one tensor still on that mapping keeps
-    every page of it that was read resident: without this, the fp32 weights quantization replaced
-    stay in RSS and int8 looks as heavy as fp32."""
-    import gc
-
-    import torch
-
-    with torch.no_grad():
-        for module in model.modules():
-            for param in module.parameters(recurse=False):
-                param.data = param.data.clone()
-            for name, buf in list(module.named_buffers(recurse=False)):
-                if buf is not None:
-                    module._buffers[name] = buf.clone()
-    gc.collect()
 
 
 def _count_linear(model) -> int:
@@ -85,7 +66,7 @@ class Int8(Plugin):
         if path is not None and path.is_file():
             try:
                 _int8_cache.load_into(model, path)
-                _own_remaining_tensors(model)
+                own_remaining_tensors(model)
                 self.cache_state = "hit"
                 return f"loaded from the int8 cache {path}"
             except _int8_cache.StaleEntry as exc:
@@ -99,7 +80,7 @@ class Int8(Plugin):
             if isinstance(m, torch.ao.nn.quantized.dynamic.Linear):
                 # The roofline counts packed bytes from shapes; unpacking to look would cost seconds.
                 m.dia_bench_has_bias = name in biased
-        _own_remaining_tensors(model)
+        own_remaining_tensors(model)
         if path is not None:
             _int8_cache.save(model, path)
             if self.cache_state.startswith("off"):

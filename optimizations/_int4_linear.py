@@ -1,0 +1,59 @@
+"""torch's packed int4 Linear for CPU: groupwise asymmetric 4-bit weights, activations in fp32 or bf16."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# The CPU packing refuses an output size that is not a multiple of this; such a layer (Dia's logits
+# head: 9 x 1028 outputs) is padded with zero rows and its output sliced back.
+N_MULTIPLE = 16
+INNER_K_TILES = 8  # the CPU kernel ignores it; torchao passes 8
+
+
+def quantize_groupwise(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric 4-bit codes (0..15, int32) per group of `group_size` inputs, with the scale and the
+    zero point that torch's int4 kernels dequantize with: w = (q - 8) * scale + zero."""
+    n, k = weight.shape
+    groups = weight.float().reshape(n, k // group_size, group_size)
+    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    scale = (high - low).clamp(min=1e-6) / 15
+    codes = ((groups - low) / scale).round().clamp(0, 15).to(torch.int32).reshape(n, k)
+    zero = low + 8 * scale
+    return codes, scale.squeeze(-1), zero.squeeze(-1)
+
+
+class Int4Linear(nn.Module):
+    """A Linear whose weight is torch's packed int4 layout; activations stay in `dtype`."""
+
+    def __init__(self, linear: nn.Linear, group_size: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.group_size = linear.in_features, linear.out_features, group_size
+        weight = linear.weight.detach()
+        dtype = weight.dtype
+        pad = -self.out_features % N_MULTIPLE
+        if pad:
+            weight = torch.cat([weight, weight.new_zeros(pad, self.in_features)])
+        codes, scale, zero = quantize_groupwise(weight, group_size)
+        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, INNER_K_TILES))
+        # (groups, out, 2): the layout the kernel reads, in the activations' dtype.
+        self.register_buffer("scales_and_zeros", torch.stack([scale, zero], -1).transpose(0, 1).contiguous().to(dtype))
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        rows = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, self.group_size, self.scales_and_zeros)
+        y = y[:, : self.out_features]
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features).to(x.dtype)
+
+    def dia_bench_weight_bytes(self) -> int:
+        """What one forward reads: half a byte a weight, the scales and zeros, the bias."""
+        total = self.packed.numel() * self.packed.element_size()
+        total += self.scales_and_zeros.numel() * self.scales_and_zeros.element_size()
+        return total + (self.bias.numel() * self.bias.element_size() if self.bias is not None else 0)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"

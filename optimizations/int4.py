@@ -1,8 +1,8 @@
 """INT4 weight-only quantization of the Dia Linear layers, groupwise scales and zero points.
 
 CPU: torch's own int4 kernels (`_convert_weight_to_int4pack_for_cpu`, `_weight_int4pack_mm_for_cpu`),
-activations in the model's dtype (fp32 or bf16). CUDA: torchao's Int4WeightOnlyConfig where torchao
-is installed. The codec is never quantized.
+run with bf16 activations whatever the model's dtype (its only fast path; see _int4_linear).
+CUDA: torchao's Int4WeightOnlyConfig where torchao is installed. The codec is never quantized.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Int4(Plugin):
         if device.startswith("cuda") and others.get("dtype") != "bf16":
             return "torchao's int4 CUDA kernel takes bf16 activations: add --opt dtype=bf16"
         if others.get("dtype") == "fp16":
-            return "the int4 CPU kernel is run here with fp32 or bf16 activations only: use dtype=bf16"
+            return "the int4 CPU kernel runs here with bf16 activations, not fp16: use dtype=bf16 or no dtype"
         return None
 
     def transform(self, pipeline, value: str) -> str:
@@ -67,7 +67,7 @@ class Int4(Plugin):
             replaced, total = swap_linears(pipeline.model, make)
         own_remaining_tensors(pipeline.model)
         self.layers = {"quantized": replaced, "total": total, "left_in_float": dict(skipped)}
-        note = f"{replaced} of {total} Linear layers int4 (group size {group}, kernel {KERNEL})"
+        note = f"{replaced} of {total} Linear layers int4 (group size {group}, kernel {KERNEL}, bf16 activations)"
         if skipped:
             note += "; left in float: " + ", ".join(f"{n} ({why})" for why, n in skipped.items())
         return note
@@ -84,7 +84,8 @@ class Int4(Plugin):
 
     def report(self, pipeline, value: str) -> dict[str, Any]:
         return {"linear_kinds": linear_kinds(pipeline.model), "layers": getattr(self, "layers", None),
-                "kernel": "torchao int4" if pipeline.device.type == "cuda" else KERNEL}
+                "kernel": "torchao int4" if pipeline.device.type == "cuda" else KERNEL,
+                "kernel_activations": "bfloat16"}
 
 
 PLUGIN = Int4

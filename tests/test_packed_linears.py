@@ -65,7 +65,8 @@ def test_int4_weights_are_counted_as_half_a_byte_plus_scales(tiny_pipeline):
             and "cross_attention.v_proj" not in name)
         if isinstance(m, Int4Linear) and in_step:
             padded_out = -(-m.out_features // 16) * 16
-            expected += padded_out * m.in_features // 2 + (m.in_features // 32) * padded_out * 2 * 4  # fp32 scales
+            # Half a byte a weight, then a bf16 scale and zero per group of 32 inputs.
+            expected += padded_out * m.in_features // 2 + (m.in_features // 32) * padded_out * 2 * 2
     plain = sum(p.numel() * p.element_size() for n, p in changed.model.named_parameters()
                 if n.startswith("model.decoder.") and "embeddings" not in n)
     assert decode_step_weight_bytes(changed.model) == expected + plain
@@ -82,9 +83,10 @@ def test_int4_padded_head_matches_a_dequantized_reference():
     dequantized = ((codes.reshape(9252, 2, 32).float() - 8) * scale[..., None] + zero[..., None]).reshape(9252, 64)
     x = torch.randn(3, 5, 64)
     got = Int4Linear(linear, 32)(x)
-    assert got.shape == (3, 5, 9252)
-    torch.testing.assert_close(got, torch.nn.functional.linear(x, dequantized, linear.bias.detach()),
-                               rtol=1e-4, atol=1e-4)
+    assert got.shape == (3, 5, 9252) and got.dtype == torch.float32
+    # The kernel runs in bf16 (activations, scales and zeros): agreement to bf16's precision.
+    want = torch.nn.functional.linear(x, dequantized, linear.bias.detach())
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
 
 
 def test_onednn_runs_the_prepacked_kernel_and_stays_exact_in_fp32(tmp_path):

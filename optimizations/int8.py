@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from optimizations._linear_swap import linear_kinds
 from optimizations._util import has_module, own_remaining_tensors
 from optimizations.base import Expectation, Plugin
 
@@ -88,14 +89,7 @@ class Int8(Plugin):
         return f"quantized here; {self.cache_state}" if path is not None else "quantized here"
 
     def report(self, pipeline, value: str) -> dict[str, Any]:
-        import torch
-
-        kinds: dict[str, int] = {}
-        for m in pipeline.model.modules():
-            if isinstance(m, torch.nn.Linear) or "Linear" in type(m).__name__:
-                key = f"{type(m).__module__}.{type(m).__name__}"
-                kinds[key] = kinds.get(key, 0) + 1
-        return {"linear_kinds": kinds, "int8_cache": getattr(self, "cache_state", None)}
+        return {"linear_kinds": linear_kinds(pipeline.model), "int8_cache": getattr(self, "cache_state", None)}
 
 
 PLUGIN = Int8

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 
 from harness.roofline import decode_step_weight_bytes
 from optimizations.api import apply_plan
-from optimizations.registry import CompositionError, resolve
+from optimizations.registry import resolve
 from tests.conftest import run_cli
 from tests.test_plugins import run_ok
 
@@ -108,21 +107,6 @@ def test_onednn_in_bf16_packs_bf16_weights_and_halves_the_bytes(tiny_pipeline):
     changed, notes = _transformed(tiny_pipeline, ["dtype=bf16", "onednn"], torch.bfloat16)
     assert "33 of 33 Linear layers prepacked for oneDNN (bfloat16" in notes["onednn"]
     assert decode_step_weight_bytes(changed.model) == decode_step_weight_bytes(pipe.model) // 2
-
-
-@pytest.mark.parametrize(("specs", "device", "says"), [
-    (["int4", "int8"], "cpu", "conflicts"),
-    (["int4", "dtype=fp16"], "cpu", "bf16"),
-    (["int4"], "cuda", "dtype=bf16"),
-    (["onednn", "int4"], "cpu", "conflicts"),
-    (["onednn", "int8"], "cpu", "conflicts"),
-    (["onednn", "compile"], "cpu", "conflicts"),
-    (["onednn"], "cuda", "does not apply to cuda"),
-    (["onednn", "dtype=fp16"], "cpu", "bf16"),
-])
-def test_combinations_that_cannot_work_are_refused_with_the_reason(specs, device, says):
-    with pytest.raises(CompositionError, match=says):
-        resolve(specs, device)
 
 
 def test_an_unsupported_group_size_is_bad_input():

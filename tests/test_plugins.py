@@ -171,6 +171,14 @@ def test_channels_last_says_it_had_nothing_to_act_on():
     (["autocast=fp16", "int8=dynamic"], "cpu", "fp16 autocast cannot feed int8"),
     (["int8=dynamic"], "cuda", "CPU kernels only"),
     (["cfg=3", "cfg=0"], "cpu", "given twice"),
+    (["int4", "int8"], "cpu", "conflicts"),
+    (["int4", "dtype=fp16"], "cpu", "bf16"),
+    (["int4"], "cuda", "dtype=bf16"),
+    (["onednn", "int4"], "cpu", "conflicts"),
+    (["onednn", "int8"], "cpu", "conflicts"),
+    (["onednn", "compile"], "cpu", "conflicts"),
+    (["onednn"], "cuda", "does not apply to cuda"),
+    (["onednn", "dtype=fp16"], "cpu", "bf16"),
 ])
 def test_combinations_that_cannot_work_are_refused(specs, device, needle):
     with pytest.raises(CompositionError, match=needle):

@@ -113,3 +113,15 @@ def test_an_unsupported_group_size_is_bad_input():
     done = run_cli("run", "--preset", "dia-tiny", "--opt", "int4=48")
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "int4" in done.stderr and "32, 64, 128" in done.stderr
+
+
+def test_int4_stands_for_the_guides_quantization_benefit_not_for_int8_dynamic():
+    from reports.expectations import load
+    from reports.verdicts import _names
+
+    rows = {e["technique"]: e["plugins"] for e in load()["speedup"]}
+    assert _names("int4=128", rows["Quantization benefit on CPU"])
+    assert _names("int4=32", rows["Quantization benefit on GPU"])
+    assert not _names("int4=128", rows["INT8 dynamic quantization"])
+    # The guide gives MKL-DNN no figure: onednn is set against no expectation.
+    assert not any(_names("onednn", plugins) for plugins in rows.values() if plugins != ["*"])

@@ -201,7 +201,7 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
         "cells": _cells(df, max_tv) if not df.empty else [],
         "drift": [results.drift_text(d) for _, d in drift.iterrows()],
         "roofline_problems": problems,
-        "stacks": stack_table.build(run_dirs) if stack_table.is_stack_set(run_dirs, df) else None,
+        "stacks": stack_table.build(run_dirs, df) if stack_table.is_stack_set(run_dirs, df) else None,
     }
 
 

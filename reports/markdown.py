@@ -68,7 +68,7 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
         for _, d in drift.iterrows():
             lines.append(f"- baseline drift {results.drift_text(d)}")
     if stack_table.is_stack_set(run_dirs, df):
-        lines += ["", *stack_table.markdown(stack_table.build(run_dirs))]
+        lines += ["", *stack_table.markdown(stack_table.build(run_dirs, df))]
     return "\n".join(lines) + "\n"
 
 

@@ -51,10 +51,10 @@ def _fmt(point, low, high, spec: str, suffix: str = "") -> str:
     return f"{text} [{format(low, spec)}, {format(high, spec)}]"
 
 
-def build(run_dirs: Iterable[Path]) -> dict[str, Any]:
-    """The table as data: `columns` (one a stack), `rows` (one a cell) and `differences`."""
+def build(run_dirs: Iterable[Path], df: pd.DataFrame) -> dict[str, Any]:
+    """The table as data: `columns` (one a stack), `rows` (one a cell) and `differences`, from the
+    runs' table as `results.load(run_dirs)` gives it (the report has it loaded already)."""
     run_dirs = [Path(d) for d in run_dirs]
-    df = results.load(run_dirs)
     if df.empty:
         return {"columns": [], "rows": [], "differences": []}
     cells = df[~df["role"].isin(results.REPEATED_BASELINE_ROLES)].copy()

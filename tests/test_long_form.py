@@ -40,16 +40,19 @@ def test_long_form_rtf_agrees_with_the_fit_of_cost_against_length(tiny_pipeline)
     texts, lengths = ["[S1] Dia is an open weights text to dialogue model."], (0.25, 0.5, 1.0)
     pipe.run(texts, 22, SamplingParams(), 0)  # the warmup
     outs: dict[float, list] = {s: [] for s in lengths}
-    for _ in range(3):
+    # Five interleaved rounds: with three, one slow request among nine moved the fit by 10% in a CI run.
+    rounds = 5
+    for _ in range(rounds):
         for s in lengths:
             outs[s].append(pipe.run(texts, frames_for_seconds(s), SamplingParams(), 0))
     audio = {s: frames_for_seconds(s) / FRAMES_PER_SECOND for s in lengths}
-    fit = scaling._ols(np.array([audio[s] for s in lengths for _ in outs[s]]),
-                       np.array([o.times.generate_s for s in lengths for o in outs[s]]))
+    # The median request of each length: one request slowed by the VM must not tilt the line.
+    fit = scaling._ols(np.array([audio[s] for s in lengths]),
+                       np.array([np.median([o.times.generate_s for o in outs[s]]) for s in lengths]))
     lf = long_form(outs[1.0], frames_for_seconds(1.0), 1)
     predicted = scaling.slope_from_steps(lf["rtf"], 1, float(np.median(lf["step_growth_us_per_step_repeats"])),
                                          lf["steps_per_request"],
-                                         [(audio[s], len(outs[s][0].times.step_latencies_s), 3) for s in lengths])
+                                         [(audio[s], len(outs[s][0].times.step_latencies_s), 1) for s in lengths])
     assert fit["slope"] == pytest.approx(predicted, rel=0.1)
     # The delay pattern's 16 steps, the encoder and the prefill: a request costs something before any audio.
     assert fit["intercept"] > 0 and min(lf["fixed_seconds_repeats"]) > 0

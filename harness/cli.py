@@ -179,7 +179,7 @@ def _cell_from_args(args: argparse.Namespace):
 def check_cell_inputs(cell) -> None:
     """Everything the parent can check before a worker starts; raises UsageError."""
     from harness.codec import CODEC_BACKENDS, import_descript
-    from harness.weights import check_weights_dir
+    from harness.weights_dir import check_weights_dir
     from optimizations.registry import resolve
 
     cell.validate()
@@ -444,9 +444,18 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from harness.summary import print_env
+    import torch
 
-    print_env(as_json=args.json)
+    from harness import env
+    from harness.presets import PRESETS
+    from harness.summary import print_env
+    from harness.weights import describe_local_weights
+
+    # Collected here, not in the summary: describing the weights is the worker side's knowledge,
+    # and outputs only print what they are given.
+    info = env.collect("cuda" if torch.cuda.is_available() else "cpu")
+    info["weights"] = describe_local_weights(PRESETS)
+    print_env(info, as_json=args.json)
     return EXIT_OK
 
 

@@ -23,8 +23,7 @@ from typing import Any
 from harness.caches import COLD_ENV, compile_cache_dir
 from harness.cell import Cell
 from harness.jsonio import read_json, write_json_atomic
-from harness.record import not_ok
-from harness.worker import PROGRESS_PREFIX
+from harness.record import PROGRESS_PREFIX, not_ok
 
 ProgressFn = Callable[[dict[str, Any]], None]
 

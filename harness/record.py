@@ -13,6 +13,8 @@ from harness.cell import Cell
 
 SCHEMA_VERSION = 2  # 2: fidelity on sampled distributions, memory per phase, long-form RTF
 STATUSES = ("ok", "failed", "skipped")
+# Starts each progress line the worker writes to stderr (JSON after it); the parent's display reads them.
+PROGRESS_PREFIX = "@dia-bench "
 
 
 def now() -> str:

@@ -233,7 +233,7 @@ def parse_suite(path: Path) -> Suite:
     if suite.baseline_every < 0:
         raise UsageError(f"{path}: [suite] baseline_every = {suite.baseline_every}: give 0 (baselines first "
                          "and last only) or N >= 1 (a baseline again after every N cells)")
-    from harness.weights import check_weights_dir
+    from harness.weights_dir import check_weights_dir
 
     for key, kind in (("weights", "model"), ("codec_weights", "codec")):
         if getattr(suite, key):

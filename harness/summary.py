@@ -84,7 +84,7 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
                   + ", ".join(f"{w:.2f}" for w in rec.get("warmup_seconds", [])) + " s")
     table.add_row("weights", WEIGHT_WORDS.get(rec["weights"]["source"], rec["weights"]["source"]))
     if rec["weights"]["source"] == "synthetic" and rec["preset"] == "dia-1.6b":
-        from harness.weights import REAL_WEIGHTS_HINT
+        from harness.weights_dir import REAL_WEIGHTS_HINT
 
         table.add_row("", escape(REAL_WEIGHTS_HINT))
     for spec, note in (rec.get("plugin_notes") or {}).items():
@@ -107,15 +107,8 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
         console.print(f"record: {path}")
 
 
-def print_env(as_json: bool = False) -> None:
-    import torch
-
-    from harness import env
-    from harness.presets import PRESETS
-    from harness.weights import describe_local_weights
-
-    info = env.collect("cuda" if torch.cuda.is_available() else "cpu")
-    info["weights"] = describe_local_weights(PRESETS)
+def print_env(info: dict[str, Any], as_json: bool = False) -> None:
+    """`dia-bench env`: `info` is `env.collect` with the local weights under "weights"."""
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -141,7 +134,7 @@ def print_env(as_json: bool = False) -> None:
         console.print(f"  {w['preset']} {w['kind']}: {w['source']} {where}: {state}")
     real = [w for w in info["weights"] if w["preset"] == "dia-1.6b" and w["source"] != "synthetic" and w["available"]]
     if not real:
-        from harness.weights import REAL_WEIGHTS_HINT
+        from harness.weights_dir import REAL_WEIGHTS_HINT
 
         console.print(f"  no real dia-1.6b weights here, so runs use synthetic ones: {escape(REAL_WEIGHTS_HINT)}")
 

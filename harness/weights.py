@@ -13,21 +13,13 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.errors import UsageError
 from harness.jsonio import read_json, write_json_atomic
 from harness.paths import cache_dir
 from harness.presets import Preset
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
-# What turns synthetic into real weights: huggingface_hub's own command on a machine with network,
-# then the cache copied over (dia-bench reads it offline).
-REAL_WEIGHTS_HINT = ("for real weights, on a machine with network run `hf download nari-labs/Dia-1.6B-0626` and "
-                     "`hf download descript/dac_44khz`, then copy ~/.cache/huggingface/hub to this machine "
-                     "(or pass --weights DIR --codec-weights DIR)")
+from harness.weights_dir import check_weights_dir, weight_files
 
 
 @dataclass
@@ -43,60 +35,9 @@ class WeightsSource:
         return asdict(self)
 
 
-def _weight_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
-
-
-def _check_safetensors(path: Path) -> None:
-    """Cheap integrity check: the header parses and the file holds every byte it promises."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise ValueError("file shorter than a safetensors header")
-        (header_len,) = struct.unpack("<Q", raw)
-        if header_len > size - 8:
-            raise ValueError("header length points past the end of the file")
-        header = json.loads(fh.read(header_len))
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + header_len + end != size:
-        raise ValueError(f"holds {size} bytes but its header describes {8 + header_len + end} (truncated?)")
-
-
-def check_weights_dir(directory: str | Path, kind: str) -> Path:
-    """Validate a directory written by `save_pretrained`; raise UsageError naming the fix."""
-    expected = {"model": ("dia", "DiaForConditionalGeneration"), "codec": ("dac", "DacModel")}[kind]
-    flag = "--weights" if kind == "model" else "--codec-weights"
-    path = Path(directory).expanduser()
-    fix = f"pass a directory written by {expected[1]}.save_pretrained"
-    if not path.is_dir():
-        raise UsageError(f"{flag} {directory}: no such directory; {fix}")
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise UsageError(f"{flag} {directory}: no config.json in it; {fix}")
-    try:
-        model_type = read_json(config_path).get("model_type")
-    except (json.JSONDecodeError, OSError, AttributeError) as exc:
-        raise UsageError(f"{flag} {directory}: config.json is not valid JSON ({exc}); {fix}") from None
-    if model_type != expected[0]:
-        raise UsageError(
-            f"{flag} {directory}: config.json is for model_type {model_type!r}, not {expected[0]!r}; {fix}"
-        )
-    files = _weight_files(path)
-    if not files:
-        raise UsageError(f"{flag} {directory}: no *.safetensors or *.bin weight files; {fix}")
-    for file in files:
-        if file.suffix == ".safetensors":
-            try:
-                _check_safetensors(file)
-            except (ValueError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-                raise UsageError(f"{flag} {directory}: {file.name} is corrupt ({exc}); {fix}") from None
-    return path
-
-
 def content_hash(directory: Path) -> str:
     """sha256 over the weight files (names and bytes), cached by size and mtime so 6 GB is read once."""
-    files = _weight_files(directory)
+    files = weight_files(directory)
     stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     cache_file = cache_dir() / "hashes.json"
     key = str(directory.resolve())
@@ -132,7 +73,7 @@ def hf_cache_dir(repo_id: str | None) -> Path | None:
         path = Path(snapshot_download(repo_id, local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
-    if not (path / "config.json").is_file() or not _weight_files(path):
+    if not (path / "config.json").is_file() or not weight_files(path):
         return None
     return path
 

@@ -17,9 +17,8 @@ from typing import Any
 
 from harness.cell import Cell
 from harness.jsonio import read_json, write_json_atomic
-from harness.record import base_record, exception_reason, now
+from harness.record import PROGRESS_PREFIX, base_record, exception_reason, now
 
-PROGRESS_PREFIX = "@dia-bench "
 FAULT_ENV = "DIA_BENCH_INJECT_FAULT"  # abort | exit | hang | kill | raise: makes a worker die, for tests
 
 

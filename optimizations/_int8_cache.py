@@ -59,10 +59,10 @@ def load_into(model: torch.nn.Module, path: Path) -> int:
     """Replace the model's fp32 Linear layers by the entry's int8 ones; the number replaced."""
     from safetensors import safe_open
 
-    from harness.weights import _check_safetensors
+    from harness.weights_dir import check_safetensors
 
     try:
-        _check_safetensors(path)
+        check_safetensors(path)
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
             if meta.get("format") != str(FORMAT):

@@ -14,7 +14,7 @@ import pandas as pd
 
 import harness
 from harness import quality, results, rundir, scaling, stats
-from harness.weights import REAL_WEIGHTS_HINT
+from harness.weights_dir import REAL_WEIGHTS_HINT
 from reports import charts
 from reports import stacks as stack_table
 from reports.expectations import load as load_expectations

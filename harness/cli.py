@@ -44,7 +44,7 @@ _quality_bar = _argument(float, lambda v: 0 <= v <= 1,
 
 
 def _max_tv(args: argparse.Namespace) -> float:
-    from harness.quality import DEFAULT_MAX_TOTAL_VARIATION
+    from harness.driver.quality import DEFAULT_MAX_TOTAL_VARIATION
 
     return DEFAULT_MAX_TOTAL_VARIATION if args.max_tv is None else args.max_tv
 
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cell_from_args(args: argparse.Namespace):
     from harness.cell import DEFAULT_TEXT, Cell
-    from harness.devices import check_device, default_device
+    from harness.driver.devices import check_device, default_device
 
     cell = Cell(
         preset=args.preset, device="cpu", plugins=list(args.opt),
@@ -178,8 +178,8 @@ def _cell_from_args(args: argparse.Namespace):
 
 def check_cell_inputs(cell) -> None:
     """Everything the parent can check before a worker starts; raises UsageError."""
-    from harness.codec import CODEC_BACKENDS, import_descript
     from harness.weights_dir import check_weights_dir
+    from harness.worker.codec import CODEC_BACKENDS, import_descript
     from optimizations.registry import resolve
 
     cell.validate()
@@ -195,9 +195,9 @@ def check_cell_inputs(cell) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.driver.outputs import AUDIO_SUFFIXES, output_dir, output_file
     from harness.jsonio import write_json_atomic
-    from harness.outputs import AUDIO_SUFFIXES, output_dir, output_file
-    from harness.summary import print_record
+    from reports.summary import print_record
 
     cell = _cell_from_args(args)
     check_cell_inputs(cell)
@@ -227,7 +227,7 @@ def _run_with_progress(cell, timeout: float, quiet: bool, cold: bool = False) ->
     from rich.console import Console
 
     from harness.caches import COLD_ENV
-    from harness.launcher import run_isolated
+    from harness.driver.launcher import run_isolated
 
     extra_env = {COLD_ENV: "1"} if cold else {}
     console = Console(stderr=True)
@@ -256,7 +256,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
     from harness.cell import Cell
     from harness.presets import get_preset
-    from harness.weights import resolve as resolve_weights
+    from harness.worker.weights import resolve as resolve_weights
 
     cell = Cell(preset=args.preset, device="cpu", seconds=args.seconds, repeats=args.repeats, warmup=args.warmup,
                 weights=args.weights, fidelity=False)
@@ -273,7 +273,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
         print(f"harness: {rec['repeats_seconds']}", flush=True)
 
     def run_plain() -> None:
-        plain = subprocess.run([sys.executable, "-m", "harness.plain_generate", "--weights", weights_dir,
+        plain = subprocess.run([sys.executable, "-m", "harness.worker.plain_generate", "--weights", weights_dir,
                                 "--text", cell.text, "--frames", str(cell.frames), "--repeats", str(args.repeats),
                                 "--warmup", str(args.warmup), "--seed", str(cell.seed)],
                                capture_output=True, text=True, check=True)
@@ -298,11 +298,11 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.expand import expand
-    from harness.outputs import output_dir
-    from harness.suite import find_suite, parse_suite
-    from harness.summary import print_sweep
-    from harness.sweep import describe, run_suite, select
+    from harness.driver.expand import expand
+    from harness.driver.outputs import output_dir
+    from harness.driver.suite import find_suite, parse_suite
+    from harness.driver.sweep import describe, run_suite, select
+    from reports.summary import print_sweep
 
     suite = parse_suite(find_suite(args.suite))
     if args.list:
@@ -314,7 +314,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return EXIT_OK
     if (args.resume or args.retry_failed) and not args.out:
         raise UsageError(f"{'--resume' if args.resume else '--retry-failed'} needs --out RUN_DIR, the run to finish")
-    from harness.executors import get
+    from harness.driver.executors import get
 
     executor = get(args.executor, args.address)  # first: a missing Ray leaves nothing behind
     try:
@@ -326,7 +326,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     print_sweep(out)
-    from harness import rundir
+    from harness.driver import rundir
     from reports.html import write as write_html
     from reports.markdown import write as write_markdown
 
@@ -342,8 +342,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare import compare_runs, context_differences, gate, status_changes
-    from harness.summary import print_compare
+    from reports.comparison import compare_runs, context_differences, gate, status_changes
+    from reports.summary import print_compare
 
     base, new = _run_dirs([args.base, args.new])
     if base.resolve() == new.resolve():
@@ -376,9 +376,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from harness import rundir
-    from harness.changepoints import MIN_EFFECT
-    from harness.outputs import output_file
+    from harness.driver import rundir
+    from harness.driver.changepoints import MIN_EFFECT
+    from harness.driver.outputs import output_file
     from reports.history import write
 
     dirs = rundir.find(args.run_dirs)
@@ -390,9 +390,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from harness.export import to_pytest_benchmark
+    from harness.driver.outputs import output_file
     from harness.jsonio import write_json_atomic
-    from harness.outputs import output_file
+    from reports.export import to_pytest_benchmark
 
     (run_dir,) = _run_dirs([args.run_dir])
     output = output_file(args.output or run_dir / "pytest-benchmark.json", "-o")
@@ -404,7 +404,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _run_dirs(paths: list[str]) -> list[Path]:
     """Run directories; a path to a run's own run.json stands for its directory."""
-    from harness import rundir
+    from harness.driver import rundir
 
     dirs = []
     for p in paths:
@@ -417,7 +417,7 @@ def _run_dirs(paths: list[str]) -> list[Path]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.outputs import output_file
+    from harness.driver.outputs import output_file
 
     dirs = _run_dirs(args.run_dirs)
     if args.markdown:
@@ -433,7 +433,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from harness.outputs import output_file
+    from harness.driver.outputs import output_file
     from reports.recommend import write
 
     dirs = _run_dirs(args.run_dirs)
@@ -448,8 +448,8 @@ def cmd_env(args: argparse.Namespace) -> int:
 
     from harness import env
     from harness.presets import PRESETS
-    from harness.summary import print_env
-    from harness.weights import describe_local_weights
+    from harness.worker.weights import describe_local_weights
+    from reports.summary import print_env
 
     # Collected here, not in the summary: describing the weights is the worker side's knowledge,
     # and outputs only print what they are given.
@@ -460,8 +460,8 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from harness.devices import check_device, default_device
-    from harness.summary import print_plugins
+    from harness.driver.devices import check_device, default_device
+    from reports.summary import print_plugins
 
     device = check_device(args.device) if args.device else default_device()
     print_plugins(device, as_json=args.json)

@@ -76,9 +76,9 @@ def create_fast_generate(model, codec=None, plugins: list[str] | None = None, de
     import torch
     from transformers import DiaFeatureExtractor, DiaProcessor, DiaTokenizer
 
-    from harness.codec import TransformersDac
-    from harness.pipeline import DiaPipeline, SamplingParams
     from harness.presets import frames_for_seconds
+    from harness.worker.codec import TransformersDac
+    from harness.worker.pipeline import DiaPipeline, SamplingParams
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     plan = resolve(plugins if plugins is not None else GPU_DEFAULT, device)

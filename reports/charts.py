@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from harness import results
+from harness.driver import results
 
 plt.rcParams.update({"svg.fonttype": "path", "figure.dpi": 100, "font.size": 9})
 

@@ -1,8 +1,8 @@
 """`dia-bench history`: every configuration followed across runs, in time order, with its steps.
 
 A line (a series) is one configuration (preset, device, plugins, text, length, batch) on one machine
-(`harness.compare.MACHINE`): runs on two machines are never one line. Each run of a line carries its
-date, commit and versions; `harness.changepoints` finds where the line changed level, and each step
+(`reports.comparison.MACHINE`): runs on two machines are never one line. Each run of a line carries its
+date, commit and versions; `harness.driver.changepoints` finds where the line changed level, and each step
 names the first run after it, the commits on either side and what else changed between those runs.
 """
 
@@ -17,7 +17,9 @@ from typing import Any
 import pandas as pd
 
 import harness
-from harness import changepoints, compare, results, rundir, stats
+from harness import stats
+from harness.driver import changepoints, results, rundir
+from reports import comparison
 
 # Charts cost a second and a few hundred kB each: configurations with a step come first, then each
 # machine's baselines, then the rest, up to this many.
@@ -56,7 +58,7 @@ class Run:
         return "-" if pd.isna(self.started_at) else self.started_at.strftime("%Y-%m-%d %H:%M UTC")
 
     def versions(self) -> dict[str, Any]:
-        return {name: get(self.machine) for name, get in compare.VERSIONS.items()}
+        return {name: get(self.machine) for name, get in comparison.VERSIONS.items()}
 
 
 @dataclass
@@ -128,7 +130,7 @@ def _point(run: Run, r: pd.Series) -> Point:
 
 
 def _changed(before: Point, after: Point) -> list[str]:
-    out = compare.differences(before.run.machine, after.run.machine, compare.VERSIONS)
+    out = comparison.differences(before.run.machine, after.run.machine, comparison.VERSIONS)
     if before.weights != after.weights:
         out.append(f"weights: {before.weights} -> {after.weights}")
     return out
@@ -144,7 +146,7 @@ def build(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT)
     # The baseline measured again within a run checks the machine; it is not another run of the line.
     df = df[df["status"].isin(["ok", "failed"]) & ~df["role"].isin(results.REPEATED_BASELINE_ROLES)].copy()
     df["order"] = [by_path[p].order for p in df["run"]]
-    df["machine"] = [compare.machine_label(by_path[p].machine) for p in df["run"]]
+    df["machine"] = [comparison.machine_label(by_path[p].machine) for p in df["run"]]
     series = []
     for _, g in df.sort_values("order").groupby(list(SERIES_KEYS), dropna=False, sort=True):
         first = g.iloc[0]
@@ -185,7 +187,7 @@ def commit_range(s: StepInfo) -> str:
 def _run_row(r: Run) -> dict[str, Any]:
     v = r.versions()
     return {"order": r.order, "date": r.date, "commit": r.commit, "subject": r.subject,
-            "machine": compare.machine_label(r.machine), "torch": v["torch"], "transformers": v["transformers"],
+            "machine": comparison.machine_label(r.machine), "torch": v["torch"], "transformers": v["transformers"],
             "dia_bench": v["dia-bench"], "driver": v["driver"] or "-", "path": str(r.path)}
 
 
@@ -233,7 +235,7 @@ def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFEC
         "version": harness.__version__,
         "runs": [_run_row(r) for r in runs],
         "span": f"{min(dates):%Y-%m-%d} to {max(dates):%Y-%m-%d}" if dates else "no dates recorded",
-        "machines": sorted({compare.machine_label(r.machine) for r in runs}),
+        "machines": sorted({comparison.machine_label(r.machine) for r in runs}),
         "steps": [_step_row(line, s) for line in series for s in line.steps],
         "series": rows,
         "charted": min(len(drawn), MAX_CHARTS),
@@ -258,7 +260,7 @@ def md_cell(value: Any) -> str:
 
 def render_markdown(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> str:
     runs, series = build(run_dirs, min_effect)
-    machines = sorted({compare.machine_label(r.machine) for r in runs})
+    machines = sorted({comparison.machine_label(r.machine) for r in runs})
     lines = ["# dia-bench history", "",
              f"- {len(runs)} run(s) on {len(machines)} machine(s), {len(series)} configuration line(s); "
              "a line is one configuration on one machine",

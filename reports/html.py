@@ -13,7 +13,8 @@ import jinja2
 import pandas as pd
 
 import harness
-from harness import quality, results, rundir, scaling, stats
+from harness import stats
+from harness.driver import quality, results, rundir, scaling
 from harness.weights_dir import REAL_WEIGHTS_HINT
 from reports import charts
 from reports import stacks as stack_table

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from harness import quality, results, stats
+from harness import stats
+from harness.driver import quality, results
 from reports import stacks as stack_table
 
 WEIGHTS = {"synthetic": "synthetic weights: timings are real, audio is noise",

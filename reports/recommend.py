@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 import harness
-from harness import quality, results
+from harness.driver import quality, results
 from reports.html import _env, _n
 from reports.verdicts import best_eligible, hardware_rows, not_beaten_note
 

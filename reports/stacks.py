@@ -15,8 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness import results, stats
-from harness.compare import context_differences
+from harness import stats
+from harness.driver import results
+from reports.comparison import context_differences
 
 # What must match for two runs' cells to be the same configuration.
 CELL_KEYS = ("preset", "device", "plugins", "text_label", "seconds", "batch")

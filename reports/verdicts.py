@@ -6,7 +6,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness import quality, results, stats
+from harness import stats
+from harness.driver import quality, results
 from optimizations.registry import split_spec
 from reports.expectations import load as load_expectations
 

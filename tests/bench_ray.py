@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import rundir
+from harness.driver import rundir
 
 
 def sweep(suite: str, out: Path, executor: str) -> float:

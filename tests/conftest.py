@@ -44,7 +44,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def tiny_pipeline():
-    from harness.measure import load_pipeline
+    from harness.worker.measure import load_pipeline
 
     pipe, weights = load_pipeline(tiny_cell())
     return pipe, weights

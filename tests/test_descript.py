@@ -11,9 +11,9 @@ import json
 import pytest
 import torch
 
-from harness.codec import DescriptDac, TransformersDac
 from harness.presets import _REAL_CODEC, get_preset
-from harness.weights import ensure_synthetic
+from harness.worker.codec import DescriptDac, TransformersDac
+from harness.worker.weights import ensure_synthetic
 from tests.conftest import run_cli
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import fidelity, quality, results
-from harness.launcher import run_isolated
-from harness.pipeline import SamplingParams
+from harness.driver import quality, results
+from harness.driver.launcher import run_isolated
+from harness.worker import fidelity
+from harness.worker.pipeline import SamplingParams
 from tests.conftest import tiny_cell
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import changepoints, compare, rundir
-from reports import history
+from harness.driver import changepoints, rundir
+from reports import comparison, history
 from tests import history_story as story
 from tests.conftest import run_cli
 from tests.test_cli_errors import _assert_usage_error
@@ -109,7 +109,7 @@ def test_machines_are_never_one_line(story_runs, tmp_path):
     _, series = _series(story_runs)
     assert len(series) == 4
     for line in series:
-        machines = {compare.machine_label(p.run.machine) for p in line.points}
+        machines = {comparison.machine_label(p.run.machine) for p in line.points}
         assert machines == {line.machine} and len(line.points) == 12
     quiet = [line for line in series if line.machine.startswith(story.MACHINES[1])]
     assert quiet and all(not line.steps for line in quiet)

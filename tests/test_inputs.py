@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cell import text_tokens
-from harness.launcher import run_isolated
+from harness.driver.launcher import run_isolated
 from harness.presets import PRESETS
 from tests.conftest import run_cli, tiny_cell
 from tests.test_cli_errors import _assert_usage_error

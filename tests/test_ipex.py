@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.launcher import run_isolated
+from harness.driver.launcher import run_isolated
 from optimizations.registry import resolve
 from tests.conftest import tiny_cell
 

@@ -7,7 +7,7 @@ import copy
 
 import torch
 
-from harness.roofline import decode_step_weight_bytes
+from harness.worker.roofline import decode_step_weight_bytes
 from optimizations.api import apply_plan
 from optimizations.registry import resolve
 from tests.conftest import run_cli

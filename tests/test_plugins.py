@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from harness.launcher import run_isolated
+from harness.driver.launcher import run_isolated
 from optimizations.registry import CompositionError, all_plugins, resolve
 from tests.conftest import requires_cuda, run_cli, tiny_cell
 
@@ -50,7 +50,7 @@ def test_packed_int8_weights_are_counted_from_their_shapes_exactly(tiny_pipeline
     the count must equal what unpacking every layer finds."""
     import copy
 
-    from harness.roofline import decode_step_weight_bytes
+    from harness.worker.roofline import decode_step_weight_bytes
     from optimizations.api import apply_plan
 
     pipe, _ = tiny_pipeline
@@ -82,7 +82,7 @@ def test_autocast_runs_the_matmuls_in_the_chosen_dtype(tiny_pipeline):
     saved = list(pipe.generation_contexts)
     try:
         apply_plan(pipe, resolve(["autocast=bf16"], "cpu"), "cpu")
-        pipe.run(["[S1] autocast"], 17, __import__("harness.pipeline").pipeline.SamplingParams(), seed=0)
+        pipe.run(["[S1] autocast"], 17, __import__("harness.worker.pipeline").worker.pipeline.SamplingParams(), seed=0)
     finally:
         hook.remove()
         pipe.generation_contexts[:] = saved

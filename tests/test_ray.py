@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import results, rundir
+from harness.driver import results, rundir
 from tests.conftest import run_cli
 from tests.test_sweep import write_suite
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import results, rundir
-from harness.expand import expand, plugin_combinations
-from harness.suite import parse_suite
+from harness.driver import results, rundir
+from harness.driver.expand import expand, plugin_combinations
+from harness.driver.suite import parse_suite
 from tests.conftest import run_cli
 
 TINY_SUITE = """
@@ -102,7 +102,7 @@ def test_unknown_suite_name():
 
 
 def test_shipped_suites_parse():
-    from harness.suite import SUITES_DIR, suite_names
+    from harness.driver.suite import SUITES_DIR, suite_names
 
     for name in suite_names():
         suite = parse_suite(SUITES_DIR / f"{name}.toml")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness.launcher import run_isolated
+from harness.driver.launcher import run_isolated
 from harness.record import SCHEMA_VERSION
 from tests.conftest import run_cli, tiny_cell
 

@@ -1,7 +1,7 @@
 """Whether a cell's output is still Dia's: the quality bar recommendations are chosen under.
 
 A configuration is recommended only when the distributions it samples from stay close to the fp32
-reference's, judged on the run's shared history (`harness/fidelity.py`): the mean total variation
+reference's, judged on the run's shared history (`harness/worker/fidelity.py`): the mean total variation
 distance over every token of the audio must not exceed the bar. A faster configuration that fails
 it is listed apart with what it trades, never silently preferred.
 """

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import results, stats
+from harness import stats
+from harness.driver import results
 
 GROUP = ["run", "preset", "device", "plugins", "batch", "text_label"]
 

@@ -6,8 +6,8 @@ import itertools
 from dataclasses import dataclass
 
 from harness.cell import Cell
+from harness.driver.suite import Suite, load_texts
 from harness.errors import UsageError
-from harness.suite import Suite, load_texts
 
 
 @dataclass
@@ -46,7 +46,7 @@ def batch_sizes(suite: Suite) -> list[list[int]]:
 
 
 def resolve_devices(devices: list[str]) -> list[str]:
-    from harness.devices import available_devices
+    from harness.driver.devices import available_devices
 
     out: list[str] = []
     for d in devices:
@@ -57,7 +57,7 @@ def resolve_devices(devices: list[str]) -> list[str]:
 
 
 def _skip_reason(cell: Cell) -> str | None:
-    from harness.devices import check_device
+    from harness.driver.devices import check_device
     from optimizations.registry import resolve
 
     try:

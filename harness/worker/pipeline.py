@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from harness.codec import Codec
 from harness.presets import DELAY_PATTERN
+from harness.worker.codec import Codec
 
 EOS, PAD, BOS = 1024, 1025, 1026
 

@@ -12,13 +12,13 @@ import torch
 
 from harness import stats
 from harness.cell import Cell
-from harness.codec import load_codec
-from harness.pipeline import DiaPipeline, PipelineOutput, SamplingParams
 from harness.presets import FRAMES_PER_SECOND, SAMPLE_RATE, get_preset
 from harness.record import now
-from harness.roofline import roofline
-from harness.trackers import PhaseMemory
-from harness.weights import resolve as resolve_weights
+from harness.worker.codec import load_codec
+from harness.worker.pipeline import DiaPipeline, PipelineOutput, SamplingParams
+from harness.worker.roofline import roofline
+from harness.worker.trackers import PhaseMemory
+from harness.worker.weights import resolve as resolve_weights
 from optimizations.api import apply_plan
 from optimizations.registry import Plan
 
@@ -83,7 +83,7 @@ def long_form(outputs: list[PipelineOutput], frames: int, batch: int) -> dict[st
     is left of its generation time beyond F steps is the fixed cost of a request.
     A step also grows slower as the sequence grows (attention over it, caches and masks rebuilt
     each step): the slope of step time against step index says by how much, so a figure at one
-    length can be carried to another (`harness/scaling.py` does, to check the two against each other).
+    length can be carried to another (`harness/driver/scaling.py` does, to check the two against each other).
     """
     rtf, fixed, growth = [], [], []
     for o in outputs:
@@ -196,7 +196,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         rec["energy_joules_per_audio_second"] = joules / (audio_seconds * len(outputs))
     output_errors: dict[str, str] = {}
     if cell.profile_dir:
-        from harness.profiling import profile_once
+        from harness.worker.profiling import profile_once
 
         progress("profile")
         trace = Path(cell.profile_dir) / f"trace-{cell.cell_id}.json"
@@ -248,8 +248,8 @@ def history_meta(cell: Cell, weights: dict[str, Any]) -> dict[str, Any]:
 
 def _fidelity(cell: Cell, plan: Plan, pipe: DiaPipeline, weights: dict[str, Any], texts: list[str],
               out: PipelineOutput) -> dict[str, Any]:
-    from harness import fidelity
     from harness.paths import cache_dir
+    from harness.worker import fidelity
 
     directory = Path(cell.fidelity_dir) if cell.fidelity_dir else cache_dir() / "fidelity"
     inputs = pipe.tokenize(texts[:1])

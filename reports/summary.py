@@ -185,7 +185,7 @@ def _fmt_interval(point, low, high) -> str:
 
 def print_sweep(run_dir: Path, console: Console | None = None) -> None:
     """The table that closes a sweep: every cell, its RTF with CI, speedup against its baseline."""
-    from harness import results
+    from harness.driver import results
 
     console = console or _console()
     df = results.load(run_dir)
@@ -193,7 +193,8 @@ def print_sweep(run_dir: Path, console: Console | None = None) -> None:
     for col in ("cell", "status", "RTF [95% CI]", "long-form RTF", "x real time", "speedup vs baseline",
                 "peak RSS MB", "quality"):
         table.add_column(col)
-    from harness import quality, stats
+    from harness import stats
+    from harness.driver import quality
 
     for _, r in df.iterrows():
         if r["status"] == "ok":

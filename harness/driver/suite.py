@@ -17,7 +17,7 @@ else:  # pragma: no cover
 
 from harness.errors import UsageError
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 DESIGNS = ("full", "one-at-a-time", "leave-one-out", "explicit")
 
 SUITE_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -153,7 +153,7 @@ def _explicit_cells(path: Path, raw: list[Any]) -> tuple[list[list[str]], list[l
 
 def parse_suite(path: Path) -> Suite:
     """Read and check a suite file; every problem is one line naming the file and the key or line."""
-    from harness.devices import _DEVICE
+    from harness.driver.devices import _DEVICE
     from harness.presets import PRESETS
     from optimizations.registry import get_plugin, split_spec
 
@@ -225,7 +225,7 @@ def parse_suite(path: Path) -> Suite:
     if not math.isfinite(suite.timeout_s) or suite.timeout_s <= 0:
         raise UsageError(f"{path}: [suite] timeout_s = {suite.timeout_s}: give the seconds one cell may take, > 0")
     if suite.warmup == 0:
-        from harness.expand import plugin_combinations
+        from harness.driver.expand import plugin_combinations
 
         if any(split_spec(spec)[0] == "compile" for cell in plugin_combinations(suite) for spec in cell):
             raise UsageError(f"{path}: [suite] warmup = 0 with a compile cell would time compilation as "

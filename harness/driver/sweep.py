@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import overlap, rundir
+from harness.driver import overlap, rundir
+from harness.driver.executors import Batch, Executor
+from harness.driver.expand import PlannedCell, expand
+from harness.driver.suite import Suite
 from harness.errors import UsageError
-from harness.executors import Batch, Executor
-from harness.expand import PlannedCell, expand
 from harness.record import now
-from harness.suite import Suite
 
 
 def describe(p: PlannedCell) -> str:
@@ -59,7 +59,7 @@ def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = 
     """Runs the suite's cells missing from `out` (and, with retry_failed, those that failed) on `executor`
     (local by default), writing each record as it arrives."""
     if executor is None:
-        from harness.executors.local import LocalExecutor
+        from harness.driver.executors.local import LocalExecutor
 
         executor = LocalExecutor()
     planned = select(expand(suite), only)

@@ -7,7 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness import results, rundir, stats
+from harness import stats
+from harness.driver import results, rundir
 
 # What identifies a machine: runs on two machines are never one line in `dia-bench history`.
 MACHINE = {

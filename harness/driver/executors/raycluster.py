@@ -20,9 +20,9 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from harness.driver.executors import Batch, Display
+from harness.driver.expand import PlannedCell
 from harness.errors import UsageError
-from harness.executors import Batch, Display
-from harness.expand import PlannedCell
 from harness.record import not_ok
 
 NODE_RESOURCE = "dia_bench_node"
@@ -31,7 +31,7 @@ NODE_RESOURCE = "dia_bench_node"
 GPU_CELL_SHARE = 0.001
 BASELINE_ROLES = ("baseline-start", "baseline-mid", "baseline-end")
 # Where this checkout's packages live: workers started from a source tree import them from here too.
-_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def this_node() -> dict[str, str]:
@@ -54,7 +54,7 @@ class _Started:
 
 
 def _run_cell(cell: Any, key: str, timeout_s: float, extra_env: dict[str, str], started: Any) -> dict[str, Any]:
-    from harness.launcher import run_isolated
+    from harness.driver.launcher import run_isolated
 
     node = this_node()
     ray.get(started.started.remote(key, node))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from harness.executors import Batch, Display
-from harness.expand import PlannedCell
-from harness.launcher import run_isolated
+from harness.driver.executors import Batch, Display
+from harness.driver.expand import PlannedCell
+from harness.driver.launcher import run_isolated
 from harness.record import not_ok
 
 
@@ -18,7 +18,7 @@ class LocalExecutor:
         return planned
 
     def run(self, batch: Batch, display: Display) -> Iterator[tuple[PlannedCell, dict[str, Any]]]:
-        from harness.sweep import describe
+        from harness.driver.sweep import describe
 
         for p in batch.cells:
             display.start(describe(p))

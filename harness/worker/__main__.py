@@ -56,7 +56,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     import torch
 
     from harness import env as envmod
-    from harness.measure import measure_pipeline
+    from harness.worker.measure import measure_pipeline
 
     rec["plugins"] = plan.specs
     reasons = plan.unavailable(cell.device)

@@ -11,7 +11,7 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from harness.paths import cache_dir
+from dia_bench.harness.paths import cache_dir
 
 COLD_ENV = "DIA_BENCH_COLD_COMPILE"  # set: every compile starts from an empty cache, measured on purpose
 

@@ -8,8 +8,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from harness.errors import UsageError
-from harness.presets import DELAY_PATTERN, FRAMES_PER_SECOND, frames_for_seconds, get_preset
+from dia_bench.harness.errors import UsageError
+from dia_bench.harness.presets import DELAY_PATTERN, FRAMES_PER_SECOND, frames_for_seconds, get_preset
 
 DEFAULT_TEXT = (
     "[S1] Dia is an open weights text to dialogue model. "

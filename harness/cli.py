@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness.errors import UsageError
+from dia_bench.harness.errors import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 
@@ -44,7 +44,7 @@ _quality_bar = _argument(float, lambda v: 0 <= v <= 1,
 
 
 def _max_tv(args: argparse.Namespace) -> float:
-    from harness.driver.quality import DEFAULT_MAX_TOTAL_VARIATION
+    from dia_bench.harness.driver.quality import DEFAULT_MAX_TOTAL_VARIATION
 
     return DEFAULT_MAX_TOTAL_VARIATION if args.max_tv is None else args.max_tv
 
@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cell_from_args(args: argparse.Namespace):
-    from harness.cell import DEFAULT_TEXT, Cell
-    from harness.driver.devices import check_device, default_device
+    from dia_bench.harness.cell import DEFAULT_TEXT, Cell
+    from dia_bench.harness.driver.devices import check_device, default_device
 
     cell = Cell(
         preset=args.preset, device="cpu", plugins=list(args.opt),
@@ -178,9 +178,9 @@ def _cell_from_args(args: argparse.Namespace):
 
 def check_cell_inputs(cell) -> None:
     """Everything the parent can check before a worker starts; raises UsageError."""
-    from harness.weights_dir import check_weights_dir
-    from harness.worker.codec import CODEC_BACKENDS, import_descript
-    from optimizations.registry import resolve
+    from dia_bench.harness.weights_dir import check_weights_dir
+    from dia_bench.harness.worker.codec import CODEC_BACKENDS, import_descript
+    from dia_bench.optimizations.registry import resolve
 
     cell.validate()
     if cell.codec not in CODEC_BACKENDS:
@@ -195,9 +195,9 @@ def check_cell_inputs(cell) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.driver.outputs import AUDIO_SUFFIXES, output_dir, output_file
-    from harness.jsonio import write_json_atomic
-    from reports.summary import print_record
+    from dia_bench.harness.driver.outputs import AUDIO_SUFFIXES, output_dir, output_file
+    from dia_bench.harness.jsonio import write_json_atomic
+    from dia_bench.reports.summary import print_record
 
     cell = _cell_from_args(args)
     check_cell_inputs(cell)
@@ -226,8 +226,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_with_progress(cell, timeout: float, quiet: bool, cold: bool = False) -> dict[str, Any]:
     from rich.console import Console
 
-    from harness.caches import COLD_ENV
-    from harness.driver.launcher import run_isolated
+    from dia_bench.harness.caches import COLD_ENV
+    from dia_bench.harness.driver.launcher import run_isolated
 
     extra_env = {COLD_ENV: "1"} if cold else {}
     console = Console(stderr=True)
@@ -254,9 +254,9 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     import statistics
     import subprocess
 
-    from harness.cell import Cell
-    from harness.presets import get_preset
-    from harness.worker.weights import resolve as resolve_weights
+    from dia_bench.harness.cell import Cell
+    from dia_bench.harness.presets import get_preset
+    from dia_bench.harness.worker.weights import resolve as resolve_weights
 
     cell = Cell(preset=args.preset, device="cpu", seconds=args.seconds, repeats=args.repeats, warmup=args.warmup,
                 weights=args.weights, fidelity=False)
@@ -273,9 +273,9 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
         print(f"harness: {rec['repeats_seconds']}", flush=True)
 
     def run_plain() -> None:
-        plain = subprocess.run([sys.executable, "-m", "harness.worker.plain_generate", "--weights", weights_dir,
-                                "--text", cell.text, "--frames", str(cell.frames), "--repeats", str(args.repeats),
-                                "--warmup", str(args.warmup), "--seed", str(cell.seed)],
+        plain = subprocess.run([sys.executable, "-m", "dia_bench.harness.worker.plain_generate",
+                                "--weights", weights_dir, "--text", cell.text, "--frames", str(cell.frames),
+                                "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--seed", str(cell.seed)],
                                capture_output=True, text=True, check=True)
         times = json.loads(plain.stdout.strip().splitlines()[-1])["repeats_seconds"]
         plain_times.extend(times)
@@ -285,7 +285,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
         for step in ((run_harness, run_plain) if i % 2 == 0 else (run_plain, run_harness)):
             step()
     harness_s, plain_s = statistics.median(harness_times), statistics.median(plain_times)
-    from harness.stats import ratio_ci
+    from dia_bench.harness.stats import ratio_ci
 
     ci = ratio_ci(plain_times, harness_times)  # > 1 would mean the harness reads faster than plain
     diff = (harness_s - plain_s) / plain_s * 100
@@ -298,11 +298,11 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.driver.expand import expand
-    from harness.driver.outputs import output_dir
-    from harness.driver.suite import find_suite, parse_suite
-    from harness.driver.sweep import describe, run_suite, select
-    from reports.summary import print_sweep
+    from dia_bench.harness.driver.expand import expand
+    from dia_bench.harness.driver.outputs import output_dir
+    from dia_bench.harness.driver.suite import find_suite, parse_suite
+    from dia_bench.harness.driver.sweep import describe, run_suite, select
+    from dia_bench.reports.summary import print_sweep
 
     suite = parse_suite(find_suite(args.suite))
     if args.list:
@@ -314,7 +314,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return EXIT_OK
     if (args.resume or args.retry_failed) and not args.out:
         raise UsageError(f"{'--resume' if args.resume else '--retry-failed'} needs --out RUN_DIR, the run to finish")
-    from harness.driver.executors import get
+    from dia_bench.harness.driver.executors import get
 
     executor = get(args.executor, args.address)  # first: a missing Ray leaves nothing behind
     try:
@@ -326,9 +326,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     print_sweep(out)
-    from harness.driver import rundir
-    from reports.html import write as write_html
-    from reports.markdown import write as write_markdown
+    from dia_bench.harness.driver import rundir
+    from dia_bench.reports.html import write as write_html
+    from dia_bench.reports.markdown import write as write_markdown
 
     summary = write_markdown([out], out / "summary.md")
     report = write_html([out], out / "report.html")
@@ -342,8 +342,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from reports.comparison import compare_runs, context_differences, gate, status_changes
-    from reports.summary import print_compare
+    from dia_bench.reports.comparison import compare_runs, context_differences, gate, status_changes
+    from dia_bench.reports.summary import print_compare
 
     base, new = _run_dirs([args.base, args.new])
     if base.resolve() == new.resolve():
@@ -359,7 +359,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.format == "text":
         print_compare(table, changes)
     else:
-        from reports.compare import render
+        from dia_bench.reports.compare import render
 
         print(render(args.format, base, new, table, changes, differences,
                      {"fail_on": fail_on if gating else None, "threshold_pct": threshold if gating else None,
@@ -376,10 +376,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from harness.driver import rundir
-    from harness.driver.changepoints import MIN_EFFECT
-    from harness.driver.outputs import output_file
-    from reports.history import write
+    from dia_bench.harness.driver import rundir
+    from dia_bench.harness.driver.changepoints import MIN_EFFECT
+    from dia_bench.harness.driver.outputs import output_file
+    from dia_bench.reports.history import write
 
     dirs = rundir.find(args.run_dirs)
     output = output_file(args.output or ("history.md" if args.markdown else "history.html"), "-o")
@@ -390,9 +390,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from harness.driver.outputs import output_file
-    from harness.jsonio import write_json_atomic
-    from reports.export import to_pytest_benchmark
+    from dia_bench.harness.driver.outputs import output_file
+    from dia_bench.harness.jsonio import write_json_atomic
+    from dia_bench.reports.export import to_pytest_benchmark
 
     (run_dir,) = _run_dirs([args.run_dir])
     output = output_file(args.output or run_dir / "pytest-benchmark.json", "-o")
@@ -404,7 +404,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _run_dirs(paths: list[str]) -> list[Path]:
     """Run directories; a path to a run's own run.json stands for its directory."""
-    from harness.driver import rundir
+    from dia_bench.harness.driver import rundir
 
     dirs = []
     for p in paths:
@@ -417,15 +417,15 @@ def _run_dirs(paths: list[str]) -> list[Path]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.driver.outputs import output_file
+    from dia_bench.harness.driver.outputs import output_file
 
     dirs = _run_dirs(args.run_dirs)
     if args.markdown:
-        from reports.markdown import write as write_markdown
+        from dia_bench.reports.markdown import write as write_markdown
 
         out = write_markdown(dirs, output_file(args.output or "report.md", "-o"), _max_tv(args))
     else:
-        from reports.html import write as write_html
+        from dia_bench.reports.html import write as write_html
 
         out = write_html(dirs, output_file(args.output or "report.html", "-o"), _max_tv(args))
     print(f"report: {out}")
@@ -433,8 +433,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from harness.driver.outputs import output_file
-    from reports.recommend import write
+    from dia_bench.harness.driver.outputs import output_file
+    from dia_bench.reports.recommend import write
 
     dirs = _run_dirs(args.run_dirs)
     output = output_file(args.output or ("recommend.md" if args.markdown else "recommend.html"), "-o")
@@ -446,10 +446,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     import torch
 
-    from harness import env
-    from harness.presets import PRESETS
-    from harness.worker.weights import describe_local_weights
-    from reports.summary import print_env
+    from dia_bench.harness import env
+    from dia_bench.harness.presets import PRESETS
+    from dia_bench.harness.worker.weights import describe_local_weights
+    from dia_bench.reports.summary import print_env
 
     # Collected here, not in the summary: describing the weights is the worker side's knowledge,
     # and outputs only print what they are given.
@@ -460,8 +460,8 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from harness.driver.devices import check_device, default_device
-    from reports.summary import print_plugins
+    from dia_bench.harness.driver.devices import check_device, default_device
+    from dia_bench.reports.summary import print_plugins
 
     device = check_device(args.device) if args.device else default_device()
     print_plugins(device, as_json=args.json)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import UsageError
+from dia_bench.harness.errors import UsageError
 
 SAMPLE_RATE = 44100
 HOP_LENGTH = 512

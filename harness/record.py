@@ -8,8 +8,8 @@ import socket
 import traceback
 from typing import Any
 
-import harness
-from harness.cell import Cell
+from dia_bench import harness
+from dia_bench.harness.cell import Cell
 
 SCHEMA_VERSION = 2  # 2: fidelity on sampled distributions, memory per phase, long-form RTF
 STATUSES = ("ok", "failed", "skipped")

@@ -11,8 +11,8 @@ import json
 import struct
 from pathlib import Path
 
-from harness.errors import UsageError
-from harness.jsonio import read_json
+from dia_bench.harness.errors import UsageError
+from dia_bench.harness.jsonio import read_json
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # What turns synthetic into real weights: huggingface_hub's own command on a machine with network,

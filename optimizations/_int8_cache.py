@@ -25,8 +25,8 @@ class StaleEntry(Exception):
 
 
 def entry_path(weights_id: str) -> Path:
-    from harness.caches import versions_key
-    from harness.paths import cache_dir
+    from dia_bench.harness.caches import versions_key
+    from dia_bench.harness.paths import cache_dir
 
     digest = weights_id.removeprefix("sha256:")
     return cache_dir() / "quantized" / versions_key() / f"{digest}-int8-dynamic.safetensors"
@@ -59,7 +59,7 @@ def load_into(model: torch.nn.Module, path: Path) -> int:
     """Replace the model's fp32 Linear layers by the entry's int8 ones; the number replaced."""
     from safetensors import safe_open
 
-    from harness.weights_dir import check_safetensors
+    from dia_bench.harness.weights_dir import check_safetensors
 
     try:
         check_safetensors(path)

@@ -1,7 +1,7 @@
 """The guide's API, for people's own code: one call from a transformers Dia model to a fast generate.
 
     from transformers import DacModel, DiaForConditionalGeneration
-    from optimizations.api import create_cpu_generate, optimize_for_cpu
+    from dia_bench.optimizations.api import create_cpu_generate, optimize_for_cpu
 
     optimize_for_cpu()                      # threads = physical cores
     model = DiaForConditionalGeneration.from_pretrained("nari-labs/Dia-1.6B-0626")
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from optimizations.registry import Plan, resolve
+from dia_bench.optimizations.registry import Plan, resolve
 
 GPU_DEFAULT = ["dtype=bf16", "sdpa=flash", "compile"]
 
@@ -41,7 +41,7 @@ def check_cpu_features() -> dict[str, Any]:
     """What this CPU offers the guide's CPU techniques (bf16, VNNI, AMX, oneDNN)."""
     import torch
 
-    from harness.env import cpu_info
+    from dia_bench.harness.env import cpu_info
 
     info = cpu_info()
     return {
@@ -57,7 +57,7 @@ def check_cpu_features() -> dict[str, Any]:
 
 def optimize_for_cpu(num_threads: int | None = None) -> int:
     """The guide's thread set-up: physical cores (or `num_threads`) for torch, OMP and MKL."""
-    from optimizations.threads import PLUGIN as Threads
+    from dia_bench.optimizations.threads import PLUGIN as Threads
 
     plugin = Threads()
     n = plugin.parse(str(num_threads) if num_threads else None)
@@ -76,9 +76,9 @@ def create_fast_generate(model, codec=None, plugins: list[str] | None = None, de
     import torch
     from transformers import DiaFeatureExtractor, DiaProcessor, DiaTokenizer
 
-    from harness.presets import frames_for_seconds
-    from harness.worker.codec import TransformersDac
-    from harness.worker.pipeline import DiaPipeline, SamplingParams
+    from dia_bench.harness.presets import frames_for_seconds
+    from dia_bench.harness.worker.codec import TransformersDac
+    from dia_bench.harness.worker.pipeline import DiaPipeline, SamplingParams
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     plan = resolve(plugins if plugins is not None else GPU_DEFAULT, device)

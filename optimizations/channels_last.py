@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optimizations.base import Expectation, Plugin
+from dia_bench.optimizations.base import Expectation, Plugin
 
 
 class ChannelsLast(Plugin):

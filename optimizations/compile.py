@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from optimizations.base import Expectation, Plugin
+from dia_bench.optimizations.base import Expectation, Plugin
 
 
 class Compile(Plugin):
@@ -17,7 +17,7 @@ class Compile(Plugin):
     order = 90  # after quantization and casts, so the compiled graph sees the final model
 
     def process_env(self, value: str) -> dict[str, str]:
-        from harness.caches import compile_cache_dir
+        from dia_bench.harness.caches import compile_cache_dir
 
         # The launcher sets the cache (harness/caches.py: kept across runs, a cold compile of the 1.6B
         # decoder takes 100-150 s on 2 cores, a warm one seconds); this covers a worker started by hand.

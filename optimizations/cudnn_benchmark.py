@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from optimizations.base import Expectation, Plugin
+from dia_bench.optimizations.base import Expectation, Plugin
 
 
 class CudnnBenchmark(Plugin):

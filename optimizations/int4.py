@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from optimizations._linear_swap import linear_kinds, swap_linears
-from optimizations._util import has_module, own_remaining_tensors
-from optimizations.base import Expectation, Plugin
+from dia_bench.optimizations._linear_swap import linear_kinds, swap_linears
+from dia_bench.optimizations._util import has_module, own_remaining_tensors
+from dia_bench.optimizations.base import Expectation, Plugin
 
 GROUP_SIZES = ("32", "64", "128")
 KERNEL = "aten::_weight_int4pack_mm_for_cpu"
@@ -50,7 +50,7 @@ class Int4(Plugin):
     def transform(self, pipeline, value: str) -> str:
         import torch
 
-        from optimizations._int4_linear import Int4Linear
+        from dia_bench.optimizations._int4_linear import Int4Linear
 
         group = int(value)
         if pipeline.device.type == "cuda":

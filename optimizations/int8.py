@@ -5,9 +5,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from optimizations._linear_swap import linear_kinds
-from optimizations._util import has_module, own_remaining_tensors
-from optimizations.base import Expectation, Plugin
+from dia_bench.optimizations._linear_swap import linear_kinds
+from dia_bench.optimizations._util import has_module, own_remaining_tensors
+from dia_bench.optimizations.base import Expectation, Plugin
 
 
 def _count_linear(model) -> int:
@@ -59,7 +59,7 @@ class Int8(Plugin):
         """Quantize, or load what an earlier run quantized from the same checkpoint."""
         import torch
 
-        from optimizations import _int8_cache
+        from dia_bench.optimizations import _int8_cache
 
         model = pipeline.model
         path = _int8_cache.entry_path(pipeline.weights_id) if pipeline.weights_id else None

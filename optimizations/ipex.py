@@ -10,7 +10,7 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from optimizations.base import Expectation, Plugin
+from dia_bench.optimizations.base import Expectation, Plugin
 
 # Its last release: IPEX is no longer developed, so this stack is the only one it runs under.
 STACK_HINT = "run it under the torch-2.8-ipex stack: nox -s bench-stack-torch-2.8-ipex"
@@ -70,7 +70,7 @@ class Ipex(Plugin):
         return None
 
     def transform(self, pipeline, value: None) -> str:
-        from harness.env import cpu_info
+        from dia_bench.harness.env import cpu_info
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from optimizations._linear_swap import linear_kinds, swap_linears
-from optimizations._util import own_remaining_tensors
-from optimizations.base import Expectation, Plugin
+from dia_bench.optimizations._linear_swap import linear_kinds, swap_linears
+from dia_bench.optimizations._util import own_remaining_tensors
+from dia_bench.optimizations.base import Expectation, Plugin
 
 KERNEL = "mkldnn::_linear_pointwise"
 
@@ -37,7 +37,7 @@ class OneDnn(Plugin):
     def transform(self, pipeline, value: None) -> str:
         import torch
 
-        from optimizations._onednn_linear import OneDnnLinear
+        from dia_bench.optimizations._onednn_linear import OneDnnLinear
 
         # A decode step with CFG multiplies two rows a request; oneDNN blocks the weight for that.
         rows = 2

@@ -10,8 +10,8 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
 
-from harness.errors import UsageError
-from optimizations.base import Plugin
+from dia_bench.harness.errors import UsageError
+from dia_bench.optimizations.base import Plugin
 
 ENTRY_POINT_GROUP = "dia_bench.optimizations"
 _NOT_PLUGINS = {"base", "registry", "api"}  # and modules starting with "_"
@@ -31,13 +31,13 @@ def _as_plugin(obj: Any) -> Plugin:
 
 @lru_cache(maxsize=1)
 def all_plugins() -> dict[str, Plugin]:
-    import optimizations
+    from dia_bench import optimizations
 
     found: dict[str, Plugin] = {}
     for mod in pkgutil.iter_modules(optimizations.__path__):
         if mod.name in _NOT_PLUGINS or mod.name.startswith("_"):
             continue
-        module = importlib.import_module(f"optimizations.{mod.name}")
+        module = importlib.import_module(f"dia_bench.optimizations.{mod.name}")
         plugin = _as_plugin(module.PLUGIN)
         found[plugin.name] = plugin
     for ep in entry_points(group=ENTRY_POINT_GROUP):

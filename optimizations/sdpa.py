@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from optimizations._util import cuda_capability, half_precision
-from optimizations.base import Expectation, Plugin
+from dia_bench.optimizations._util import cuda_capability, half_precision
+from dia_bench.optimizations.base import Expectation, Plugin
 
 BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH",
             "cudnn": "CUDNN_ATTENTION"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
-from optimizations._util import cuda_capability
-from optimizations.base import Expectation, Plugin
+from dia_bench.optimizations._util import cuda_capability
+from dia_bench.optimizations.base import Expectation, Plugin
 
 
 class Tf32(Plugin):

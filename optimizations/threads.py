@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optimizations.base import Expectation, Plugin
+from dia_bench.optimizations.base import Expectation, Plugin
 
 
 def physical_cores() -> int:

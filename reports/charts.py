@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from harness.driver import results
+from dia_bench.harness.driver import results
 
 plt.rcParams.update({"svg.fonttype": "path", "figure.dpi": 100, "font.size": 9})
 
@@ -184,7 +184,7 @@ def all_charts(df: pd.DataFrame, latencies: dict[str, list[float]],
 
 
 def history(line: Any) -> str:
-    """One configuration across runs (a `reports.history.Series`): RTF with its interval per run, a
+    """One configuration across runs (a `dia_bench.reports.history.Series`): RTF with its interval per run, a
     dashed line before the first run after each step, and peak memory below."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 4.2), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     measured = [p for p in line.points if p.samples]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness import stats
-from reports.history import md_cell
+from dia_bench.harness import stats
+from dia_bench.reports.history import md_cell
 
 COLUMNS = ("key", "description", "base_rtf", "new_rtf", "change_pct", "speedup", "speedup_low", "speedup_high",
            "significant", "verdict")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness import stats
-from harness.driver import results, rundir
+from dia_bench.harness import stats
+from dia_bench.harness.driver import results, rundir
 
 # What identifies a machine: runs on two machines are never one line in `dia-bench history`.
 MACHINE = {

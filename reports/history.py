@@ -1,8 +1,8 @@
 """`dia-bench history`: every configuration followed across runs, in time order, with its steps.
 
 A line (a series) is one configuration (preset, device, plugins, text, length, batch) on one machine
-(`reports.comparison.MACHINE`): runs on two machines are never one line. Each run of a line carries its
-date, commit and versions; `harness.driver.changepoints` finds where the line changed level, and each step
+(`dia_bench.reports.comparison.MACHINE`): runs on two machines are never one line. Each run of a line carries its
+date, commit and versions; `dia_bench.harness.driver.changepoints` finds where the line changed level, and each step
 names the first run after it, the commits on either side and what else changed between those runs.
 """
 
@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-import harness
-from harness import stats
-from harness.driver import changepoints, results, rundir
-from reports import comparison
+from dia_bench import harness
+from dia_bench.harness import stats
+from dia_bench.harness.driver import changepoints, results, rundir
+from dia_bench.reports import comparison
 
 # Charts cost a second and a few hundred kB each: configurations with a step come first, then each
 # machine's baselines, then the rest, up to this many.
@@ -220,7 +220,7 @@ def _series_row(i: int, line: Series) -> dict[str, Any]:
 
 
 def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> dict[str, Any]:
-    from reports import charts
+    from dia_bench.reports import charts
 
     runs, series = build(run_dirs, min_effect)
     rows = [_series_row(i, line) for i, line in enumerate(series)]
@@ -247,7 +247,7 @@ def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFEC
 
 
 def render_html(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> str:
-    from reports.html import _env
+    from dia_bench.reports.html import _env
 
     return _env().get_template("history.html.j2").render(**context(run_dirs, min_effect))
 

@@ -12,14 +12,14 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-import harness
-from harness import stats
-from harness.driver import quality, results, rundir, scaling
-from harness.weights_dir import REAL_WEIGHTS_HINT
-from reports import charts
-from reports import stacks as stack_table
-from reports.expectations import load as load_expectations
-from reports.verdicts import best_eligible, hardware_rows, not_beaten_note, speedup_rows
+from dia_bench import harness
+from dia_bench.harness import stats
+from dia_bench.harness.driver import quality, results, rundir, scaling
+from dia_bench.harness.weights_dir import REAL_WEIGHTS_HINT
+from dia_bench.reports import charts
+from dia_bench.reports import stacks as stack_table
+from dia_bench.reports.expectations import load as load_expectations
+from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note, speedup_rows
 
 WEIGHT_WORDS = {
     "synthetic": "synthetic weights (seeded random at the real architecture): the timings are real, "
@@ -31,7 +31,7 @@ AUDIO_CLIP_SECONDS = 5.0
 
 
 def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.PackageLoader("reports", "templates"),
+    return jinja2.Environment(loader=jinja2.PackageLoader("dia_bench.reports", "templates"),
                               autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
                               undefined=jinja2.StrictUndefined)
 

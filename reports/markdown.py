@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from harness import stats
-from harness.driver import quality, results
-from reports import stacks as stack_table
+from dia_bench.harness import stats
+from dia_bench.harness.driver import quality, results
+from dia_bench.reports import stacks as stack_table
 
 WEIGHTS = {"synthetic": "synthetic weights: timings are real, audio is noise",
            "local": "real weights (local directory)", "hf-cache": "real weights (Hugging Face cache)"}

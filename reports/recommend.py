@@ -9,10 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-import harness
-from harness.driver import quality, results
-from reports.html import _env, _n
-from reports.verdicts import best_eligible, hardware_rows, not_beaten_note
+from dia_bench import harness
+from dia_bench.harness.driver import quality, results
+from dia_bench.reports.html import _env, _n
+from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note
 
 
 def _speedup(r: pd.Series) -> float:

@@ -84,7 +84,7 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
                   + ", ".join(f"{w:.2f}" for w in rec.get("warmup_seconds", [])) + " s")
     table.add_row("weights", WEIGHT_WORDS.get(rec["weights"]["source"], rec["weights"]["source"]))
     if rec["weights"]["source"] == "synthetic" and rec["preset"] == "dia-1.6b":
-        from harness.weights_dir import REAL_WEIGHTS_HINT
+        from dia_bench.harness.weights_dir import REAL_WEIGHTS_HINT
 
         table.add_row("", escape(REAL_WEIGHTS_HINT))
     for spec, note in (rec.get("plugin_notes") or {}).items():
@@ -134,13 +134,13 @@ def print_env(info: dict[str, Any], as_json: bool = False) -> None:
         console.print(f"  {w['preset']} {w['kind']}: {w['source']} {where}: {state}")
     real = [w for w in info["weights"] if w["preset"] == "dia-1.6b" and w["source"] != "synthetic" and w["available"]]
     if not real:
-        from harness.weights_dir import REAL_WEIGHTS_HINT
+        from dia_bench.harness.weights_dir import REAL_WEIGHTS_HINT
 
         console.print(f"  no real dia-1.6b weights here, so runs use synthetic ones: {escape(REAL_WEIGHTS_HINT)}")
 
 
 def print_plugins(device: str, as_json: bool = False) -> None:
-    from optimizations.registry import all_plugins, device_type
+    from dia_bench.optimizations.registry import all_plugins, device_type
 
     rows = []
     for plugin in all_plugins().values():
@@ -185,7 +185,7 @@ def _fmt_interval(point, low, high) -> str:
 
 def print_sweep(run_dir: Path, console: Console | None = None) -> None:
     """The table that closes a sweep: every cell, its RTF with CI, speedup against its baseline."""
-    from harness.driver import results
+    from dia_bench.harness.driver import results
 
     console = console or _console()
     df = results.load(run_dir)
@@ -193,8 +193,8 @@ def print_sweep(run_dir: Path, console: Console | None = None) -> None:
     for col in ("cell", "status", "RTF [95% CI]", "long-form RTF", "x real time", "speedup vs baseline",
                 "peak RSS MB", "quality"):
         table.add_column(col)
-    from harness import stats
-    from harness.driver import quality
+    from dia_bench.harness import stats
+    from dia_bench.harness.driver import quality
 
     for _, r in df.iterrows():
         if r["status"] == "ok":

@@ -6,10 +6,10 @@ from typing import Any
 
 import pandas as pd
 
-from harness import stats
-from harness.driver import quality, results
-from optimizations.registry import split_spec
-from reports.expectations import load as load_expectations
+from dia_bench.harness import stats
+from dia_bench.harness.driver import quality, results
+from dia_bench.optimizations.registry import split_spec
+from dia_bench.reports.expectations import load as load_expectations
 
 # The guide's figures are about the real 1.6B model: a smaller model's speedups and speeds say nothing of them.
 GUIDE_PRESET = "dia-1.6b"
@@ -33,7 +33,7 @@ def _verdict(low: float | None, high: float | None, exp_low: float, exp_high: fl
 
 
 def _default_value(spec: str) -> bool:
-    from optimizations.registry import get_plugin, split_spec
+    from dia_bench.optimizations.registry import get_plugin, split_spec
 
     name, value = split_spec(spec)
     try:

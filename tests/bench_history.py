@@ -34,7 +34,7 @@ channels-last = [true]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "dia_bench.harness.cli", *args], capture_output=True, text=True)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """How closely two clocks agree on the cost of one more second of audio: a least-squares line
 through the generation times of requests of three lengths, and the slope one length's decode steps
-predict (`harness.driver.scaling.slope_from_steps`). In one process, lengths interleaved, the median
+predict (`dia_bench.harness.driver.scaling.slope_from_steps`). In one process, lengths interleaved, the median
 request of each length per fit.
 
     python -m tests.bench_long_form [--preset dia-tiny] [--rounds 9]
@@ -16,11 +16,11 @@ import argparse
 
 import numpy as np
 
-from harness import env
-from harness.driver import scaling
-from harness.presets import FRAMES_PER_SECOND, frames_for_seconds
-from harness.worker.measure import long_form
-from harness.worker.pipeline import SamplingParams
+from dia_bench.harness import env
+from dia_bench.harness.driver import scaling
+from dia_bench.harness.presets import FRAMES_PER_SECOND, frames_for_seconds
+from dia_bench.harness.worker.measure import long_form
+from dia_bench.harness.worker.pipeline import SamplingParams
 
 TEXT = ["[S1] Dia is an open weights text to dialogue model."]
 
@@ -36,8 +36,8 @@ def main() -> None:
     parser.add_argument("--lengths", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     args = parser.parse_args()
 
-    from harness.cell import Cell
-    from harness.worker.measure import load_pipeline
+    from dia_bench.harness.cell import Cell
+    from dia_bench.harness.worker.measure import load_pipeline
 
     pipe, weights = load_pipeline(Cell(preset=args.preset, device="cpu", seconds=longest_of(args), warmup=0, repeats=1))
     pipe.run(TEXT, 22, SamplingParams(), 0)  # the warmup

@@ -17,13 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-from harness.driver import rundir
+from dia_bench.harness.driver import rundir
 
 
 def sweep(suite: str, out: Path, executor: str) -> float:
     t0 = time.monotonic()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run([sys.executable, "-m", "harness.cli", "sweep", suite, "--out", str(out), "--quiet",
+    subprocess.run([sys.executable, "-m", "dia_bench.harness.cli", "sweep", suite, "--out", str(out), "--quiet",
                     "--executor", executor], check=True, env=env, stdout=subprocess.DEVNULL)
     return time.monotonic() - t0
 

@@ -15,7 +15,7 @@ if "DIA_BENCH_CACHE" not in os.environ:
 
     os.environ["DIA_BENCH_CACHE"] = tempfile.mkdtemp(prefix="dia-bench-test-cache-")
 
-from harness.cell import Cell
+from dia_bench.harness.cell import Cell
 
 TINY = dict(preset="dia-tiny", device="cpu", seconds=0.25, warmup=0, repeats=1)
 
@@ -26,7 +26,7 @@ def tiny_cell(**kw) -> Cell:
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """The real command line in its own process, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "dia_bench.harness.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
 
 
@@ -44,7 +44,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def tiny_pipeline():
-    from harness.worker.measure import load_pipeline
+    from dia_bench.harness.worker.measure import load_pipeline
 
     pipe, weights = load_pipeline(tiny_cell())
     return pipe, weights

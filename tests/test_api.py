@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from optimizations.api import check_cpu_features, create_cpu_generate, create_fast_generate, optimize_for_cpu
+from dia_bench.optimizations.api import check_cpu_features, create_cpu_generate, create_fast_generate, optimize_for_cpu
 
 
 def _fresh_models():
     from transformers import DacModel, DiaForConditionalGeneration
 
-    from harness.presets import get_preset
+    from dia_bench.harness.presets import get_preset
 
     preset = get_preset("dia-tiny")
     torch.manual_seed(0)

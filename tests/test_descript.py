@@ -11,9 +11,9 @@ import json
 import pytest
 import torch
 
-from harness.presets import _REAL_CODEC, get_preset
-from harness.worker.codec import DescriptDac, TransformersDac
-from harness.worker.weights import ensure_synthetic
+from dia_bench.harness.presets import _REAL_CODEC, get_preset
+from dia_bench.harness.worker.codec import DescriptDac, TransformersDac
+from dia_bench.harness.worker.weights import ensure_synthetic
 from tests.conftest import run_cli
 
 

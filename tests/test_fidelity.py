@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.driver import quality, results
-from harness.driver.launcher import run_isolated
-from harness.worker import fidelity
-from harness.worker.pipeline import SamplingParams
+from dia_bench.harness.driver import quality, results
+from dia_bench.harness.driver.launcher import run_isolated
+from dia_bench.harness.worker import fidelity
+from dia_bench.harness.worker.pipeline import SamplingParams
 from tests.conftest import tiny_cell
 
 

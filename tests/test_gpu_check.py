@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.driver.expand import expand
-from harness.driver.suite import SUITES_DIR, parse_suite
+from dia_bench.harness.driver.expand import expand
+from dia_bench.harness.driver.suite import SUITES_DIR, parse_suite
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parent.parent

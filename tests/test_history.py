@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.driver import changepoints, rundir
-from reports import comparison, history
+from dia_bench.harness.driver import changepoints, rundir
+from dia_bench.reports import comparison, history
 from tests import history_story as story
 from tests.conftest import run_cli
 from tests.test_cli_errors import _assert_usage_error

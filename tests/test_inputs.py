@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.cell import text_tokens
-from harness.driver.launcher import run_isolated
-from harness.presets import PRESETS
+from dia_bench.harness.cell import text_tokens
+from dia_bench.harness.driver.launcher import run_isolated
+from dia_bench.harness.presets import PRESETS
 from tests.conftest import run_cli, tiny_cell
 from tests.test_cli_errors import _assert_usage_error
 from tests.test_sweep import TINY_SUITE, write_suite
@@ -82,7 +82,7 @@ def test_a_directory_is_not_a_suite_and_cannot_hide_a_shipped_one(tmp_path, a_ru
 
     _assert_usage_error(run_cli("sweep", str(a_run)), "is a directory, not a suite file", "dia-bench report")
     (tmp_path / "smoke").mkdir()  # e.g. a run directory named after the suite
-    listed = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", "smoke", "--list"], cwd=tmp_path,
+    listed = subprocess.run([sys.executable, "-m", "dia_bench.harness.cli", "sweep", "smoke", "--list"], cwd=tmp_path,
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
     assert listed.returncode == 0 and "dia-tiny/cpu/baseline" in listed.stdout, listed.stderr
 

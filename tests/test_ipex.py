@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.driver.launcher import run_isolated
-from optimizations.registry import resolve
+from dia_bench.harness.driver.launcher import run_isolated
+from dia_bench.optimizations.registry import resolve
 from tests.conftest import tiny_cell
 
 REASONS = resolve(["ipex"], "cpu").unavailable("cpu")

@@ -3,35 +3,44 @@
 harness/worker/ runs inside a cell's isolated process, harness/driver/ orchestrates from the parent;
 both import only the shared modules at harness/ itself (the cell and the record format), and nothing in
 harness imports the outputs in reports/. Read from the source with ast, so an import inside a function
-counts as much as one at the top.
+counts as much as one at the top. The four folders install as `dia_bench.<folder>`.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("harness", "optimizations", "reports", "suites")
+NS = "dia_bench"
+FOLDERS = ("harness", "optimizations", "reports", "suites")
 # What the two sides share. A new module at harness/ itself must be added here on purpose, which is the
 # question to answer first: does it run in the worker, in the driver, or is it part of the contract?
-SHARED = {"harness", "harness.caches", "harness.cell", "harness.env", "harness.errors", "harness.jsonio",
-          "harness.paths", "harness.presets", "harness.record", "harness.stats", "harness.weights_dir"}
-CLI = "harness.cli"  # dispatches to both sides and to reports; nothing imports it
+SHARED = {f"{NS}.harness{m}" for m in ("", ".caches", ".cell", ".env", ".errors", ".jsonio", ".paths", ".presets",
+                                         ".record", ".stats", ".weights_dir")}
+CLI = f"{NS}.harness.cli"  # dispatches to both sides and to reports; nothing imports it
 
 
 def side(module: str) -> str | None:
+    if not module.startswith(NS + "."):
+        return None
+    inner = module[len(NS) + 1:]
     if module == CLI or module.startswith(CLI + "."):
         return "cli"
     for name in ("worker", "driver"):
-        if module == f"harness.{name}" or module.startswith(f"harness.{name}."):
+        if inner == f"harness.{name}" or inner.startswith(f"harness.{name}."):
             return name
-    if module == "harness" or module.startswith("harness."):
+    if inner == "harness" or inner.startswith("harness."):
         return "shared"
-    top = module.split(".")[0]
-    return top if top in PACKAGES else None
+    return inner.split(".")[0]
 
 
 # side -> the sides it may import. optimizations are plugins: they run in the worker, on the pipeline.
@@ -50,11 +59,16 @@ def module_name(path: Path) -> str:
     parts = list(path.relative_to(REPO).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
-    return ".".join(parts)
+    return ".".join([NS, *parts])
+
+
+def source_path(module: str) -> Path:
+    return REPO.joinpath(*module.split(".")[1:])
 
 
 def imported(tree: ast.AST) -> set[str]:
-    """Every module an import names; `from harness import x` names harness.x where x is a module."""
+    """Every module an import names; `from dia_bench.harness import x` names dia_bench.harness.x where x is
+    a module."""
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -62,15 +76,18 @@ def imported(tree: ast.AST) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             found.add(node.module)
             for alias in node.names:
-                candidate = f"{node.module}.{alias.name}"
-                if (REPO / candidate.replace(".", "/")).is_dir() or \
-                        (REPO / (candidate.replace(".", "/") + ".py")).is_file():
-                    found.add(candidate)
+                candidate = source_path(f"{node.module}.{alias.name}")
+                if node.module.startswith(NS) and (candidate.is_dir() or candidate.with_suffix(".py").is_file()):
+                    found.add(f"{node.module}.{alias.name}")
     return found
 
 
 def project_modules() -> dict[str, Path]:
-    return {module_name(p): p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))}
+    return {module_name(p): p for folder in FOLDERS for p in sorted((REPO / folder).rglob("*.py"))}
+
+
+def python_files() -> list[Path]:
+    return [*project_modules().values(), *sorted((REPO / "tests").glob("*.py")), REPO / "noxfile.py"]
 
 
 def test_the_layout_is_the_one_this_test_knows() -> None:
@@ -81,7 +98,7 @@ def test_the_layout_is_the_one_this_test_knows() -> None:
         "or add it to SHARED if it is part of the cell or the record format"
     for expected in ("harness.worker.measure", "harness.worker.pipeline", "harness.driver.sweep",
                      "harness.driver.launcher", "harness.driver.executors.raycluster", "reports.summary"):
-        assert expected in modules
+        assert f"{NS}.{expected}" in modules
 
 
 @pytest.mark.parametrize("module", sorted(project_modules()))
@@ -93,8 +110,26 @@ def test_no_module_crosses_the_boundary(module: str) -> None:
     assert not crossing, f"{path.relative_to(REPO)} ({own} side) imports {', '.join(crossing)}"
 
 
+def test_nothing_imports_a_folder_by_its_bare_name() -> None:
+    """pytest puts the repository root on sys.path, so `import harness` would work in tests and load a
+    second copy of every module beside dia_bench.harness (two registries, two caches)."""
+    bare = []
+    for path in python_files():
+        for name in imported(ast.parse(path.read_text(), str(path))):
+            if name.split(".")[0] in FOLDERS:
+                bare.append(f"{path.relative_to(REPO)}: {name}")
+    assert not bare, "import these as dia_bench.<name>: " + "; ".join(bare)
+
+
+def test_every_package_is_installed() -> None:
+    """setuptools installs only the packages pyproject lists (a folder name is not a package name here)."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {module_name(p) for folder in FOLDERS for p in (REPO / folder).rglob("__init__.py")}
+    assert listed == on_disk
+
+
 def test_the_worker_runs_as_a_module() -> None:
-    """The launcher starts `python -m harness.worker`: the name must stay a runnable package."""
+    """The launcher starts `python -m dia_bench.harness.worker`: the name must stay a runnable package."""
     assert (REPO / "harness" / "worker" / "__main__.py").is_file()
     launcher = (REPO / "harness" / "driver" / "launcher.py").read_text()
-    assert '"-m", "harness.worker"' in launcher
+    assert '"-m", "dia_bench.harness.worker"' in launcher

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.driver import results, scaling
-from harness.driver.launcher import run_isolated
+from dia_bench.harness.driver import results, scaling
+from dia_bench.harness.driver.launcher import run_isolated
 from tests.conftest import run_cli, tiny_cell
 from tests.test_sweep import TINY_SUITE, write_suite
 
@@ -26,7 +26,7 @@ def lengths_run(tmp_path_factory) -> Path:
 def _request(generate_s: float, steps: list[float]):
     import torch
 
-    from harness.worker.pipeline import PipelineOutput, StageTimes
+    from dia_bench.harness.worker.pipeline import PipelineOutput, StageTimes
 
     empty = torch.zeros(0)
     return PipelineOutput(empty, empty, empty, StageTimes(generate_s=generate_s, step_latencies_s=steps), 2)
@@ -38,8 +38,8 @@ def test_the_steps_of_one_length_predict_the_fit_across_lengths_exactly_when_ste
     slope to rounding; a wrong factor (batch, microseconds, the delay pattern's 16 steps) breaks it."""
     import numpy as np
 
-    from harness.presets import FRAMES_PER_SECOND, frames_for_seconds
-    from harness.worker.measure import long_form
+    from dia_bench.harness.presets import FRAMES_PER_SECOND, frames_for_seconds
+    from dia_bench.harness.worker.measure import long_form
 
     s0, g, fixed, lengths = 0.004, 2e-6, 0.05, (0.25, 0.5, 1.0)
     outs = {}
@@ -66,9 +66,9 @@ def test_long_form_rtf_and_the_fit_of_cost_against_length_agree_on_the_real_pipe
     (README: long-form RTF), not asserted on a timer."""
     import numpy as np
 
-    from harness.presets import FRAMES_PER_SECOND, frames_for_seconds
-    from harness.worker.measure import long_form
-    from harness.worker.pipeline import SamplingParams
+    from dia_bench.harness.presets import FRAMES_PER_SECOND, frames_for_seconds
+    from dia_bench.harness.worker.measure import long_form
+    from dia_bench.harness.worker.pipeline import SamplingParams
 
     pipe, _ = tiny_pipeline
     texts, lengths = ["[S1] Dia is an open weights text to dialogue model."], (0.25, 0.5, 1.0)
@@ -123,7 +123,7 @@ def test_compile_without_warmup_is_refused():
 def test_bandwidth_is_the_best_of_several_read_kernels_and_a_step_beyond_it_is_flagged(tiny_pipeline):
     import torch
 
-    from harness.worker.roofline import roofline
+    from dia_bench.harness.worker.roofline import roofline
 
     pipe, _ = tiny_pipeline
     fine = roofline(pipe.model, torch.device("cpu"), 10.0)

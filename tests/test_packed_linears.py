@@ -7,9 +7,9 @@ import copy
 
 import torch
 
-from harness.worker.roofline import decode_step_weight_bytes
-from optimizations.api import apply_plan
-from optimizations.registry import resolve
+from dia_bench.harness.worker.roofline import decode_step_weight_bytes
+from dia_bench.optimizations.api import apply_plan
+from dia_bench.optimizations.registry import resolve
 from tests.conftest import run_cli
 from tests.test_plugins import run_ok
 
@@ -33,7 +33,7 @@ def test_int4_runs_every_linear_through_the_int4_kernel_and_drifts_within_bounds
     report = rec["plugin_reports"]["int4=32"]
     # dia-tiny's in-features (64, 128) divide 32 and the logits head (9252 outputs) is padded: all swap.
     assert report["layers"]["quantized"] == report["layers"]["total"] > 0
-    assert report["linear_kinds"] == {"optimizations._int4_linear.Int4Linear": report["layers"]["total"]}
+    assert report["linear_kinds"] == {"dia_bench.optimizations._int4_linear.Int4Linear": report["layers"]["total"]}
     assert "aten::_weight_int4pack_mm_for_cpu" in _ops(rec) and "aten::linear" not in _ops(rec)
     fid = rec["fidelity"]
     assert fid["compared"] and fid["logits"]["max_abs_error"] > 0  # 4-bit weights really changed the numbers
@@ -54,7 +54,7 @@ def test_int4_leaves_layers_whose_inputs_do_not_divide_the_group_in_float(tiny_p
 
 
 def test_int4_weights_are_counted_as_half_a_byte_plus_scales(tiny_pipeline):
-    from optimizations._int4_linear import Int4Linear
+    from dia_bench.optimizations._int4_linear import Int4Linear
 
     changed, _ = _transformed(tiny_pipeline, ["int4=32"])
     expected = 0
@@ -74,7 +74,7 @@ def test_int4_weights_are_counted_as_half_a_byte_plus_scales(tiny_pipeline):
 
 
 def test_int4_padded_head_matches_a_dequantized_reference():
-    from optimizations._int4_linear import Int4Linear, quantize_groupwise
+    from dia_bench.optimizations._int4_linear import Int4Linear, quantize_groupwise
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 9252, bias=True)  # 9252 is not a multiple of 16: padded inside
@@ -116,8 +116,8 @@ def test_an_unsupported_group_size_is_bad_input():
 
 
 def test_int4_stands_for_the_guides_quantization_benefit_not_for_int8_dynamic():
-    from reports.expectations import load
-    from reports.verdicts import _names
+    from dia_bench.reports.expectations import load
+    from dia_bench.reports.verdicts import _names
 
     rows = {e["technique"]: e["plugins"] for e in load()["speedup"]}
     assert _names("int4=128", rows["Quantization benefit on CPU"])

@@ -7,8 +7,8 @@ import hashlib
 import pytest
 import torch
 
-from harness.presets import HOP_LENGTH, frames_for_seconds
-from harness.worker.pipeline import SamplingParams
+from dia_bench.harness.presets import HOP_LENGTH, frames_for_seconds
+from dia_bench.harness.worker.pipeline import SamplingParams
 from tests.conftest import run_cli
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import textwrap
@@ -9,8 +10,8 @@ import textwrap
 import pytest
 import torch
 
-from harness.driver.launcher import run_isolated
-from optimizations.registry import CompositionError, all_plugins, resolve
+from dia_bench.harness.driver.launcher import run_isolated
+from dia_bench.optimizations.registry import CompositionError, all_plugins, resolve
 from tests.conftest import requires_cuda, run_cli, tiny_cell
 
 GUIDE_PLUGINS = {"compile", "autocast", "dtype", "sdpa", "tf32", "cudnn-benchmark", "cfg", "int8", "ipex",
@@ -50,8 +51,8 @@ def test_packed_int8_weights_are_counted_from_their_shapes_exactly(tiny_pipeline
     the count must equal what unpacking every layer finds."""
     import copy
 
-    from harness.worker.roofline import decode_step_weight_bytes
-    from optimizations.api import apply_plan
+    from dia_bench.harness.worker.roofline import decode_step_weight_bytes
+    from dia_bench.optimizations.api import apply_plan
 
     pipe, _ = tiny_pipeline
     quantized = copy.copy(pipe)
@@ -73,7 +74,7 @@ def test_packed_int8_weights_are_counted_from_their_shapes_exactly(tiny_pipeline
 
 
 def test_autocast_runs_the_matmuls_in_the_chosen_dtype(tiny_pipeline):
-    from optimizations.api import apply_plan
+    from dia_bench.optimizations.api import apply_plan
 
     pipe, _ = tiny_pipeline
     seen = []
@@ -82,7 +83,8 @@ def test_autocast_runs_the_matmuls_in_the_chosen_dtype(tiny_pipeline):
     saved = list(pipe.generation_contexts)
     try:
         apply_plan(pipe, resolve(["autocast=bf16"], "cpu"), "cpu")
-        pipe.run(["[S1] autocast"], 17, __import__("harness.worker.pipeline").worker.pipeline.SamplingParams(), seed=0)
+        sampling = importlib.import_module("dia_bench.harness.worker.pipeline").SamplingParams()
+        pipe.run(["[S1] autocast"], 17, sampling, seed=0)
     finally:
         hook.remove()
         pipe.generation_contexts[:] = saved
@@ -130,7 +132,7 @@ def test_compile_really_compiles_and_keeps_compile_time_apart():
 
 
 def test_the_compile_cache_outlives_a_run_and_cold_empties_it():
-    from harness.caches import COLD_ENV, versions_key
+    from dia_bench.harness.caches import COLD_ENV, versions_key
 
     cell = tiny_cell(plugins=["compile"], warmup=1, repeats=1, fidelity=False)
     run_isolated(cell, timeout_s=600)  # fills the cache, whatever it held before
@@ -231,7 +233,7 @@ def test_plugins_command_lists_availability_with_reasons():
 
 def test_a_third_party_plugin_is_found_through_its_entry_point(tmp_path, monkeypatch):
     (tmp_path / "thirdparty_opt.py").write_text(textwrap.dedent("""
-        from optimizations.base import Expectation, Plugin
+        from dia_bench.optimizations.base import Expectation, Plugin
 
         class Noop(Plugin):
             name = "thirdparty-noop"
@@ -269,7 +271,7 @@ def test_cuda_cell_records_vram_and_flash_runs_in_bf16():
 
 
 def test_int8_weights_are_quantized_once_and_a_bad_entry_is_rebuilt(tmp_path):
-    from optimizations import _int8_cache
+    from dia_bench.optimizations import _int8_cache
 
     env = {"DIA_BENCH_CACHE": str(tmp_path)}  # an empty cache: the first run must quantize
     cell = tiny_cell(plugins=["int8=dynamic"], fidelity=False)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.driver import results, rundir
+from dia_bench.harness.driver import results, rundir
 from tests.conftest import run_cli
 from tests.test_sweep import write_suite
 
@@ -141,7 +141,7 @@ def test_speedups_compare_with_the_baseline_of_the_node_that_ran_the_cell(local_
 
 def test_executor_ray_without_ray_is_one_line_and_exit_2(tmp_path):
     # sys.modules['ray'] = None makes `import ray` raise ImportError, exactly as where it is not installed.
-    code = ("import sys; sys.modules['ray'] = None; from harness.cli import main; "
+    code = ("import sys; sys.modules['ray'] = None; from dia_bench.harness.cli import main; "
             f"sys.exit(main(['sweep', {str(write_suite(tmp_path))!r}, '--out', {str(tmp_path / 'run')!r}, "
             "'--executor', 'ray']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -154,7 +154,7 @@ def test_executor_ray_without_ray_is_one_line_and_exit_2(tmp_path):
 
 @needs_ray
 def test_recommend_over_a_cluster_run_gives_one_row_per_node(cluster, local_and_ray_runs, tmp_path):
-    from reports.recommend import recommendations
+    from dia_bench.reports.recommend import recommendations
 
     rows = recommendations(results.load(local_and_ray_runs[1]))
     assert len(rows) == 2
@@ -177,7 +177,7 @@ def test_a_driver_killed_mid_sweep_resumes_to_a_complete_run_without_duplicates(
     suite = write_suite(tmp_path)
     out = tmp_path / "killed"
     args = ["sweep", str(suite), "--out", str(out), "--quiet", "--executor", "ray", "--address", cluster.address]
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], env={**os.environ, **RAY_ENV},
+    proc = subprocess.Popen([sys.executable, "-m", "dia_bench.harness.cli", *args], env={**os.environ, **RAY_ENV},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     _wait_for(lambda: any((out / "cells").glob("*~*.json")), "the first measured record")
     os.killpg(proc.pid, signal.SIGKILL)
@@ -211,11 +211,12 @@ def test_a_node_lost_mid_cell_gives_a_failed_record_naming_it_and_the_sweep_goes
     assert raylet is not None
     suite = write_suite(tmp_path)
     out = tmp_path / "lost"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(suite), "--out", str(out), "--quiet",
-                             "--executor", "ray", "--address", cluster.address], env={**os.environ, **RAY_ENV},
+    proc = subprocess.Popen([sys.executable, "-m", "dia_bench.harness.cli", "sweep", str(suite), "--out", str(out),
+                             "--quiet", "--executor", "ray", "--address", cluster.address],
+                            env={**os.environ, **RAY_ENV},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Its own baseline is pinned to it: kill the node once that cell's worker runs there.
-    _wait_for(lambda: any("harness.worker" in " ".join(c.cmdline()) for c in raylet.children(recursive=True)),
+    _wait_for(lambda: any("dia_bench.harness.worker" in " ".join(c.cmdline()) for c in raylet.children(recursive=True)),
               "a cell on the third node")
     for p in [*raylet.children(recursive=True), raylet]:
         with contextlib.suppress(Exception):

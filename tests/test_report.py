@@ -143,7 +143,7 @@ def test_real_weights_get_an_audio_player(tiny_pipeline, tmp_path):
     """Weights from directories count as real: the report then embeds what each configuration sounds like."""
     from transformers import DacModel
 
-    from harness.presets import get_preset
+    from dia_bench.harness.presets import get_preset
 
     pipe, weights = tiny_pipeline
     model_dir, codec_dir = tmp_path / "dia", tmp_path / "dac"
@@ -162,7 +162,7 @@ def test_real_weights_get_an_audio_player(tiny_pipeline, tmp_path):
 
 
 def test_a_guide_expectation_without_a_value_takes_every_value_of_its_plugin():
-    from reports.verdicts import _names
+    from dia_bench.reports.verdicts import _names
 
     assert _names("compile=default", ["compile"]) and _names("compile=max-autotune", ["compile"])
     assert not _names("compile=default+int8=dynamic", ["compile"])  # a stack is not compile alone
@@ -179,7 +179,7 @@ def _recommended(md: str) -> list[str]:
 def test_recommendations_hold_back_what_changes_the_sampling(report_run, tmp_path):
     """cfg=0 is exact arithmetic and changes what is sampled: it is never recommended at the default
     bar, and when it is the fastest it is listed with what it trades. A looser bar is the user's call."""
-    from harness.driver import quality, results
+    from dia_bench.harness.driver import quality, results
 
     df = results.ok_cells(results.load(report_run))
     md = tmp_path / "rec.md"
@@ -212,7 +212,7 @@ def test_quality_bar_must_be_a_distance(report_run):
 def test_verdicts_do_not_crown_the_noisiest_candidate():
     import pandas as pd
 
-    from reports.verdicts import _verdict, pick
+    from dia_bench.reports.verdicts import _verdict, pick
 
     cells = pd.DataFrame([
         {"description": "tight", "plugins": "compile=default", "batch": 1, "seconds": 5.0, "repeats_seconds": [1] * 5,

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from harness import stats
+from dia_bench.harness import stats
 
 SIMULATED_CELLS = 3000
 SIZES = (3, 5, 10)

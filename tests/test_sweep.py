@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.driver import results, rundir
-from harness.driver.expand import expand, plugin_combinations
-from harness.driver.suite import parse_suite
+from dia_bench.harness.driver import results, rundir
+from dia_bench.harness.driver.expand import expand, plugin_combinations
+from dia_bench.harness.driver.suite import parse_suite
 from tests.conftest import run_cli
 
 TINY_SUITE = """
@@ -102,7 +102,7 @@ def test_unknown_suite_name():
 
 
 def test_shipped_suites_parse():
-    from harness.driver.suite import SUITES_DIR, suite_names
+    from dia_bench.harness.driver.suite import SUITES_DIR, suite_names
 
     for name in suite_names():
         suite = parse_suite(SUITES_DIR / f"{name}.toml")
@@ -238,7 +238,8 @@ def test_resume_refuses_a_newer_schema(tiny_run, tmp_path):
 def test_a_killed_sweep_loses_at_most_the_running_cell(tmp_path):
     suite = write_suite(tmp_path)
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(suite), "--out", str(out), "--quiet"],
+    proc = subprocess.Popen([sys.executable, "-m", "dia_bench.harness.cli", "sweep", str(suite), "--out", str(out),
+                             "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list((out / "cells").glob("*.json"))) < 1:

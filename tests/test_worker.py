@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from harness.driver.launcher import run_isolated
-from harness.record import SCHEMA_VERSION
+from dia_bench.harness.driver.launcher import run_isolated
+from dia_bench.harness.record import SCHEMA_VERSION
 from tests.conftest import run_cli, tiny_cell
 
 REQUIRED = ("schema_version", "status", "rtf", "xrt", "audio_seconds", "frames", "generation_seconds",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness import stats
+from dia_bench.harness import stats
 
 # A step must be at least this large (5%): drift of a few percent between runs is normal on shared
 # machines, and a significant 1% step is not worth a CI alarm.

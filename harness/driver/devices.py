@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from harness.errors import UsageError
+from dia_bench.harness.errors import UsageError
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 

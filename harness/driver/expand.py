@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from harness.cell import Cell
-from harness.driver.suite import Suite, load_texts
-from harness.errors import UsageError
+from dia_bench.harness.cell import Cell
+from dia_bench.harness.driver.suite import Suite, load_texts
+from dia_bench.harness.errors import UsageError
 
 
 @dataclass
@@ -46,7 +46,7 @@ def batch_sizes(suite: Suite) -> list[list[int]]:
 
 
 def resolve_devices(devices: list[str]) -> list[str]:
-    from harness.driver.devices import available_devices
+    from dia_bench.harness.driver.devices import available_devices
 
     out: list[str] = []
     for d in devices:
@@ -57,8 +57,8 @@ def resolve_devices(devices: list[str]) -> list[str]:
 
 
 def _skip_reason(cell: Cell) -> str | None:
-    from harness.driver.devices import check_device
-    from optimizations.registry import resolve
+    from dia_bench.harness.driver.devices import check_device
+    from dia_bench.optimizations.registry import resolve
 
     try:
         check_device(cell.device)

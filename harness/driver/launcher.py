@@ -20,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.caches import COLD_ENV, compile_cache_dir
-from harness.cell import Cell
-from harness.jsonio import read_json, write_json_atomic
-from harness.record import PROGRESS_PREFIX, not_ok
+from dia_bench.harness.caches import COLD_ENV, compile_cache_dir
+from dia_bench.harness.cell import Cell
+from dia_bench.harness.jsonio import read_json, write_json_atomic
+from dia_bench.harness.record import PROGRESS_PREFIX, not_ok
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -66,7 +66,7 @@ def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: Progre
                                           if env.get(COLD_ENV) else str(compile_cache_dir()))
         start = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.worker", str(cell_path), str(record_path)],
+            [sys.executable, "-m", "dia_bench.harness.worker", str(cell_path), str(record_path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             start_new_session=True,  # its own process group, so a timeout kills compile workers too
             preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,

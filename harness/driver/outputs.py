@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from harness.errors import UsageError
+from dia_bench.harness.errors import UsageError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 

@@ -26,7 +26,7 @@ def _num(v: Any) -> float | None:
 def changes_sampling_by_design(plugins: str) -> bool:
     """Plugins that change what is sampled on purpose (a CFG scale other than Dia's): no numeric
     precision makes them the same model."""
-    from optimizations.registry import get_plugin, split_spec
+    from dia_bench.optimizations.registry import get_plugin, split_spec
 
     if plugins == "baseline":
         return False

@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness import stats
-from harness.driver import rundir
+from dia_bench.harness import stats
+from dia_bench.harness.driver import rundir
 
 # Cells are compared against the baseline measured under the same conditions, on the same node (a Ray
 # sweep measures each node's own baselines; a local run has one node, None).

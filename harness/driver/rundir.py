@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UsageError
-from harness.jsonio import read_json, write_json_atomic
-from harness.record import SCHEMA_VERSION, now
+from dia_bench.harness.errors import UsageError
+from dia_bench.harness.jsonio import read_json, write_json_atomic
+from dia_bench.harness.record import SCHEMA_VERSION, now
 
 RUN_FILE = "run.json"
 CELLS_DIR = "cells"

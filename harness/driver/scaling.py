@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import stats
-from harness.driver import results
+from dia_bench.harness import stats
+from dia_bench.harness.driver import results
 
 GROUP = ["run", "preset", "device", "plugins", "batch", "text_label"]
 
@@ -46,7 +46,7 @@ def slope_from_steps(long_form_rtf: float, batch: int, growth_us: float, steps: 
     """The fit's slope as one cell's decode steps predict it: step k costs s0 + growth x k, so a
     request of n steps costs s0 n + growth n (n - 1) / 2 beyond its fixed part; the same least
     squares over `lengths` (audio seconds, steps per request, repeats) then gives the slope."""
-    from harness.presets import FRAMES_PER_SECOND
+    from dia_bench.harness.presets import FRAMES_PER_SECOND
 
     g = growth_us / 1e6
     s0 = long_form_rtf * batch / FRAMES_PER_SECOND - g * (steps - 1) / 2

@@ -15,7 +15,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from harness.errors import UsageError
+from dia_bench.harness.errors import UsageError
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 DESIGNS = ("full", "one-at-a-time", "leave-one-out", "explicit")
@@ -153,9 +153,9 @@ def _explicit_cells(path: Path, raw: list[Any]) -> tuple[list[list[str]], list[l
 
 def parse_suite(path: Path) -> Suite:
     """Read and check a suite file; every problem is one line naming the file and the key or line."""
-    from harness.driver.devices import _DEVICE
-    from harness.presets import PRESETS
-    from optimizations.registry import get_plugin, split_spec
+    from dia_bench.harness.driver.devices import _DEVICE
+    from dia_bench.harness.presets import PRESETS
+    from dia_bench.optimizations.registry import get_plugin, split_spec
 
     raw_bytes = path.read_bytes()
     try:
@@ -225,7 +225,7 @@ def parse_suite(path: Path) -> Suite:
     if not math.isfinite(suite.timeout_s) or suite.timeout_s <= 0:
         raise UsageError(f"{path}: [suite] timeout_s = {suite.timeout_s}: give the seconds one cell may take, > 0")
     if suite.warmup == 0:
-        from harness.driver.expand import plugin_combinations
+        from dia_bench.harness.driver.expand import plugin_combinations
 
         if any(split_spec(spec)[0] == "compile" for cell in plugin_combinations(suite) for spec in cell):
             raise UsageError(f"{path}: [suite] warmup = 0 with a compile cell would time compilation as "
@@ -233,7 +233,7 @@ def parse_suite(path: Path) -> Suite:
     if suite.baseline_every < 0:
         raise UsageError(f"{path}: [suite] baseline_every = {suite.baseline_every}: give 0 (baselines first "
                          "and last only) or N >= 1 (a baseline again after every N cells)")
-    from harness.weights_dir import check_weights_dir
+    from dia_bench.harness.weights_dir import check_weights_dir
 
     for key, kind in (("weights", "model"), ("codec_weights", "codec")):
         if getattr(suite, key):

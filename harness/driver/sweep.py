@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.driver import overlap, rundir
-from harness.driver.executors import Batch, Executor
-from harness.driver.expand import PlannedCell, expand
-from harness.driver.suite import Suite
-from harness.errors import UsageError
-from harness.record import now
+from dia_bench.harness.driver import overlap, rundir
+from dia_bench.harness.driver.executors import Batch, Executor
+from dia_bench.harness.driver.expand import PlannedCell, expand
+from dia_bench.harness.driver.suite import Suite
+from dia_bench.harness.errors import UsageError
+from dia_bench.harness.record import now
 
 
 def describe(p: PlannedCell) -> str:
@@ -42,7 +42,7 @@ def prepare_run_dir(out: Path, suite: Suite, resume: bool) -> None:
         raise UsageError(f"{out} already holds a run: pass --resume to finish it, or another --out")
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
 
-    from harness import env
+    from dia_bench.harness import env
 
     rundir.create(out, {
         "suite": {"name": suite.name, "path": str(suite.path), "text_hash": suite.text_hash,
@@ -59,7 +59,7 @@ def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = 
     """Runs the suite's cells missing from `out` (and, with retry_failed, those that failed) on `executor`
     (local by default), writing each record as it arrives."""
     if executor is None:
-        from harness.driver.executors.local import LocalExecutor
+        from dia_bench.harness.driver.executors.local import LocalExecutor
 
         executor = LocalExecutor()
     planned = select(expand(suite), only)
@@ -76,7 +76,7 @@ def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = 
         done -= {r.get("key") for r in rundir.records(out) if r.get("status") == "failed"}
     todo = [p for p in planned if p.key not in done]
     # The compile cache outlives the run (harness/caches.py); --cold gives every cell an empty one.
-    from harness.caches import COLD_ENV
+    from dia_bench.harness.caches import COLD_ENV
 
     for p in todo:
         p.cell.audio_dir = str((out / "audio").resolve())

@@ -1,6 +1,6 @@
 """The isolated worker: runs one cell in a fresh Python process and writes its record.
 
-    python -m harness.worker CELL.json RECORD.json
+    python -m dia_bench.harness.worker CELL.json RECORD.json
 
 Nothing here imports torch before the plugins' process set-up has run. Progress goes to stderr as
 `@dia-bench {json}` lines for the parent's display.
@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.cell import Cell
-from harness.jsonio import read_json, write_json_atomic
-from harness.record import PROGRESS_PREFIX, base_record, exception_reason, now
+from dia_bench.harness.cell import Cell
+from dia_bench.harness.jsonio import read_json, write_json_atomic
+from dia_bench.harness.record import PROGRESS_PREFIX, base_record, exception_reason, now
 
 FAULT_ENV = "DIA_BENCH_INJECT_FAULT"  # abort | exit | hang | kill | raise: makes a worker die, for tests
 
@@ -45,7 +45,7 @@ def _inject_fault() -> None:
 
 
 def run_cell(cell: Cell) -> dict[str, Any]:
-    from optimizations.registry import resolve
+    from dia_bench.optimizations.registry import resolve
 
     rec = base_record(cell)
     cell.validate()  # the parent checked already; a cell file written by hand meets the same rules
@@ -55,8 +55,8 @@ def run_cell(cell: Cell) -> dict[str, Any]:
 
     import torch
 
-    from harness import env as envmod
-    from harness.worker.measure import measure_pipeline
+    from dia_bench.harness import env as envmod
+    from dia_bench.harness.worker.measure import measure_pipeline
 
     rec["plugins"] = plan.specs
     reasons = plan.unavailable(cell.device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from harness.errors import UsageError
+from dia_bench.harness.errors import UsageError
 
 CODEC_BACKENDS = ("transformers", "descript")
 
@@ -49,7 +49,7 @@ class DescriptDac:
     def __init__(self, path: str, device: str):
         from pathlib import Path
 
-        from harness.presets import SAMPLE_RATE
+        from dia_bench.harness.presets import SAMPLE_RATE
 
         dac = import_descript()
         pth = sorted(Path(path).glob("*.pth"))

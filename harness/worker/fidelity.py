@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from harness.worker.pipeline import EOS, PAD
+from dia_bench.harness.worker.pipeline import EOS, PAD
 
 # Where the stored reference distributions keep only the tokens that can be drawn (top-k leaves the
 # rest at probability 0); a processor chain that keeps more keeps them all.

@@ -10,17 +10,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness import stats
-from harness.cell import Cell
-from harness.presets import FRAMES_PER_SECOND, SAMPLE_RATE, get_preset
-from harness.record import now
-from harness.worker.codec import load_codec
-from harness.worker.pipeline import DiaPipeline, PipelineOutput, SamplingParams
-from harness.worker.roofline import roofline
-from harness.worker.trackers import PhaseMemory
-from harness.worker.weights import resolve as resolve_weights
-from optimizations.api import apply_plan
-from optimizations.registry import Plan
+from dia_bench.harness import stats
+from dia_bench.harness.cell import Cell
+from dia_bench.harness.presets import FRAMES_PER_SECOND, SAMPLE_RATE, get_preset
+from dia_bench.harness.record import now
+from dia_bench.harness.worker.codec import load_codec
+from dia_bench.harness.worker.pipeline import DiaPipeline, PipelineOutput, SamplingParams
+from dia_bench.harness.worker.roofline import roofline
+from dia_bench.harness.worker.trackers import PhaseMemory
+from dia_bench.harness.worker.weights import resolve as resolve_weights
+from dia_bench.optimizations.api import apply_plan
+from dia_bench.optimizations.registry import Plan
 
 MAX_REPEATS = 200  # a time budget on a tiny model must still end
 
@@ -196,7 +196,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         rec["energy_joules_per_audio_second"] = joules / (audio_seconds * len(outputs))
     output_errors: dict[str, str] = {}
     if cell.profile_dir:
-        from harness.worker.profiling import profile_once
+        from dia_bench.harness.worker.profiling import profile_once
 
         progress("profile")
         trace = Path(cell.profile_dir) / f"trace-{cell.cell_id}.json"
@@ -210,7 +210,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         try:
             rec["fidelity"] = _fidelity(cell, plan, pipe, weights, texts, last)
         except Exception as exc:  # the timings stand; the cell cannot pass the quality bar unjudged
-            from harness.record import exception_reason
+            from dia_bench.harness.record import exception_reason
 
             reason, tb = exception_reason(exc)
             rec["fidelity"] = {"compared": False, "error": reason, "traceback": tb}
@@ -248,8 +248,8 @@ def history_meta(cell: Cell, weights: dict[str, Any]) -> dict[str, Any]:
 
 def _fidelity(cell: Cell, plan: Plan, pipe: DiaPipeline, weights: dict[str, Any], texts: list[str],
               out: PipelineOutput) -> dict[str, Any]:
-    from harness.paths import cache_dir
-    from harness.worker import fidelity
+    from dia_bench.harness.paths import cache_dir
+    from dia_bench.harness.worker import fidelity
 
     directory = Path(cell.fidelity_dir) if cell.fidelity_dir else cache_dir() / "fidelity"
     inputs = pipe.tokenize(texts[:1])

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from harness.presets import DELAY_PATTERN
-from harness.worker.codec import Codec
+from dia_bench.harness.presets import DELAY_PATTERN
+from dia_bench.harness.worker.codec import Codec
 
 EOS, PAD, BOS = 1024, 1025, 1026
 

@@ -1,6 +1,6 @@
 """A plain `model.generate`, timed outside the harness, to cross-check the harness's timing.
 
-    python -m harness.worker.plain_generate --weights DIR --text T --frames F [--repeats N] [--warmup N]
+    python -m dia_bench.harness.worker.plain_generate --weights DIR --text T --frames F [--repeats N] [--warmup N]
 
 Only transformers and torch: no streamer, no hooks, no plugin contexts. Prints one JSON line.
 """

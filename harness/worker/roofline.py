@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness.jsonio import read_json, write_json_atomic
-from harness.paths import cache_dir
+from dia_bench.harness.jsonio import read_json, write_json_atomic
+from dia_bench.harness.paths import cache_dir
 
 
 def _tensor_bytes(t: torch.Tensor) -> int:

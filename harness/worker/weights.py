@@ -16,10 +16,10 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.jsonio import read_json, write_json_atomic
-from harness.paths import cache_dir
-from harness.presets import Preset
-from harness.weights_dir import check_weights_dir, weight_files
+from dia_bench.harness.jsonio import read_json, write_json_atomic
+from dia_bench.harness.paths import cache_dir
+from dia_bench.harness.presets import Preset
+from dia_bench.harness.weights_dir import check_weights_dir, weight_files
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Executors: where a sweep's cells run. The sweep hands them cells and writes each record as it arrives.
 
 `local` runs one cell at a time on this machine (the default); `ray` spreads them over a Ray cluster.
-Both run every cell through harness.driver.launcher.run_isolated, so a cell's process, timeout and failure
+Both run every cell through dia_bench.harness.driver.launcher.run_isolated, so a cell's process, timeout and failure
 records are the same wherever it runs.
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from harness.driver.expand import PlannedCell
-from harness.errors import UsageError
+from dia_bench.harness.driver.expand import PlannedCell
+from dia_bench.harness.errors import UsageError
 
 EXECUTORS = ("local", "ray")
 
@@ -49,7 +49,7 @@ def get(name: str, address: str | None = None) -> Executor:
     if name == "local":
         if address:
             raise UsageError("--address is for --executor ray; drop it, or add --executor ray")
-        from harness.driver.executors.local import LocalExecutor
+        from dia_bench.harness.driver.executors.local import LocalExecutor
 
         return LocalExecutor()
     if name == "ray":
@@ -57,7 +57,7 @@ def get(name: str, address: str | None = None) -> Executor:
             import ray  # noqa: F401
         except ImportError:
             raise UsageError("--executor ray needs Ray, which is not installed: pip install 'dia-bench[ray]'") from None
-        from harness.driver.executors.raycluster import RayExecutor
+        from dia_bench.harness.driver.executors.raycluster import RayExecutor
 
         return RayExecutor(address)
     raise UsageError(f"unknown executor {name!r}: choose one of {', '.join(EXECUTORS)}")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from harness.driver.executors import Batch, Display
-from harness.driver.expand import PlannedCell
-from harness.driver.launcher import run_isolated
-from harness.record import not_ok
+from dia_bench.harness.driver.executors import Batch, Display
+from dia_bench.harness.driver.expand import PlannedCell
+from dia_bench.harness.driver.launcher import run_isolated
+from dia_bench.harness.record import not_ok
 
 
 class LocalExecutor:
@@ -18,7 +18,7 @@ class LocalExecutor:
         return planned
 
     def run(self, batch: Batch, display: Display) -> Iterator[tuple[PlannedCell, dict[str, Any]]]:
-        from harness.driver.sweep import describe
+        from dia_bench.harness.driver.sweep import describe
 
         for p in batch.cells:
             display.start(describe(p))

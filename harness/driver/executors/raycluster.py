@@ -10,28 +10,24 @@ last, pinned to it: speedups compare a cell with the node that ran it.
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from harness.driver.executors import Batch, Display
-from harness.driver.expand import PlannedCell
-from harness.errors import UsageError
-from harness.record import not_ok
+from dia_bench.harness.driver.executors import Batch, Display
+from dia_bench.harness.driver.expand import PlannedCell
+from dia_bench.harness.errors import UsageError
+from dia_bench.harness.record import not_ok
 
 NODE_RESOURCE = "dia_bench_node"
 # A CUDA cell's share of its node: enough that a CPU cell (which wants all of it) waits, small enough that
 # every GPU of a node can hold one.
 GPU_CELL_SHARE = 0.001
 BASELINE_ROLES = ("baseline-start", "baseline-mid", "baseline-end")
-# Where this checkout's packages live: workers started from a source tree import them from here too.
-_SOURCE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def this_node() -> dict[str, str]:
@@ -54,7 +50,7 @@ class _Started:
 
 
 def _run_cell(cell: Any, key: str, timeout_s: float, extra_env: dict[str, str], started: Any) -> dict[str, Any]:
-    from harness.driver.launcher import run_isolated
+    from dia_bench.harness.driver.launcher import run_isolated
 
     node = this_node()
     ray.get(started.started.remote(key, node))
@@ -72,9 +68,9 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None) -> None:
-        env = {"PYTHONPATH": os.pathsep.join(p for p in (_SOURCE_ROOT, os.environ.get("PYTHONPATH")) if p)}
-        kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "logging_level": "ERROR",
-                                  "log_to_driver": False}
+        # No runtime_env: a node's workers import dia_bench from the package installed beside its Ray (a
+        # source tree on PYTHONPATH cannot provide the dia_bench namespace).
+        kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
         if address:
             kwargs["address"] = address
         else:  # a Ray instance of its own on this machine: one node that takes cells

@@ -1,0 +1,141 @@
+"""`engine=static` against transformers' `generate`: the same codes, the same logits, the same
+distributions, and the other plugins composed with it. The real tiny pipeline; dia-1.6b synthetic
+where marked `slow` (`pytest -m slow`, README: tests)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.launcher import run_isolated
+from harness.pipeline import SamplingParams, StepClock
+from harness.static_engine import StaticEngine, forced_tokens
+from tests.conftest import run_cli, tiny_cell
+
+TEXTS = ["[S1] Dia is an open weights text to dialogue model.",
+         "[S1] Hi. [S2] Hello.",
+         "[S1] A third request, longer than the second and shorter than nothing else at all, to pad the batch."]
+GREEDY = SamplingParams(top_k=1)
+NO_CFG = SamplingParams(top_k=1, cfg_scale=1.0)  # transformers' "guidance off"
+
+
+def _both(pipe, texts: list[str], frames: int, sampling: SamplingParams, seed: int = 0):
+    inputs = pipe.tokenize(texts)
+    pipe.engine = None
+    try:
+        reference = pipe.generate(inputs, frames, sampling, seed)
+        pipe.engine = StaticEngine(pipe)
+        clock = StepClock()
+        ours = pipe.generate(inputs, frames, sampling, seed, clock)
+    finally:
+        pipe.engine = None
+    return reference, ours, clock
+
+
+CASES = [pytest.param(s, n, id=f"{'cfg' if s.cfg_scale != 1 else 'no-cfg'}-batch{n}")
+         for s in (GREEDY, NO_CFG) for n in (1, 3)]
+
+
+@pytest.mark.parametrize(("sampling", "batch"), CASES)
+def test_greedy_codes_equal_generates_on_dia_tiny(tiny_pipeline, sampling, batch):
+    pipe, _ = tiny_pipeline
+    reference, ours, clock = _both(pipe, TEXTS[:batch], 30, sampling)
+    assert ours.shape == reference.shape == (batch, 30 + 16 + 1, 9)
+    assert torch.equal(ours, reference)
+    # One stamp after the encoder, one per step: the pipeline's step latencies come from them.
+    assert len(clock.stamps) == 30 + 16 + 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sampling", "batch"), CASES)
+def test_greedy_codes_equal_generates_on_dia_1_6b(sampling, batch):
+    pipe, weights = _big_pipeline()
+    reference, ours, _ = _both(pipe, TEXTS[:batch], 30 - 16, sampling)  # 30 decode steps
+    assert weights["source"] in ("synthetic", "local") and torch.equal(ours, reference)
+
+
+_BIG: list = []
+
+
+def _big_pipeline():
+    from harness.measure import load_pipeline
+
+    if not _BIG:
+        _BIG.append(load_pipeline(tiny_cell(preset="dia-1.6b")))
+    return _BIG[0]
+
+
+def test_sampled_codes_equal_generates_too(tiny_pipeline):
+    """Not asked of it, and worth knowing: with Dia's own sampling (top-k 45, top-p 0.9, temperature
+    1.8) the device-side draw consumes the generator exactly as `generate`'s multinomial does."""
+    pipe, _ = tiny_pipeline
+    reference, ours, _ = _both(pipe, TEXTS[:2], 20, SamplingParams(), seed=7)
+    assert torch.equal(ours, reference)
+
+
+def test_the_forced_tokens_are_the_delay_pattern():
+    table = forced_tokens(4, [0, 2], torch.device("cpu"))
+    # Channel 0: 4 samples, EOS, PAD; channel 1 (delay 2): 2 BOS, 4 samples, EOS at step 7.
+    assert table.T.tolist() == [[-1, -1, -1, -1, 1024, 1025, 1025], [1026, 1026, -1, -1, -1, -1, 1024]]
+
+
+def test_teacher_forced_step_logits_equal_one_forward_pass(tiny_pipeline):
+    from harness.fidelity import teacher_forced_logits
+
+    pipe, _ = tiny_pipeline
+    inputs = pipe.tokenize(TEXTS[:1])
+    delayed, _, _ = _both(pipe, TEXTS[:1], 20, SamplingParams())
+    with torch.inference_mode():
+        expected = teacher_forced_logits(pipe.model, inputs, delayed, cfg=True)
+        ours = StaticEngine(pipe).teacher_forced_logits(inputs, delayed, cfg=True)
+    assert ours.shape == expected.shape
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_engines_processors_equal_transformers_at_every_step(tiny_pipeline):
+    """The distribution each token is drawn from, through the engine's chain and through the processors
+    `generate` builds (fidelity's own reading of them), teacher-forced on one history."""
+    from harness.fidelity import engine_distributions, sampled_distributions, teacher_forced_logits
+
+    pipe, _ = tiny_pipeline
+    inputs = pipe.tokenize(TEXTS[:1])
+    sampling = SamplingParams()
+    kwargs = pipe.generation_kwargs(20, sampling)
+    delayed, _, _ = _both(pipe, TEXTS[:1], 20, sampling)
+    with torch.inference_mode():
+        logits = teacher_forced_logits(pipe.model, inputs, delayed, cfg=True)
+        theirs = sampled_distributions(pipe.model, kwargs, inputs, delayed, logits)
+        ours = engine_distributions(kwargs, logits, 9)
+    real = (delayed[0, 1:, :] < 1024).T  # the forced tail is the loop's, not the processors'
+    torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-6)
+
+
+def test_a_static_cell_is_identical_to_the_reference_and_composes_with_int8(tmp_path):
+    fid = str(tmp_path / "fidelity")
+    ref = run_isolated(tiny_cell(fidelity_dir=fid, repeats=1), timeout_s=600)
+    rec = run_isolated(tiny_cell(plugins=["engine=static"], fidelity_dir=fid, repeats=2), timeout_s=600)
+    assert ref["status"] == rec["status"] == "ok", rec.get("reason")
+    assert rec["fidelity"]["sampled"]["total_variation_max"] < 1e-5
+    assert rec["fidelity"]["sampled"]["top1_agreement"] == 1.0
+    assert rec["audio_sha256"] == ref["audio_sha256"]  # the same seed draws the same codes
+    assert rec["plugin_reports"]["engine=static"]["engine"] == "static"
+    assert rec["decoder_batch_rows"] == 2 and len(rec["step_latencies_ms"]) == 2 * (rec["frames"] + 15)
+    int8 = run_isolated(tiny_cell(plugins=["engine=static", "int8=dynamic", "cfg=0"], fidelity_dir=fid),
+                        timeout_s=600)
+    assert int8["status"] == "ok", int8.get("reason")
+    assert int8["decoder_batch_rows"] == 1 and int8["fidelity"]["compared"]
+
+
+def test_compile_compiles_the_engines_step(tmp_path):
+    rec = run_isolated(tiny_cell(plugins=["engine=static", "compile"], warmup=1, repeats=1, fidelity=False),
+                       timeout_s=900)
+    assert rec["status"] == "ok", rec.get("reason")
+    assert "decode step compiled" in rec["plugin_notes"]["compile=default"]
+    assert rec["plugin_reports"]["engine=static"]["compiled_step"] == "default"
+    assert rec["plugin_reports"]["compile=default"]["dynamo_unique_graphs"] >= 1
+
+
+def test_engine_values_are_checked():
+    result = run_cli("run", "--preset", "dia-tiny", "--opt", "engine=fast")
+    assert result.returncode == 2 and "choose one of hf, static" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -145,3 +145,34 @@ def test_engine_values_are_checked():
     result = run_cli("run", "--preset", "dia-tiny", "--opt", "engine=fast")
     assert result.returncode == 2 and "choose one of hf, static" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_batch_of_mixed_lengths_sweeps_and_the_report_gives_throughput_per_batch_size(tmp_path):
+    from harness import results, rundir
+    from tests.test_sweep import write_suite
+
+    suite = write_suite(tmp_path, """
+[suite]
+description = "mixed-length batches through the static engine"
+presets = ["dia-tiny"]
+devices = ["cpu"]
+texts = ["mixed"]
+seconds = [0.2]
+batch = [1, 3]
+warmup = 0
+repeats = 2
+fidelity = false
+design = "explicit"
+cells = [["engine=static"]]
+""")
+    out = tmp_path / "run"
+    result = run_cli("sweep", str(suite), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    ok = results.ok_cells(results.load(out))
+    assert sorted(ok[ok["plugins"] == "engine=static"]["batch"]) == [1, 3]
+    three = [r for r in rundir.records(out) if r["cell"]["batch"] == 3 and r["cell"]["plugins"]]
+    assert three[0]["decoder_batch_rows"] == 6 and len(set(three[0]["cell"]["batch_texts"])) == 3
+    html = tmp_path / "report.html"
+    assert run_cli("report", str(out), "-o", str(html)).returncode == 0
+    page = html.read_text()
+    assert "Throughput by batch size" in page and "dia-tiny/cpu/engine=static" in page and "b3: " in page

@@ -91,6 +91,7 @@ class StaticEngine:
         self.pipeline = pipeline
         self.step: Callable[..., torch.Tensor] = self._step
         self.compiled: str | None = None
+        self._buffers: dict[tuple, torch.Tensor] = {}
 
     @property
     def model(self):
@@ -115,16 +116,29 @@ class StaticEngine:
         for layer in decoder.layers:
             ca, sa = layer.cross_attention, layer.self_attention
             shape = (rows, encoded.shape[1], -1, ca.head_dim)
-            cross_keys.append(ca.k_proj(encoded).view(shape).transpose(1, 2).contiguous())
-            cross_values.append(ca.v_proj(encoded).view(shape).transpose(1, 2).contiguous())
+            for name, proj, out in (("cross_k", ca.k_proj, cross_keys), ("cross_v", ca.v_proj, cross_values)):
+                value = proj(encoded).view(shape).transpose(1, 2)
+                out.append(self._buffer((name, len(out)), value.shape, value.dtype, ids.device).copy_(value))
             cache_shape = (rows, sa.num_key_value_heads, steps, sa.head_dim)
-            keys.append(torch.zeros(cache_shape, dtype=cross_keys[-1].dtype, device=ids.device))
-            values.append(torch.zeros(cache_shape, dtype=cross_keys[-1].dtype, device=ids.device))
+            keys.append(self._buffer(("k", len(keys)), cache_shape, cross_keys[-1].dtype, ids.device))
+            values.append(self._buffer(("v", len(values)), cache_shape, cross_keys[-1].dtype, ids.device))
         dtype = cross_keys[0].dtype
         cross_mask = torch.zeros(mask.shape, dtype=dtype, device=ids.device).masked_fill(
             mask == 0, torch.finfo(dtype).min)[:, None, None, :]
         forced = forced_tokens(frames, list(model.config.delay_pattern), ids.device)
         return Request(rows, cross_keys, cross_values, cross_mask, keys, values, forced)
+
+    def _buffer(self, key: tuple, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A tensor kept from one request to the next of the same shape: CUDA graphs replay on fixed
+        addresses (and skip a graph that writes into an input that moves). Stale values are never
+        read: a step attends to positions it has written this request, and masks the rest."""
+        buf = self._buffers.get(key)
+        if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != dtype or buf.device != device:
+            buf = torch.zeros(shape, dtype=dtype, device=device)
+            if device.type == "cuda":
+                torch._dynamo.mark_static_address(buf)
+            self._buffers[key] = buf
+        return buf
 
     def _step(self, tokens: torch.Tensor, pos: torch.Tensor, req: Request) -> torch.Tensor:
         """Logits (rows, channels, vocab) in fp32 for `tokens` (rows, channels) at position `pos`."""

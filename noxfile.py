@@ -44,6 +44,15 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-q", *session.posargs, env={"DIA_BENCH_CACHE": os.path.join(session.create_tmp(), "cache")})
 
 
+@nox.session(name="tests-slow", python=PYTHON)
+def tests_slow(session: nox.Session) -> None:
+    """The tests marked slow: the real-size model (dia-1.6b, synthetic weights unless real ones are on
+    disk), about 8 minutes on 2 cores; not part of `nox` by default nor of CI."""
+    _install(session, "test")
+    cache = os.environ.get("DIA_BENCH_CACHE") or os.path.join(session.create_tmp(), "cache")
+    session.run("pytest", "-q", "-m", "slow", *session.posargs, env={"DIA_BENCH_CACHE": cache})
+
+
 def _suite_args(args: list[str], default: str) -> tuple[str, list[str]]:
     args = list(args)
     suite = default

@@ -25,6 +25,9 @@ class Cell:
     text: str = DEFAULT_TEXT
     seconds: float = 1.0
     batch: int = 1
+    # A batch of requests of different lengths: request i reads batch_texts[i % len]; None: every
+    # request reads `text` (which is then batch_texts[0]).
+    batch_texts: list[str] | None = None
     warmup: int = 1
     repeats: int = 3
     # With a budget, repeats go on until it is spent; `repeats` is then the minimum.
@@ -54,6 +57,13 @@ class Cell:
     def frames(self) -> int:
         return frames_for_seconds(self.seconds)
 
+    @property
+    def request_texts(self) -> list[str]:
+        """The text of each request of the batch."""
+        if self.batch_texts:
+            return [self.batch_texts[i % len(self.batch_texts)] for i in range(self.batch)]
+        return [self.text] * self.batch
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["frames"] = self.frames
@@ -73,18 +83,21 @@ class Cell:
         d = asdict(self)
         ident = {k: d[k] for k in keys}
         ident["plugins"] = sorted(self.plugins)
+        if self.batch_texts:  # only where set, so that every earlier cell keeps its identity
+            ident["batch_texts"] = self.batch_texts
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
         """Every check of a cell that needs no torch, in one place: the command line, suites (each
         cell, at load) and the worker all call it. Raises UsageError with the fix."""
         preset = get_preset(self.preset)
-        if not isinstance(self.text, str) or not self.text.strip():
-            raise UsageError("text is empty: pass a transcript such as --text '[S1] Hello. [S2] Hi!'")
-        tokens = text_tokens(self.text)
-        if tokens > preset.encoder_positions:
-            raise UsageError(f"the text is {tokens} tokens (bytes) long; Dia's encoder reads at most "
-                             f"{preset.encoder_positions}: shorten it or split the dialogue")
+        for text in self.batch_texts or [self.text]:
+            if not isinstance(text, str) or not text.strip():
+                raise UsageError("text is empty: pass a transcript such as --text '[S1] Hello. [S2] Hi!'")
+            tokens = text_tokens(text)
+            if tokens > preset.encoder_positions:
+                raise UsageError(f"the text is {tokens} tokens (bytes) long; Dia's encoder reads at most "
+                                 f"{preset.encoder_positions}: shorten it or split the dialogue")
         if not _finite(self.seconds) or self.seconds <= 0:
             raise UsageError(f"--seconds must be a finite number > 0 (got {self.seconds}); for example --seconds 1")
         if self.frames < 1:

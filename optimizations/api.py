@@ -20,7 +20,9 @@ from typing import Any
 
 from dia_bench.optimizations.registry import Plan, resolve
 
-GPU_DEFAULT = ["dtype=bf16", "sdpa=flash", "compile"]
+# engine=static by default: the same codes as transformers' generate (tests/test_static_engine.py) and
+# the faster loop wherever dia-bench measured both (README: engine=static; suites/engine-cpu.toml).
+GPU_DEFAULT = ["dtype=bf16", "sdpa=flash", "engine=static", "compile"]
 
 
 def apply_plan(pipe, plan: Plan, device: str) -> tuple[dict[str, str | None], dict[str, float]]:
@@ -71,7 +73,7 @@ def create_fast_generate(model, codec=None, plugins: list[str] | None = None, de
     """A generate function over a transformers `DiaForConditionalGeneration` with plugins applied.
 
     `codec` is a transformers `DacModel` (without one the function returns codes, not audio).
-    The plugin list defaults to bf16 + flash attention + compile on CUDA.
+    The plugin list defaults to bf16 + flash attention + dia-bench's decode loop + compile on CUDA.
     """
     import torch
     from transformers import DiaFeatureExtractor, DiaProcessor, DiaTokenizer
@@ -110,9 +112,13 @@ def create_fast_generate(model, codec=None, plugins: list[str] | None = None, de
 
 
 def create_cpu_generate(model, codec=None, quantize: bool = True, use_compile: bool = True,
-                        plugins: list[str] | None = None, seed: int | None = None) -> Callable[..., Any]:
-    """The guide's CPU recipe: int8 dynamic quantization and torch.compile, plus any extra plugins."""
+                        plugins: list[str] | None = None, seed: int | None = None,
+                        engine: str = "static") -> Callable[..., Any]:
+    """The guide's CPU recipe: int8 dynamic quantization and torch.compile, plus any extra plugins,
+    through dia-bench's decode loop (`engine="hf"` for transformers' generate)."""
     chosen = list(plugins or [])
+    if not any(p.partition("=")[0].strip() == "engine" for p in chosen):
+        chosen.append(f"engine={engine}")
     if quantize:
         chosen.append("int8=dynamic")
     if use_compile:

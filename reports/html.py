@@ -125,6 +125,28 @@ def _scaling(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def _throughput(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Aggregate x real time (all requests' audio over the batch's generation time) per batch size, for
+    each configuration measured at two batch sizes or more."""
+    ok = results.ok_cells(df)
+    keys = ["machine", "preset", "device", "plugins", "text_label", "seconds"]
+    out = []
+    for k, g in ok.groupby(keys, dropna=False):
+        if g["batch"].nunique() < 2:
+            continue
+        per_batch = []
+        for _, r in g.sort_values("batch").iterrows():
+            # x real time is 1 / RTF: its interval is the RTF interval's, inverted.
+            low = 1 / r["rtf_ci_high"] if r["rtf_ci_high"] == r["rtf_ci_high"] and r["rtf_ci_high"] else None
+            high = 1 / r["rtf_ci_low"] if r["rtf_ci_low"] == r["rtf_ci_low"] and r["rtf_ci_low"] else None
+            per_batch.append(f"b{int(r['batch'])}: {_interval_text(r['xrt'], low, high, '.2f', 'x')}")
+        named = dict(zip(keys, k, strict=True))
+        out.append({"config": f"{named['preset']}/{named['device']}/{named['plugins']}",
+                    "text": named["text_label"] or "-", "seconds": f"{named['seconds']:g}",
+                    "machine": named["machine"], "batches": per_batch})
+    return out
+
+
 def _machines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen: dict[tuple, dict[str, Any]] = {}
     for rec in records:
@@ -196,6 +218,7 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
         "guide": guide,
         "hardware": hardware,
         "scaling": _scaling(df) if not df.empty else [],
+        "throughput": _throughput(df) if not df.empty else [],
         "published": load_expectations()["published"],
         "charts": charts.all_charts(df, latencies, max_tv) if not df.empty else [],
         "audio": _audio(records),

@@ -39,7 +39,8 @@ def test_optimize_for_cpu_sets_threads_and_the_environment():
 def test_create_cpu_generate_quantizes_and_returns_audio():
     model, codec = _fresh_models()
     generate = create_cpu_generate(model, codec, quantize=True, use_compile=False, seed=0)
-    assert generate.plugins == ["int8=dynamic"]
+    assert generate.plugins == ["int8=dynamic", "engine=static"]  # in the order they are applied
+    assert generate.pipeline.engine is not None
     assert not any(type(m) is torch.nn.Linear for m in model.modules())
     audio = generate("[S1] Hello world!", seconds=0.2)
     assert audio.shape == (round(0.2 * 44100 / 512) * 512,) and audio.dtype == "float32"
@@ -52,3 +53,10 @@ def test_create_fast_generate_takes_any_plugin_list():
     a = generate(["[S1] one", "[S2] two"], seconds=0.1)
     assert a.shape[0] == 2
     assert generate.pipeline.decoder_rows == 2  # cfg=0: one row per request, not two
+    assert generate.pipeline.engine is None  # a list given is taken as it is
+
+
+def test_create_cpu_generate_can_keep_transformers_generate():
+    model, codec = _fresh_models()
+    generate = create_cpu_generate(model, codec, quantize=False, use_compile=False, seed=0, engine="hf")
+    assert generate.plugins == ["engine=hf"] and generate.pipeline.engine is None

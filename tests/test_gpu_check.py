@@ -18,6 +18,8 @@ GPU_CHECK = REPO / ".ci" / "gpu-check"
 REQUIRED_CELLS = [
     [], ["tf32"], ["dtype=bf16"], ["dtype=bf16", "sdpa=flash"], ["dtype=bf16", "compile"],
     ["dtype=bf16", "int8=torchao-weight"], ["dtype=bf16", "cfg=0"],
+    # Issue 10's GPU figures: the static engine eager, and its step in a CUDA graph.
+    ["dtype=bf16", "engine=static"], ["dtype=bf16", "engine=static", "compile=reduce-overhead"],
 ]
 
 
@@ -41,6 +43,8 @@ def test_gpu_quick_suite_has_the_cells_the_issue_asks_for():
         assert sorted(cell) in at_batch_1, cell
     at_batch_8 = [p.cell.plugins for p in planned if p.cell.batch == 8]
     assert at_batch_8 == [["dtype=bf16"]]  # one cell at batch 8, not every cell multiplied by it
+    at_batch_16 = [p.cell.plugins for p in planned if p.cell.batch == 16]
+    assert at_batch_16 == [["dtype=bf16", "engine=static", "compile=reduce-overhead"]]
 
 
 PER_CELL_BATCH = """
@@ -90,7 +94,7 @@ def test_gpu_check_rehearsal_lists_the_suite_on_cpu_and_dia_tiny():
     result = _gpu_check("--rehearse", "--part", "sweep", "--list")
     assert result.returncode == 0, result.stderr
     cells = [ln for ln in result.stdout.splitlines() if "/cpu/" in ln]
-    assert len(cells) == 9, result.stdout  # 8 cells and the closing baseline
+    assert len(cells) == 12, result.stdout  # 11 cells and the closing baseline
     assert all(ln.split()[1].startswith("dia-tiny/cpu/") for ln in cells), result.stdout
     assert any(ln.split()[1].endswith("dtype=bf16/medium/2s/b8") for ln in cells), result.stdout
     tf32 = next(ln for ln in cells if "/tf32/" in ln)

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass
 
 from dia_bench.harness.cell import Cell
-from dia_bench.harness.driver.suite import Suite, load_texts
+from dia_bench.harness.driver.suite import Suite, load_texts, request_texts
 from dia_bench.harness.errors import UsageError
 
 
@@ -91,8 +91,10 @@ def expand(suite: Suite) -> list[PlannedCell]:
             for plugins, sizes in zip(combos, batches, strict=True):
                 if batch not in sizes:
                     continue
-                cell = Cell(preset=preset, device=device, plugins=plugins, text=texts[text_key],
-                            seconds=float(seconds), batch=batch, warmup=suite.warmup,
+                chosen = request_texts(text_key, texts)
+                cell = Cell(preset=preset, device=device, plugins=plugins, text=chosen[0],
+                            batch_texts=chosen if len(chosen) > 1 else None, seconds=float(seconds), batch=batch,
+                            warmup=suite.warmup,
                             repeats=suite.min_repeats or suite.repeats, seed=suite.seed, fidelity=suite.fidelity,
                             time_budget_s=suite.time_budget_s, label=text_key, weights=suite.weights,
                             codec_weights=suite.codec_weights, target_ci_pct=suite.target_ci_pct,

@@ -59,9 +59,16 @@ class Suite:
     cell_batches: list[list[int] | None] = field(default_factory=list)
 
 
-def load_texts() -> dict[str, str]:
+def load_texts() -> dict[str, str | list[str]]:
+    """The corpus: a name is a text, or a list of names (a batch of requests of different lengths)."""
     with open(SUITES_DIR / "texts.toml", "rb") as fh:
         return tomllib.load(fh)
+
+
+def request_texts(name: str, texts: dict[str, str | list[str]]) -> list[str]:
+    """The texts a corpus name stands for: one, or one per request in turn."""
+    value = texts[name]
+    return [texts[n] for n in value] if isinstance(value, list) else [value]
 
 
 DATA_FILES = {"texts", "expectations", "stacks"}  # data beside the suites, not suites

@@ -78,6 +78,15 @@ def teacher_forced_logits(model, inputs: dict[str, torch.Tensor], delayed: torch
     return out.logits.float()
 
 
+def own_teacher_forced_logits(pipe, inputs: dict[str, torch.Tensor], delayed: torch.Tensor,
+                              cfg: bool) -> torch.Tensor:
+    """Teacher-forced logits through what the pipeline really runs: with `engine=static` its own
+    steps and cache one at a time (so fidelity judges that loop), else one forward pass."""
+    if getattr(pipe, "engine", None) is not None:
+        return pipe.engine.teacher_forced_logits(inputs, delayed, cfg)
+    return teacher_forced_logits(pipe.model, inputs, delayed, cfg)
+
+
 def _processors(model, kwargs: dict[str, Any], inputs: dict[str, torch.Tensor], cfg: bool):
     """The logits processors `generate` builds for these arguments, from transformers itself.
 
@@ -111,6 +120,18 @@ def sampled_distributions(model, kwargs: dict[str, Any], inputs: dict[str, torch
         scores = processors(ids, logits[:, t, :].clone())
         out[:, t] = torch.softmax(scores.float(), dim=-1).cpu()
     return out
+
+
+def engine_distributions(kwargs: dict[str, Any], logits: torch.Tensor, channels: int) -> torch.Tensor:
+    """(channels, steps - 1, vocab) what `engine=static` draws each token of the history from: its own
+    processor chain, not transformers'."""
+    from dia_bench.harness.worker.static_engine import Sampling, StaticEngine
+
+    sampling = Sampling.from_generate_kwargs(kwargs)
+    rows = logits.shape[0] // channels
+    per_step = logits.view(rows, channels, *logits.shape[1:]).transpose(1, 2)  # (rows, steps, channels, vocab)
+    out = torch.stack([StaticEngine.scores(per_step[:, t], sampling).softmax(-1) for t in range(per_step.shape[1])])
+    return out.transpose(0, 1)[:channels].float().cpu()
 
 
 def valid_positions(delayed: torch.Tensor) -> torch.Tensor:
@@ -237,8 +258,11 @@ def judge(pipe, kwargs: dict[str, Any], inputs: dict[str, torch.Tensor], history
     valid = valid_positions(delayed)
     with torch.inference_mode():
         with pipe.generation_context():
-            logits = teacher_forced_logits(pipe.model, one, delayed, _cfg_active(kwargs))
-        probs = sampled_distributions(pipe.model, kwargs, one, delayed, logits)
+            logits = own_teacher_forced_logits(pipe, one, delayed, _cfg_active(kwargs))
+        if getattr(pipe, "engine", None) is not None:
+            probs = engine_distributions(kwargs, logits, delayed.shape[-1])
+        else:
+            probs = sampled_distributions(pipe.model, kwargs, one, delayed, logits)
         codec_audio = pipe.decode_audio(pipe.undelay(delayed))[0].cpu()
     channels = delayed.shape[-1]
     result: dict[str, Any] = {

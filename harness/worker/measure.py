@@ -122,7 +122,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
     with memory.phase("transform"):
         notes, transform_s = apply_plan(pipe, plan, cell.device)
 
-    texts = [cell.text] * cell.batch
+    texts = cell.request_texts
     sampling = sampling_of(cell)
     fault_hook()
 

@@ -12,12 +12,15 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dia_bench.harness.presets import DELAY_PATTERN
 from dia_bench.harness.worker.codec import Codec
+
+if TYPE_CHECKING:
+    from dia_bench.harness.worker.static_engine import StaticEngine
 
 EOS, PAD, BOS = 1024, 1025, 1026
 
@@ -86,6 +89,9 @@ class DiaPipeline:
         self.decoder_rows = 0
         # The loaded checkpoint's digest, where known: plugins key caches of transformed weights by it.
         self.weights_id: str | None = None
+        # `engine=static` puts dia-bench's own decode loop here (harness/worker/static_engine.py); None is
+        # transformers' `generate`.
+        self.engine: StaticEngine | None = None
         model.model.decoder.register_forward_pre_hook(self._count_rows, with_kwargs=True)
 
     def _count_rows(self, _module, args, kwargs) -> None:
@@ -144,6 +150,8 @@ class DiaPipeline:
         """Delayed codes (batch, steps, 9) for exactly `frames` audio frames (EOS suppressed)."""
         torch.manual_seed(seed)
         with torch.inference_mode(), self.generation_context():
+            if self.engine is not None:
+                return self.engine.generate(inputs, frames, self.generation_kwargs(frames, sampling), streamer)
             return self.model.generate(**inputs, **self.generation_kwargs(frames, sampling), streamer=streamer)
 
     def undelay(self, delayed: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,294 @@
+"""`engine=static`: dia-bench's own decode loop over transformers' Dia modules and weights.
+
+transformers' `generate` rebuilds masks, caches and a chain of logits processors every step and
+asks the host about tensor values to decide when to stop. A request of F audio frames needs none
+of that: it runs exactly F + 16 decode steps (the delay pattern), and which token each channel gets
+at each step (BOS before its delay, a sample, EOS, then PAD) is known before the first step. So:
+the encoder and the cross-attention keys and values run once; self-attention keys and values go
+into a cache allocated once for the request's length; CFG's conditional and unconditional rows run
+as one batch; and the CFG combination, temperature, top-k, top-p and the forced tokens are tensor
+operations, so nothing in the loop waits on the device (gpt-fast's `generate.py` is the model).
+
+The arithmetic is transformers' own wherever it can be: the same submodules, rotary embedding and
+attention function (`config._attn_implementation`), and the processors written out in the order
+`generate` applies them. Greedy decoding gives exactly `generate`'s codes (tests/test_static_engine.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.dia.modeling_dia import apply_rotary_pos_emb, eager_attention_forward
+
+BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = 1026, 1024, 1025
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The sampling `generate` would do for these arguments (its defaults where one is absent)."""
+
+    guidance_scale: float | None
+    temperature: float | None
+    top_k: int | None
+    top_p: float | None
+    do_sample: bool
+    suppress_eos: bool
+
+    @classmethod
+    def from_generate_kwargs(cls, kwargs: dict[str, Any]) -> Sampling:
+        temperature = kwargs.get("temperature")
+        if temperature is not None and temperature < 1.0:
+            temperature = 1.0  # transformers' Dia clamps it the same way
+        return cls(guidance_scale=kwargs.get("guidance_scale"), temperature=temperature,
+                   top_k=kwargs.get("top_k"), top_p=kwargs.get("top_p"),
+                   do_sample=bool(kwargs.get("do_sample", False)),
+                   suppress_eos=EOS_TOKEN in (kwargs.get("suppress_tokens") or []))
+
+    @property
+    def cfg(self) -> bool:
+        return self.guidance_scale is not None and self.guidance_scale != 1
+
+
+def forced_tokens(frames: int, delays: list[int], device: torch.device) -> torch.Tensor:
+    """(frames + max delay + 1, channels): the token each step must give each channel, -1 to sample.
+
+    Step t (1-based) of channel c with delay d: BOS while t <= d, sampled up to t = frames + d, EOS at
+    frames + d + 1, PAD after; what `generate` gives with EOS suppressed and max_new_tokens set so."""
+    steps = frames + max(delays) + 1
+    t = torch.arange(1, steps + 1)[:, None]
+    d = torch.tensor(delays)[None, :]
+    table = torch.full((steps, len(delays)), -1, dtype=torch.long)
+    table = torch.where(t <= d, BOS_TOKEN, table)
+    table = torch.where(t == frames + d + 1, EOS_TOKEN, table)
+    table = torch.where(t > frames + d + 1, PAD_TOKEN, table)
+    return table.to(device)
+
+
+@dataclass
+class Request:
+    """What one request allocates before its first step."""
+
+    rows: int  # decoder rows: 2x the texts with CFG
+    cross_keys: list[torch.Tensor]
+    cross_values: list[torch.Tensor]
+    cross_mask: torch.Tensor  # additive, (rows, 1, 1, text length)
+    keys: list[torch.Tensor]  # per layer (rows, kv heads, steps, head dim)
+    values: list[torch.Tensor]
+    forced: torch.Tensor  # forced_tokens(...)
+
+
+class StaticEngine:
+    """Generates delayed codes for a `DiaPipeline` (read through it, so plugins that replace the
+    model, such as ipex, are seen)."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+        self.step: Callable[..., torch.Tensor] = self._step
+        self.compiled: str | None = None
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def model(self):
+        return self.pipeline.model
+
+    def compile(self, mode: str) -> None:
+        """One decode step compiled at fixed shapes; reduce-overhead on CUDA captures it in a CUDA graph."""
+        self.step = torch.compile(self._step, mode=mode, dynamic=False)
+        self.compiled = mode
+
+    # -- one request ----------------------------------------------------------------------------
+
+    def prepare(self, inputs: dict[str, torch.Tensor], steps: int, frames: int, cfg: bool) -> Request:
+        model = self.model
+        decoder = model.model.decoder
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        if cfg:  # the unconditional rows: the text zeroed, as transformers builds them
+            ids, mask = torch.cat([ids, torch.zeros_like(ids)]), mask.repeat(2, 1)
+        encoded = model.model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        rows = ids.shape[0]
+        cross_keys, cross_values, keys, values = [], [], [], []
+        for layer in decoder.layers:
+            ca, sa = layer.cross_attention, layer.self_attention
+            shape = (rows, encoded.shape[1], -1, ca.head_dim)
+            for name, proj, out in (("cross_k", ca.k_proj, cross_keys), ("cross_v", ca.v_proj, cross_values)):
+                value = proj(encoded).view(shape).transpose(1, 2)
+                out.append(self._buffer((name, len(out)), value.shape, value.dtype, ids.device).copy_(value))
+            cache_shape = (rows, sa.num_key_value_heads, steps, sa.head_dim)
+            keys.append(self._buffer(("k", len(keys)), cache_shape, cross_keys[-1].dtype, ids.device))
+            values.append(self._buffer(("v", len(values)), cache_shape, cross_keys[-1].dtype, ids.device))
+        dtype = cross_keys[0].dtype
+        cross_mask = torch.zeros(mask.shape, dtype=dtype, device=ids.device).masked_fill(
+            mask == 0, torch.finfo(dtype).min)[:, None, None, :]
+        forced = forced_tokens(frames, list(model.config.delay_pattern), ids.device)
+        return Request(rows, cross_keys, cross_values, cross_mask, keys, values, forced)
+
+    def _buffer(self, key: tuple, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A tensor kept from one request to the next of the same shape: CUDA graphs replay on fixed
+        addresses (and skip a graph that writes into an input that moves). Stale values are never
+        read: a step attends to positions it has written this request, and masks the rest."""
+        buf = self._buffers.get(key)
+        if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != dtype or buf.device != device:
+            buf = torch.zeros(shape, dtype=dtype, device=device)
+            if device.type == "cuda":
+                torch._dynamo.mark_static_address(buf)
+            self._buffers[key] = buf
+        return buf
+
+    def _step(self, tokens: torch.Tensor, pos: torch.Tensor, req: Request) -> torch.Tensor:
+        """Logits (rows, channels, vocab) in fp32 for `tokens` (rows, channels) at position `pos`."""
+        model = self.model
+        decoder = model.model.decoder
+        x = decoder.embeddings(tokens[:, None, :])  # (rows, 1, hidden)
+        cos, sin = decoder.rotary_emb(x, position_ids=pos.view(1, 1))
+        steps = req.keys[0].shape[2]
+        allowed = torch.arange(steps, device=pos.device) <= pos
+        causal = torch.zeros(steps, dtype=x.dtype, device=x.device).masked_fill(~allowed, torch.finfo(x.dtype).min)
+        causal = causal.view(1, 1, 1, steps)
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(model.config._attn_implementation, eager_attention_forward)
+        rows = tokens.shape[0]
+        for i, layer in enumerate(decoder.layers):
+            sa = layer.self_attention
+            h = layer.pre_sa_norm(x)
+            q = sa.q_proj(h).view(rows, 1, -1, sa.head_dim).transpose(1, 2)
+            k = sa.k_proj(h).view(rows, 1, -1, sa.head_dim).transpose(1, 2)
+            v = sa.v_proj(h).view(rows, 1, -1, sa.head_dim).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            req.keys[i].index_copy_(2, pos.view(1), k.to(req.keys[i].dtype))
+            req.values[i].index_copy_(2, pos.view(1), v.to(req.values[i].dtype))
+            out, _ = attend(sa, q, req.keys[i], req.values[i], causal, dropout=0.0, scaling=sa.scaling)
+            x = x + sa.o_proj(out.reshape(rows, 1, -1))
+
+            ca = layer.cross_attention
+            h = layer.pre_ca_norm(x)
+            q = ca.q_proj(h).view(rows, 1, -1, ca.head_dim).transpose(1, 2)
+            out, _ = attend(ca, q, req.cross_keys[i], req.cross_values[i], req.cross_mask, dropout=0.0,
+                            scaling=ca.scaling)
+            x = x + ca.o_proj(out.reshape(rows, 1, -1))
+            x = x + layer.mlp(layer.pre_mlp_norm(x))
+        x = decoder.norm(x)
+        return model.logits_dense(x).view(rows, decoder.num_channels, decoder.vocab_size).float()
+
+    # -- sampling, as transformers' Dia processors do it, on the device -------------------------
+
+    @staticmethod
+    def scores(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+        """(texts x channels, vocab) scores to draw from: CFG, EOS suppressed, temperature, Dia's EOS
+        channel filter, top-k, top-p, in `generate`'s order. The forced tokens come after."""
+        scores = logits.reshape(-1, logits.shape[-1])
+        if sampling.cfg:
+            cond, uncond = scores.split(scores.shape[0] // 2, dim=0)
+            guided = cond + (cond - uncond) * sampling.guidance_scale
+            if sampling.top_k is not None:  # Dia keeps the conditional logits of the guided top-k
+                keep = torch.zeros_like(guided, dtype=torch.bool).scatter(
+                    -1, torch.topk(guided, k=sampling.top_k, dim=-1).indices, True)
+                guided = cond.masked_fill(~keep, NEG_INF)
+            scores = guided
+        if sampling.suppress_eos:
+            scores = scores.clone()
+            scores[:, EOS_TOKEN] = NEG_INF
+        if sampling.temperature is not None and sampling.temperature != 1.0:
+            scores = scores / sampling.temperature
+        scores = _eos_channel_filter(scores, channels=logits.shape[-2])
+        if sampling.do_sample and sampling.top_k:
+            kth = torch.topk(scores, min(sampling.top_k, scores.shape[-1]))[0][..., -1, None]
+            scores = scores.masked_fill(scores < kth, NEG_INF)
+        if sampling.do_sample and sampling.top_p is not None and sampling.top_p < 1.0:
+            ordered, order = torch.sort(scores, descending=False)
+            drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - sampling.top_p)
+            drop[..., -1:] = False
+            scores = scores.masked_fill(drop.scatter(1, order, drop), NEG_INF)
+        return scores
+
+    @staticmethod
+    def draw(scores: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+        if not sampling.do_sample:
+            return scores.argmax(dim=-1)
+        probs = scores.softmax(dim=-1)
+        # multinomial's own path for one sample, spelled out so that no check reads a value back.
+        return (probs / torch.empty_like(probs).exponential_(1)).argmax(dim=-1)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def generate(self, inputs: dict[str, torch.Tensor], frames: int, kwargs: dict[str, Any],
+                 clock: Any | None = None) -> torch.Tensor:
+        """Delayed codes (texts, steps + 1, channels), row 0 the BOS row, as `generate` returns them."""
+        sampling = Sampling.from_generate_kwargs(kwargs)
+        delays = list(self.model.config.delay_pattern)
+        steps = frames + max(delays) + 1
+        texts, channels = inputs["input_ids"].shape[0], len(delays)
+        device = inputs["input_ids"].device
+        timer = _StepTimer(device, clock)
+        req = self.prepare(inputs, steps, frames, sampling.cfg)
+        self.pipeline.decoder_rows = req.rows
+        out = torch.full((texts, steps + 1, channels), BOS_TOKEN, dtype=torch.long, device=device)
+        positions = torch.arange(steps, device=device)
+        timer.mark()  # the encoder and cross-attention keys and values are done
+        for t in range(steps):
+            logits = self.step(out[:, t, :].repeat(req.rows // texts, 1), positions[t], req)
+            sampled = self.draw(self.scores(logits, sampling), sampling).view(texts, channels)
+            forced = req.forced[t]
+            out[:, t + 1, :] = torch.where(forced >= 0, forced, sampled)
+            timer.mark()
+        timer.finish()
+        return out
+
+    def teacher_forced_logits(self, inputs: dict[str, torch.Tensor], delayed: torch.Tensor, cfg: bool) -> torch.Tensor:
+        """Raw logits (rows x channels, steps - 1, vocab) of this engine's steps fed the history, one
+        step at a time through its own cache: what fidelity compares against the reference."""
+        device = inputs["input_ids"].device
+        history = delayed[:1].to(device)
+        steps = history.shape[1] - 1
+        frames = steps - max(self.model.config.delay_pattern) - 1
+        req = self.prepare({k: v[:1] for k, v in inputs.items()}, steps, frames, cfg)
+        logits = [self.step(history[:, t, :].repeat(req.rows, 1), torch.tensor(t, device=device), req)
+                  for t in range(steps)]
+        stacked = torch.stack(logits, dim=1)  # (rows, steps, channels, vocab)
+        return stacked.transpose(1, 2).reshape(-1, steps, stacked.shape[-1])
+
+
+def _eos_channel_filter(scores: torch.Tensor, channels: int) -> torch.Tensor:
+    """transformers' DiaEOSChannelFilterLogitsProcessor: only channel 0 may end, and EOS there is
+    either the only candidate (when it is the most likely) or none."""
+    s = scores.reshape(-1, channels, scores.shape[-1]).clone()
+    s[:, 1:, EOS_TOKEN:] = NEG_INF
+    s[:, 0, EOS_TOKEN + 1:] = NEG_INF
+    s = s.view(-1, scores.shape[-1])
+    eos_top = (s.argmax(dim=-1) == EOS_TOKEN)[:, None]
+    below_eos = torch.arange(s.shape[-1], device=s.device)[None, :] < EOS_TOKEN
+    s = s.masked_fill(eos_top & below_eos, NEG_INF)
+    is_eos = torch.arange(s.shape[-1], device=s.device)[None, :] == EOS_TOKEN
+    return s.masked_fill(~eos_top & is_eos, NEG_INF)
+
+
+class _StepTimer:
+    """Per-step stamps for the pipeline's clock: host time on CPU, CUDA events on a GPU (read once,
+    after the loop, so that timing never waits on the device inside it)."""
+
+    def __init__(self, device: torch.device, clock: Any | None) -> None:
+        self.clock, self.cuda = clock, device.type == "cuda"
+        self.events: list[Any] = []
+        if self.cuda and clock is not None:
+            self.start_host = time.perf_counter()
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.start.record()
+
+    def mark(self) -> None:
+        if self.clock is None:
+            return
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.events.append(event)
+        else:
+            self.clock.stamps.append(time.perf_counter())
+
+    def finish(self) -> None:
+        if self.clock is not None and self.cuda:
+            self.events[-1].synchronize()
+            self.clock.stamps.extend(self.start_host + self.start.elapsed_time(e) / 1000 for e in self.events)

@@ -1,0 +1,202 @@
+"""`engine=static` against transformers' `generate`: the same codes, the same logits, the same
+distributions, and the other plugins composed with it. The real tiny pipeline; dia-1.6b synthetic
+where marked `slow` (`pytest -m slow`, README: tests)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dia_bench.harness.driver.launcher import run_isolated
+from dia_bench.harness.worker.pipeline import SamplingParams, StepClock
+from dia_bench.harness.worker.static_engine import StaticEngine, forced_tokens
+from tests.conftest import run_cli, tiny_cell
+
+TEXTS = ["[S1] Dia is an open weights text to dialogue model.",
+         "[S1] Hi. [S2] Hello.",
+         "[S1] A third request, longer than the second and shorter than nothing else at all, to pad the batch."]
+# Greedy is do_sample=False with Dia's CFG top-k of 45 kept. top_k=1 is not greedy enough: where the
+# guided top token is a special one (synthetic dia-1.6b weights do that), EOS suppression and Dia's
+# EOS filter mask the only candidate and transformers' own generate fails on NaN probabilities.
+GREEDY = SamplingParams()
+NO_CFG = SamplingParams(cfg_scale=1.0)  # transformers' "guidance off"
+
+
+def _both(pipe, texts: list[str], frames: int, sampling: SamplingParams, seed: int = 0, greedy: bool = True):
+    inputs = pipe.tokenize(texts)
+    pipe.engine = None
+    if greedy:
+        pipe.generate_kwargs["do_sample"] = False  # the hook plugins use to change generate's arguments
+    try:
+        reference = pipe.generate(inputs, frames, sampling, seed)
+        pipe.engine = StaticEngine(pipe)
+        clock = StepClock()
+        ours = pipe.generate(inputs, frames, sampling, seed, clock)
+    finally:
+        pipe.engine = None
+        pipe.generate_kwargs.pop("do_sample", None)
+    return reference, ours, clock
+
+
+CASES = [pytest.param(s, n, id=f"{'cfg' if s.cfg_scale != 1 else 'no-cfg'}-batch{n}")
+         for s in (GREEDY, NO_CFG) for n in (1, 3)]
+
+
+@pytest.mark.parametrize(("sampling", "batch"), CASES)
+def test_greedy_codes_equal_generates_on_dia_tiny(tiny_pipeline, sampling, batch):
+    pipe, _ = tiny_pipeline
+    reference, ours, clock = _both(pipe, TEXTS[:batch], 30, sampling)
+    assert ours.shape == reference.shape == (batch, 30 + 16 + 1, 9)
+    assert torch.equal(ours, reference)
+    # One stamp after the encoder, one per step: the pipeline's step latencies come from them.
+    assert len(clock.stamps) == 30 + 16 + 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sampling", "batch"), CASES)
+def test_greedy_codes_equal_generates_on_dia_1_6b(sampling, batch):
+    pipe, weights = _big_pipeline()
+    reference, ours, _ = _both(pipe, TEXTS[:batch], 30 - 16, sampling)  # 30 decode steps
+    assert weights["source"] in ("synthetic", "local") and torch.equal(ours, reference)
+
+
+_BIG: list = []
+
+
+def _big_pipeline():
+    from dia_bench.harness.worker.measure import load_pipeline
+
+    if not _BIG:
+        _BIG.append(load_pipeline(tiny_cell(preset="dia-1.6b")))
+    return _BIG[0]
+
+
+def test_sampled_codes_equal_generates_too(tiny_pipeline):
+    """Not asked of it, and worth knowing: with Dia's own sampling (top-k 45, top-p 0.9, temperature
+    1.8) the device-side draw consumes the generator exactly as `generate`'s multinomial does."""
+    pipe, _ = tiny_pipeline
+    reference, ours, _ = _both(pipe, TEXTS[:2], 20, SamplingParams(), seed=7, greedy=False)
+    assert torch.equal(ours, reference)
+
+
+def test_the_forced_tokens_are_the_delay_pattern():
+    table = forced_tokens(4, [0, 2], torch.device("cpu"))
+    # Channel 0: 4 samples, EOS, PAD; channel 1 (delay 2): 2 BOS, 4 samples, EOS at step 7.
+    assert table.T.tolist() == [[-1, -1, -1, -1, 1024, 1025, 1025], [1026, 1026, -1, -1, -1, -1, 1024]]
+
+
+def test_teacher_forced_step_logits_equal_one_forward_pass(tiny_pipeline):
+    from dia_bench.harness.worker.fidelity import teacher_forced_logits
+
+    pipe, _ = tiny_pipeline
+    inputs = pipe.tokenize(TEXTS[:1])
+    delayed, _, _ = _both(pipe, TEXTS[:1], 20, SamplingParams(), greedy=False)
+    with torch.inference_mode():
+        expected = teacher_forced_logits(pipe.model, inputs, delayed, cfg=True)
+        ours = StaticEngine(pipe).teacher_forced_logits(inputs, delayed, cfg=True)
+    assert ours.shape == expected.shape
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_engines_processors_equal_transformers_at_every_step(tiny_pipeline):
+    """The distribution each token is drawn from, through the engine's chain and through the processors
+    `generate` builds (fidelity's own reading of them), teacher-forced on one history."""
+    from dia_bench.harness.worker.fidelity import engine_distributions, sampled_distributions, teacher_forced_logits
+
+    pipe, _ = tiny_pipeline
+    inputs = pipe.tokenize(TEXTS[:1])
+    sampling = SamplingParams()
+    kwargs = pipe.generation_kwargs(20, sampling)
+    delayed, _, _ = _both(pipe, TEXTS[:1], 20, sampling, greedy=False)
+    with torch.inference_mode():
+        logits = teacher_forced_logits(pipe.model, inputs, delayed, cfg=True)
+        theirs = sampled_distributions(pipe.model, kwargs, inputs, delayed, logits)
+        ours = engine_distributions(kwargs, logits, 9)
+    real = (delayed[0, 1:, :] < 1024).T  # the forced tail is the loop's, not the processors'
+    torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-6)
+
+
+def test_a_static_cell_is_identical_to_the_reference_and_composes_with_int8(tmp_path):
+    fid = str(tmp_path / "fidelity")
+    ref = run_isolated(tiny_cell(fidelity_dir=fid, repeats=1), timeout_s=600)
+    rec = run_isolated(tiny_cell(plugins=["engine=static"], fidelity_dir=fid, repeats=2), timeout_s=600)
+    assert ref["status"] == rec["status"] == "ok", rec.get("reason")
+    assert rec["fidelity"]["sampled"]["total_variation_max"] < 1e-5
+    assert rec["fidelity"]["sampled"]["top1_agreement"] == 1.0
+    assert rec["audio_sha256"] == ref["audio_sha256"]  # the same seed draws the same codes
+    assert rec["plugin_reports"]["engine=static"]["engine"] == "static"
+    assert rec["decoder_batch_rows"] == 2 and len(rec["step_latencies_ms"]) == 2 * (rec["frames"] + 15)
+    int8 = run_isolated(tiny_cell(plugins=["engine=static", "int8=dynamic", "cfg=0"], fidelity_dir=fid),
+                        timeout_s=600)
+    assert int8["status"] == "ok", int8.get("reason")
+    assert int8["decoder_batch_rows"] == 1 and int8["fidelity"]["compared"]
+
+
+def test_compile_compiles_the_engines_step(tmp_path):
+    rec = run_isolated(tiny_cell(plugins=["engine=static", "compile"], warmup=1, repeats=1, fidelity=False),
+                       timeout_s=900)
+    assert rec["status"] == "ok", rec.get("reason")
+    assert "decode step compiled" in rec["plugin_notes"]["compile=default"]
+    assert rec["plugin_reports"]["engine=static"]["compiled_step"] == "default"
+    assert rec["plugin_reports"]["compile=default"]["dynamo_unique_graphs"] >= 1
+
+
+def test_engine_values_are_checked():
+    result = run_cli("run", "--preset", "dia-tiny", "--opt", "engine=fast")
+    assert result.returncode == 2 and "choose one of hf, static" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_batch_of_mixed_lengths_sweeps_and_the_report_gives_throughput_per_batch_size(tmp_path):
+    from dia_bench.harness.driver import results, rundir
+    from tests.test_sweep import write_suite
+
+    suite = write_suite(tmp_path, """
+[suite]
+description = "mixed-length batches through the static engine"
+presets = ["dia-tiny"]
+devices = ["cpu"]
+texts = ["mixed"]
+seconds = [0.2]
+batch = [1, 3]
+warmup = 0
+repeats = 2
+fidelity = false
+design = "explicit"
+cells = [["engine=static"]]
+""")
+    out = tmp_path / "run"
+    result = run_cli("sweep", str(suite), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    ok = results.ok_cells(results.load(out))
+    assert sorted(ok[ok["plugins"] == "engine=static"]["batch"]) == [1, 3]
+    three = [r for r in rundir.records(out) if r["cell"]["batch"] == 3 and r["cell"]["plugins"]]
+    assert three[0]["decoder_batch_rows"] == 6 and len(set(three[0]["cell"]["batch_texts"])) == 3
+    html = tmp_path / "report.html"
+    assert run_cli("report", str(out), "-o", str(html)).returncode == 0
+    page = html.read_text()
+    assert "Throughput by batch size" in page and "dia-tiny/cpu/engine=static" in page and "b3: " in page
+
+
+COMPOSED = [["cfg=0"], ["sdpa=math"], ["threads=1"], ["dtype=bf16"], ["autocast=bf16"], ["int8=dynamic"],
+            ["int4"], ["onednn"], ["dtype=bf16", "onednn"]]
+
+
+@pytest.mark.parametrize("plugins", COMPOSED, ids=["+".join(p) for p in COMPOSED])
+def test_the_static_engine_composes_with_each_plugin_and_keeps_its_codes(plugins):
+    """Each plugin applied to a fresh model under both engines: greedy codes agree. Exactly where the
+    plugin keeps fp32 arithmetic; where it does not, the two loops attend over caches of different
+    lengths and a rounding may flip a near tie, so 90% of the codes must agree."""
+    from dia_bench.optimizations.api import create_fast_generate
+    from tests.test_api import _fresh_models
+
+    codes = {}
+    for engine in ("hf", "static"):
+        model, _ = _fresh_models()
+        generate = create_fast_generate(model, None, plugins=[*plugins, f"engine={engine}"], device="cpu", seed=0)
+        generate.pipeline.generate_kwargs["do_sample"] = False
+        codes[engine] = generate(TEXTS[:2], seconds=0.2)
+    assert codes["hf"].shape == codes["static"].shape
+    agree = float((codes["hf"] == codes["static"]).float().mean())
+    exact = not any(p.startswith(("dtype", "autocast", "int4", "onednn")) for p in plugins)
+    assert agree == 1.0 if exact else agree >= 0.9, agree

@@ -11,7 +11,7 @@ class Engine(Plugin):
     name = "engine"
     description = ("Decode loop: hf is transformers' generate (also what runs without this plugin); static is "
                    "dia-bench's own, with a cache allocated once and sampling on the device")
-    expectation = Expectation(section="(not in the guide: a decode loop of dia-bench's own, harness/worker/static_engine.py)",
+    expectation = Expectation(section="(not in the guide: dia-bench's decode loop, harness/worker/static_engine.py)",
                               note="same codes as generate; no figure in the guide")
     values = ("hf", "static")
     default = "static"

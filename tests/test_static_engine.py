@@ -116,7 +116,7 @@ def test_the_engines_processors_equal_transformers_at_every_step(tiny_pipeline):
     torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-6)
 
 
-def test_a_static_cell_is_identical_to_the_reference_and_composes_with_int8(tmp_path):
+def test_a_static_cell_is_identical_to_the_reference(tmp_path):
     fid = str(tmp_path / "fidelity")
     ref = run_isolated(tiny_cell(fidelity_dir=fid, repeats=1), timeout_s=600)
     rec = run_isolated(tiny_cell(plugins=["engine=static"], fidelity_dir=fid, repeats=2), timeout_s=600)
@@ -126,10 +126,6 @@ def test_a_static_cell_is_identical_to_the_reference_and_composes_with_int8(tmp_
     assert rec["audio_sha256"] == ref["audio_sha256"]  # the same seed draws the same codes
     assert rec["plugin_reports"]["engine=static"]["engine"] == "static"
     assert rec["decoder_batch_rows"] == 2 and len(rec["step_latencies_ms"]) == 2 * (rec["frames"] + 15)
-    int8 = run_isolated(tiny_cell(plugins=["engine=static", "int8=dynamic", "cfg=0"], fidelity_dir=fid),
-                        timeout_s=600)
-    assert int8["status"] == "ok", int8.get("reason")
-    assert int8["decoder_batch_rows"] == 1 and int8["fidelity"]["compared"]
 
 
 def test_compile_compiles_the_engines_step(tmp_path):
@@ -178,8 +174,9 @@ cells = [["engine=static"]]
     assert "Throughput by batch size" in page and "dia-tiny/cpu/engine=static" in page and "b3: " in page
 
 
-COMPOSED = [["cfg=0"], ["sdpa=math"], ["threads=1"], ["dtype=bf16"], ["autocast=bf16"], ["int8=dynamic"],
-            ["int4"], ["onednn"], ["dtype=bf16", "onednn"]]
+# One of each way a plugin reaches the loop: fewer rows, the attention function, the dtype, a context,
+# and modules replaced by torch.ao's, by int4's and by oneDNN's.
+COMPOSED = [["cfg=0"], ["sdpa=math"], ["dtype=bf16"], ["autocast=bf16"], ["int8=dynamic"], ["int4"], ["onednn"]]
 
 
 @pytest.mark.parametrize("plugins", COMPOSED, ids=["+".join(p) for p in COMPOSED])

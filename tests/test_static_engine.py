@@ -155,12 +155,13 @@ presets = ["dia-tiny"]
 devices = ["cpu"]
 texts = ["mixed"]
 seconds = [0.2]
-batch = [1, 3]
+batch = [3]
 warmup = 0
 repeats = 2
 fidelity = false
 design = "explicit"
-cells = [["engine=static"]]
+# The baseline at batch 3 only (first and last), the engine at 1 and 3: four workers, not six.
+cells = [{ plugins = ["engine=static"], batch = [1, 3] }]
 """)
     out = tmp_path / "run"
     result = run_cli("sweep", str(suite), "--out", str(out), "--quiet")

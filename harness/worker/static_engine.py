@@ -25,7 +25,8 @@ import torch
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.dia.modeling_dia import apply_rotary_pos_emb, eager_attention_forward
 
-BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = 1026, 1024, 1025
+from dia_bench.harness.worker.pipeline import BOS, EOS, PAD
+
 NEG_INF = float("-inf")
 
 
@@ -48,7 +49,7 @@ class Sampling:
         return cls(guidance_scale=kwargs.get("guidance_scale"), temperature=temperature,
                    top_k=kwargs.get("top_k"), top_p=kwargs.get("top_p"),
                    do_sample=bool(kwargs.get("do_sample", False)),
-                   suppress_eos=EOS_TOKEN in (kwargs.get("suppress_tokens") or []))
+                   suppress_eos=EOS in (kwargs.get("suppress_tokens") or []))
 
     @property
     def cfg(self) -> bool:
@@ -64,9 +65,9 @@ def forced_tokens(frames: int, delays: list[int], device: torch.device) -> torch
     t = torch.arange(1, steps + 1)[:, None]
     d = torch.tensor(delays)[None, :]
     table = torch.full((steps, len(delays)), -1, dtype=torch.long)
-    table = torch.where(t <= d, BOS_TOKEN, table)
-    table = torch.where(t == frames + d + 1, EOS_TOKEN, table)
-    table = torch.where(t > frames + d + 1, PAD_TOKEN, table)
+    table = torch.where(t <= d, BOS, table)
+    table = torch.where(t == frames + d + 1, EOS, table)
+    table = torch.where(t > frames + d + 1, PAD, table)
     return table.to(device)
 
 
@@ -191,7 +192,7 @@ class StaticEngine:
             scores = guided
         if sampling.suppress_eos:
             scores = scores.clone()
-            scores[:, EOS_TOKEN] = NEG_INF
+            scores[:, EOS] = NEG_INF
         if sampling.temperature is not None and sampling.temperature != 1.0:
             scores = scores / sampling.temperature
         scores = _eos_channel_filter(scores, channels=logits.shape[-2])
@@ -226,7 +227,7 @@ class StaticEngine:
         timer = _StepTimer(device, clock)
         req = self.prepare(inputs, steps, frames, sampling.cfg)
         self.pipeline.decoder_rows = req.rows
-        out = torch.full((texts, steps + 1, channels), BOS_TOKEN, dtype=torch.long, device=device)
+        out = torch.full((texts, steps + 1, channels), BOS, dtype=torch.long, device=device)
         positions = torch.arange(steps, device=device)
         timer.mark()  # the encoder and cross-attention keys and values are done
         for t in range(steps):
@@ -256,13 +257,13 @@ def _eos_channel_filter(scores: torch.Tensor, channels: int) -> torch.Tensor:
     """transformers' DiaEOSChannelFilterLogitsProcessor: only channel 0 may end, and EOS there is
     either the only candidate (when it is the most likely) or none."""
     s = scores.reshape(-1, channels, scores.shape[-1]).clone()
-    s[:, 1:, EOS_TOKEN:] = NEG_INF
-    s[:, 0, EOS_TOKEN + 1:] = NEG_INF
+    s[:, 1:, EOS:] = NEG_INF
+    s[:, 0, EOS + 1:] = NEG_INF
     s = s.view(-1, scores.shape[-1])
-    eos_top = (s.argmax(dim=-1) == EOS_TOKEN)[:, None]
-    below_eos = torch.arange(s.shape[-1], device=s.device)[None, :] < EOS_TOKEN
+    eos_top = (s.argmax(dim=-1) == EOS)[:, None]
+    below_eos = torch.arange(s.shape[-1], device=s.device)[None, :] < EOS
     s = s.masked_fill(eos_top & below_eos, NEG_INF)
-    is_eos = torch.arange(s.shape[-1], device=s.device)[None, :] == EOS_TOKEN
+    is_eos = torch.arange(s.shape[-1], device=s.device)[None, :] == EOS
     return s.masked_fill(~eos_top & is_eos, NEG_INF)
 
 

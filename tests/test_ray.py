@@ -225,7 +225,7 @@ def test_a_node_lost_mid_cell_gives_a_failed_record_naming_it_and_the_sweep_goes
     assert proc.returncode == 1, stderr  # finished, with failed cells
     recs = {r["key"]: r for r in rundir.records(out)}
     lost = [r for r in recs.values() if r["status"] == "failed" and r.get("node", {}).get("id") == doomed]
-    assert lost and all(doomed[:12] in r["reason"] for r in lost), [r.get("reason") for r in recs.values()]
+    assert lost and all(doomed[:12] in r["reason"] for r in lost), ([r.get("reason") for r in recs.values()], stderr)
     survivors = [r for r in recs.values() if r["status"] == "ok"]
     assert {r["node"]["id"] for r in survivors} == before
     assert any(r["role"] == "cell" for r in survivors)

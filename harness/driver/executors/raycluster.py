@@ -85,8 +85,10 @@ class RayExecutor:
             ray.shutdown()
             raise UsageError(f"no node of the Ray cluster at {address or 'this machine'} offers the resource "
                              f"{NODE_RESOURCE!r}: start each node with --resources='{{\"{NODE_RESOURCE}\": 1}}'")
+        # On the driver's own node, hard: a soft affinity let Ray place it on any node (seen on Ray 2.60), and
+        # a lost node then took the answer to "where did this cell start" with it.
         self.started = _Started.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            ray.get_runtime_context().get_node_id(), soft=True)).remote()
+            ray.get_runtime_context().get_node_id(), soft=False)).remote()
 
     @staticmethod
     def nodes(device: str) -> list[str]:
@@ -151,7 +153,10 @@ class RayExecutor:
         try:
             return ray.get(ref)
         except ray.exceptions.RayError as exc:
-            node = ray.get(self.started.node_of.remote(p.key))
+            try:
+                node = ray.get(self.started.node_of.remote(p.key))
+            except ray.exceptions.RayError:  # the driver's node is failing too: a pinned cell still names its own
+                node = {"id": p.node, "ip": "?", "hostname": "?"} if p.node else None
             where = (f"node {node['hostname']} {node['ip']} ({node['id'][:12]})" if node
                      else "the cluster before it started on any node")
             # RayTaskError: the task itself raised (dia-bench missing on that node?); anything else: Ray lost it.

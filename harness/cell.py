@@ -52,6 +52,8 @@ class Cell:
     # Where the fp32 reference's history lives: the run directory in sweeps, else the cache.
     fidelity_dir: str | None = None
     label: str | None = None
+    # CUDA cells: the GPU model they must run on (Ray's accelerator type, "H100"); None: any GPU.
+    gpu_model: str | None = None
 
     @property
     def frames(self) -> int:
@@ -85,6 +87,8 @@ class Cell:
         ident["plugins"] = sorted(self.plugins)
         if self.batch_texts:  # only where set, so that every earlier cell keeps its identity
             ident["batch_texts"] = self.batch_texts
+        if self.gpu_model:
+            ident["gpu_model"] = self.gpu_model
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
@@ -128,6 +132,14 @@ class Cell:
             # transformers' Dia treats 1 as "no guidance" and refuses scales below it.
             raise UsageError(f"--cfg-scale must be above 1 (got {self.cfg_scale:g}); to switch guidance off use "
                              "--opt cfg=0")
+        if self.gpu_model is not None:
+            from dia_bench.harness.devices import GPU_MODEL
+
+            if not isinstance(self.gpu_model, str) or not GPU_MODEL.match(self.gpu_model):
+                raise UsageError(f"gpu_model {self.gpu_model!r} is not a GPU model name: give one as Ray names "
+                                 "accelerators, such as H100, A100 or L4")
+            if not self.device.startswith("cuda"):
+                raise UsageError(f"gpu_model {self.gpu_model} is for CUDA cells, and this one runs on {self.device}")
         if self.warmup == 0 and any(spec.partition("=")[0].strip() == "compile" for spec in self.plugins):
             raise UsageError("compile with --warmup 0 would time compilation as generation: use --warmup 1 or more")
 

@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cell_from_args(args: argparse.Namespace):
     from dia_bench.harness.cell import DEFAULT_TEXT, Cell
-    from dia_bench.harness.driver.devices import check_device, default_device
+    from dia_bench.harness.devices import check_device, default_device
 
     cell = Cell(
         preset=args.preset, device="cpu", plugins=list(args.opt),
@@ -460,7 +460,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from dia_bench.harness.driver.devices import check_device, default_device
+    from dia_bench.harness.devices import check_device, default_device
     from dia_bench.reports.summary import print_plugins
 
     device = check_device(args.device) if args.device else default_device()

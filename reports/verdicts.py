@@ -107,7 +107,8 @@ def speedup_rows(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VAR
             if exp["plugins"] == ["*"]:
                 candidates = on_device[on_device["plugins"].str.contains(r"\+", regex=True)]
             else:
-                candidates = on_device[[_names(c, exp["plugins"]) for c in on_device["plugins"]]]
+                # .loc: an empty list in [] would select no columns, not no rows
+                candidates = on_device.loc[[_names(c, exp["plugins"]) for c in on_device["plugins"]]]
             candidates = candidates[candidates["speedup"].notna()]
             others = sorted(set(candidates["preset"]) - {GUIDE_PRESET})
             candidates = candidates[candidates["preset"] == GUIDE_PRESET]

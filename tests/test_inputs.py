@@ -69,6 +69,8 @@ def test_crosscheck_needs_a_round():
     (lambda s: s.replace("seconds = [0.2]", "seconds = [1e400]"), ["seconds", "finite"]),
     (lambda s: s.replace("seconds = [0.2]", "seconds = [40.0]"), ["cell baseline at 40 s", "at most 35.5 s"]),
     (lambda s: s.replace("repeats = 3", "repeats = 3\ntarget_ci_pct = 2"), ["needs --max-repeats"]),
+    (lambda s: s.replace("repeats = 3", 'repeats = 3\ngpu_model = "H100"'), ["gpu_model", "add cuda to devices"]),
+    (lambda s: s.replace('devices = ["cpu"]', 'devices = ["cuda"]\ngpu_model = "H 100"'), ["gpu_model = 'H 100'", "such as H100"]),
 ])
 def test_suites_meet_the_same_validator(tmp_path, mutate, needles):
     path = write_suite(tmp_path, mutate(TINY_SUITE))
@@ -149,3 +151,17 @@ def test_the_export_carries_pytest_benchmarks_own_stats(a_run, tmp_path):
         stats.update(v)
     assert {k: first["stats"][k] for k in stats.as_dict()} == stats.as_dict()
     assert data["machine_info"]["python_implementation"] and "cpu" in data["machine_info"]
+
+
+@pytest.mark.parametrize("model, name, matches", [
+    ("H100", "NVIDIA H100 80GB HBM3", True),
+    ("h100", "NVIDIA H100 PCIe", True),
+    ("A100", "NVIDIA A100-SXM4-80GB", True),
+    ("L4", "NVIDIA L4", True),
+    ("L4", "NVIDIA L40S", False),  # whole words: an L4 is not an L40S
+    ("A10G", "NVIDIA A100-SXM4-40GB", False),
+])
+def test_a_gpu_model_is_matched_by_whole_words(model, name, matches):
+    from dia_bench.harness.devices import gpu_model_matches
+
+    assert gpu_model_matches(model, name) is matches

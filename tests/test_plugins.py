@@ -270,6 +270,17 @@ def test_cuda_cell_records_vram_and_flash_runs_in_bf16():
     assert rec["peak_vram_mb"] > 0 and rec["nvml_peak_used_mb"] > 0
 
 
+
+@requires_cuda
+def test_a_cuda_cell_for_another_gpu_model_is_skipped_by_the_worker_and_the_sweep():
+    from dia_bench.harness.driver.expand import _skip_reason
+
+    cell = tiny_cell(device="cuda", gpu_model="NOSUCHGPU", fidelity=False)
+    rec = run_isolated(cell, timeout_s=300)
+    assert rec["status"] == "skipped" and "asks for a NOSUCHGPU GPU" in rec["reason"], rec["reason"]
+    assert "asks for a NOSUCHGPU GPU" in _skip_reason(cell, this_machine=True)
+    assert _skip_reason(cell, this_machine=False) is None  # a Ray node's worker decides
+
 def test_int8_weights_are_quantized_once_and_a_bad_entry_is_rebuilt(tmp_path):
     from dia_bench.optimizations import _int8_cache
 

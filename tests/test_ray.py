@@ -54,13 +54,15 @@ class Cluster:
         self.temp_dir, self.address = temp_dir, f"127.0.0.1:{port}"
         self.env = {**os.environ, **RAY_ENV}
 
-    def start_node(self, resources: dict[str, float], head: bool = False) -> None:
+    def start_node(self, resources: dict[str, float], head: bool = False, gpus: int = 0,
+                   env: dict[str, str] | None = None) -> None:
+        """gpus: GPUs the node declares (Ray takes the count on trust: a CPU machine can stand for a GPU node)."""
         ray = str(Path(sys.executable).with_name("ray"))
         where = ["--head", f"--port={self.address.rsplit(':', 1)[1]}", "--include-dashboard=false",
                  f"--temp-dir={self.temp_dir}"] if head else [f"--address={self.address}"]
-        subprocess.run([ray, "start", *where, "--node-ip-address=127.0.0.1", "--num-cpus=1",
+        subprocess.run([ray, "start", *where, "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--num-gpus={gpus}",
                         f"--resources={json.dumps(resources)}", "--disable-usage-stats"],
-                       check=True, env=self.env, capture_output=True, timeout=120)
+                       check=True, env={**self.env, **(env or {})}, capture_output=True, timeout=120)
 
     def nodes(self) -> dict[str, dict[str, float]]:
         """Live node id -> its resources, as the cluster sees them."""
@@ -189,6 +191,50 @@ def test_a_driver_killed_mid_sweep_resumes_to_a_complete_run_without_duplicates(
     df = results.load(out)
     # 2 nodes x (start + end baseline), cfg=0, and tf32 skipped on the CPU.
     assert len(df) == 6 and df["key"].is_unique and set(df["status"]) == {"ok", "skipped"}
+
+
+GPU_SUITE = """
+[suite]
+presets = ["dia-tiny"]
+devices = ["cpu", "cuda:1"]
+gpu_model = "H100"
+texts = ["short"]
+seconds = [0.2]
+warmup = 0
+repeats = 2
+design = "explicit"
+cells = [[]]
+"""
+
+
+@needs_ray
+def test_gpu_cells_go_to_their_gpu_model_and_a_node_without_the_run_dir_sends_its_files_back(cluster, tmp_path):
+    # A node that declares one GPU of type H100 (this machine has none: its worker must say so) and does
+    # not share the run directory; the driver, on a CPU machine, must not skip the CUDA cells itself.
+    before = set(cluster.nodes())
+    cluster.start_node({"dia_bench_node": 1, "accelerator_type:H100": 1}, gpus=1,
+                       env={"DIA_BENCH_RAY_SHARED_RUN_DIR": "0"})
+    gpu_node = (set(cluster.nodes()) - before).pop()
+    out = tmp_path / "run"
+    result = run_cli("sweep", str(write_suite(tmp_path, GPU_SUITE, "gpu-h100")), "--out", str(out), "--quiet",
+                     "--executor", "ray", "--address", cluster.address, env=RAY_ENV)
+    recs = rundir.records(out)
+    cuda = [r for r in recs if r["device"] == "cuda:1"]
+    # Start and end baselines, pinned to the one node with an H100, skipped there by its worker.
+    assert len(cuda) == 2 and all(r["node"]["id"] == gpu_node for r in cuda), [(r["key"], r.get("node")) for r in cuda]
+    assert all(r["status"] == "skipped" and "no CUDA GPU" in r["reason"] for r in cuda), [r["reason"] for r in cuda]
+    # Ray gave the task its GPU as cuda:0; the record keeps the cell as the suite wrote it.
+    assert all(r["cell"]["device"] == "cuda:1" and r["gpu"]["ran_as"] == "cuda:0" and r["gpu"]["ray_gpu_ids"]
+               for r in cuda)
+    cpu = [r for r in recs if r["device"] == "cpu"]
+    assert {r["node"]["id"] for r in cpu} == before | {gpu_node} and all(r["status"] == "ok" for r in cpu)
+    assert result.returncode == 0, result.stderr
+    # Every node's baseline made its fp32 history; the one without the run directory sent it back.
+    mine = [r for r in cpu if r["node"]["id"] == gpu_node and r["role"] == "baseline-start"]
+    path = Path(mine[0]["fidelity"]["history"]["path"])
+    assert path.is_file() and path.is_relative_to(out / "nodes" / gpu_node[:12]), path
+    shared = [r for r in cpu if r["node"]["id"] != gpu_node]
+    assert all(Path(r["fidelity"]["history"]["path"]).parent == (out / "fidelity").resolve() for r in shared)
 
 
 def _raylet_of(resource: str):

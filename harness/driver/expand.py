@@ -46,7 +46,7 @@ def batch_sizes(suite: Suite) -> list[list[int]]:
 
 
 def resolve_devices(devices: list[str]) -> list[str]:
-    from dia_bench.harness.driver.devices import available_devices
+    from dia_bench.harness.devices import available_devices
 
     out: list[str] = []
     for d in devices:
@@ -56,21 +56,30 @@ def resolve_devices(devices: list[str]) -> list[str]:
     return out
 
 
-def _skip_reason(cell: Cell) -> str | None:
-    from dia_bench.harness.driver.devices import check_device
+def _skip_reason(cell: Cell, this_machine: bool) -> str | None:
+    from dia_bench.harness.devices import check_device, gpu_model_mismatch
     from dia_bench.optimizations.registry import resolve
 
     try:
-        check_device(cell.device)
+        if this_machine:
+            check_device(cell.device)
         plan = resolve(cell.plugins, cell.device)
     except UsageError as exc:  # CompositionError too: refused before anything runs
         return str(exc)
+    if not this_machine:  # what a node has is for that node's worker to say (it checks the same)
+        return None
     reasons = plan.unavailable(cell.device)
+    if mismatch := gpu_model_mismatch(cell.device, cell.gpu_model):
+        reasons.append(mismatch)
     return "; ".join(reasons) if reasons else None
 
 
-def expand(suite: Suite) -> list[PlannedCell]:
-    """Every cell of the suite in run order: per device, baselines first and again last."""
+def expand(suite: Suite, this_machine: bool = True) -> list[PlannedCell]:
+    """Every cell of the suite in run order: per device, baselines first and again last.
+
+    this_machine: the cells run here, so what this machine lacks (a GPU, a package) skips them now;
+    False for an executor whose nodes decide that for themselves.
+    """
     texts = load_texts()
     combos = plugin_combinations(suite)
     batches = batch_sizes(suite)
@@ -98,7 +107,8 @@ def expand(suite: Suite) -> list[PlannedCell]:
                             repeats=suite.min_repeats or suite.repeats, seed=suite.seed, fidelity=suite.fidelity,
                             time_budget_s=suite.time_budget_s, label=text_key, weights=suite.weights,
                             codec_weights=suite.codec_weights, target_ci_pct=suite.target_ci_pct,
-                            max_repeats=suite.max_repeats)
+                            max_repeats=suite.max_repeats,
+                            gpu_model=suite.gpu_model if device.startswith("cuda") else None)
                 if cell.cell_id in seen:
                     continue
                 try:
@@ -108,7 +118,8 @@ def expand(suite: Suite) -> list[PlannedCell]:
                                      f"batch {batch}, text {text_key!r}: {exc}") from None
                 seen.add(cell.cell_id)
                 role = "baseline-start" if not plugins else "cell"
-                item = PlannedCell(key=cell.cell_id, cell=cell, role=role, skip_reason=_skip_reason(cell))
+                item = PlannedCell(key=cell.cell_id, cell=cell, role=role,
+                                   skip_reason=_skip_reason(cell, this_machine))
                 planned.append(item)
                 if not plugins:
                     ends.append(PlannedCell(key=cell.cell_id + "@end", cell=cell, role="baseline-end",

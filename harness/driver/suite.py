@@ -25,6 +25,7 @@ SUITE_KEYS: dict[str, type | tuple[type, ...]] = {
     "warmup": int, "repeats": int, "min_repeats": int, "time_budget_s": (int, float), "seed": int,
     "timeout_s": (int, float), "fidelity": bool, "design": str, "cells": list, "weights": str,
     "codec_weights": str, "baseline_every": int, "target_ci_pct": (int, float), "max_repeats": int,
+    "gpu_model": str,
 }
 TOP_KEYS = {"suite", "plugins"}
 
@@ -53,6 +54,7 @@ class Suite:
     design: str = "one-at-a-time"
     weights: str | None = None  # else the HF cache, else synthetic
     codec_weights: str | None = None
+    gpu_model: str | None = None  # CUDA cells run only on this GPU model (Ray's accelerator type)
     plugins: dict[str, list[str | None]] = field(default_factory=dict)
     cells: list[list[str]] = field(default_factory=list)
     # Per explicit cell: the batch sizes it runs at instead of `batch` (None: the suite's).
@@ -160,7 +162,7 @@ def _explicit_cells(path: Path, raw: list[Any]) -> tuple[list[list[str]], list[l
 
 def parse_suite(path: Path) -> Suite:
     """Read and check a suite file; every problem is one line naming the file and the key or line."""
-    from dia_bench.harness.driver.devices import _DEVICE
+    from dia_bench.harness.devices import _DEVICE, GPU_MODEL
     from dia_bench.harness.presets import PRESETS
     from dia_bench.optimizations.registry import get_plugin, split_spec
 
@@ -215,6 +217,13 @@ def parse_suite(path: Path) -> Suite:
     for device in suite.devices:
         if device != "available" and not _DEVICE.match(str(device)):
             raise UsageError(f"{path}: [suite] devices: unknown device {device!r} (cpu, cuda, cuda:N or available)")
+    if suite.gpu_model is not None:
+        if not GPU_MODEL.match(suite.gpu_model):
+            raise UsageError(f"{path}: [suite] gpu_model = {suite.gpu_model!r}: give a GPU model as Ray names "
+                             "accelerators, such as H100, A100 or L4")
+        if not any(str(d).startswith("cuda") or d == "available" for d in suite.devices):
+            raise UsageError(f"{path}: [suite] gpu_model = {suite.gpu_model!r} is for CUDA cells, and devices = "
+                             f"{suite.devices!r} has none: add cuda to devices, or drop gpu_model")
     texts = load_texts()
     for text in suite.texts:
         if text not in texts:

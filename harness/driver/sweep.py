@@ -62,7 +62,7 @@ def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = 
         from dia_bench.harness.driver.executors.local import LocalExecutor
 
         executor = LocalExecutor()
-    planned = select(expand(suite), only)
+    planned = select(expand(suite, this_machine=executor.runs_here), only)
     if not planned:
         raise UsageError(f"--only {only!r} matches no cell of suite {suite.name!r}")
     planned = executor.plan(planned)
@@ -82,7 +82,7 @@ def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = 
         p.cell.audio_dir = str((out / "audio").resolve())
         # One fp32 history per condition for the whole run: every cell is judged on the same one.
         p.cell.fidelity_dir = str((out / "fidelity").resolve())
-    batch = Batch(todo, timeout_s=suite.timeout_s, extra_env={COLD_ENV: "1"} if cold else {})
+    batch = Batch(todo, timeout_s=suite.timeout_s, extra_env={COLD_ENV: "1"} if cold else {}, run_dir=out)
     records: list[dict[str, Any]] = []
     with _Display(len(planned), len(planned) - len(todo), quiet) as display:
         for p, rec in executor.run(batch, display):

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from dia_bench.harness.cell import Cell
+from dia_bench.harness.devices import check_device, gpu_model_mismatch
+from dia_bench.harness.errors import UsageError
 from dia_bench.harness.jsonio import read_json, write_json_atomic
 from dia_bench.harness.record import PROGRESS_PREFIX, base_record, exception_reason, now
 
@@ -59,7 +61,15 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     from dia_bench.harness.worker.measure import measure_pipeline
 
     rec["plugins"] = plan.specs
+    # A local sweep's driver checked this machine already; on a Ray node nobody has until now.
+    try:
+        check_device(cell.device)
+    except UsageError as exc:
+        rec.update(status="skipped", reason=str(exc), env=envmod.collect("cpu"))
+        return rec
     reasons = plan.unavailable(cell.device)
+    if mismatch := gpu_model_mismatch(cell.device, cell.gpu_model):
+        reasons.append(mismatch)
     if reasons:
         rec.update(status="skipped", reason="; ".join(reasons), env=envmod.collect(cell.device))
         return rec

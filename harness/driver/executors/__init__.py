@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from dia_bench.harness.driver.expand import PlannedCell
@@ -24,6 +25,7 @@ class Batch:
     cells: list[PlannedCell]
     timeout_s: float
     extra_env: dict[str, str] = field(default_factory=dict)
+    run_dir: Path | None = None  # where the records go (a Ray node checks whether it sees it)
 
 
 class Display(Protocol):
@@ -33,6 +35,9 @@ class Display(Protocol):
 
 class Executor(Protocol):
     name: str
+    # True: cells run on this machine, so the driver skips what it cannot run before anything starts;
+    # False: each node's worker says what its node lacks.
+    runs_here: bool
 
     def plan(self, planned: list[PlannedCell]) -> list[PlannedCell]:
         """The cells this executor will run for a suite's plan (ray: each node's own baselines)."""

@@ -13,6 +13,7 @@ from dia_bench.harness.record import not_ok
 
 class LocalExecutor:
     name = "local"
+    runs_here = True
 
     def plan(self, planned: list[PlannedCell]) -> list[PlannedCell]:
         return planned

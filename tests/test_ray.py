@@ -114,6 +114,9 @@ def test_ray_sweep_runs_the_same_cells_as_local_and_names_each_node(cluster, loc
     assert ({r["key"] for r in by_local if r["role"] == "cell"} == {r["key"] for r in by_ray if r["role"] == "cell"})
     ran = [r for r in by_ray if r["status"] == "ok"]
     assert all(r["executor"] == "ray" and r["node"]["id"] in nodes for r in ran)
+    # The same threads as a local run: Ray's own OMP_NUM_THREADS (1 for these tasks) must not reach a cell.
+    threads = {(r["env"]["torch_threads"], json.dumps(r["env"]["thread_env"])) for r in by_local if r["status"] == "ok"}
+    assert {(r["env"]["torch_threads"], json.dumps(r["env"]["thread_env"])) for r in ran} == threads
     # Each node measured its own baseline, first and last.
     for role in ("baseline-start", "baseline-end"):
         assert sorted(r["node"]["id"] for r in ran if r["role"] == role) == sorted(nodes)
@@ -212,7 +215,7 @@ def test_gpu_cells_go_to_their_gpu_model_and_a_node_without_the_run_dir_sends_it
     # A node that declares one GPU of type H100 (this machine has none: its worker must say so) and does
     # not share the run directory; the driver, on a CPU machine, must not skip the CUDA cells itself.
     before = set(cluster.nodes())
-    cluster.start_node({"dia_bench_node": 1, "accelerator_type:H100": 1}, gpus=1,
+    cluster.start_node({"dia_bench_node": 1, "accelerator_type:H100": 1}, gpus=2,
                        env={"DIA_BENCH_RAY_SHARED_RUN_DIR": "0"})
     gpu_node = (set(cluster.nodes()) - before).pop()
     out = tmp_path / "run"
@@ -226,8 +229,14 @@ def test_gpu_cells_go_to_their_gpu_model_and_a_node_without_the_run_dir_sends_it
     # Ray gave the task its GPU as cuda:0; the record keeps the cell as the suite wrote it.
     assert all(r["cell"]["device"] == "cuda:1" and r["gpu"]["ran_as"] == "cuda:0" and r["gpu"]["ray_gpu_ids"]
                for r in cuda)
+    # Two GPUs on a node of two cores: each GPU cell owns one core, and its threads follow.
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= 2:
+        assert all(len(r["cores"]) == len(cores) // 2 for r in cuda), [r["cores"] for r in cuda]
+        assert all(r["env"]["thread_env"].get("OMP_NUM_THREADS") == str(len(cores) // 2) for r in cuda)
     cpu = [r for r in recs if r["device"] == "cpu"]
     assert {r["node"]["id"] for r in cpu} == before | {gpu_node} and all(r["status"] == "ok" for r in cpu)
+    assert all(r["cores"] == cores and "OMP_NUM_THREADS" not in r["env"]["thread_env"] for r in cpu)
     assert result.returncode == 0, result.stderr
     # Every node's baseline made its fp32 history; the one without the run directory sent it back.
     mine = [r for r in cpu if r["node"]["id"] == gpu_node and r["role"] == "baseline-start"]

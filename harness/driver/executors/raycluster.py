@@ -85,6 +85,29 @@ def _snapshot(base: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _ray_set_omp() -> bool:
+    """Whether OMP_NUM_THREADS came from Ray (the task's CPU count, at least 1) rather than the node's own
+    environment, which /proc/self/environ still shows as this worker process started."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        return False
+    try:
+        initial = Path("/proc/self/environ").read_bytes().split(b"\0")
+    except OSError:  # not Linux: Ray's value is what a task of this many CPUs gets
+        return True
+    return not any(e.startswith(b"OMP_NUM_THREADS=") for e in initial)
+
+
+def _cores(gpu_slot: int | None, gpus_on_node: int) -> list[int]:
+    """The cores a cell may use: all of them for a CPU cell (it has the node to itself), else the GPU's
+    equal share, so GPU cells side by side on one node never share a core."""
+    cores = sorted(os.sched_getaffinity(0))
+    if gpu_slot is None or gpus_on_node <= 1:
+        return cores
+    share = max(1, len(cores) // gpus_on_node)
+    start = (gpu_slot % gpus_on_node) * share
+    return cores[start:start + share] or cores
+
+
 def _run_cell(cell: Any, key: str, timeout_s: float, extra_env: dict[str, str], started: Any,
               run_dir: str | None = None, token: str | None = None) -> dict[str, Any]:
     from dia_bench.harness.driver.launcher import run_isolated
@@ -93,18 +116,34 @@ def _run_cell(cell: Any, key: str, timeout_s: float, extra_env: dict[str, str], 
     ray.get(started.started.remote(key, node))
     asked = cell
     gpu: dict[str, Any] = {}
+    gpu_slot = None
     if cell.device.startswith("cuda"):
         # Ray shows the task only the GPU it gave it, as cuda:0; a suite's cuda:N names no GPU of a node.
-        gpu = {"ray_gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "ran_as": "cuda:0"}
+        ids = [str(g) for g in ray.get_gpu_ids()]
+        gpu = {"ray_gpu_ids": ids, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "ran_as": "cuda:0"}
+        gpu_slot = int(ids[0]) if ids and ids[0].isdigit() else 0
         cell = dataclasses.replace(cell, device="cuda:0")
     base = _node_files(run_dir, token)
     if base is not None:
         cell = dataclasses.replace(cell, fidelity_dir=str(base / "fidelity"), audio_dir=str(base / "audio"))
         before = _snapshot(base) if base.is_dir() else {}
-    ran_from = time.time()
-    rec = run_isolated(cell, timeout_s=timeout_s, extra_env=extra_env, die_with_parent=True)
-    rec.update(node=node, ran_from=ran_from, ran_until=time.time())
+    # Ray pins OMP_NUM_THREADS to the task's CPU count (1 here) where the node did not set it: a CPU cell
+    # would measure on one core where a local run uses them all. Threads follow the cores the cell owns.
+    node_gpus = int(next((n["Resources"].get("GPU", 0) for n in ray.nodes() if n["NodeID"] == node["id"]), 0))
+    cores = _cores(gpu_slot, node_gpus)
+    env = dict(extra_env)
+    if _ray_set_omp():  # the worker then picks its threads as a local run does (Ray drops it after the task)
+        os.environ.pop("OMP_NUM_THREADS")
+        if len(cores) < len(os.sched_getaffinity(0)):
+            env["OMP_NUM_THREADS"] = str(len(cores))
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)  # the worker inherits it; this Ray worker gets its own back below
+    try:
+        ran_from = time.time()
+        rec = run_isolated(cell, timeout_s=timeout_s, extra_env=env, die_with_parent=True)
+    finally:
+        os.sched_setaffinity(0, saved)
+    rec.update(node=node, ran_from=ran_from, ran_until=time.time(), cores=cores)
     if gpu:
         rec.update(cell=asked.to_dict(), cell_id=asked.cell_id, device=asked.device, gpu=gpu)
     if base is not None:

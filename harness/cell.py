@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dia_bench.harness.errors import UsageError
-from dia_bench.harness.presets import DELAY_PATTERN, FRAMES_PER_SECOND, frames_for_seconds, get_preset
+from dia_bench.harness.presets import FRAMES_PER_SECOND, decode_steps, frames_for_seconds, get_preset
 
 DEFAULT_TEXT = (
     "[S1] Dia is an open weights text to dialogue model. "
@@ -106,9 +106,9 @@ class Cell:
             raise UsageError(f"--seconds must be a finite number > 0 (got {self.seconds}); for example --seconds 1")
         if self.frames < 1:
             raise UsageError(f"--seconds {self.seconds} is under one audio frame (11.6 ms); ask for more audio")
-        longest = (preset.decoder_positions - max(DELAY_PATTERN) - 1) / FRAMES_PER_SECOND
-        if self.frames + max(DELAY_PATTERN) + 1 > preset.decoder_positions:
-            raise UsageError(f"--seconds {self.seconds:g} needs {self.frames + max(DELAY_PATTERN) + 1} decoder "
+        longest = (preset.decoder_positions - decode_steps(0)) / FRAMES_PER_SECOND
+        if decode_steps(self.frames) > preset.decoder_positions:
+            raise UsageError(f"--seconds {self.seconds:g} needs {decode_steps(self.frames)} decoder "
                              f"positions; Dia's decoder has {preset.decoder_positions}: ask for at most "
                              f"{longest:.1f} s")
         for name in ("batch", "repeats"):

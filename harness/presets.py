@@ -108,3 +108,11 @@ def get_preset(name: str) -> Preset:
 def frames_for_seconds(seconds: float) -> int:
     """Audio frames for a duration: round(seconds x 86.13)."""
     return round(seconds * FRAMES_PER_SECOND)
+
+
+def decode_steps(frames: int, delays: list[int] = DELAY_PATTERN) -> int:
+    """Decoder steps for `frames` audio frames: the most delayed channel's last frame, then its EOS.
+
+    The one place this is counted: the validator's limit, `generate`'s max_new_tokens and the static
+    engine's loop must agree, or the two engines would do different work."""
+    return frames + max(delays) + 1

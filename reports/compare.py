@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from dia_bench.harness import stats
+from dia_bench.reports import figures
 from dia_bench.reports.history import md_cell
 
 COLUMNS = ("key", "description", "base_rtf", "new_rtf", "change_pct", "speedup", "speedup_low", "speedup_high",
@@ -23,14 +24,6 @@ def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def _speedup(r: pd.Series) -> str:
-    if r["speedup"] is None or r["speedup"] != r["speedup"]:
-        return "-"
-    if r["speedup_low"] is None or r["speedup_low"] != r["speedup_low"]:
-        return f"{r['speedup']:.2f}x (n<3: no interval)"
-    return f"{r['speedup']:.2f}x [{r['speedup_low']:.2f}, {r['speedup_high']:.2f}]" + ("*" if r["significant"] else "")
-
-
 def markdown(base: Path, new: Path, table: pd.DataFrame, changes: list[dict[str, Any]], differences: list[str],
              gate: dict[str, Any]) -> str:
     lines = ["## dia-bench compare", "", f"base `{md_cell(base)}` -> new `{md_cell(new)}`", ""]
@@ -41,7 +34,7 @@ def markdown(base: Path, new: Path, table: pd.DataFrame, changes: list[dict[str,
         for _, r in table.iterrows():
             verdict = {"slower": "**slower**", "faster": "faster"}.get(r["verdict"], r["verdict"])
             lines.append(f"| {md_cell(r['description'])} | {r['base_rtf']:.3f} | {r['new_rtf']:.3f} | "
-                         f"{r['change_pct']:+.1f}% | {_speedup(r)} | {verdict} |")
+                         f"{r['change_pct']:+.1f}% | {figures.speedup(r)} | {verdict} |")
         lines += ["", f"\\* = beyond the repeats' noise (95% interval excludes 1; {stats.METHOD})"]
     if changes:
         lines += ["", "Status changed: " + "; ".join(f"{md_cell(c['description'])}: {c['base']} -> {c['new']}"

@@ -19,7 +19,7 @@ import pandas as pd
 from dia_bench import harness
 from dia_bench.harness import stats
 from dia_bench.harness.driver import changepoints, results, rundir
-from dia_bench.reports import comparison
+from dia_bench.reports import comparison, figures
 
 # Charts cost a second and a few hundred kB each: configurations with a step come first, then each
 # machine's baselines, then the rest, up to this many.
@@ -163,21 +163,9 @@ def build(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT)
     return runs, series
 
 
-def _n(v: float | None, spec: str = ".3f") -> str:
-    return "-" if v is None or v != v else format(v, spec)
-
-
-def interval_text(point: float | None, low: float | None, high: float | None, spec: str = ".3f") -> str:
-    if point is None:
-        return "-"
-    if low is None:
-        return f"{format(point, spec)} (n<3: no interval)"
-    return f"{format(point, spec)} [{format(low, spec)}, {format(high, spec)}]"
-
-
 def step_text(s: StepInfo) -> str:
     st = s.step
-    return f"{st.change_pct:+.1f}% ({interval_text(st.ratio, st.low, st.high, '.3f')} x the time before)"
+    return f"{st.change_pct:+.1f}% ({figures.interval(st.ratio, st.low, st.high, '.3f')} x the time before)"
 
 
 def commit_range(s: StepInfo) -> str:
@@ -211,12 +199,13 @@ def _series_row(i: int, line: Series) -> dict[str, Any]:
     first, last = (measured[0], measured[-1]) if measured else (None, None)
     return {"id": f"s{i}", "machine": line.machine, "description": line.description, "runs": len(line.points),
             "failed": sum(p.status == "failed" for p in line.points),
-            "first": interval_text(first.rtf, first.low, first.high) if first else "-",
-            "latest": interval_text(last.rtf, last.low, last.high) if last else "-",
+            "first": figures.interval(first.rtf, first.low, first.high) if first else "-",
+            "latest": figures.interval(last.rtf, last.low, last.high) if last else "-",
             "latest_run": last.run.order if last else "-", "steps": _steps_text(line), "chart": None,
             "points": [{"run": p.run.order, "date": p.run.date, "commit": p.run.commit, "status": p.status,
-                        "rtf": interval_text(p.rtf, p.low, p.high) if p.samples else p.status,
-                        "rss": _n(p.peak_rss_mb, ".0f"), "vram": _n(p.peak_vram_mb, ".0f")} for p in line.points]}
+                        "rtf": figures.interval(p.rtf, p.low, p.high) if p.samples else p.status,
+                        "rss": figures.number(p.peak_rss_mb, ".0f"), "vram": figures.number(p.peak_vram_mb, ".0f")}
+                       for p in line.points]}
 
 
 def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from dia_bench import harness
 from dia_bench.harness import stats
 from dia_bench.harness.driver import quality, results, rundir, scaling
 from dia_bench.harness.weights_dir import REAL_WEIGHTS_HINT
-from dia_bench.reports import charts
+from dia_bench.reports import charts, figures
 from dia_bench.reports import stacks as stack_table
 from dia_bench.reports.expectations import load as load_expectations
 from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note, speedup_rows
@@ -36,37 +36,16 @@ def _env() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined)
 
 
-def _n(v: Any, spec: str, suffix: str = "") -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    return f"{format(float(v), spec)}{suffix}"
-
-
-def _interval_text(point, low, high, spec: str = ".3f", suffix: str = "") -> str:
-    if point is None or point != point:
-        return "-"
-    if low is None or low != low:
-        return f"{_n(point, spec, suffix)} (too few repeats for an interval)"
-    return f"{_n(point, spec, suffix)} [{_n(low, spec)}, {_n(high, spec)}]"
-
-
 def _rtf_text(r: pd.Series) -> str:
-    text = _interval_text(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"])
+    text = figures.interval(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"])
     return f"{text} ({r['disturbed']})" if r.get("disturbed") else text
 
 
 def _long_form_text(r: pd.Series) -> str:
-    text = _interval_text(r["long_form_rtf"], r["long_form_rtf_low"], r["long_form_rtf_high"])
+    text = figures.interval(r["long_form_rtf"], r["long_form_rtf_low"], r["long_form_rtf_high"])
     if r["fixed_seconds"] is not None and r["fixed_seconds"] == r["fixed_seconds"]:
         text += f" + {r['fixed_seconds']:.2f} s a request"
     return text
-
-
-def _speedup_text(r: pd.Series) -> str:
-    if r.get("speedup") is None or r["speedup"] != r["speedup"]:
-        return "-"
-    star = " *" if r["significant"] is True else ""
-    return _interval_text(r["speedup"], r["speedup_low"], r["speedup_high"], ".2f", "x") + star
 
 
 def _cells(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
@@ -76,10 +55,11 @@ def _cells(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
         out.append({
             "description": r["description"] or r["key"], "status": r["status"], "reason": r["reason"] or "",
             "rtf": _rtf_text(r) if ok else "", "long_form": _long_form_text(r) if ok else "",
-            "xrt": _n(r["xrt"], ".3f", "x") if ok else "",
-            "speedup": _speedup_text(r) if ok else "",
-            "steps": f"{_n(r['step_p50_ms'], '.1f')} / {_n(r['step_p99_ms'], '.1f')}" if ok else "",
-            "rss": _n(r["peak_rss_mb"], ".0f"), "vram": _n(r["peak_vram_mb"], ".0f"),
+            "xrt": figures.number(r["xrt"], ".3f", "x") if ok else "",
+            "speedup": figures.speedup(r) if ok else "",
+            "steps": (f"{figures.number(r['step_p50_ms'], '.1f')} / {figures.number(r['step_p99_ms'], '.1f')}"
+                      if ok else ""),
+            "rss": figures.number(r["peak_rss_mb"], ".0f"), "vram": figures.number(r["peak_vram_mb"], ".0f"),
             "fidelity": quality.fidelity_text(r) if ok else "",
             "quality": quality.assess(r, max_tv)["status"] if ok else "",
         })
@@ -103,11 +83,11 @@ def _best(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
         speed = g.apply(_speedup_of, axis=1)
         held = g[(speed > _speedup_of(r)) & ~quality.eligible(g, max_tv)]
         rows.append({"device_name": r["machine"], "device": device, "description": r["description"],
-                     "rtf": _rtf_text(r), "long_form": _long_form_text(r), "xrt": _n(r["xrt"], ".3f", "x"),
-                     "speedup": _speedup_text(r), "rss": _n(r["peak_rss_mb"], ".0f"),
-                     "vram": _n(r["peak_vram_mb"], ".0f"), "fidelity": quality.fidelity_text(r),
+                     "rtf": _rtf_text(r), "long_form": _long_form_text(r), "xrt": figures.number(r["xrt"], ".3f", "x"),
+                     "speedup": figures.speedup(r), "rss": figures.number(r["peak_rss_mb"], ".0f"),
+                     "vram": figures.number(r["peak_vram_mb"], ".0f"), "fidelity": quality.fidelity_text(r),
                      "quality": quality.assess(r, max_tv)["why"], "note": not_beaten_note(g, r, max_tv),
-                     "held_back": [f"{h['description']}: {_speedup_text(h)}, {quality.assess(h, max_tv)['why']}"
+                     "held_back": [f"{h['description']}: {figures.speedup(h)}, {quality.assess(h, max_tv)['why']}"
                                    for _, h in held.sort_values("rtf").iterrows()]})
     return rows
 
@@ -117,11 +97,11 @@ def _scaling(df: pd.DataFrame) -> list[dict[str, Any]]:
     for f in scaling.fits(df):
         out.append({"config": f"{f['preset']}/{f['device']}/{f['plugins']}/b{f['batch']}",
                     "lengths": ", ".join(f"{s:g}" for s in f["lengths"]),
-                    "slope": _interval_text(f["slope"], f["slope_low"], f["slope_high"]),
-                    "intercept": _interval_text(f["intercept"], f["intercept_low"], f["intercept_high"], ".2f", " s"),
-                    "cell": _interval_text(f["long_form_rtf"], f["long_form_low"], f["long_form_high"])
+                    "slope": figures.interval(f["slope"], f["slope_low"], f["slope_high"]),
+                    "intercept": figures.interval(f["intercept"], f["intercept_low"], f["intercept_high"], ".2f", " s"),
+                    "cell": figures.interval(f["long_form_rtf"], f["long_form_low"], f["long_form_high"])
                     + f" at {f['long_form_at']:g} s", "points": f["points"],
-                    "predicted": _n(f["slope_from_steps"], ".3f")})
+                    "predicted": figures.number(f["slope_from_steps"], ".3f")})
     return out
 
 
@@ -139,7 +119,7 @@ def _throughput(df: pd.DataFrame) -> list[dict[str, Any]]:
             # x real time is 1 / RTF: its interval is the RTF interval's, inverted.
             low = 1 / r["rtf_ci_high"] if r["rtf_ci_high"] == r["rtf_ci_high"] and r["rtf_ci_high"] else None
             high = 1 / r["rtf_ci_low"] if r["rtf_ci_low"] == r["rtf_ci_low"] and r["rtf_ci_low"] else None
-            per_batch.append(f"b{int(r['batch'])}: {_interval_text(r['xrt'], low, high, '.2f', 'x')}")
+            per_batch.append(f"b{int(r['batch'])}: {figures.interval(r['xrt'], low, high, '.2f', 'x')}")
         named = dict(zip(keys, k, strict=True))
         out.append({"config": f"{named['preset']}/{named['device']}/{named['plugins']}",
                     "text": named["text_label"] or "-", "seconds": f"{named['seconds']:g}",
@@ -193,12 +173,12 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
     latencies = {rec.get("key") or rec["cell_id"]: rec.get("step_latencies_ms") or [] for rec in records}
     guide = speedup_rows(df, max_tv) if not df.empty else []
     for g in guide:
-        g["measured_text"] = _interval_text(g["measured"], g["low"], g["high"], ".2f", "x")
+        g["measured_text"] = figures.interval(g["measured"], g["low"], g["high"], ".2f", "x")
     hardware = hardware_rows(df, max_tv) if not df.empty else []
     for h in hardware:
-        h["rtf_text"] = _interval_text(h["rtf"], h["rtf_low"], h["rtf_high"])
-        h["long_form_text"] = _interval_text(h["long_form_rtf"], h["long_form_low"], h["long_form_high"])
-        h["xrt_text"] = _n(h["xrt"], ".3f", "x")
+        h["rtf_text"] = figures.interval(h["rtf"], h["rtf_low"], h["rtf_high"])
+        h["long_form_text"] = figures.interval(h["long_form_rtf"], h["long_form_low"], h["long_form_high"])
+        h["xrt_text"] = figures.number(h["xrt"], ".3f", "x")
     sources = sorted({(rec.get("weights") or {}).get("source") for rec in records} - {None})
     drift = results.baseline_drift(df) if not df.empty else pd.DataFrame()
     problems = sorted({f"{rec.get('description') or rec.get('cell_id')}: {rec['roofline']['problem']}"

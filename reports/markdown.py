@@ -7,22 +7,11 @@ from pathlib import Path
 
 from dia_bench.harness import stats
 from dia_bench.harness.driver import quality, results
+from dia_bench.reports import figures
 from dia_bench.reports import stacks as stack_table
 
 WEIGHTS = {"synthetic": "synthetic weights: timings are real, audio is noise",
            "local": "real weights (local directory)", "hf-cache": "real weights (Hugging Face cache)"}
-
-
-def _num(v, spec: str) -> str:
-    return "-" if v is None or v != v else format(v, spec)
-
-
-def _interval(point, low, high, spec: str) -> str:
-    if point is None or point != point:
-        return "-"
-    if low is None or low != low:
-        return f"{format(point, spec)} (n<3: no interval)"
-    return f"{format(point, spec)} [{format(low, spec)}, {format(high, spec)}]"
 
 
 def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> str:
@@ -49,16 +38,14 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for _, r in df.iterrows():
         if r["status"] == "ok":
-            sig = "*" if r["significant"] is True else ""
-            speed = "-" if r["speedup"] is None else _interval(r["speedup"], r["speedup_low"], r["speedup_high"],
-                                                                ".2f") + sig
+            speed = figures.speedup(r)
             fixed = "" if r["fixed_seconds"] is None else f" + {r['fixed_seconds']:.2f} s"
-            rtf = _interval(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"], ".3f")
+            rtf = figures.interval(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"], ".3f")
             if r.get("disturbed"):
                 rtf += f" ({r['disturbed']})"
-            lines.append(f"| {r['description']} | ok | {rtf} | "
-                         f"{_interval(r['long_form_rtf'], r['long_form_rtf_low'], r['long_form_rtf_high'], '.3f')}"
-                         f"{fixed} | {_num(r['xrt'], '.3f')} | {speed} | {_num(r['peak_rss_mb'], '.0f')} | "
+            long_form = figures.interval(r["long_form_rtf"], r["long_form_rtf_low"], r["long_form_rtf_high"], ".3f")
+            lines.append(f"| {r['description']} | ok | {rtf} | {long_form}{fixed} | {figures.number(r['xrt'], '.3f')} "
+                         f"| {speed} | {figures.number(r['peak_rss_mb'], '.0f')} | "
                          f"{quality.assess(r, max_tv)['status']} | {quality.fidelity_text(r)} |")
         else:
             reason = str(r["reason"] or "").replace("|", "/")

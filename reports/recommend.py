@@ -11,7 +11,8 @@ import pandas as pd
 
 from dia_bench import harness
 from dia_bench.harness.driver import quality, results
-from dia_bench.reports.html import _env, _n
+from dia_bench.reports import figures
+from dia_bench.reports.html import _env
 from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note
 
 
@@ -73,20 +74,14 @@ def recommendations(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_
     return rows
 
 
-def _interval(point, low, high, spec: str = ".3f") -> str:
-    if low is None or low != low:
-        return f"{_n(point, spec)} (too few repeats for an interval)"
-    return f"{_n(point, spec)} [{_n(low, spec)}, {_n(high, spec)}]"
-
-
 def _display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
-        out.append({**r, "rtf_text": _interval(r["rtf"], r["rtf_low"], r["rtf_high"]),
-                    "long_form_text": _interval(r["long_form_rtf"], r["long_form_low"], r["long_form_high"]),
-                    "fixed_text": _n(r["fixed_seconds"], ".2f", " s"),
-                    "xrt_text": _n(r["xrt"], ".2f", "x"), "rss": _n(r["peak_rss_mb"], ".0f"),
-                    "vram": _n(r["peak_vram_mb"], ".0f"),
+        out.append({**r, "rtf_text": figures.interval(r["rtf"], r["rtf_low"], r["rtf_high"]),
+                    "long_form_text": figures.interval(r["long_form_rtf"], r["long_form_low"], r["long_form_high"]),
+                    "fixed_text": figures.number(r["fixed_seconds"], ".2f", " s"),
+                    "xrt_text": figures.number(r["xrt"], ".2f", "x"), "rss": figures.number(r["peak_rss_mb"], ".0f"),
+                    "vram": figures.number(r["peak_vram_mb"], ".0f"),
                     "largest": "none" if r["largest_real_time_batch"] is None else str(r["largest_real_time_batch"]),
                     "batches": ", ".join(map(str, r["batches_measured"]))})
     return out

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dia_bench.reports import figures
+
 WEIGHT_WORDS = {
     "synthetic": "synthetic weights (seeded random): timings are real, audio is noise",
     "local": "real weights from a local directory",
@@ -168,21 +170,6 @@ def print_plugins(device: str, as_json: bool = False) -> None:
     _console().print(table)
 
 
-def _fmt_speedup(row) -> str:
-    if row.get("speedup") is None or row.get("speedup") != row.get("speedup"):
-        return "-"
-    if row.get("speedup_low") is None or row.get("speedup_low") != row.get("speedup_low"):
-        return f"{row['speedup']:.2f}x (n<3: no interval)"
-    mark = "*" if row.get("significant") is True else ""
-    return f"{row['speedup']:.2f}x [{row['speedup_low']:.2f}, {row['speedup_high']:.2f}]{mark}"
-
-
-def _fmt_interval(point, low, high) -> str:
-    if low is None or low != low:
-        return f"{point:.3f} (n<3: no interval)"
-    return f"{point:.3f} [{low:.3f}, {high:.3f}]"
-
-
 def print_sweep(run_dir: Path, console: Console | None = None) -> None:
     """The table that closes a sweep: every cell, its RTF with CI, speedup against its baseline."""
     from dia_bench.harness.driver import results
@@ -198,11 +185,11 @@ def print_sweep(run_dir: Path, console: Console | None = None) -> None:
 
     for _, r in df.iterrows():
         if r["status"] == "ok":
-            lf = "-" if r["long_form_rtf"] is None else _fmt_interval(
+            lf = "-" if r["long_form_rtf"] is None else figures.interval(
                 r["long_form_rtf"], r["long_form_rtf_low"], r["long_form_rtf_high"])
             q = quality.assess(r)
-            table.add_row(r["description"], "ok", _fmt_interval(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"]), lf,
-                          f"{r['xrt']:.3f}x", _fmt_speedup(r), f"{r['peak_rss_mb']:.0f}",
+            table.add_row(r["description"], "ok", figures.interval(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"]), lf,
+                          f"{r['xrt']:.3f}x", figures.speedup(r), f"{r['peak_rss_mb']:.0f}",
                           q["status"] if q["status"] == "reference" else f"{q['status']}: {quality.fidelity_text(r)}")
         else:
             table.add_row(r["description"], r["status"], r["reason"] or "", "", "", "", "", "")
@@ -229,5 +216,5 @@ def print_compare(table, changes: list[dict[str, Any]] | None = None, console: C
     for _, r in table.iterrows():
         colour = {"faster": "green", "slower": "red"}.get(r["verdict"], "white")
         out.add_row(r["description"], f"{r['base_rtf']:.3f}", f"{r['new_rtf']:.3f}", f"{r['change_pct']:+.1f}%",
-                    _fmt_speedup(r), f"[{colour}]{r['verdict']}[/]")
+                    figures.speedup(r), f"[{colour}]{r['verdict']}[/]")
     console.print(out)

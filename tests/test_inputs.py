@@ -70,7 +70,8 @@ def test_crosscheck_needs_a_round():
     (lambda s: s.replace("seconds = [0.2]", "seconds = [40.0]"), ["cell baseline at 40 s", "at most 35.5 s"]),
     (lambda s: s.replace("repeats = 3", "repeats = 3\ntarget_ci_pct = 2"), ["needs --max-repeats"]),
     (lambda s: s.replace("repeats = 3", 'repeats = 3\ngpu_model = "H100"'), ["gpu_model", "add cuda to devices"]),
-    (lambda s: s.replace('devices = ["cpu"]', 'devices = ["cuda"]\ngpu_model = "H 100"'), ["gpu_model = 'H 100'", "such as H100"]),
+    (lambda s: s.replace('devices = ["cpu"]', 'devices = ["cuda"]\ngpu_model = "H 100"'),
+     ["gpu_model = 'H 100'", "such as H100"]),
 ])
 def test_suites_meet_the_same_validator(tmp_path, mutate, needles):
     path = write_suite(tmp_path, mutate(TINY_SUITE))

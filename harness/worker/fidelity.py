@@ -78,15 +78,6 @@ def teacher_forced_logits(model, inputs: dict[str, torch.Tensor], delayed: torch
     return out.logits.float()
 
 
-def own_teacher_forced_logits(pipe, inputs: dict[str, torch.Tensor], delayed: torch.Tensor,
-                              cfg: bool) -> torch.Tensor:
-    """Teacher-forced logits through what the pipeline really runs: with `engine=static` its own
-    steps and cache one at a time (so fidelity judges that loop), else one forward pass."""
-    if getattr(pipe, "engine", None) is not None:
-        return pipe.engine.teacher_forced_logits(inputs, delayed, cfg)
-    return teacher_forced_logits(pipe.model, inputs, delayed, cfg)
-
-
 def _processors(model, kwargs: dict[str, Any], inputs: dict[str, torch.Tensor], cfg: bool):
     """The logits processors `generate` builds for these arguments, from transformers itself.
 
@@ -132,6 +123,22 @@ def engine_distributions(kwargs: dict[str, Any], logits: torch.Tensor, channels:
     per_step = logits.view(rows, channels, *logits.shape[1:]).transpose(1, 2)  # (rows, steps, channels, vocab)
     out = torch.stack([StaticEngine.scores(per_step[:, t], sampling).softmax(-1) for t in range(per_step.shape[1])])
     return out.transpose(0, 1)[:channels].float().cpu()
+
+
+def own_distributions(pipe, kwargs: dict[str, Any], inputs: dict[str, torch.Tensor],
+                      delayed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced raw logits, and the distributions each token is drawn from, through what the
+    pipeline really runs: with `engine=static` its own cache and sampling, else the model's forward and
+    transformers' processors."""
+    engine = getattr(pipe, "engine", None)
+    with pipe.generation_context():
+        if engine is not None:
+            logits = engine.teacher_forced_logits(inputs, delayed, _cfg_active(kwargs))
+        else:
+            logits = teacher_forced_logits(pipe.model, inputs, delayed, _cfg_active(kwargs))
+    if engine is not None:
+        return logits, engine_distributions(kwargs, logits, delayed.shape[-1])
+    return logits, sampled_distributions(pipe.model, kwargs, inputs, delayed, logits)
 
 
 def valid_positions(delayed: torch.Tensor) -> torch.Tensor:
@@ -257,12 +264,7 @@ def judge(pipe, kwargs: dict[str, Any], inputs: dict[str, torch.Tensor], history
     vocab = history.cond_logits.shape[-1]
     valid = valid_positions(delayed)
     with torch.inference_mode():
-        with pipe.generation_context():
-            logits = own_teacher_forced_logits(pipe, one, delayed, _cfg_active(kwargs))
-        if getattr(pipe, "engine", None) is not None:
-            probs = engine_distributions(kwargs, logits, delayed.shape[-1])
-        else:
-            probs = sampled_distributions(pipe.model, kwargs, one, delayed, logits)
+        logits, probs = own_distributions(pipe, kwargs, one, delayed)
         codec_audio = pipe.decode_audio(pipe.undelay(delayed))[0].cpu()
     channels = delayed.shape[-1]
     result: dict[str, Any] = {

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dia_bench.harness.presets import DELAY_PATTERN
+from dia_bench.harness.presets import DELAY_PATTERN, decode_steps
 from dia_bench.harness.worker.codec import Codec
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class DiaPipeline:
     def sampling_kwargs(frames: int, sampling: SamplingParams) -> dict[str, Any]:
         """`generate` arguments for exactly `frames` audio frames with Dia's sampling, no plugin's changes."""
         return dict(
-            max_new_tokens=frames + max(DELAY_PATTERN) + 1,
+            max_new_tokens=decode_steps(frames),
             guidance_scale=sampling.cfg_scale,
             temperature=sampling.temperature,
             top_p=sampling.top_p,

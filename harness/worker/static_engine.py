@@ -25,6 +25,7 @@ import torch
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.dia.modeling_dia import apply_rotary_pos_emb, eager_attention_forward
 
+from dia_bench.harness.presets import decode_steps
 from dia_bench.harness.worker.pipeline import BOS, EOS, PAD
 
 NEG_INF = float("-inf")
@@ -61,7 +62,7 @@ def forced_tokens(frames: int, delays: list[int], device: torch.device) -> torch
 
     Step t (1-based) of channel c with delay d: BOS while t <= d, sampled up to t = frames + d, EOS at
     frames + d + 1, PAD after; what `generate` gives with EOS suppressed and max_new_tokens set so."""
-    steps = frames + max(delays) + 1
+    steps = decode_steps(frames, delays)
     t = torch.arange(1, steps + 1)[:, None]
     d = torch.tensor(delays)[None, :]
     table = torch.full((steps, len(delays)), -1, dtype=torch.long)
@@ -221,7 +222,7 @@ class StaticEngine:
         """Delayed codes (texts, steps + 1, channels), row 0 the BOS row, as `generate` returns them."""
         sampling = Sampling.from_generate_kwargs(kwargs)
         delays = list(self.model.config.delay_pattern)
-        steps = frames + max(delays) + 1
+        steps = decode_steps(frames, delays)
         texts, channels = inputs["input_ids"].shape[0], len(delays)
         device = inputs["input_ids"].device
         timer = _StepTimer(device, clock)

@@ -1,0 +1,35 @@
+"""How every report writes a figure and its 95% interval, so that the terminal, Markdown, HTML, compare,
+history and recommend all say it the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dia_bench.harness.stats import MIN_REPEATS
+
+NO_INTERVAL = f"(fewer than {MIN_REPEATS} repeats: no interval)"
+
+
+def absent(v: Any) -> bool:
+    """None or NaN: pandas gives either for a figure a record lacks."""
+    return v is None or v != v
+
+
+def number(v: Any, spec: str = ".3f", suffix: str = "") -> str:
+    return "-" if absent(v) else f"{format(float(v), spec)}{suffix}"
+
+
+def interval(point: Any, low: Any, high: Any, spec: str = ".3f", suffix: str = "") -> str:
+    """`0.512 [0.498, 0.527]`; the point alone, said so, where there is no interval."""
+    if absent(point):
+        return "-"
+    if absent(low):
+        return f"{number(point, spec, suffix)} {NO_INTERVAL}"
+    return f"{number(point, spec, suffix)} [{format(float(low), spec)}, {format(float(high), spec)}]"
+
+
+def speedup(row: Any) -> str:
+    """`1.52x [1.40, 1.65]*`, the star where the interval excludes 1 (a row of a results table or a dict)."""
+    sig = row.get("significant")
+    star = "*" if not absent(sig) and bool(sig) and not absent(row.get("speedup_low")) else ""
+    return interval(row.get("speedup"), row.get("speedup_low"), row.get("speedup_high"), ".2f", "x") + star

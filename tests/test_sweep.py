@@ -362,3 +362,19 @@ def test_speedup_compares_with_the_baseline_as_fast_as_the_machine_was_then(tiny
     assert ended["speedup"] == pytest.approx(0.5)  # the drift itself stays visible
     drift = results.baseline_drift(df).iloc[0]
     assert drift["drift_pct"] == pytest.approx(100.0) and drift["significant"]
+
+
+def test_list_leaves_machine_checks_to_the_nodes_under_ray(tmp_path):
+    # A GPU no machine has: this machine skips the CUDA cells (no CUDA, or not that GPU); under Ray the
+    # node that runs them decides, so they are listed as runnable. Needs no Ray: --list connects to nothing.
+    suite = write_suite(tmp_path, TINY_SUITE.replace('devices = ["cpu"]', 'devices = ["cpu", "cuda"]\n'
+                                                     'gpu_model = "NOSUCHGPU"'))
+    local = run_cli("sweep", str(suite), "--list")
+    on_ray = run_cli("sweep", str(suite), "--list", "--executor", "ray")
+    assert local.returncode == 0 and on_ray.returncode == 0, (local.stderr, on_ray.stderr)
+    cuda_local = [ln for ln in local.stdout.splitlines() if "/cuda(NOSUCHGPU)/" in ln]
+    cuda_ray = [ln for ln in on_ray.stdout.splitlines() if "/cuda(NOSUCHGPU)/" in ln]
+    assert cuda_local and all("[skipped:" in ln for ln in cuda_local), local.stdout
+    # tf32 does not apply to a CPU anywhere: the driver still says so; the CUDA baseline is left to the node.
+    assert [ln for ln in cuda_ray if "[skipped:" in ln] == [], on_ray.stdout
+    assert any("/cpu/tf32/" in ln and "[skipped:" in ln for ln in on_ray.stdout.splitlines()), on_ray.stdout

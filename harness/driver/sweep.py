@@ -20,7 +20,8 @@ def describe(p: PlannedCell) -> str:
     c = p.cell
     plugins = "+".join(c.plugins) or "baseline"
     end = {"baseline-end": " (end)", "baseline-mid": f" (again, {p.key.rsplit('@', 1)[-1]})"}.get(p.role, "")
-    return f"{c.preset}/{c.device}/{plugins}/{c.label or 'text'}/{c.seconds:g}s/b{c.batch}{end}"
+    device = f"{c.device}({c.gpu_model})" if c.gpu_model else c.device
+    return f"{c.preset}/{device}/{plugins}/{c.label or 'text'}/{c.seconds:g}s/b{c.batch}{end}"
 
 
 def select(planned: list[PlannedCell], only: str | None) -> list[PlannedCell]:

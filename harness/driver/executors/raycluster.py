@@ -97,10 +97,15 @@ def _ray_set_omp() -> bool:
     return not any(e.startswith(b"OMP_NUM_THREADS=") for e in initial)
 
 
+def _affinity() -> set[int]:
+    # Linux only; elsewhere (a macOS node) every core, and nothing is pinned.
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
 def _cores(gpu_slot: int | None, gpus_on_node: int) -> list[int]:
     """The cores a cell may use: all of them for a CPU cell (it has the node to itself), else the GPU's
     equal share, so GPU cells side by side on one node never share a core."""
-    cores = sorted(os.sched_getaffinity(0))
+    cores = sorted(_affinity())
     if gpu_slot is None or gpus_on_node <= 1:
         return cores
     share = max(1, len(cores) // gpus_on_node)
@@ -134,15 +139,18 @@ def _run_cell(cell: Any, key: str, timeout_s: float, extra_env: dict[str, str], 
     env = dict(extra_env)
     if _ray_set_omp():  # the worker then picks its threads as a local run does (Ray drops it after the task)
         os.environ.pop("OMP_NUM_THREADS")
-        if len(cores) < len(os.sched_getaffinity(0)):
+        if len(cores) < len(_affinity()):
             env["OMP_NUM_THREADS"] = str(len(cores))
-    saved = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cores)  # the worker inherits it; this Ray worker gets its own back below
+    pin = hasattr(os, "sched_setaffinity")
+    saved = _affinity()
+    if pin:
+        os.sched_setaffinity(0, cores)  # the worker inherits it; this Ray worker gets its own back below
     try:
         ran_from = time.time()
         rec = run_isolated(cell, timeout_s=timeout_s, extra_env=env, die_with_parent=True)
     finally:
-        os.sched_setaffinity(0, saved)
+        if pin:
+            os.sched_setaffinity(0, saved)
     rec.update(node=node, ran_from=ran_from, ran_until=time.time(), cores=cores)
     if gpu:
         rec.update(cell=asked.to_dict(), cell_id=asked.cell_id, device=asked.device, gpu=gpu)

@@ -35,7 +35,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--preset", default="dia-1.6b")
+    ap.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True) first")
     args = ap.parse_args()
+    torch.set_flush_denormal(args.flush_denormal)
     pipe, _ = load_pipeline(Cell(preset=args.preset, fidelity=False))
     dac = pipe.codec.model
     frames = frames_for_seconds(args.seconds)

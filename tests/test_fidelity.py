@@ -37,7 +37,7 @@ def judged(tmp_path_factory):
     """The reference, then two cells judged on its history: cfg=0 and sdpa=math."""
     directory = tmp_path_factory.mktemp("fidelity")
     recs = {}
-    for plugins in ([], ["cfg=0"], ["sdpa=math"]):
+    for plugins in ([], ["cfg=0"], ["sdpa=math"], ["codec-dtype=bf16"]):
         rec = run_isolated(tiny_cell(plugins=plugins, fidelity_dir=str(directory)), timeout_s=600)
         assert rec["status"] == "ok", rec.get("reason")
         recs["+".join(plugins) or "baseline"] = rec
@@ -75,6 +75,21 @@ def test_a_numerically_equivalent_kernel_passes(judged):
     row = results.load_records([recs["sdpa=math"]]).iloc[0]
     assert quality.assess(row)["status"] == "passes"
 
+
+
+def test_a_half_precision_codec_is_judged_on_its_audio_against_a_floor(judged):
+    _, recs = judged
+    fid = recs["codec-dtype=bf16"]["fidelity"]
+    # Dia itself is untouched: the same logits, the same sampling ...
+    assert fid["logits"]["max_abs_error"] == 0 and fid["sampled"]["total_variation"] == 0
+    # ... but the codec's audio on the reference's codes moves, by bf16 rounding.
+    assert not fid["codec_same_codes_identical"] and 30 < fid["codec_same_codes_snr_db"] < 120
+    row = results.load_records([recs["codec-dtype=bf16"]]).iloc[0]
+    verdict = quality.assess(row)
+    assert verdict["status"] == "passes" and "codec SNR" in verdict["why"], verdict
+    row["codec_same_codes_snr_db"] = quality.MIN_CODEC_SNR_DB - 10  # a codec that loses the audio
+    verdict = quality.assess(row)
+    assert verdict["status"] == "fails" and "floor" in verdict["why"], verdict
 
 def test_a_history_cut_short_is_made_again(tmp_path, tiny_pipeline):
     pipe, _ = tiny_pipeline

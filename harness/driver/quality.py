@@ -15,6 +15,10 @@ import pandas as pd
 # On average at most 5% of the probability mass of each token moves: the same sampling, within the
 # drift that casting a well-conditioned model to bf16 usually causes.
 DEFAULT_MAX_TOTAL_VARIATION = 0.05
+# The codec's audio on the reference's own codes, against the fp32 codec's: a plugin that changes the
+# codec (codec-dtype, autocast) must stay this close. bf16 rounding alone gives about 44 dB; 30 dB is
+# noise about 3% of the signal's amplitude.
+MIN_CODEC_SNR_DB = 30.0
 
 
 def _num(v: Any) -> float | None:
@@ -54,6 +58,12 @@ def assess(row: pd.Series, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> dict[
         return {"status": "unmeasured", "why": "fidelity not measured in this run"}
     top1 = _num(row.get("top1_agreement"))
     detail = f"total variation {tv:.3f}" + (f", top-1 agreement {top1:.3f}" if top1 is not None else "")
+    snr = _num(row.get("codec_same_codes_snr_db"))
+    if snr is not None and row.get("codec_same_codes_identical") is not True:
+        if snr < MIN_CODEC_SNR_DB:
+            return {"status": "fails", "why": f"{detail}; but the codec's audio on the same codes is {snr:.1f} dB "
+                                              f"from fp32's, under the floor of {MIN_CODEC_SNR_DB:g} dB"}
+        detail += f", codec SNR {snr:.1f} dB"
     if tv <= max_tv:
         return {"status": "passes", "why": f"{detail} (bar {max_tv:g})"}
     why = f"{detail}, over the bar of {max_tv:g}"

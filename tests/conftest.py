@@ -53,3 +53,17 @@ def tiny_pipeline():
 @pytest.fixture()
 def out_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One real sweep of the tiny suite (tests/test_sweep.py), shared read-only: tests that change a run
+    change a copy."""
+    from tests.test_sweep import write_suite
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    out = tmp / "run"
+    result = run_cli("sweep", str(write_suite(tmp)), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "speedup vs baseline" in result.stdout and "baseline drift" in result.stdout
+    return out

@@ -20,11 +20,10 @@ from tests import history_story as story
 from tests.conftest import run_cli
 from tests.test_cli_errors import _assert_usage_error
 from tests.test_report import HOSTILE
-from tests.test_sweep import tiny_run  # noqa: F401  (the real dia-tiny run the story is made from)
 
 
 @pytest.fixture(scope="module")
-def story_runs(tiny_run, tmp_path_factory) -> Path:  # noqa: F811
+def story_runs(tiny_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("story") / "runs"
     story.make_story(tiny_run, out)
     return out
@@ -149,7 +148,7 @@ def test_a_step_names_the_versions_that_changed_and_hostile_text_is_escaped(stor
     assert "torch: 2.13.0+cpu -&gt; &lt;script&gt;" in step_rows[0]
 
 
-def test_history_takes_nested_folders_and_single_runs(story_runs, tiny_run, tmp_path):  # noqa: F811
+def test_history_takes_nested_folders_and_single_runs(story_runs, tiny_run, tmp_path):
     nested = tmp_path / "artifacts" / "run-1"
     nested.mkdir(parents=True)
     shutil.copytree(story_runs / next(iter(sorted(p.name for p in story_runs.iterdir()))), nested / "bench")

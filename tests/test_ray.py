@@ -92,12 +92,11 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def local_and_ray_runs(cluster, tmp_path_factory) -> tuple[Path, Path]:
+def local_and_ray_runs(cluster, tiny_run, tmp_path_factory) -> tuple[Path, Path]:
+    # The local run is the session's sweep of the same suite (tests/conftest.py).
     tmp = tmp_path_factory.mktemp("ray-sweep")
     suite = write_suite(tmp)
-    local, on_ray = tmp / "local", tmp / "ray"
-    result = run_cli("sweep", str(suite), "--out", str(local), "--quiet")
-    assert result.returncode == 0, result.stderr
+    local, on_ray = tiny_run, tmp / "ray"
     result = run_cli("sweep", str(suite), "--out", str(on_ray), "--quiet", "--executor", "ray",
                      "--address", cluster.address, env=RAY_ENV)
     assert result.returncode == 0, result.stderr

@@ -109,16 +109,6 @@ def test_shipped_suites_parse():
         assert suite.description
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("sweep")
-    out = tmp / "run"
-    result = run_cli("sweep", str(write_suite(tmp)), "--out", str(out), "--quiet")
-    assert result.returncode == 0, result.stderr
-    assert "speedup vs baseline" in result.stdout and "baseline drift" in result.stdout
-    return out
-
-
 def test_sweep_writes_a_run_directory_with_every_cell(tiny_run):
     meta = rundir.read_meta(tiny_run)
     assert meta["suite"]["name"] == "tiny" and meta["finished_at"] and meta["machine"]["cpu"]

@@ -52,6 +52,9 @@ class Compile(Plugin):
             "fxgraph_cache_misses": misses,
             "compile_cache": cache,
             "compile_cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+            # reduce-overhead falls back to plain launches, with only a log line, where a graph cannot
+            # be captured (a CPU tensor input, a mutated input that moves): the count makes that visible.
+            "cudagraph_skips": counters["inductor"].get("cudagraph_skips", 0),
         }
 
 

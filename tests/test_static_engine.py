@@ -10,7 +10,7 @@ import torch
 from dia_bench.harness.driver.launcher import run_isolated
 from dia_bench.harness.worker.pipeline import SamplingParams, StepClock
 from dia_bench.harness.worker.static_engine import StaticEngine, forced_tokens
-from tests.conftest import run_cli, tiny_cell
+from tests.conftest import requires_cuda, run_cli, tiny_cell
 
 TEXTS = ["[S1] Dia is an open weights text to dialogue model.",
          "[S1] Hi. [S2] Hello.",
@@ -94,7 +94,7 @@ def test_teacher_forced_step_logits_equal_one_forward_pass(tiny_pipeline):
     delayed, _, _ = _both(pipe, TEXTS[:1], 20, SamplingParams(), greedy=False)
     with torch.inference_mode():
         expected = teacher_forced_logits(pipe.model, inputs, delayed, cfg=True)
-        ours = StaticEngine(pipe).teacher_forced_logits(inputs, delayed, cfg=True)
+        ours = StaticEngine(pipe).teacher_forced_logits(inputs, delayed, pipe.generation_kwargs(20, SamplingParams()))
     assert ours.shape == expected.shape
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
 
@@ -201,10 +201,41 @@ def test_the_static_engine_composes_with_each_plugin(plugins):
         assert torch.equal(ours, reference)
         return
     one = pipe.tokenize(TEXTS[:1])
-    cfg = "cfg=0" not in plugins
+    kwargs = pipe.generation_kwargs(16, SamplingParams())  # with the cfg plugin's guidance scale
+    assert (kwargs.get("guidance_scale") in (None, 1)) == ("cfg=0" in plugins)
     with torch.inference_mode(), pipe.generation_context():
-        expected = teacher_forced_logits(pipe.model, one, reference[:1], cfg)[:9]
-        got = engine.teacher_forced_logits(one, reference[:1], cfg)[:9]
+        expected = teacher_forced_logits(pipe.model, one, reference[:1], "cfg=0" not in plugins)[:9]
+        got = engine.teacher_forced_logits(one, reference[:1], kwargs)[:9]
     valid = valid_positions(reference[:1])
     agree = float((expected.argmax(-1) == got.argmax(-1))[valid].float().mean())
     assert agree >= 0.95, agree
+
+
+@requires_cuda
+@pytest.mark.parametrize(("sampling", "batch"), CASES)
+def test_on_cuda_greedy_codes_equal_generates(sampling, batch):
+    from dia_bench.harness.worker.measure import load_pipeline
+
+    if not _CUDA:
+        _CUDA.append(load_pipeline(tiny_cell(device="cuda"))[0])
+    reference, ours, clock = _both(_CUDA[0], TEXTS[:batch], 30, sampling)
+    assert ours.device.type == "cuda" and torch.equal(ours, reference)
+    assert len(clock.stamps) == 30 + 16 + 1 and clock.stamps == sorted(clock.stamps)
+
+
+_CUDA: list = []
+
+
+@requires_cuda
+def test_on_cuda_reduce_overhead_replays_the_whole_step_as_a_cuda_graph(tmp_path):
+    fid = str(tmp_path / "fidelity")
+    ref = run_isolated(tiny_cell(device="cuda", fidelity_dir=fid, repeats=1), timeout_s=600)
+    plugins = ["engine=static", "compile=reduce-overhead"]
+    rec = run_isolated(tiny_cell(device="cuda", plugins=plugins, fidelity_dir=fid, warmup=1, repeats=2), timeout_s=900)
+    assert ref["status"] == rec["status"] == "ok", rec.get("reason")
+    compiled = rec["plugin_reports"]["compile=reduce-overhead"]
+    assert rec["plugin_reports"]["engine=static"]["compiled_step"] == "reduce-overhead"
+    assert compiled["dynamo_unique_graphs"] >= 1 and compiled["graph_breaks"] == 0
+    assert compiled["cudagraph_skips"] == 0, "the decode step ran outside a CUDA graph (see the worker's log)"
+    # Inductor's fp32 kernels round differently from eager's, so near ties may part; most must not.
+    assert rec["fidelity"]["sampled"]["top1_agreement"] >= 0.9, rec["fidelity"]

@@ -133,7 +133,7 @@ def own_distributions(pipe, kwargs: dict[str, Any], inputs: dict[str, torch.Tens
     engine = getattr(pipe, "engine", None)
     with pipe.generation_context():
         if engine is not None:
-            logits = engine.teacher_forced_logits(inputs, delayed, _cfg_active(kwargs))
+            logits = engine.teacher_forced_logits(inputs, delayed, kwargs)
         else:
             logits = teacher_forced_logits(pipe.model, inputs, delayed, _cfg_active(kwargs))
     if engine is not None:

@@ -91,7 +91,7 @@ class StaticEngine:
 
     def __init__(self, pipeline: Any) -> None:
         self.pipeline = pipeline
-        self.step: Callable[..., torch.Tensor] = self._step
+        self.decode: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self._decode
         self.compiled: str | None = None
         self._buffers: dict[tuple, torch.Tensor] = {}
 
@@ -100,8 +100,10 @@ class StaticEngine:
         return self.pipeline.model
 
     def compile(self, mode: str) -> None:
-        """One decode step compiled at fixed shapes; reduce-overhead on CUDA captures it in a CUDA graph."""
-        self.step = torch.compile(self._step, mode=mode, dynamic=False)
+        """One decode step, sampling included, compiled at fixed shapes; reduce-overhead on CUDA captures
+        it in one CUDA graph. Sampling goes in too because, left outside, its few dozen small kernels
+        would each be launched from Python: on a GPU that costs about what the step itself does."""
+        self.decode = torch.compile(self._decode, mode=mode, dynamic=False)
         self.compiled = mode
 
     # -- one request ----------------------------------------------------------------------------
@@ -141,6 +143,14 @@ class StaticEngine:
                 torch._dynamo.mark_static_address(buf)
             self._buffers[key] = buf
         return buf
+
+    def _decode(self, prev: torch.Tensor, pos: torch.Tensor, req: Request, forced: torch.Tensor,
+                sampling: Sampling) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decode step: the tokens (texts, channels) that follow `prev` at position `pos`, and the raw
+        logits they were drawn from. `forced` (channels,) holds the delay pattern's token, -1 to sample."""
+        logits = self._step(prev.repeat(req.rows // prev.shape[0], 1), pos, req)
+        sampled = self.draw(self.scores(logits, sampling), sampling).view(prev.shape)
+        return torch.where(forced >= 0, forced, sampled), logits
 
     def _step(self, tokens: torch.Tensor, pos: torch.Tensor, req: Request) -> torch.Tensor:
         """Logits (rows, channels, vocab) in fp32 for `tokens` (rows, channels) at position `pos`."""
@@ -232,24 +242,25 @@ class StaticEngine:
         positions = torch.arange(steps, device=device)
         timer.mark()  # the encoder and cross-attention keys and values are done
         for t in range(steps):
-            logits = self.step(out[:, t, :].repeat(req.rows // texts, 1), positions[t], req)
-            sampled = self.draw(self.scores(logits, sampling), sampling).view(texts, channels)
-            forced = req.forced[t]
-            out[:, t + 1, :] = torch.where(forced >= 0, forced, sampled)
+            out[:, t + 1, :] = self.decode(out[:, t, :], positions[t], req, req.forced[t], sampling)[0]
             timer.mark()
         timer.finish()
         return out
 
-    def teacher_forced_logits(self, inputs: dict[str, torch.Tensor], delayed: torch.Tensor, cfg: bool) -> torch.Tensor:
+    def teacher_forced_logits(self, inputs: dict[str, torch.Tensor], delayed: torch.Tensor,
+                              kwargs: dict[str, Any]) -> torch.Tensor:
         """Raw logits (rows x channels, steps - 1, vocab) of this engine's steps fed the history, one
-        step at a time through its own cache: what fidelity compares against the reference."""
+        step at a time through its own cache and its own (compiled, where it is) decode step: what
+        fidelity compares against the reference. The history's next token is forced at each step."""
+        sampling = Sampling.from_generate_kwargs(kwargs)
         device = inputs["input_ids"].device
         history = delayed[:1].to(device)
         steps = history.shape[1] - 1
         frames = steps - max(self.model.config.delay_pattern) - 1
-        req = self.prepare({k: v[:1] for k, v in inputs.items()}, steps, frames, cfg)
-        logits = [self.step(history[:, t, :].repeat(req.rows, 1), torch.tensor(t, device=device), req)
-                  for t in range(steps)]
+        req = self.prepare({k: v[:1] for k, v in inputs.items()}, steps, frames, sampling.cfg)
+        # clone: a CUDA graph's outputs are overwritten by its next replay.
+        logits = [self.decode(history[:, t, :], torch.tensor(t, device=device), req, history[0, t + 1, :],
+                              sampling)[1].clone() for t in range(steps)]
         stacked = torch.stack(logits, dim=1)  # (rows, steps, channels, vocab)
         return stacked.transpose(1, 2).reshape(-1, steps, stacked.shape[-1])
 

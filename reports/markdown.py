@@ -32,7 +32,8 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
               f"speedup against the baseline of the same device, length and batch, interpolated to when the cell "
               f"ran; 95% intervals: {stats.METHOD}, none below 3 repeats (* = beyond noise)",
               f"- quality: `passes` when the sampled distributions stay within a mean total variation of {max_tv:g} "
-              "from the fp32 reference's (teacher-forced on the run's shared history)", ""]
+              "from the fp32 reference's (teacher-forced on the run's shared history); `unjudged` when it does "
+              "not, but the reference's own weights move as far under a fraction of bf16's rounding", ""]
     lines.append("| cell | status | RTF [95% CI] | long-form RTF [95% CI] | x real time | speedup | peak RSS MB | "
                  "quality | fidelity |")
     lines.append("|---|---|---|---|---|---|---|---|---|")

@@ -64,6 +64,36 @@ def test_guidance_off_is_exact_arithmetic_and_a_different_distribution(judged):
     assert fid["sampled"]["all_channels_top1_agreement"] < fid["sampled"]["top1_agreement"]
     row = results.load_records([recs["cfg=0"]]).iloc[0]
     assert quality.assess(row)["status"] == "fails"
+    row["reference_sensitivity_tv"] = 0.5  # by design stays a failure, however sensitive the reference
+    assert quality.assess(row)["status"] == "fails"
+
+
+def test_the_reference_measures_its_own_sensitivity_and_a_chaotic_one_cannot_fail_a_cell(judged):
+    _, recs = judged
+    sens = recs["sdpa=math"]["fidelity"]["history"]["sensitivity"]
+    # dia-tiny is well conditioned: noise at a fraction of bf16's rounding barely moves it.
+    assert sens["linear_output_noise"] == fidelity.SENSITIVITY_NOISE and 0 < sens["total_variation"] < 0.01
+    row = results.load_records([recs["sdpa=math"]]).iloc[0]
+    assert row["reference_sensitivity_tv"] == sens["total_variation"]
+    row["total_variation"] = 0.6  # a drift the bar would fail ...
+    assert quality.assess(row)["status"] == "fails"
+    row["reference_sensitivity_tv"] = 0.4  # ... unless the reference moves that far on its own
+    verdict = quality.assess(row)
+    assert verdict["status"] == "unjudged" and "real weights" in verdict["why"], verdict
+    assert bool(quality.eligible(row.to_frame().T).iloc[0])  # shown with its why-line, not held back
+
+
+def test_measuring_the_sensitivity_leaves_the_model_as_it_was(tiny_pipeline):
+    pipe, _ = tiny_pipeline
+    inputs = pipe.tokenize(["[S1] Unchanged."])
+    kwargs = pipe.sampling_kwargs(8, SamplingParams())
+    with torch.inference_mode():
+        delayed = pipe.model.generate(**inputs, **kwargs).cpu()
+        before = fidelity.teacher_forced_logits(pipe.model, inputs, delayed, cfg=True)
+        probs = fidelity.sampled_distributions(pipe.model, kwargs, inputs, delayed, before)
+        sens = fidelity.reference_sensitivity(pipe.model, kwargs, inputs, delayed, probs, seed=0)
+        after = fidelity.teacher_forced_logits(pipe.model, inputs, delayed, cfg=True)
+    assert sens["total_variation"] > 0 and torch.equal(before, after)
 
 
 def test_a_numerically_equivalent_kernel_passes(judged):

@@ -47,6 +47,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def inductor_cache_dir(env: dict[str, str], scratch: Path) -> str:
+    """Where a worker's compiled kernels live: dia-bench's versioned cache, or with --cold an empty
+    directory under `scratch` (the worker's own temp dir, removed with it). torch sets
+    TORCHINDUCTOR_CACHE_DIR to its own default in any process that compiled once, so an inherited
+    value says nothing about what the user wanted."""
+    if env.get(COLD_ENV):
+        return tempfile.mkdtemp(prefix="dia-bench-cold-inductor-", dir=scratch)
+    return str(compile_cache_dir())
+
+
 def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: ProgressFn | None = None,
                  extra_env: dict[str, str] | None = None, die_with_parent: bool = False) -> dict[str, Any]:
     """Run `cell` in a fresh interpreter and return its record (failed if the worker died).
@@ -59,11 +69,7 @@ def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: Progre
         record_path = Path(tmp) / "record.json"
         write_json_atomic(cell_path, cell.to_dict())
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
-        # dia-bench owns where compiled kernels live: its versioned cache, or an empty one with --cold.
-        # (torch sets TORCHINDUCTOR_CACHE_DIR to its own default in any process that compiled once,
-        # so an inherited value says nothing about what the user wanted.)
-        env["TORCHINDUCTOR_CACHE_DIR"] = (tempfile.mkdtemp(prefix="dia-bench-cold-inductor-", dir=tmp)
-                                          if env.get(COLD_ENV) else str(compile_cache_dir()))
+        env["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache_dir(env, Path(tmp))
         start = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "dia_bench.harness.worker", str(cell_path), str(record_path)],

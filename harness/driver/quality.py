@@ -46,7 +46,8 @@ def changes_sampling_by_design(plugins: str) -> bool:
 
 
 def assess(row: pd.Series, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> dict[str, str]:
-    """`status`: reference, passes, fails or unmeasured; `why`: one line a reader can check."""
+    """`status`: reference, passes, fails, unjudged (the reference's own weights are too sensitive for
+    the bar to blame the plugin) or unmeasured; `why`: one line a reader can check."""
     if row["plugins"] == "baseline":
         return {"status": "reference", "why": "the unoptimized fp32 reference"}
     tv = _num(row.get("total_variation"))
@@ -68,13 +69,19 @@ def assess(row: pd.Series, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> dict[
         return {"status": "passes", "why": f"{detail} (bar {max_tv:g})"}
     why = f"{detail}, over the bar of {max_tv:g}"
     if changes_sampling_by_design(row["plugins"]):
-        why += ": it changes what is sampled"
+        return {"status": "fails", "why": why + ": it changes what is sampled"}
+    sensitivity = _num(row.get("reference_sensitivity_tv"))
+    if sensitivity is not None and sensitivity > max_tv:
+        noise = _num(row.get("reference_sensitivity_noise"))
+        return {"status": "unjudged", "why": f"{detail}; but the reference itself moves {sensitivity:.3f} when its "
+                                             f"layers' outputs change by {noise:g}, a fraction of bf16's rounding, so "
+                                             "these weights cannot judge precision: judge quality on real weights"}
     return {"status": "fails", "why": why}
 
 
 def eligible(df: pd.DataFrame, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> pd.Series:
     """True for cells that may be recommended: the reference, cells that pass, and cells whose
-    fidelity was not measured (they say so wherever they appear)."""
+    fidelity was not measured or could not be judged (they say so wherever they appear)."""
     return df.apply(lambda r: assess(r, max_tv)["status"] != "fails", axis=1) if not df.empty else \
         pd.Series(dtype=bool)
 

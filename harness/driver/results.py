@@ -98,6 +98,8 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "codec_same_codes_identical": fid.get("codec_same_codes_identical"),
         "free_running_audio_snr_db": fid.get("free_running_audio_snr_db"),
         "history": (fid.get("history") or {}).get("id"),
+        "reference_sensitivity_tv": ((fid.get("history") or {}).get("sensitivity") or {}).get("total_variation"),
+        "reference_sensitivity_noise": ((fid.get("history") or {}).get("sensitivity") or {}).get("linear_output_noise"),
         "weights_source": (rec.get("weights") or {}).get("source"),
         "torch": (env.get("software") or {}).get("torch"),
         "transformers": (env.get("software") or {}).get("transformers"),

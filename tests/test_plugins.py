@@ -114,6 +114,7 @@ def test_sdpa_flash_runs_the_flash_kernel_on_cpu(tmp_path):
 def test_sdpa_math_runs_no_flash_kernel(tmp_path):
     rec = run_ok(plugins=["sdpa=math"], profile_dir=str(tmp_path))
     assert not any("flash_attention" in op for op in rec["profile"]["all_op_names"])
+    assert rec["profile"]["wall_ms"] > 0 and rec["profile"]["device_busy_fraction"] is None  # a GPU's figure
 
 
 def test_forcing_a_backend_that_cannot_run_fails_the_cell_with_the_reason():
@@ -267,9 +268,11 @@ def test_tf32_sets_and_restores_the_cuda_flags():
 
 
 @requires_cuda
-def test_cuda_cell_records_vram_and_flash_runs_in_bf16():
-    rec = run_ok(device="cuda", plugins=["dtype=bf16", "sdpa=flash"])
+def test_cuda_cell_records_vram_and_flash_runs_in_bf16(tmp_path):
+    rec = run_ok(device="cuda", plugins=["dtype=bf16", "sdpa=flash"], profile_dir=str(tmp_path))
     assert rec["peak_vram_mb"] > 0 and rec["nvml_peak_used_mb"] > 0
+    prof = rec["profile"]
+    assert prof["device_kernels"] > 0 and prof["device_busy_ms"] > 0 and 0 < prof["device_busy_fraction"] <= 1.05
 
 
 

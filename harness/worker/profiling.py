@@ -1,7 +1,9 @@
-"""One extra repeat under torch.profiler: a Chrome/Perfetto trace and the top operators."""
+"""One extra repeat under torch.profiler: a Chrome/Perfetto trace, the top operators and, on a GPU,
+how much of the repeat's wall time the device was busy (a host-bound loop leaves it idle)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,9 +16,11 @@ def profile_once(fn: Callable[[], object], device: torch.device, trace_path: Pat
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities, record_shapes=False) as prof:
+        start = time.perf_counter()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        wall_ms = (time.perf_counter() - start) * 1000
     trace_path.parent.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(trace_path))
     sort_key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
@@ -30,5 +34,14 @@ def profile_once(fn: Callable[[], object], device: torch.device, trace_path: Pat
         }
         for e in events[:top]
     ]
-    return {"trace": str(trace_path), "sorted_by": sort_key, "top_ops": top_ops,
-            "all_op_names": sorted({e.key for e in events})}
+    out = {"trace": str(trace_path), "sorted_by": sort_key, "top_ops": top_ops,
+           "all_op_names": sorted({e.key for e in events}), "wall_ms": round(wall_ms, 3),
+           "device_busy_ms": None, "device_busy_fraction": None, "device_kernels": None}
+    if device.type == "cuda":
+        # Kernel time only (a kernel's self time is its device time): where it is far below the wall
+        # time, the device waited on the host, as it does between the launches of an eager decode step.
+        busy = [e for e in events if getattr(e, "self_device_time_total", 0) > 0]
+        busy_ms = sum(e.self_device_time_total for e in busy) / 1000
+        out.update(device_busy_ms=round(busy_ms, 3), device_busy_fraction=round(busy_ms / wall_ms, 4),
+                   device_kernels=sum(e.count for e in busy))
+    return out

@@ -123,6 +123,10 @@ def test_sweep_writes_a_run_directory_with_every_cell(tiny_run):
     assert cfg0["speedup_low"] <= cfg0["speedup"] <= cfg0["speedup_high"]
     drift = results.baseline_drift(df)
     assert len(drift) == 1 and drift.iloc[0]["drift_pct"] is not None
+    # A sweep cut before its end baseline: the drift is unknown, and said to be.
+    cut = results.baseline_drift(df[df["role"] != "baseline-end"])
+    assert len(cut) == 1 and cut.iloc[0]["end_rtf"] is None and cut.iloc[0]["drift_pct"] is None
+    assert "drift unknown" in results.drift_text(cut.iloc[0])
 
 
 def test_results_load_merges_many_runs(tiny_run):

@@ -230,13 +230,20 @@ def baseline_drift(df: pd.DataFrame) -> pd.DataFrame:
     """The baseline's repeats against its first measurement: a machine that changed speed mid-run shows here.
 
     `drift_pct` is end against start; `max_drift_pct` the repeat furthest from the start, which a
-    machine that slowed down and recovered shows and the end alone would hide.
+    machine that slowed down and recovered shows and the end alone would hide. A baseline never
+    measured again (a sweep cut short by a deadline) gets a row too, with `end_rtf` None: its drift is
+    unknown, and the reports say so rather than stay silent.
     """
     ok = df[(df["status"] == "ok") & df["role"].isin(BASELINE_ROLES)]
     rows = []
     for keys, group in ok.groupby(list(BASELINE_KEYS), dropna=False):
         start, end = group[group["role"] == "baseline-start"], group[group["role"] == "baseline-end"]
-        if start.empty or end.empty:
+        if start.empty:
+            continue
+        if end.empty:
+            rows.append({**dict(zip(BASELINE_KEYS, keys, strict=True)), "start_rtf": start.iloc[0]["rtf"],
+                         "end_rtf": None, "drift_pct": None, "max_drift_pct": None,
+                         "baseline_measurements": len(group), "significant": None})
             continue
         start_samples = rtf_samples(start.iloc[0])
         r = stats.ratio_ci(rtf_samples(end.iloc[0]), start_samples)
@@ -255,6 +262,10 @@ def drift_text(d: pd.Series) -> str:
                None: "too few repeats to tell it from noise"}[d["significant"] if d["significant"] in (True, False)
                                                               else None]
     node = f" on node {d['node'][:8]}" if isinstance(d.get("node"), str) else ""
+    end_rtf = d.get("end_rtf")
+    if end_rtf is None or end_rtf != end_rtf:  # None, or NaN once in a frame
+        return (f"{d['device']}{node} {d['seconds']:g}s b{d['batch']}: start RTF {d['start_rtf']:.3f}, no end "
+                "baseline (the run stopped before it): drift unknown, and speedups assume the machine kept its speed")
     text = (f"{d['device']}{node} {d['seconds']:g}s b{d['batch']}: start RTF {d['start_rtf']:.3f}, end RTF "
             f"{d['end_rtf']:.3f} ({d['drift_pct']:+.1f}%, {verdict})")
     if d["baseline_measurements"] > 2:

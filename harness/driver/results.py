@@ -41,6 +41,7 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
     env = rec.get("env") or {}
     fid = rec.get("fidelity") or {}
     sampled = fid.get("sampled") or {}
+    sensitivity = (fid.get("history") or {}).get("sensitivity") or {}
     lf = rec.get("long_form") or {}
     steps = (rec.get("stages") or {}).get("step_latency_ms") or {}
     machine = meta.get("machine") or {}
@@ -98,8 +99,8 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "codec_same_codes_identical": fid.get("codec_same_codes_identical"),
         "free_running_audio_snr_db": fid.get("free_running_audio_snr_db"),
         "history": (fid.get("history") or {}).get("id"),
-        "reference_sensitivity_tv": ((fid.get("history") or {}).get("sensitivity") or {}).get("total_variation"),
-        "reference_sensitivity_noise": ((fid.get("history") or {}).get("sensitivity") or {}).get("linear_output_noise"),
+        "reference_sensitivity_tv": sensitivity.get("total_variation"),
+        "reference_sensitivity_noise": sensitivity.get("linear_output_noise"),
         "weights_source": (rec.get("weights") or {}).get("source"),
         "torch": (env.get("software") or {}).get("torch"),
         "transformers": (env.get("software") or {}).get("transformers"),

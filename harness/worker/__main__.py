@@ -75,9 +75,10 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         return rec
     for step in plan.steps:
         step.plugin.configure_torch(step.value)
-    if cell.device.startswith("cuda") and torch.device(cell.device).index is not None:
+    index = torch.device(cell.device).index
+    if cell.device.startswith("cuda") and index is not None:
         # cuda:N only: set_device refuses a device without an index (seen on torch 2.11 with an H200).
-        torch.cuda.set_device(torch.device(cell.device).index)
+        torch.cuda.set_device(index)
     rec.update(measure_pipeline(cell, plan, progress, _inject_fault))
     rec["env"] = envmod.collect(cell.device)
     rec["status"] = "ok"

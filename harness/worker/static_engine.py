@@ -256,7 +256,7 @@ class StaticEngine:
         device = inputs["input_ids"].device
         history = delayed[:1].to(device)
         steps = history.shape[1] - 1
-        frames = steps - max(self.model.config.delay_pattern) - 1
+        frames = steps - decode_steps(0, list(self.model.config.delay_pattern))
         req = self.prepare({k: v[:1] for k, v in inputs.items()}, steps, frames, sampling.cfg)
         # clone: a CUDA graph's outputs are overwritten by its next replay.
         logits = [self.decode(history[:, t, :], torch.tensor(t, device=device), req, history[0, t + 1, :],

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.dia.modeling_dia import apply_rotary_pos_emb, eager_attention_forward
 
@@ -89,11 +90,17 @@ class StaticEngine:
     """Generates delayed codes for a `DiaPipeline` (read through it, so plugins that replace the
     model, such as ipex, are seen)."""
 
-    def __init__(self, pipeline: Any) -> None:
+    def __init__(self, pipeline: Any, fuse_qkv: bool = False, pack_gqa: bool = False) -> None:
         self.pipeline = pipeline
         self.decode: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self._decode
         self.compiled: str | None = None
         self._buffers: dict[tuple, torch.Tensor] = {}
+        # One GEMM for q, k and v instead of three: at 2 rows a GEMM costs about its launch and
+        # tail, not its bytes. Only where all three are plain Linear layers (int8/int4/onednn swap them).
+        self.qkv = _fuse_qkv(self.model.model.decoder.layers) if fuse_qkv else None
+        # A decode step's one query per head, folded onto its key/value head: attention reads the
+        # cache of 4 key/value heads as it is instead of a copy repeated to 16 heads each step.
+        self.pack_gqa = pack_gqa
 
     @property
     def model(self):
@@ -167,13 +174,22 @@ class StaticEngine:
         for i, layer in enumerate(decoder.layers):
             sa = layer.self_attention
             h = layer.pre_sa_norm(x)
-            q = sa.q_proj(h).view(rows, 1, -1, sa.head_dim).transpose(1, 2)
-            k = sa.k_proj(h).view(rows, 1, -1, sa.head_dim).transpose(1, 2)
-            v = sa.v_proj(h).view(rows, 1, -1, sa.head_dim).transpose(1, 2)
+            if self.qkv is not None and self.qkv[i] is not None:
+                q, k, v = F.linear(h, self.qkv[i]).split(self.qkv_split(sa), dim=-1)
+            else:
+                q, k, v = sa.q_proj(h), sa.k_proj(h), sa.v_proj(h)
+            q, k, v = (t.view(rows, 1, -1, sa.head_dim).transpose(1, 2) for t in (q, k, v))
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             req.keys[i].index_copy_(2, pos.view(1), k.to(req.keys[i].dtype))
             req.values[i].index_copy_(2, pos.view(1), v.to(req.values[i].dtype))
-            out, _ = attend(sa, q, req.keys[i], req.values[i], causal, dropout=0.0, scaling=sa.scaling)
+            if self.pack_gqa and model.config._attn_implementation == "sdpa":
+                # (rows, heads, 1, dim) -> (rows, kv heads, group, dim): head h reads kv head h // group,
+                # as transformers' repeat_kv lays them out.
+                packed = q.reshape(rows, sa.num_key_value_heads, -1, sa.head_dim)
+                out = F.scaled_dot_product_attention(packed, req.keys[i], req.values[i], attn_mask=causal,
+                                                     scale=sa.scaling)
+            else:
+                out, _ = attend(sa, q, req.keys[i], req.values[i], causal, dropout=0.0, scaling=sa.scaling)
             x = x + sa.o_proj(out.reshape(rows, 1, -1))
 
             ca = layer.cross_attention
@@ -185,6 +201,11 @@ class StaticEngine:
             x = x + layer.mlp(layer.pre_mlp_norm(x))
         x = decoder.norm(x)
         return model.logits_dense(x).view(rows, decoder.num_channels, decoder.vocab_size).float()
+
+    @staticmethod
+    def qkv_split(sa: Any) -> list[int]:
+        return [sa.num_heads * sa.head_dim, sa.num_key_value_heads * sa.head_dim,
+                sa.num_key_value_heads * sa.head_dim]
 
     # -- sampling, as transformers' Dia processors do it, on the device -------------------------
 
@@ -263,6 +284,26 @@ class StaticEngine:
                               sampling)[1].clone() for t in range(steps)]
         stacked = torch.stack(logits, dim=1)  # (rows, steps, channels, vocab)
         return stacked.transpose(1, 2).reshape(-1, steps, stacked.shape[-1])
+
+
+def _fuse_qkv(layers: Any) -> list[torch.Tensor | None]:
+    """Per layer, q, k and v's weights as one (out, in) tensor, or None where they cannot be joined.
+    The three layers' own weights become views into it, so the model holds them once."""
+    fused: list[torch.Tensor | None] = []
+    for layer in layers:
+        sa = layer.self_attention
+        projs = (sa.q_proj, sa.k_proj, sa.v_proj)
+        weight = getattr(sa, "_dia_bench_qkv", None)
+        if weight is None and all(type(p) is torch.nn.Linear and p.bias is None for p in projs):
+            weight = torch.cat([p.weight.detach() for p in projs])
+            start = 0
+            for p in projs:
+                rows = p.weight.shape[0]
+                p.weight = torch.nn.Parameter(weight[start:start + rows], requires_grad=False)
+                start += rows
+            sa._dia_bench_qkv = weight
+        fused.append(weight)
+    return fused
 
 
 def _eos_channel_filter(scores: torch.Tensor, channels: int) -> torch.Tensor:

@@ -6,13 +6,14 @@ weights and start a worker for every variant.
     python -m tests.bench_gpu_step [--preset dia-1.6b] [--device cuda] [--variant base --variant fused ...]
                                    [--batch 1 --batch 16] [--seconds 2] [--out step.json]
 
-Variants (joined with +): base (the engine as transformers' modules run it), fused (q, k and v in
-one GEMM), packed (GQA attention on the cache as it is, no repeated copy), cdt (inductor's
-coordinate-descent tuning of its own kernels, as gpt-fast sets it). Each: a fresh engine, dtype
-bf16, `compile=reduce-overhead` (one CUDA graph a step), two requests of warmup, then three timed
-requests (the pipeline's own step clock: CUDA events) and one under the profiler, whose kernels are
-summed per step by name. Batch sizes after the first run with the variant that was fastest at it.
-Not a unit test: the figures name the machine and go in a closing note.
+Variants (joined with +): base (q, k and v as three GEMMs, as transformers' modules run them), fused
+(one GEMM, the engine's default on CUDA), cdt (inductor's coordinate-descent tuning of its own
+kernels, as gpt-fast sets it), autotune (compile=max-autotune instead of reduce-overhead: inductor's
+Triton GEMM templates tried against cuBLAS, still one CUDA graph). Each: a fresh engine, dtype
+bf16, `compile=reduce-overhead` (one CUDA graph a step; max-autotune with `autotune`), two requests
+of warmup, then three timed requests (the pipeline's own step clock: CUDA events) and one under the
+profiler, whose kernels are summed per step by name. Batch sizes after the first run with the
+variant that was fastest at it. Not a unit test: the figures name the machine and go in a closing note.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from dia_bench.harness.worker.static_engine import StaticEngine
 from dia_bench.optimizations.api import apply_plan
 from dia_bench.optimizations.registry import resolve
 
-KNOBS = {"base", "fused", "packed", "cdt"}
+KNOBS = {"base", "fused", "cdt", "autotune"}
 
 
 def kernel_table(prof, steps: int, top: int = 25) -> dict:
@@ -55,8 +56,8 @@ def kernel_table(prof, steps: int, top: int = 25) -> dict:
 def measure(pipe, knobs: set[str], texts: list[str], frames: int, device: str, repeats: int) -> dict:
     torch._dynamo.reset()
     torch._inductor.config.coordinate_descent_tuning = "cdt" in knobs
-    engine = StaticEngine(pipe, fuse_qkv="fused" in knobs, pack_gqa="packed" in knobs)
-    engine.compile("reduce-overhead")
+    engine = StaticEngine(pipe, fuse_qkv="fused" in knobs)
+    engine.compile("max-autotune" if "autotune" in knobs else "reduce-overhead")
     pipe.engine = engine
     sampling = SamplingParams()
     t0 = time.perf_counter()
@@ -70,7 +71,7 @@ def measure(pipe, knobs: set[str], texts: list[str], frames: int, device: str, r
     with profile(activities=activities) as prof:
         out = pipe.run(texts, frames, sampling, 99)
     return {
-        "warmup_s": round(warmup_s, 1),
+        "warmup_s": round(warmup_s, 1), "mode": engine.compiled,
         "step_ms": {"p10": round(steps_ms[n // 10], 4), "p50": round(statistics.median(steps_ms), 4),
                     "p90": round(steps_ms[n * 9 // 10], 4), "n": n},
         "decode_s": [round(o.times.decode_s, 4) for o in outs],
@@ -87,14 +88,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="dia-1.6b")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--variant", action="append", help="knobs joined with + (default: base, fused+packed)")
+    parser.add_argument("--variant", action="append", help="knobs joined with + (default: base, fused)")
     parser.add_argument("--batch", action="append", type=int, help="batch sizes (default: 1)")
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--text", default="medium")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    variants = args.variant or ["base", "fused+packed"]
+    variants = args.variant or ["base", "fused"]
     for v in variants:
         if not set(v.split("+")) <= KNOBS:
             parser.error(f"variant '{v}': knobs are {', '.join(sorted(KNOBS))}")

@@ -53,6 +53,18 @@ def test_greedy_codes_equal_generates_on_dia_tiny(tiny_pipeline, sampling, batch
     assert len(clock.stamps) == 30 + 16 + 1
 
 
+def test_q_k_and_v_joined_in_one_gemm_give_generates_codes_and_hold_the_weights_once(tiny_pipeline):
+    """The CUDA default, run here on the CPU: dia-tiny's codes do not move when q, k and v become one GEMM."""
+    pipe, _ = tiny_pipeline
+    engine = StaticEngine(pipe, fuse_qkv=True)
+    reference, ours, _ = _both(pipe, TEXTS, 30, GREEDY, engine=engine)
+    assert torch.equal(ours, reference)
+    sa = pipe.model.model.decoder.layers[0].self_attention
+    assert engine.qkv[0].shape[0] == sa.q_proj.out_features + sa.k_proj.out_features + sa.v_proj.out_features
+    assert sa.v_proj.weight.untyped_storage().data_ptr() == engine.qkv[0].untyped_storage().data_ptr()
+    assert StaticEngine(pipe).qkv is None  # not on a CPU unless asked
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("sampling", "batch"), CASES)
 def test_greedy_codes_equal_generates_on_dia_1_6b(sampling, batch):

@@ -90,22 +90,20 @@ class StaticEngine:
     """Generates delayed codes for a `DiaPipeline` (read through it, so plugins that replace the
     model, such as ipex, are seen)."""
 
-    def __init__(self, pipeline: Any, fuse_qkv: bool | None = None, pack_gqa: bool = False) -> None:
+    def __init__(self, pipeline: Any, fuse_qkv: bool | None = None) -> None:
         self.pipeline = pipeline
         self.decode: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self._decode
         self.compiled: str | None = None
         self._buffers: dict[tuple, torch.Tensor] = {}
         # One GEMM for q, k and v instead of three. On an H200 the k and v GEMMs of 2 rows took 5.4 us
         # each for 2 MB of weights (36 a step, 0.19 ms of a 2.08 ms step): a GEMM that small costs its
-        # launch and tail, not its bytes. On by default on CUDA only: on a CPU a joined GEMM may round
-        # differently from generate's three, and greedy codes are tested there to be generate's own.
-        # Only where all three are plain Linear layers (int8, int4 and onednn replace them).
+        # launch and tail, not its bytes. Joined, the step fell to 1.91 ms (tests/bench_gpu_step.py).
+        # On by default on CUDA only: on a CPU a joined GEMM may round differently from generate's
+        # three, and greedy codes are tested there to be generate's own. Only where all three are
+        # plain Linear layers (int8, int4 and onednn replace them).
         if fuse_qkv is None:
             fuse_qkv = torch.device(pipeline.device).type == "cuda"
         self.qkv = _fuse_qkv(self.model.model.decoder.layers) if fuse_qkv else None
-        # A decode step's one query per head, folded onto its key/value head: attention reads the
-        # cache of 4 key/value heads as it is instead of a copy repeated to 16 heads each step.
-        self.pack_gqa = pack_gqa
 
     @property
     def model(self):
@@ -187,14 +185,7 @@ class StaticEngine:
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             req.keys[i].index_copy_(2, pos.view(1), k.to(req.keys[i].dtype))
             req.values[i].index_copy_(2, pos.view(1), v.to(req.values[i].dtype))
-            if self.pack_gqa and model.config._attn_implementation == "sdpa":
-                # (rows, heads, 1, dim) -> (rows, kv heads, group, dim): head h reads kv head h // group,
-                # as transformers' repeat_kv lays them out.
-                packed = q.reshape(rows, sa.num_key_value_heads, -1, sa.head_dim)
-                out = F.scaled_dot_product_attention(packed, req.keys[i], req.values[i], attn_mask=causal,
-                                                     scale=sa.scaling)
-            else:
-                out, _ = attend(sa, q, req.keys[i], req.values[i], causal, dropout=0.0, scaling=sa.scaling)
+            out, _ = attend(sa, q, req.keys[i], req.values[i], causal, dropout=0.0, scaling=sa.scaling)
             x = x + sa.o_proj(out.reshape(rows, 1, -1))
 
             ca = layer.cross_attention
@@ -299,6 +290,8 @@ def _fuse_qkv(layers: Any) -> list[torch.Tensor | None]:
         sa = layer.self_attention
         projs = (sa.q_proj, sa.k_proj, sa.v_proj)
         weight = getattr(sa, "_dia_bench_qkv", None)
+        if weight is not None and sa.q_proj.weight.data_ptr() != weight.data_ptr():
+            weight = None  # the model was cast or moved since: join its new weights
         if weight is None and all(type(p) is torch.nn.Linear and p.bias is None for p in projs):
             weight = torch.cat([p.weight.detach() for p in projs])
             start = 0

@@ -8,6 +8,7 @@ machine set e.g. DIA_BENCH_TORCH_SPEC="torch==2.11.0" with the matching index in
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 
 import nox
@@ -20,10 +21,26 @@ PYTHON = os.environ.get("DIA_BENCH_PYTHON") or None  # None: the interpreter run
 
 
 def _install(session: nox.Session, *extras: str) -> None:
-    session.install(TORCH_SPEC)
     target = ".[" + ",".join(extras) + "]" if extras else "."
+    # A reused venv whose install came from the same pyproject, torch and extras is left as it is: the
+    # install is editable, so code changes need none, and pip would spend about 10 s to change nothing.
+    # DIA_BENCH_REINSTALL=1 installs anyway.
+    location = getattr(session.virtualenv, "location", None)
+    stamp = os.path.join(location, ".dia-bench-install") if location else None
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyproject.toml"), "rb") as fh:
+        key = hashlib.sha256(fh.read() + f"\n{TORCH_SPEC}\n{target}".encode()).hexdigest()
+    if stamp and os.path.isfile(stamp) and os.environ.get("DIA_BENCH_REINSTALL") != "1":
+        with open(stamp) as fh:
+            if fh.read() == key:
+                session.log(f"{target} and {TORCH_SPEC} already installed from this pyproject (DIA_BENCH_REINSTALL=1 "
+                            "to install again)")
+                return
+    session.install(TORCH_SPEC)
     # Editable, so records can name the git commit of the code that measured them.
     session.install("-e", target, f"--constraint={_torch_constraint(session)}")
+    if stamp:
+        with open(stamp, "w") as fh:
+            fh.write(key)
 
 
 def _torch_constraint(session: nox.Session) -> str:

@@ -29,6 +29,11 @@ class Cell:
     # request reads `text` (which is then batch_texts[0]).
     batch_texts: list[str] | None = None
     warmup: int = 1
+    # The warmup requests' length: None, the cell's own; shorter for plugins that do not prepare
+    # per shape (a compile, cuDNN's autotuning: those warm up at the cell's length whatever this says).
+    # Each decode step reads every weight, so a short request pages in and primes what a long one
+    # does (tests/bench_warmup.py found no slower first repeat).
+    warmup_seconds: float | None = None
     repeats: int = 3
     # With a budget, repeats go on until it is spent; `repeats` is then the minimum.
     time_budget_s: float | None = None
@@ -58,6 +63,12 @@ class Cell:
     @property
     def frames(self) -> int:
         return frames_for_seconds(self.seconds)
+
+    def warmup_frames(self, full_length: bool) -> int:
+        """Frames of a warmup request: the cell's own where asked or where a plugin needs its shapes."""
+        if full_length or self.warmup_seconds is None:
+            return self.frames
+        return min(self.frames, max(1, frames_for_seconds(self.warmup_seconds)))
 
     @property
     def request_texts(self) -> list[str]:
@@ -116,6 +127,9 @@ class Cell:
                 raise UsageError(f"--{name} must be a whole number >= 1 (got {getattr(self, name)})")
         if not _int(self.warmup) or self.warmup < 0:
             raise UsageError(f"--warmup must be a whole number >= 0 (got {self.warmup})")
+        if self.warmup_seconds is not None and (not _finite(self.warmup_seconds) or self.warmup_seconds <= 0):
+            raise UsageError(f"warmup_seconds must be a finite number > 0, such as 0.02 (got {self.warmup_seconds}); "
+                             "leave it out to warm up at the cell's own length")
         if self.max_repeats is not None and (not _int(self.max_repeats) or self.max_repeats < self.repeats):
             raise UsageError(f"--max-repeats must be a whole number >= --repeats ({self.repeats}), "
                              f"got {self.max_repeats}")

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch", type=int, default=1, help="requests generated together")
     run.add_argument("--repeats", type=int, default=3)
     run.add_argument("--warmup", type=int, default=1)
+    run.add_argument("--warmup-seconds", type=float, default=None,
+                     help="length of the warmup requests (default: the cell's own; compile and cudnn-benchmark "
+                          "always warm up at the cell's length)")
     run.add_argument("--seed", type=int, default=0, help="sampling seed")
     run.add_argument("--weights-seed", type=int, default=0, help="seed of synthetic weights")
     run.add_argument("--weights", default=None, help="a directory from DiaForConditionalGeneration.save_pretrained")
@@ -164,7 +167,8 @@ def _cell_from_args(args: argparse.Namespace):
     cell = Cell(
         preset=args.preset, device="cpu", plugins=list(args.opt),
         text=DEFAULT_TEXT if args.text is None else args.text, seconds=args.seconds, batch=args.batch,
-        warmup=args.warmup, repeats=args.repeats, seed=args.seed, weights_seed=args.weights_seed,
+        warmup=args.warmup, warmup_seconds=getattr(args, "warmup_seconds", None), repeats=args.repeats, seed=args.seed,
+        weights_seed=args.weights_seed,
         weights=args.weights, codec_weights=args.codec_weights, codec=args.codec, cfg_scale=args.cfg_scale,
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         target_ci_pct=args.target_ci_pct, max_repeats=args.max_repeats,

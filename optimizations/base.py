@@ -40,6 +40,9 @@ class Plugin:
     conflicts: ClassVar[frozenset[str]] = frozenset()
     requires: ClassVar[frozenset[str]] = frozenset()
     order: ClassVar[int] = 50
+    # True where the plugin prepares work for the shapes it first sees (a compiled graph, cuDNN's
+    # autotuned algorithms): the warmup must then be a request of the measured length.
+    warms_per_shape: ClassVar[bool] = False
 
     def parse(self, value: str | None) -> Any:
         """Turn the user's value into the plugin's; raise ValueError naming the allowed ones."""

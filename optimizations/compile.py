@@ -15,7 +15,8 @@ class Compile(Plugin):
     expectation = Expectation(section="1. torch.compile", speedup=(1.5, 2.0), note="after warmup")
     values = ("default", "reduce-overhead", "max-autotune")
     default = "default"
-    order = 90  # after quantization and casts, so the compiled graph sees the final model
+    order = 90
+    warms_per_shape = True  # after quantization and casts, so the compiled graph sees the final model
 
     def process_env(self, value: str) -> dict[str, str]:
         from dia_bench.harness.caches import compile_cache_dir

@@ -12,6 +12,7 @@ class CudnnBenchmark(Plugin):
     description = "torch.backends.cudnn.benchmark = True (acts on convolutions: only the DAC codec has them)"
     expectation = Expectation(section="4. CUDA Settings", speedup=(1.1, 1.1), note="conv ops")
     devices = frozenset({"cuda"})
+    warms_per_shape = True
 
     @contextlib.contextmanager
     def context(self, value: None, device: str):

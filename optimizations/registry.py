@@ -83,6 +83,9 @@ class Plan:
         """The dtype the weights load in: the first plugin that sets one, else None (fp32)."""
         return next((d for s in self.steps if (d := s.plugin.load_dtype(s.value)) is not None), None)
 
+    def warms_per_shape(self) -> bool:
+        return any(s.plugin.warms_per_shape for s in self.steps)
+
     def unavailable(self, device: str) -> list[str]:
         """Why this machine cannot run the plan (the cell is then skipped); may import torch."""
         reasons = []

@@ -33,6 +33,7 @@ def _assert_usage_error(result, *needles: str) -> None:
     (["--cfg-scale", "0.5"], ["--cfg-scale must be above 1", "--opt cfg=0"]),
     (["--timeout", "-5"], ["--timeout", "must be a finite number > 0"]),
     (["--text", "x" * 2000], ["2000 tokens", "at most 1024"]),
+    (["--warmup-seconds", "nan"], ["warmup_seconds must be a finite number > 0"]),
     (["--target-ci-pct", "2"], ["needs --max-repeats"]),
     (["--target-ci-pct", "-1", "--max-repeats", "5"], ["--target-ci-pct must be a number > 0"]),
     (["--max-repeats", "2", "--repeats", "3"], ["--max-repeats must be a whole number >= --repeats"]),

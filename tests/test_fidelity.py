@@ -47,11 +47,24 @@ def judged(tmp_path_factory):
 def test_one_history_per_run_made_by_the_reference(judged):
     directory, recs = judged
     base = recs["baseline"]["fidelity"]
-    assert not base["compared"] and base["history"]["created_by_this_cell"]
+    # Made by the reference, or copied from the machine's cache where an earlier run (test) made it.
+    assert not base["compared"] and base["history"]["source"] in ("created", "cache")
     ids = {rec["fidelity"]["history"]["id"] for rec in recs.values()}
     assert len(ids) == 1 and len(list(directory.glob("history-*.safetensors"))) == 1
+    assert recs["cfg=0"]["fidelity"]["history"]["source"] == "run"
     assert not recs["cfg=0"]["fidelity"]["history"]["created_by_this_cell"]
     assert recs["cfg=0"]["fidelity"]["history"]["sampling"]["cfg_scale"] == 3.0
+
+
+def test_the_next_run_copies_the_history_from_the_cache_instead_of_generating_it(judged, tmp_path):
+    directory, recs = judged
+    rec = run_isolated(tiny_cell(fidelity_dir=str(tmp_path)), timeout_s=600)
+    history = rec["fidelity"]["history"]
+    assert history["source"] == "cache" and not history["created_by_this_cell"]
+    assert history["id"] == recs["baseline"]["fidelity"]["history"]["id"]
+    ours = tmp_path / f"history-{history['id']}.safetensors"
+    assert history["path"] == str(ours)  # the run directory keeps its own copy
+    assert ours.read_bytes() == (directory / ours.name).read_bytes()
 
 
 def test_guidance_off_is_exact_arithmetic_and_a_different_distribution(judged):
@@ -131,8 +144,17 @@ def test_a_history_cut_short_is_made_again(tmp_path, tiny_pipeline):
         made.append(history_id)
         return fidelity.make_history(pipe, inputs, 5, SamplingParams(), 0, history_id, meta)
 
-    first, created = fidelity.load_or_create(tmp_path, meta, create)
-    assert created and first.path.is_file()
+    first, source = fidelity.load_or_create(tmp_path, meta, create)
+    assert source == "created" and first.path.is_file()
     first.path.write_bytes(first.path.read_bytes()[:100])  # a worker killed mid-write
-    again, created = fidelity.load_or_create(tmp_path, meta, create)
-    assert created and len(made) == 2 and torch.equal(again.delayed, first.delayed)
+    again, source = fidelity.load_or_create(tmp_path, meta, create)
+    assert source == "created" and len(made) == 2 and torch.equal(again.delayed, first.delayed)
+    # A damaged copy in the shared cache is never used either: made again, and the cache mended.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / again.path.name).write_bytes(b"cut")
+    third, source = fidelity.load_or_create(tmp_path / "run2", meta, create, shared=shared)
+    assert source == "created" and len(made) == 3 and torch.equal(third.delayed, first.delayed)
+    assert third.path == tmp_path / "run2" / again.path.name
+    _, source = fidelity.load_or_create(tmp_path / "run3", meta, create, shared=shared)
+    assert source == "cache" and len(made) == 3

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dia_bench.harness.cell import text_tokens
+from dia_bench.harness.cell import Cell, text_tokens
 from dia_bench.harness.driver.launcher import run_isolated
 from dia_bench.harness.presets import PRESETS
 from tests.conftest import run_cli, tiny_cell
@@ -69,6 +69,7 @@ def test_crosscheck_needs_a_round():
     (lambda s: s.replace("seconds = [0.2]", "seconds = [1e400]"), ["seconds", "finite"]),
     (lambda s: s.replace("seconds = [0.2]", "seconds = [40.0]"), ["cell baseline at 40 s", "at most 35.5 s"]),
     (lambda s: s.replace("repeats = 3", "repeats = 3\ntarget_ci_pct = 2"), ["needs --max-repeats"]),
+    (lambda s: s.replace("repeats = 3", "repeats = 3\nwarmup_seconds = -0.5"), ["warmup_seconds", "> 0"]),
     (lambda s: s.replace("repeats = 3", 'repeats = 3\ngpu_model = "H100"'), ["gpu_model", "add cuda to devices"]),
     (lambda s: s.replace('devices = ["cpu"]', 'devices = ["cuda"]\ngpu_model = "H 100"'),
      ["gpu_model = 'H 100'", "such as H100"]),
@@ -166,3 +167,13 @@ def test_a_gpu_model_is_matched_by_whole_words(model, name, matches):
     from dia_bench.harness.devices import gpu_model_matches
 
     assert gpu_model_matches(model, name) is matches
+
+
+def test_the_warmup_is_short_only_where_no_plugin_prepares_per_shape():
+    from dia_bench.optimizations.registry import resolve
+
+    cell = Cell(preset="dia-tiny", seconds=0.25, warmup_seconds=0.02)
+    assert cell.warmup_frames(full_length=resolve(["int8=dynamic", "cfg=0"], "cpu").warms_per_shape()) == 2
+    assert cell.warmup_frames(full_length=resolve(["compile"], "cpu").warms_per_shape()) == cell.frames
+    assert Cell(preset="dia-tiny", seconds=0.25).warmup_frames(full_length=False) == cell.frames
+    assert Cell(preset="dia-tiny", seconds=0.25, warmup_seconds=0.001).warmup_frames(full_length=False) == 1

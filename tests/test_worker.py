@@ -15,12 +15,14 @@ REQUIRED = ("schema_version", "status", "rtf", "xrt", "audio_seconds", "frames",
 
 
 def test_record_has_the_documented_fields(tmp_path):
-    rec = run_isolated(tiny_cell(repeats=2, warmup=1, profile_dir=str(tmp_path / "prof")), timeout_s=300)
+    rec = run_isolated(tiny_cell(repeats=2, warmup=1, warmup_seconds=0.02, profile_dir=str(tmp_path / "prof")),
+                       timeout_s=300)
     assert rec["status"] == "ok", rec.get("reason")
     for key in REQUIRED:
         assert key in rec, key
     assert rec["schema_version"] == SCHEMA_VERSION
     assert len(rec["repeats_seconds"]) == 2 and len(rec["warmup_seconds"]) == 1
+    assert rec["warmup_frames"] == 2 < rec["frames"]  # the short warmup request asked for
     assert rec["rtf"] == pytest.approx(rec["generation_seconds"] / rec["audio_seconds"])
     assert rec["xrt"] == pytest.approx(1 / rec["rtf"])
     assert rec["peak_vram_mb"] is None  # CPU cell

@@ -103,7 +103,7 @@ def expand(suite: Suite, this_machine: bool = True) -> list[PlannedCell]:
                 chosen = request_texts(text_key, texts)
                 cell = Cell(preset=preset, device=device, plugins=plugins, text=chosen[0],
                             batch_texts=chosen if len(chosen) > 1 else None, seconds=float(seconds), batch=batch,
-                            warmup=suite.warmup,
+                            warmup=suite.warmup, warmup_seconds=suite.warmup_seconds,
                             repeats=suite.min_repeats or suite.repeats, seed=suite.seed, fidelity=suite.fidelity,
                             time_budget_s=suite.time_budget_s, label=text_key, weights=suite.weights,
                             codec_weights=suite.codec_weights, target_ci_pct=suite.target_ci_pct,

@@ -25,7 +25,7 @@ SUITE_KEYS: dict[str, type | tuple[type, ...]] = {
     "warmup": int, "repeats": int, "min_repeats": int, "time_budget_s": (int, float), "seed": int,
     "timeout_s": (int, float), "fidelity": bool, "design": str, "cells": list, "weights": str,
     "codec_weights": str, "baseline_every": int, "target_ci_pct": (int, float), "max_repeats": int,
-    "gpu_model": str,
+    "gpu_model": str, "warmup_seconds": (int, float),
 }
 TOP_KEYS = {"suite", "plugins"}
 
@@ -42,6 +42,7 @@ class Suite:
     seconds: list[float] = field(default_factory=lambda: [1.0])
     batch: list[int] = field(default_factory=lambda: [1])
     warmup: int = 1
+    warmup_seconds: float | None = None  # the warmup request's length where no plugin needs the cell's own
     repeats: int = 3
     min_repeats: int | None = None
     max_repeats: int | None = None  # adaptive repeats: the most a cell may run to reach target_ci_pct

@@ -127,10 +127,11 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
     fault_hook()
 
     warmup_s = []
+    warmup_frames = cell.warmup_frames(full_length=plan.warms_per_shape())
     with memory.phase("warmup"):
         for i in range(cell.warmup):
             progress("warmup", i=i + 1, n=cell.warmup)
-            warmup_s.append(pipe.run(texts, cell.frames, sampling, cell.seed).times.generate_s)
+            warmup_s.append(pipe.run(texts, warmup_frames, sampling, cell.seed).times.generate_s)
 
     outputs: list[PipelineOutput] = []
     measured_from = now()
@@ -155,6 +156,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         "transform_seconds": transform_s,
         "load_seconds": round(load_s, 4),
         "warmup_seconds": warmup_s,
+        "warmup_frames": warmup_frames,
         "repeats_seconds": gen,
         # When the measured repeats ran: speedups compare against the baseline interpolated to here.
         "measured_from": measured_from,
@@ -266,13 +268,15 @@ def _fidelity(cell: Cell, plan: Plan, pipe: DiaPipeline, weights: dict[str, Any]
         finally:
             del reference
 
-    history, created = fidelity.load_or_create(directory, history_meta(cell, weights), create)
+    history, source = fidelity.load_or_create(directory, history_meta(cell, weights), create,
+                                              shared=cache_dir() / "fidelity" if cell.fidelity_dir else None)
+    made = {"created_by_this_cell": source == "created", "source": source}
     if not plan.steps:
         return {"compared": False, "reason": "this cell is the unoptimized fp32 reference",
-                "history": {**history.describe(), "created_by_this_cell": created}}
+                "history": {**history.describe(), **made}}
     result = fidelity.judge(pipe, pipe.generation_kwargs(cell.frames, sampling), inputs, history,
                             out.audio[0], real_weights=not weights["audio_is_noise"])
-    result["history"]["created_by_this_cell"] = created
+    result["history"].update(made)
     return result
 
 

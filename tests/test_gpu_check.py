@@ -85,9 +85,10 @@ def test_bad_cell_tables_are_one_line_errors(tmp_path, cells, needles):
     _one_line_usage_error(run_cli("sweep", str(path), "--list"), str(path), *needles)
 
 
-def _gpu_check(*args: str) -> subprocess.CompletedProcess:
+def _gpu_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(GPU_CHECK), *args], capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL, env={**os.environ, "GPU_CHECK_PYTHON": sys.executable})
+                          stdin=subprocess.DEVNULL,
+                          env={**os.environ, "GPU_CHECK_PYTHON": sys.executable, **(env or {})})
 
 
 def test_gpu_check_rehearsal_lists_the_suite_on_cpu_and_dia_tiny():
@@ -99,6 +100,20 @@ def test_gpu_check_rehearsal_lists_the_suite_on_cpu_and_dia_tiny():
     assert any(ln.split()[1].endswith("dtype=bf16/medium/2s/b8") for ln in cells), result.stdout
     tf32 = next(ln for ln in cells if "/tf32/" in ln)
     assert "skipped: " in tf32 and "does not apply to cpu" in tf32  # recorded as skipped, not an error
+
+
+def test_gpu_check_engine_part_lists_the_step_bench_and_its_variants():
+    result = _gpu_check("--part", "engine", "--list", env={"ENGINE_VARIANTS": "base fused+autotune"})
+    assert result.returncode == 0, result.stderr
+    assert "engine-step (tests/bench_gpu_step.py: variants base fused+autotune" in result.stdout, result.stdout
+    assert "pytest-cuda" not in result.stdout and "sweep" not in result.stdout
+
+
+def test_the_step_bench_refuses_an_unknown_variant_in_one_line():
+    result = subprocess.run([sys.executable, "-m", "tests.bench_gpu_step", "--variant", "fused+warp"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2 and "variant 'fused+warp': knobs are autotune, base, cdt, fused" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("args, needle", [

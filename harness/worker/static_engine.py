@@ -292,7 +292,10 @@ def _fuse_qkv(layers: Any) -> list[torch.Tensor | None]:
         weight = getattr(sa, "_dia_bench_qkv", None)
         if weight is not None and sa.q_proj.weight.data_ptr() != weight.data_ptr():
             weight = None  # the model was cast or moved since: join its new weights
-        if weight is None and all(type(p) is torch.nn.Linear and p.bias is None for p in projs):
+        # Plain Linear layers with plain float weights: torchao quantizes in place (the module stays a
+        # Linear, its weight becomes a tensor subclass), and joining those would unquantize them.
+        if weight is None and all(type(p) is torch.nn.Linear and p.bias is None and p.weight.is_floating_point()
+                                  and type(p.weight.detach()) is torch.Tensor for p in projs):
             weight = torch.cat([p.weight.detach() for p in projs])
             start = 0
             for p in projs:

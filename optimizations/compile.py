@@ -36,6 +36,7 @@ class Compile(Plugin):
         model = pipeline.model
         model.forward = torch.compile(model.forward, mode=value, dynamic=False)
         pipeline.generate_kwargs["cache_implementation"] = "static"
+        pipeline.forward_compiled = True  # fidelity teacher-forces through generate: the graphs it measured
         return f"forward compiled (mode={value}, static cache); compilation happens in the warmup"
 
     def report(self, pipeline, value: str) -> dict[str, Any]:

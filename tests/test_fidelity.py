@@ -158,3 +158,19 @@ def test_a_history_cut_short_is_made_again(tmp_path, tiny_pipeline):
     assert third.path == tmp_path / "run2" / again.path.name
     _, source = fidelity.load_or_create(tmp_path / "run3", meta, create, shared=shared)
     assert source == "cache" and len(made) == 3
+
+
+def test_teacher_forcing_through_generate_gives_the_one_pass_logits(tiny_pipeline):
+    """What a compiled forward is judged by: generate, each step forced to the history's token, gives
+    the logits of one forward pass over the history (fp32 rounding apart) and follows the history."""
+    pipe, _ = tiny_pipeline
+    inputs = pipe.tokenize(["[S1] Hello there. [S2] Hi! How are you?"])
+    kwargs = pipe.generation_kwargs(20, SamplingParams())
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        delayed = pipe.model.generate(**inputs, **kwargs)
+        one_pass = fidelity.teacher_forced_logits(pipe.model, inputs, delayed, cfg=True)
+        forced = fidelity.generate_forced_logits(pipe.model, kwargs, inputs, delayed)
+    assert forced.shape == one_pass.shape == (2 * 9, delayed.shape[1] - 1, 1028)
+    assert torch.allclose(forced, one_pass, atol=1e-5), (forced - one_pass).abs().max()
+    assert "_get_logits_processor" not in vars(pipe.model)  # the model is left as it was

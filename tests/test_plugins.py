@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import sys
@@ -138,7 +139,14 @@ def test_compile_really_compiles_keeps_compile_time_apart_and_its_cache_outlives
     assert report["compile_cache"] in ("cold", "warm", "partial")
     # The first call carries the compilation; steady-state repeats do not.
     assert rec["warmup_seconds"][0] > max(rec["repeats_seconds"])
-    warm = run_isolated(cell, timeout_s=600)["plugin_reports"]["compile=default"]
+    # Again, warm, and with fidelity: its teacher-forced pass runs through generate, on the graphs the
+    # repeats ran, so it compiles nothing new and reads the reference's distributions.
+    warm_rec = run_isolated(dataclasses.replace(cell, fidelity=True), timeout_s=600)
+    assert warm_rec["status"] == "ok", warm_rec.get("reason")
+    fid = warm_rec["fidelity"]
+    assert fid["teacher_forced_through"] == "generate" and fid["graphs_compiled"] == 0, fid
+    assert fid["sampled"]["total_variation"] < 0.01, fid["sampled"]
+    warm = warm_rec["plugin_reports"]["compile=default"]
     assert warm["compile_cache"] == "warm" and versions_key() in warm["compile_cache_dir"]
     assert Path(inductor_cache_dir({}, tmp_path)).resolve() == Path(warm["compile_cache_dir"]).resolve()
     cold = Path(inductor_cache_dir({COLD_ENV: "1"}, tmp_path))

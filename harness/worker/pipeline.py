@@ -84,6 +84,7 @@ class DiaPipeline:
         self.device = torch.device(device)
         # Plugins may replace how the model's forward runs (compile) or add generate kwargs (cfg).
         self.generate_kwargs: dict[str, Any] = {}
+        self.forward_compiled = False  # set by the compile plugin on the hf path
         self.generation_contexts: list[Callable[[], contextlib.AbstractContextManager]] = []
         # Rows the decoder really runs: 2x the requests with CFG, 1x without. Seen, not assumed.
         self.decoder_rows = 0

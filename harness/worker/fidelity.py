@@ -179,15 +179,15 @@ def own_distributions(pipe, kwargs: dict[str, Any], inputs: dict[str, torch.Tens
     """Teacher-forced raw logits, and the distributions each token is drawn from, through what the
     pipeline really runs: with `engine=static` its own cache and sampling, else the model's forward and
     transformers' processors."""
-    engine = getattr(pipe, "engine", None)
+    path = teacher_forcing_path(pipe)
     with pipe.generation_context():
-        if engine is not None:
-            logits = engine.teacher_forced_logits(inputs, delayed, kwargs)
-        elif teacher_forcing_path(pipe) == "generate":
+        if path == "engine":
+            logits = pipe.engine.teacher_forced_logits(inputs, delayed, kwargs)
+        elif path == "generate":
             logits = generate_forced_logits(pipe.model, kwargs, inputs, delayed)
         else:
             logits = teacher_forced_logits(pipe.model, inputs, delayed, _cfg_active(kwargs))
-    if engine is not None:
+    if path == "engine":
         return logits, engine_distributions(kwargs, logits, delayed.shape[-1])
     return logits, sampled_distributions(pipe.model, kwargs, inputs, delayed, logits)
 
@@ -332,22 +332,22 @@ def load_or_create(directory: Path, meta: dict[str, Any], create: Callable[[str]
                 return load_history(path, history_id), "run"
             except Exception:  # a file cut short by a killed worker: make it again
                 path.unlink(missing_ok=True)
-        if shared is not None and shared.resolve() != directory.resolve():
-            with _locked(shared / name):
-                if (shared / name).is_file():
+        cached = shared / name if shared is not None and shared.resolve() != directory.resolve() else None
+        if cached is not None:
+            with _locked(cached):
+                if cached.is_file():
                     try:
-                        history = load_history(shared / name, history_id)
+                        history = load_history(cached, history_id)
                     except Exception:  # damaged: never used, made again below
-                        (shared / name).unlink(missing_ok=True)
+                        cached.unlink(missing_ok=True)
                     else:
                         save_history(history, path)
                         return history, "cache"
         history = create(history_id)
-        save_history(history, path)
-        if shared is not None and shared.resolve() != directory.resolve():
-            with _locked(shared / name):
-                save_history(history, shared / name)
-            history.path = path
+        if cached is not None:
+            with _locked(cached):
+                save_history(history, cached)
+        save_history(history, path)  # last: the history names the run directory's copy
         return history, "created"
 
 

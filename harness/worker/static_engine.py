@@ -178,7 +178,8 @@ class StaticEngine:
             sa = layer.self_attention
             h = layer.pre_sa_norm(x)
             if self.qkv is not None and self.qkv[i] is not None:
-                q, k, v = F.linear(h, self.qkv[i]).split(self.qkv_split(sa), dim=-1)
+                q, k, v = F.linear(h, self.qkv[i]).split(
+                    [sa.q_proj.out_features, sa.k_proj.out_features, sa.v_proj.out_features], dim=-1)
             else:
                 q, k, v = sa.q_proj(h), sa.k_proj(h), sa.v_proj(h)
             q, k, v = (t.view(rows, 1, -1, sa.head_dim).transpose(1, 2) for t in (q, k, v))
@@ -197,11 +198,6 @@ class StaticEngine:
             x = x + layer.mlp(layer.pre_mlp_norm(x))
         x = decoder.norm(x)
         return model.logits_dense(x).view(rows, decoder.num_channels, decoder.vocab_size).float()
-
-    @staticmethod
-    def qkv_split(sa: Any) -> list[int]:
-        return [sa.num_heads * sa.head_dim, sa.num_key_value_heads * sa.head_dim,
-                sa.num_key_value_heads * sa.head_dim]
 
     # -- sampling, as transformers' Dia processors do it, on the device -------------------------
 

@@ -71,6 +71,32 @@ def test_a_global_setting_in_one_cell_does_not_leak_into_the_next():
     assert second["env"]["torch_threads"] == parent_threads
     assert second["env"]["thread_env"] == {}
     assert torch.get_num_threads() == parent_threads
+    # OpenMP reads its thread count at import, which the fork server did before the plugin set it: that
+    # cell replaced its fork with a fresh interpreter. The next cell was forked, with torch's defaults.
+    assert first["worker_start"]["process"] == "fresh"
+    assert "OMP_NUM_THREADS" in first["worker_start"]["note"]
+    assert second["worker_start"]["process"] == "forked"
+
+
+def test_a_forked_worker_measures_what_a_fresh_interpreter_does():
+    forked = run_isolated(tiny_cell(repeats=1), timeout_s=300)
+    fresh = run_isolated(tiny_cell(repeats=1), timeout_s=300, extra_env={"DIA_BENCH_FORK": "0"})
+    assert forked["status"] == fresh["status"] == "ok"
+    assert (forked["worker_start"]["process"], fresh["worker_start"]) == ("forked", {"process": "fresh"})
+    # The same seeded weights and sampling give the same audio, and the fork skipped the imports.
+    assert forked["audio_sha256"] == fresh["audio_sha256"]
+    assert forked["env"]["torch_threads"] == fresh["env"]["torch_threads"]
+    assert forked["load_seconds"] < fresh["load_seconds"]
+
+
+def test_only_variables_read_later_may_differ_from_the_fork_servers():
+    from dia_bench.harness.worker.forked import differs_at_import
+
+    server = {"PATH": "/bin", "OMP_NUM_THREADS": "2", "DIA_BENCH_CACHE": "/a"}
+    assert differs_at_import(server, {**server, "DIA_BENCH_CACHE": "/b", "TORCHINDUCTOR_CACHE_DIR": "/c"}) == []
+    assert differs_at_import(server, {**server, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}) == \
+        ["MKL_NUM_THREADS", "OMP_NUM_THREADS"]
+    assert differs_at_import(server, {"OMP_NUM_THREADS": "2", "DIA_BENCH_CACHE": "/a"}) == ["PATH"]
 
 
 def test_run_command_prints_a_summary_and_writes_the_record(tmp_path):

@@ -2,6 +2,12 @@
 
 A crash, an out-of-memory kill or a timeout in the child becomes a `failed` record with the
 reason; the parent carries on.
+
+Each cell's process is forked from a server that imported torch and transformers once
+(harness/worker/preload.py): a fresh interpreter spends about 5 s of a core on those imports, more
+than a dia-tiny cell measures. The fork is still a process of its own per cell, with nothing of an
+earlier cell in it; where imports would have seen another environment it becomes a fresh interpreter
+(harness/worker/forked.py). `DIA_BENCH_FORK=0` starts every cell in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from typing import Any
 
 from dia_bench.harness.caches import COLD_ENV, compile_cache_dir
 from dia_bench.harness.cell import Cell
+from dia_bench.harness.driver.forkserver import ForkedWorker, fork_worker
 from dia_bench.harness.jsonio import read_json, write_json_atomic
 from dia_bench.harness.record import PROGRESS_PREFIX, not_ok
 
 ProgressFn = Callable[[dict[str, Any]], None]
+FORK_ENV = "DIA_BENCH_FORK"  # "0": every cell in a fresh interpreter
 
 
 def _signal_reason(code: int) -> str:
@@ -57,9 +65,31 @@ def inductor_cache_dir(env: dict[str, str], scratch: Path) -> str:
     return str(compile_cache_dir())
 
 
+def _start_worker(argv: list[str], env: dict[str, str], die_with_parent: bool):
+    """The cell's process: forked from the preloaded server where it can be, else a fresh interpreter."""
+    if not die_with_parent and sys.platform == "linux" and env.get(FORK_ENV) != "0":
+        forked = fork_worker(argv, env)
+        if forked is not None:
+            return forked
+    return subprocess.Popen(
+        [sys.executable, "-m", "dia_bench.harness.worker", *argv],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,  # its own process group, so a timeout kills compile workers too
+        preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,
+    )
+
+
+def _kill_group(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # a fork killed before it made its own group
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+
+
 def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: ProgressFn | None = None,
                  extra_env: dict[str, str] | None = None, die_with_parent: bool = False) -> dict[str, Any]:
-    """Run `cell` in a fresh interpreter and return its record (failed if the worker died).
+    """Run `cell` in a process of its own and return its record (failed if the worker died).
 
     die_with_parent: a Ray worker can be killed outright (its node or driver lost); the cell's worker,
     in a session of its own, would otherwise go on measuring beside the cells that follow.
@@ -71,12 +101,7 @@ def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: Progre
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
         env["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache_dir(env, Path(tmp))
         start = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dia_bench.harness.worker", str(cell_path), str(record_path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-            start_new_session=True,  # its own process group, so a timeout kills compile workers too
-            preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,
-        )
+        proc = _start_worker([str(cell_path), str(record_path)], env, die_with_parent)
         tail: deque[str] = deque(maxlen=40)
 
         def pump_stderr() -> None:
@@ -100,14 +125,16 @@ def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: Progre
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_group(proc)
             proc.wait()
         except BaseException:  # Ctrl-C in the parent: take the child down with it
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_group(proc)
             proc.wait()
             raise
         for r in readers:
             r.join(timeout=5)
+        if isinstance(proc, ForkedWorker):
+            proc.close()
         wall = time.monotonic() - start
         stderr_tail = "\n".join(tail)
 

@@ -2,7 +2,9 @@
 
     python -m dia_bench.harness.worker CELL.json RECORD.json
 
-Nothing here imports torch before the plugins' process set-up has run. Progress goes to stderr as
+Nothing here imports torch before the plugins' process set-up has run. A worker forked from the
+launcher's fork server has torch imported already: where that set-up changes what imports read, it
+becomes a fresh interpreter first (harness/worker/forked.py). Progress goes to stderr as
 `@dia-bench {json}` lines for the parent's display.
 """
 
@@ -46,7 +48,8 @@ def _inject_fault() -> None:
         raise RuntimeError("injected fault")
 
 
-def run_cell(cell: Cell) -> dict[str, Any]:
+def run_cell(cell: Cell, argv: list[str] | None = None) -> dict[str, Any]:
+    from dia_bench.harness.worker import forked
     from dia_bench.optimizations.registry import resolve
 
     rec = base_record(cell)
@@ -54,6 +57,9 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     plan = resolve(cell.plugins, cell.device)
     for step in plan.steps:
         os.environ.update(step.plugin.process_env(step.value))
+    if argv is not None:
+        forked.replace_if_imports_differ(argv)
+    rec["worker_start"] = forked.how_started()
 
     import torch
 
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     cell_path, record_path = argv
     cell = Cell.from_dict(read_json(cell_path))
     try:
-        rec = run_cell(cell)
+        rec = run_cell(cell, argv)
         code = 0
     except Exception as exc:
         reason, tb = exception_reason(exc)

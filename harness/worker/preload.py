@@ -1,0 +1,26 @@
+"""What a forked worker finds already imported: torch, transformers' Dia and DAC, dia-bench's worker.
+
+Importing them takes about 5 s of one core per process on the machines dia-bench runs on, against
+well under a second for a dia-tiny cell's repeats. The launcher's fork server imports this module
+once (multiprocessing's `forkserver` preload) and forks each cell from it; see harness/worker/forked.py
+for when a cell gets a fresh interpreter instead.
+
+Nothing here may start a thread pool, touch a GPU or read a setting from the environment that a cell
+could change: the forked children inherit all of it.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401
+import transformers  # noqa: F401
+from transformers import (  # noqa: F401
+    DacModel,
+    DiaFeatureExtractor,
+    DiaForConditionalGeneration,
+    DiaProcessor,
+    DiaTokenizer,
+    LogitsProcessor,
+)
+
+from dia_bench.harness import env  # noqa: F401
+from dia_bench.harness.worker import fidelity, measure, pipeline, static_engine  # noqa: F401

@@ -139,3 +139,28 @@ def test_a_suite_that_would_time_compilation_is_refused(tmp_path):
     result = run_cli("sweep", str(write_suite(tmp_path, text)), "--list")
     assert result.returncode == 2 and "warmup = 0 with a compile cell" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_bandwidth_cached_on_another_processor_is_not_used(tmp_path, monkeypatch):
+    # These VMs keep their host name when they move to another CPU: a figure measured on a Zen 4 must
+    # not be the roofline of a Xeon.
+    import torch
+
+    from dia_bench.harness import env
+    from dia_bench.harness.jsonio import write_json_atomic
+    from dia_bench.harness.worker import roofline
+
+    monkeypatch.setenv("DIA_BENCH_CACHE", str(tmp_path))
+    cpu = torch.device("cpu")
+    here = roofline.bandwidth_key(cpu)
+    assert env.cpu_info()["model"] in here
+    elsewhere = {**env.cpu_info(), "model": "AMD EPYC 9R14 96-Core Processor"}
+    monkeypatch.setattr(env, "cpu_info", lambda: elsewhere)
+    there = roofline.bandwidth_key(cpu)
+    assert there != here and "EPYC 9R14" in there
+    write_json_atomic(tmp_path / "bandwidth.json", {there: {"gbps": 1e6, "method": "sentinel", "kernels": {}}})
+    assert roofline.measured_bandwidth_gbps(cpu) == {"gbps": 1e6, "method": "sentinel", "kernels": {}, "cached": True}
+    monkeypatch.undo()
+    monkeypatch.setenv("DIA_BENCH_CACHE", str(tmp_path))
+    fresh = roofline.measured_bandwidth_gbps(cpu)
+    assert fresh["cached"] is False and fresh["gbps"] < 1e6

@@ -168,13 +168,28 @@ def _measure(device: torch.device, iters: int = 5) -> dict:
             "kernels": kernels}
 
 
-def measured_bandwidth_gbps(device: torch.device) -> dict:
-    """Measured once per machine, device, thread count and method, then read from the cache."""
+def bandwidth_key(device: torch.device) -> str:
+    """What a cached bandwidth belongs to. The host name alone is not enough: a VM keeps its name when
+    it moves to another CPU (this project's own machines have been a Zen 4, a Xeon and an AVX2 EPYC
+    under one name), so the processor model, its flags and the cores it offers are in the key too."""
+    import hashlib
     import socket
 
-    key = f"{socket.gethostname()}|{device}|{torch.get_num_threads()}|v{BANDWIDTH_METHOD_VERSION}"
+    from dia_bench.harness.env import cpu_info
+
+    cpu = cpu_info()
+    flags = hashlib.sha256(" ".join(cpu["flags"]).encode()).hexdigest()[:12]
+    key = (f"{socket.gethostname()}|{device}|{torch.get_num_threads()}|v{BANDWIDTH_METHOD_VERSION}"
+           f"|{cpu['model']}|{cpu['logical_cores']} cores|flags {flags}")
     if device.type == "cuda":
         key += "|" + torch.cuda.get_device_name(device)
+    return key
+
+
+def measured_bandwidth_gbps(device: torch.device) -> dict:
+    """Measured once per machine (host, processor, cores), device, thread count and method, then read
+    from the cache."""
+    key = bandwidth_key(device)
     path = cache_dir() / "bandwidth.json"
     try:
         cached = read_json(path)

@@ -33,6 +33,7 @@ from dia_bench.harness.driver.suite import load_texts, request_texts
 from dia_bench.harness.presets import frames_for_seconds
 from dia_bench.harness.worker.measure import load_pipeline
 from dia_bench.harness.worker.pipeline import SamplingParams
+from dia_bench.harness.worker.profiling import DEVICE_WORK, device_busy
 from dia_bench.harness.worker.static_engine import StaticEngine
 from dia_bench.optimizations.api import apply_plan
 from dia_bench.optimizations.registry import resolve
@@ -42,14 +43,18 @@ KNOBS = {"base", "fused", "cdt", "autotune"}
 
 def kernel_table(prof, steps: int, top: int = 25) -> dict:
     """Device kernels summed by name, per decode step (the request's encoder and codec included)."""
-    rows = [e for e in prof.key_averages() if getattr(e, "self_device_time_total", 0) > 0]
-    rows.sort(key=lambda e: e.self_device_time_total, reverse=True)
-    busy_us = sum(e.self_device_time_total for e in rows)
+    work = [e for e in prof.events() if getattr(e, "activity_type", None) in DEVICE_WORK]
+    by_name: dict[str, list] = {}
+    for e in work:
+        by_name.setdefault(e.name, []).append(e)
+    rows = sorted(((name, sum(e.time_range.elapsed_us() for e in es), len(es)) for name, es in by_name.items()),
+                  key=lambda row: row[1], reverse=True)
+    busy_us, kernels = device_busy(work)
     return {
         "busy_us_per_step": round(busy_us / steps, 1),
-        "kernels_per_step": round(sum(e.count for e in rows) / steps, 1),
-        "top": [{"name": e.key[:120], "us_per_step": round(e.self_device_time_total / steps, 2),
-                 "calls_per_step": round(e.count / steps, 2)} for e in rows[:top]],
+        "kernels_per_step": round(kernels / steps, 1),
+        "top": [{"name": name[:120], "us_per_step": round(us / steps, 2), "calls_per_step": round(n / steps, 2)}
+                for name, us, n in rows[:top]],
     }
 
 

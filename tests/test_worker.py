@@ -114,3 +114,20 @@ def test_run_command_prints_a_summary_and_writes_the_record(tmp_path):
 
     audio, rate = soundfile.read(wav)
     assert rate == 44100 and len(audio) == rec["frames"] * 512
+
+
+def test_device_busy_counts_each_microsecond_of_device_work_once():
+    # Real profiler event objects, laid out as a CUDA profile records them: a GPU annotation spanning
+    # the step, two overlapping kernels, a copy, a runtime record and the CPU operator that launched them.
+    from torch.autograd.profiler_util import FunctionEvent
+
+    from dia_bench.harness.worker.profiling import device_busy
+
+    def event(name, start, end, activity):
+        return FunctionEvent(id=0, name=name, thread=0, start_us=start, end_us=end, activity_type=activity)
+
+    events = [event("decode step", 0, 100, "gpu_user_annotation"), event("aten::mm", 0, 30, "cpu_op"),
+              event("gemm", 5, 15, "kernel"), event("norm", 10, 20, "kernel"),
+              event("Memcpy HtoD", 40, 45, "gpu_memcpy"), event("Command Buffer Full", 0, 90, "cuda_runtime")]
+    assert device_busy(events) == (20.0, 3)
+    assert device_busy([]) == (0.0, 0)

@@ -38,10 +38,28 @@ def profile_once(fn: Callable[[], object], device: torch.device, trace_path: Pat
            "all_op_names": sorted({e.key for e in events}), "wall_ms": round(wall_ms, 3),
            "device_busy_ms": None, "device_busy_fraction": None, "device_kernels": None}
     if device.type == "cuda":
-        # Kernel time only (a kernel's self time is its device time): where it is far below the wall
-        # time, the device waited on the host, as it does between the launches of an eager decode step.
-        busy = [e for e in events if getattr(e, "self_device_time_total", 0) > 0]
-        busy_ms = sum(e.self_device_time_total for e in busy) / 1000
-        out.update(device_busy_ms=round(busy_ms, 3), device_busy_fraction=round(busy_ms / wall_ms, 4),
-                   device_kernels=sum(e.count for e in busy))
+        # Where the busy time is far below the wall time, the device waited on the host, as it does
+        # between the launches of an eager decode step.
+        busy_us, kernels = device_busy(prof.events())
+        out.update(device_busy_ms=round(busy_us / 1000, 3), device_busy_fraction=round(busy_us / 1000 / wall_ms, 4),
+                   device_kernels=kernels)
     return out
+
+
+# Work the device itself did. Not counted: CPU operators (their device time is that of the kernels they
+# launched, counted already), GPU-side user annotations (they span kernels and the gaps between them)
+# and CUDA runtime or overhead records such as "Command Buffer Full".
+DEVICE_WORK = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
+
+
+def device_busy(events) -> tuple[float, int]:
+    """Microseconds in which at least one kernel, copy or memset ran (overlaps counted once), and how
+    many ran, from a profile's raw events."""
+    spans = sorted((e.time_range.start, e.time_range.end) for e in events
+                   if getattr(e, "activity_type", None) in DEVICE_WORK)
+    busy, reach = 0.0, float("-inf")
+    for start, end in spans:
+        if end > reach:
+            busy += end - max(start, reach)
+            reach = end
+    return busy, len(spans)

@@ -131,3 +131,12 @@ def test_device_busy_counts_each_microsecond_of_device_work_once():
               event("Memcpy HtoD", 40, 45, "gpu_memcpy"), event("Command Buffer Full", 0, 90, "cuda_runtime")]
     assert device_busy(events) == (20.0, 3)
     assert device_busy([]) == (0.0, 0)
+
+
+def test_cells_on_a_gpu_on_ray_or_with_forking_off_start_fresh():
+    from dia_bench.harness.driver.launcher import forkable
+
+    assert forkable(tiny_cell(), {}, die_with_parent=False)
+    assert not forkable(tiny_cell(device="cuda:0"), {}, die_with_parent=False)
+    assert not forkable(tiny_cell(), {}, die_with_parent=True)
+    assert not forkable(tiny_cell(), {"DIA_BENCH_FORK": "0"}, die_with_parent=False)

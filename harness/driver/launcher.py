@@ -7,7 +7,7 @@ Each cell's process is forked from a server that imported torch and transformers
 (harness/worker/preload.py): a fresh interpreter spends about 5 s of a core on those imports, more
 than a dia-tiny cell measures. The fork is still a process of its own per cell, with nothing of an
 earlier cell in it; where imports would have seen another environment it becomes a fresh interpreter
-(harness/worker/forked.py). `DIA_BENCH_FORK=0` starts every cell in a fresh interpreter.
+(harness/worker/forked.py). CPU cells only; `DIA_BENCH_FORK=0` starts every cell in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -65,9 +65,18 @@ def inductor_cache_dir(env: dict[str, str], scratch: Path) -> str:
     return str(compile_cache_dir())
 
 
-def _start_worker(argv: list[str], env: dict[str, str], die_with_parent: bool):
+def forkable(cell: Cell, env: dict[str, str], die_with_parent: bool) -> bool:
+    """Whether the cell may be forked from the fork server. Not on Ray (a fork outlives its Ray worker)
+    and not on a GPU: CUDA does not survive a fork once a process has touched it, and whether
+    importing transformers checks for a GPU is not a promise (CUDA cells start fresh, and their
+    imports are a small part of their time anyway)."""
+    return (not die_with_parent and sys.platform == "linux" and env.get(FORK_ENV) != "0"
+            and not cell.device.startswith("cuda"))
+
+
+def _start_worker(argv: list[str], env: dict[str, str], fork: bool, die_with_parent: bool):
     """The cell's process: forked from the preloaded server where it can be, else a fresh interpreter."""
-    if not die_with_parent and sys.platform == "linux" and env.get(FORK_ENV) != "0":
+    if fork:
         forked = fork_worker(argv, env)
         if forked is not None:
             return forked
@@ -101,7 +110,8 @@ def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: Progre
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
         env["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache_dir(env, Path(tmp))
         start = time.monotonic()
-        proc = _start_worker([str(cell_path), str(record_path)], env, die_with_parent)
+        proc = _start_worker([str(cell_path), str(record_path)], env, forkable(cell, env, die_with_parent),
+                             die_with_parent)
         tail: deque[str] = deque(maxlen=40)
 
         def pump_stderr() -> None:

@@ -251,3 +251,24 @@ def test_on_cuda_reduce_overhead_replays_the_whole_step_as_a_cuda_graph(tmp_path
     assert compiled["cudagraph_skips"] == 0, "the decode step ran outside a CUDA graph (see the worker's log)"
     # Inductor's fp32 kernels round differently from eager's, so near ties may part; most must not.
     assert rec["fidelity"]["sampled"]["top1_agreement"] >= 0.9, rec["fidelity"]
+
+
+def test_int8_layers_run_torch_aos_kernel_through_one_operator_that_compile_traces():
+    import torch.ao.nn.quantized.dynamic as qd
+
+    from dia_bench.optimizations.api import create_fast_generate
+    from tests.test_api import _fresh_models
+
+    model, _ = _fresh_models()
+    pipe = create_fast_generate(model, None, plugins=["int8=dynamic"], device="cpu", seed=0).pipeline
+    layers = [m for m in pipe.model.modules() if isinstance(m, qd.Linear)]
+    assert layers and all("int8_dynamic_linear" in repr(m.forward) for m in layers)
+    x = torch.randn(2, 3, layers[0].in_features)
+    assert torch.equal(layers[0](x), qd.Linear.forward(layers[0], x))  # torch.ao's own forward, bit for bit
+    # Compiled, the decode step is one graph: torch.ao's packed weights used to break it at every layer.
+    rec = run_isolated(tiny_cell(plugins=["engine=static", "int8=dynamic", "compile"], warmup=1, repeats=1,
+                                 fidelity=False), timeout_s=900)
+    assert rec["status"] == "ok", rec.get("reason")
+    assert "int8_dynamic_linear" in rec["plugin_notes"]["int8=dynamic"]
+    compiled = rec["plugin_reports"]["compile=default"]
+    assert compiled["dynamo_unique_graphs"] >= 1 and compiled["graph_breaks"] == 0, compiled

@@ -265,7 +265,7 @@ def test_int8_layers_run_torch_aos_kernel_through_one_operator_that_compile_trac
     assert layers and all("int8_dynamic_linear" in repr(m.forward) for m in layers)
     x = torch.randn(2, 3, layers[0].in_features)
     assert torch.equal(layers[0](x), qd.Linear.forward(layers[0], x))  # torch.ao's own forward, bit for bit
-    # Compiled, the decode step is one graph: torch.ao's packed weights used to break it at every layer.
+    # Compiled, the decode step is one graph: torch.ao's packed weights used to break it.
     rec = run_isolated(tiny_cell(plugins=["engine=static", "int8=dynamic", "compile"], warmup=1, repeats=1,
                                  fidelity=False), timeout_s=900)
     assert rec["status"] == "ok", rec.get("reason")

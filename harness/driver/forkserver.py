@@ -56,6 +56,13 @@ class ForkServer:
             raise ForkServerError("the fork server ended")
         return json.loads(message)
 
+    def _next(self, timeout: float | None) -> dict:
+        """The next reply; a child's exit is kept for `wait_for`, whenever it comes."""
+        reply = self._receive(timeout)
+        if "exit" in reply:
+            self._exits[reply["pid"]] = reply["exit"]
+        return reply
+
     def fork(self, argv: list[str], env: dict[str, str]) -> ForkedWorker:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -63,12 +70,8 @@ class ForkServer:
             with self._lock:
                 request = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd()}).encode()
                 socket.send_fds(self._sock, [request], [out_w, err_w])
-                while True:
-                    reply = self._receive(60)
-                    if "exit" in reply:
-                        self._exits[reply["pid"]] = reply["exit"]
-                    else:
-                        break
+                while "exit" in (reply := self._next(60)):
+                    pass
         except BaseException:
             os.close(out_r)
             os.close(err_r)
@@ -85,13 +88,11 @@ class ForkServer:
             while pid not in self._exits:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0)
                 try:
-                    reply = self._receive(left)
+                    self._next(left)
                 except TimeoutError:
                     return None
                 except ForkServerError:
                     return self._orphan_exit(pid, deadline)
-                if "exit" in reply:
-                    self._exits[reply["pid"]] = reply["exit"]
             return self._exits.pop(pid)
 
     @staticmethod

@@ -1,8 +1,13 @@
-"""INT4 weight-only quantization of the Dia Linear layers, groupwise scales and zero points.
+"""INT4 weights of the Dia Linear layers, groupwise scales and zero points.
 
-CPU: torch's own int4 kernels (`_convert_weight_to_int4pack_for_cpu`, `_weight_int4pack_mm_for_cpu`),
-run with bf16 activations whatever the model's dtype (its only fast path; see _int4_linear).
-CUDA: torchao's Int4WeightOnlyConfig where torchao is installed. The codec is never quantized.
+Values 32, 64, 128 (the group size): weight-only. CPU: torch's own int4 kernels
+(`_convert_weight_to_int4pack_for_cpu`, `_weight_int4pack_mm_for_cpu`), run with bf16 activations
+whatever the model's dtype (its only fast path; see _int4_linear). CUDA: torchao's Int4WeightOnlyConfig
+where torchao is installed.
+Values 8da4w-32, -64, -128: int4 weights with int8 activations quantized per row and group at run
+time, through dia-bench's own CPU kernel (_w4a8): torch's int4 kernel is compute bound at a decode
+step's 2 rows and lost to fbgemm's int8; this one feeds the codes to 8-bit dot products.
+The codec is never quantized.
 """
 
 from __future__ import annotations
@@ -15,21 +20,34 @@ from dia_bench.optimizations._util import has_module, own_remaining_tensors
 from dia_bench.optimizations.base import Expectation, Plugin
 
 GROUP_SIZES = ("32", "64", "128")
+W4A8 = "8da4w-"  # the prefix of the int8-activation values
 KERNEL = "aten::_weight_int4pack_mm_for_cpu"
+W4A8_KERNEL = "dia_bench::w4a8_linear"
 
 
 class Int4(Plugin):
     name = "int4"
-    description = ("INT4 weight-only Linear layers with groupwise scales (the value: group size): torch's int4 "
-                   "CPU kernels, torchao on CUDA")
+    description = ("INT4 Linear layers with groupwise scales (the value: group size): weight-only through torch's "
+                   "int4 CPU kernels or torchao on CUDA; 8da4w-G adds int8 activations through dia-bench's CPU kernel")
     expectation = Expectation(section="Advanced Optimizations / Quantization (INT8/INT4)",
                               note="no speedup figure in the guide: 'maximum speed with some quality tradeoff'")
-    values = GROUP_SIZES
+    values = GROUP_SIZES + tuple(W4A8 + g for g in GROUP_SIZES)
     default = "128"
     conflicts = frozenset({"int8", "ipex", "autocast"})
     order = 20  # after the dtype cast (the scales take the weights' dtype), before compile
 
     def availability(self, value: str, device: str) -> str | None:
+        if value.startswith(W4A8):
+            import platform
+            import shutil
+
+            if device.startswith("cuda"):
+                return f"int4={value} is dia-bench's CPU kernel; on CUDA use int4={value[len(W4A8):]} (torchao)"
+            if platform.machine().lower() not in ("x86_64", "amd64"):
+                return f"int4={value}'s kernel is written for x86 (AVX2 or AVX-512 VNNI), not {platform.machine()}"
+            if not (shutil.which("gcc") or shutil.which("cc")):
+                return f"int4={value}'s kernel is built here at first use and needs a C compiler (gcc): none found"
+            return None
         if device.startswith("cuda"):
             if not has_module("torchao"):
                 return "int4 on CUDA runs through torchao, which is not installed (pip install 'dia-bench[torchao]')"
@@ -41,6 +59,8 @@ class Int4(Plugin):
         return None
 
     def incompatibility(self, value: str, device: str, others: dict[str, Any]) -> str | None:
+        if value.startswith(W4A8):
+            return None  # any activation dtype: the kernel takes the rows in fp32 and returns their dtype
         if device.startswith("cuda") and others.get("dtype") != "bf16":
             return "torchao's int4 CUDA kernel takes bf16 activations: add --opt dtype=bf16"
         if others.get("dtype") == "fp16":
@@ -50,24 +70,32 @@ class Int4(Plugin):
     def transform(self, pipeline, value: str) -> str:
         import torch
 
+        from dia_bench.optimizations import _w4a8
         from dia_bench.optimizations._int4_linear import Int4Linear
 
-        group = int(value)
+        w4a8 = value.startswith(W4A8)
+        group = int(value.removeprefix(W4A8))
         if pipeline.device.type == "cuda":
             return self._torchao(pipeline, group)
+        if w4a8:
+            try:
+                self.isa = _w4a8.isa()  # builds the kernel on this machine's first use
+            except _w4a8.KernelUnavailable as why:
+                raise RuntimeError(str(why)) from None
         skipped: Counter[str] = Counter()
 
-        def make(name: str, linear: torch.nn.Linear) -> Int4Linear | None:
+        def make(name: str, linear: torch.nn.Linear) -> torch.nn.Module | None:
             if linear.in_features % group:
                 skipped[f"in_features {linear.in_features} not a multiple of {group}"] += 1
                 return None
-            return Int4Linear(linear, group)
+            return _w4a8.W4A8Linear(linear, group) if w4a8 else Int4Linear(linear, group)
 
         with torch.no_grad():
             replaced, total = swap_linears(pipeline.model, make)
         own_remaining_tensors(pipeline.model)
         self.layers = {"quantized": replaced, "total": total, "left_in_float": dict(skipped)}
-        note = f"{replaced} of {total} Linear layers int4 (group size {group}, kernel {KERNEL}, bf16 activations)"
+        how = f"{W4A8_KERNEL} ({self.isa}), int8 activations" if w4a8 else f"{KERNEL}, bf16 activations"
+        note = f"{replaced} of {total} Linear layers int4 (group size {group}, kernel {how})"
         if skipped:
             note += "; left in float: " + ", ".join(f"{n} ({why})" for why, n in skipped.items())
         return note
@@ -83,6 +111,10 @@ class Int4(Plugin):
         return f"torchao Int4WeightOnlyConfig(group_size={group}) applied to the Linear layers of {total}"
 
     def report(self, pipeline, value: str) -> dict[str, Any]:
+        if value.startswith(W4A8):
+            return {"linear_kinds": linear_kinds(pipeline.model), "layers": getattr(self, "layers", None),
+                    "kernel": W4A8_KERNEL, "kernel_isa": getattr(self, "isa", None),
+                    "kernel_activations": "int8, per row and group of inputs"}
         return {"linear_kinds": linear_kinds(pipeline.model), "layers": getattr(self, "layers", None),
                 "kernel": "torchao int4" if pipeline.device.type == "cuda" else KERNEL,
                 "kernel_activations": "bfloat16"}

@@ -1,0 +1,174 @@
+"""int4 weights with int8 activations (8da4w) through dia-bench's own CPU kernel (_w4a8_kernel.c).
+
+The kernel is C built at first use by the system compiler with this machine's flags, and cached by
+the source, the compiler and the processor (the VMs here change CPU between sessions, and a library
+built for one may not run on another). It runs in torch's own OpenMP runtime: the library links
+libgomp, which resolves to the copy torch has already loaded, so both share one thread pool and
+torch.set_num_threads applies to both. Layers call it through one custom operator, so torch.compile
+traces the decode step as one graph around it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dia_bench.harness.paths import cache_dir
+from dia_bench.optimizations._int4_linear import quantize_groupwise
+
+SOURCE = Path(__file__).with_name("_w4a8_kernel.c")
+TILE = 64  # outputs per tile: TN in the C source
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11")
+
+
+class KernelUnavailable(RuntimeError):
+    """The kernel cannot be built here; the message says why."""
+
+
+def _compiler() -> str:
+    found = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
+    if not found:
+        raise KernelUnavailable("no C compiler found (gcc or $CC): the 8da4w kernel is built here at first use")
+    return found
+
+
+def _library_path(compiler: str) -> Path:
+    from dia_bench.harness.env import cpu_info
+
+    cpu = cpu_info()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, " ".join(FLAGS),
+                                    cpu["model"], " ".join(cpu["flags"])]).encode()).hexdigest()[:16]
+    return cache_dir() / "kernels" / f"w4a8-{key}.so"
+
+
+@cache
+def library() -> ctypes.CDLL:
+    """The built kernel, compiled now if this machine has not built this source before."""
+    compiler = _compiler()
+    path = _library_path(compiler)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            built = Path(tmp) / path.name
+            done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"],
+                                  capture_output=True, text=True, check=False)
+            if done.returncode:
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                raise KernelUnavailable(f"the 8da4w kernel did not compile with {compiler}: {last}")
+            os.replace(built, path)  # atomic: a concurrent worker sees the whole library or none
+    lib = ctypes.CDLL(str(path))
+    lib.w4a8_isa.restype = ctypes.c_char_p
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.w4a8_linear.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr]
+    return lib
+
+
+def isa() -> str:
+    """Which instructions the built kernel uses here: avx512-vnni, avx2 or scalar."""
+    return library().w4a8_isa().decode()
+
+
+def pack(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kernel's layout of `weight` [out, in]: codes (uint8, two a byte), scales and lows per group."""
+    n, k = weight.shape
+    pad = -n % TILE
+    if pad:
+        weight = torch.cat([weight, weight.new_zeros(pad, k)])
+    codes, scale, zero = quantize_groupwise(weight, group_size)
+    low = zero - 8 * scale  # quantize_groupwise's zero is torch's (q - 8) convention; the kernel's is q * s + low
+    tiles, groups = (n + pad) // TILE, k // group_size
+    c = codes.to(torch.uint8).reshape(tiles, 4, 16, k // 8, 2, 4).permute(0, 3, 1, 2, 5, 4)
+    packed = (c[..., 0] | (c[..., 1] << 4)).contiguous().reshape(-1)
+
+    def per_tile(t: torch.Tensor) -> torch.Tensor:
+        return t.float().reshape(tiles, TILE, groups).transpose(1, 2).contiguous()
+
+    return packed, per_tile(scale), per_tile(low)
+
+
+# This process's packed layers, by the index the operator is given: each a call of the kernel with
+# everything but the rows bound, since a call's Python overhead (about 20 us unbound) adds up over
+# the 130 layers of a decode step.
+_CALLS: list[Callable[[int, int, int], int]] = []
+
+
+def _run(x: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
+    k = x.shape[-1]
+    rows = x.reshape(-1, k)
+    if rows.dtype != torch.float32 or not rows.is_contiguous():
+        rows = rows.float().contiguous()
+    y = torch.empty(rows.shape[0], out_features)
+    if _CALLS[index](rows.data_ptr(), rows.shape[0], y.data_ptr()):
+        raise MemoryError("the 8da4w kernel could not allocate its activation buffers")
+    if x.dim() != 2:
+        y = y.reshape(*x.shape[:-1], out_features)
+    return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+
+@torch.library.custom_op("dia_bench::w4a8_linear", mutates_args=())
+def w4a8_linear(x: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
+    return _run(x, index, out_features)
+
+
+@w4a8_linear.register_fake
+def _(x: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], out_features)
+
+
+class W4A8Linear(nn.Module):
+    """A Linear whose weight is the kernel's int4 layout; activations quantized to int8 per row and group."""
+
+    def __init__(self, linear: nn.Linear, group_size: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.group_size = linear.in_features, linear.out_features, group_size
+        codes, scales, lows = pack(linear.weight.detach(), group_size)
+        self.register_buffer("codes", codes)
+        self.register_buffer("scales", scales)
+        self.register_buffer("lows", lows)
+        bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
+        self.register_buffer("bias", bias)
+        self.index = len(_CALLS)
+        k, n_pad = self.in_features, scales.shape[0] * TILE
+        bound = (codes.data_ptr(), scales.data_ptr(), lows.data_ptr(), n_pad, self.out_features,
+                 None if bias is None else bias.data_ptr())
+        call, keep = library().w4a8_linear, (codes, scales, lows, bias)  # keep: the pointers stay valid
+
+        def run(x: int, m: int, y: int, keep=keep) -> int:  # keep: held, not read
+            return call(x, m, k, group_size, *bound, y)
+
+        _CALLS.append(run)
+
+    def _apply(self, fn, recurse=True):
+        # The kernel reads this process's table, which holds the buffers as they were packed: a
+        # dtype or device cast would leave the table pointing at the old tensors, so refuse it.
+        before = [b.data_ptr() for b in (self.codes, self.scales, self.lows)]
+        out = super()._apply(fn, recurse)
+        if [b.data_ptr() for b in (self.codes, self.scales, self.lows)] != before:
+            raise RuntimeError("a packed 8da4w layer cannot be cast or moved: quantize after the cast")
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The operator is for tracing; eager calls skip its dispatch, which cost more than the kernel on a
+        # small layer (about 45 us a call against a few).
+        if torch.compiler.is_compiling():
+            return w4a8_linear(x, self.index, self.out_features)
+        return _run(x, self.index, self.out_features)
+
+    def dia_bench_weight_bytes(self) -> int:
+        """What one forward reads: half a byte a weight (padding included), the scales and lows, the bias."""
+        total = sum(b.numel() * b.element_size() for b in (self.codes, self.scales, self.lows))
+        return total + (self.bias.numel() * 4 if self.bias is not None else 0)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"

@@ -1,0 +1,232 @@
+/* dia-bench's int4-weight, int8-activation matrix kernel for the decode step's few rows.
+ *
+ * Why it exists: a decode step multiplies 2 rows (CFG) by every weight of the decoder, so it is a
+ * stream of weights and nothing else. torch's int4 CPU kernel dequantizes to bf16 and is compute
+ * bound at 2 rows (about 12 GB/s of int4 on a 2-core Xeon, slower than fbgemm's int8); here the
+ * 4-bit codes go straight into 8-bit integer dot products (AVX-512 VNNI, or AVX2's maddubs), so a
+ * core does a few instructions per 64 bytes of weights and the memory bus is the limit.
+ *
+ * Numbers: weights w[n,k] = q[n,k] * scale[n,g] + low[n,g] with q in 0..15 and g = k / G.
+ * Activations are quantized per row and group: x[m,k] ~ xq[m,k] * xs[m,g], xq in -127..127. Then
+ *   y[m,n] = sum_g scale[n,g] * xs[m,g] * sum_k q*xq  +  low[n,g] * sum_k x[m,k]   (the last sum exact).
+ *
+ * Layout of the codes (built by _w4a8.py): tiles of TN=64 outputs; a tile holds, for each 8 inputs,
+ * 4 chunks of 64 bytes, each 16 outputs x 4 bytes; byte b of output j holds input k0+b in its low
+ * nibble and input k0+4+b in its high nibble. So one tile is one contiguous stream, and one 32-bit
+ * lane of a 512-bit load is exactly what one VNNI dot product of 4 inputs reads.
+ * Scales and lows: [tile][group][64] floats. Outputs are padded to a multiple of 64 with zero codes.
+ *
+ * Built at first use with the machine's own flags (-march=native) and cached by _w4a8.py.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#define TN 64
+
+const char *w4a8_isa(void) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    return "avx512-vnni";
+#elif defined(__AVX2__)
+    return "avx2";
+#else
+    return "scalar";
+#endif
+}
+
+/* Per row and group of G inputs: the int8 codes, their scale, and the exact sum of the inputs. */
+void w4a8_quantize_rows(const float *x, int64_t m_rows, int64_t k, int64_t group, int8_t *xq, float *xs,
+                        float *xsum) {
+    const int64_t groups = k / group;
+    for (int64_t m = 0; m < m_rows; m++) {
+        for (int64_t g = 0; g < groups; g++) {
+            const float *src = x + m * k + g * group;
+            float amax = 0.f, sum = 0.f;
+            for (int64_t i = 0; i < group; i++) {
+                amax = fmaxf(amax, fabsf(src[i]));
+                sum += src[i];
+            }
+            const float scale = amax > 0.f ? amax / 127.f : 1.f;
+            const float inv = 1.f / scale;
+            int8_t *dst = xq + m * k + g * group;
+            for (int64_t i = 0; i < group; i++) dst[i] = (int8_t)lrintf(src[i] * inv);
+            xs[m * groups + g] = scale;
+            xsum[m * groups + g] = sum;
+        }
+    }
+}
+
+/* One group of one tile for rows m0..m0+MR-1: integer dot products, then into the float sums. */
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, const int8_t *xq, int64_t k,
+                                                              int64_t group, const float *rs, const float *lo,
+                                                              const float *xs, const float *xsum, int64_t groups,
+                                                              int64_t g, float *acc, const int MR) {
+    __m512i iacc[4][4];
+    for (int s = 0; s < 4; s++)
+        for (int r = 0; r < MR; r++) iacc[s][r] = _mm512_setzero_si512();
+    const __m512i nib = _mm512_set1_epi8(0x0F);
+    const int8_t *xg = xq + g * group;
+    for (int64_t kk = 0; kk < group / 8; kk++) {
+        const uint8_t *chunk = w + kk * 4 * 64;
+        _mm_prefetch((const char *)(chunk + 16 * 256), _MM_HINT_T0);
+        _mm_prefetch((const char *)(chunk + 16 * 256 + 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(chunk + 16 * 256 + 128), _MM_HINT_T0);
+        _mm_prefetch((const char *)(chunk + 16 * 256 + 192), _MM_HINT_T0);
+        __m512i xa[4], xb[4];
+        for (int r = 0; r < MR; r++) {
+            int32_t a, b;
+            memcpy(&a, xg + r * k + kk * 8, 4);
+            memcpy(&b, xg + r * k + kk * 8 + 4, 4);
+            xa[r] = _mm512_set1_epi32(a);
+            xb[r] = _mm512_set1_epi32(b);
+        }
+        for (int s = 0; s < 4; s++) {
+            const __m512i v = _mm512_loadu_si512((const void *)(chunk + s * 64));
+            const __m512i low = _mm512_and_si512(v, nib);
+            const __m512i high = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+            for (int r = 0; r < MR; r++) {
+                iacc[s][r] = _mm512_dpbusd_epi32(iacc[s][r], low, xa[r]);
+                iacc[s][r] = _mm512_dpbusd_epi32(iacc[s][r], high, xb[r]);
+            }
+        }
+    }
+    for (int s = 0; s < 4; s++) {
+        const __m512 sc = _mm512_loadu_ps(rs + s * 16);
+        const __m512 mn = _mm512_loadu_ps(lo + s * 16);
+        for (int r = 0; r < MR; r++) {
+            float *a = acc + r * TN + s * 16;
+            __m512 f = _mm512_loadu_ps(a);
+            f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[s][r]), _mm512_mul_ps(sc, _mm512_set1_ps(xs[r * groups + g])), f);
+            f = _mm512_fmadd_ps(mn, _mm512_set1_ps(xsum[r * groups + g]), f);
+            _mm512_storeu_ps(a, f);
+        }
+    }
+}
+#define ROWS_PER_PASS 4
+#elif defined(__AVX2__)
+static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, const int8_t *xq, int64_t k,
+                                                              int64_t group, const float *rs, const float *lo,
+                                                              const float *xs, const float *xsum, int64_t groups,
+                                                              int64_t g, float *acc, const int MR) {
+    /* Eight 256-bit halves of the tile's 4 chunks, one row at a time: AVX2 has 16 registers. */
+    (void)MR;
+    __m256i iacc[8];
+    for (int h = 0; h < 8; h++) iacc[h] = _mm256_setzero_si256();
+    const __m256i nib = _mm256_set1_epi8(0x0F);
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int8_t *xg = xq + g * group;
+    for (int64_t kk = 0; kk < group / 8; kk++) {
+        const uint8_t *chunk = w + kk * 4 * 64;
+        int32_t a, b;
+        memcpy(&a, xg + kk * 8, 4);
+        memcpy(&b, xg + kk * 8 + 4, 4);
+        const __m256i xa = _mm256_set1_epi32(a), xb = _mm256_set1_epi32(b);
+        for (int h = 0; h < 8; h++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(chunk + h * 32));
+            const __m256i low = _mm256_and_si256(v, nib);
+            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+            /* maddubs: u8 codes (<= 15) times s8 inputs, pairs summed in 16 bits: at most 3810, no saturation */
+            const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(low, xa), _mm256_maddubs_epi16(high, xb));
+            iacc[h] = _mm256_add_epi32(iacc[h], _mm256_madd_epi16(p, ones));
+        }
+    }
+    for (int h = 0; h < 8; h++) {
+        float *a = acc + h * 8;
+        const __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(rs + h * 8), _mm256_set1_ps(xs[g]));
+        __m256 f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[h]), sc, _mm256_loadu_ps(a));
+        f = _mm256_fmadd_ps(_mm256_loadu_ps(lo + h * 8), _mm256_set1_ps(xsum[g]), f);
+        _mm256_storeu_ps(a, f);
+    }
+}
+#define ROWS_PER_PASS 1
+#else
+static void tile_group(const uint8_t *w, const int8_t *xq, int64_t k, int64_t group, const float *rs,
+                       const float *lo, const float *xs, const float *xsum, int64_t groups, int64_t g, float *acc,
+                       const int MR) {
+    for (int r = 0; r < MR; r++) {
+        int32_t dots[TN] = {0};
+        const int8_t *xg = xq + r * k + g * group;
+        for (int64_t kk = 0; kk < group / 8; kk++)
+            for (int s = 0; s < 4; s++)
+                for (int j = 0; j < 16; j++)
+                    for (int b = 0; b < 4; b++) {
+                        const uint8_t byte = w[kk * 256 + s * 64 + j * 4 + b];
+                        dots[s * 16 + j] += (byte & 15) * xg[kk * 8 + b] + (byte >> 4) * xg[kk * 8 + 4 + b];
+                    }
+        for (int n = 0; n < TN; n++)
+            acc[r * TN + n] += dots[n] * rs[n] * xs[r * groups + g] + lo[n] * xsum[r * groups + g];
+    }
+}
+#define ROWS_PER_PASS 4
+#endif
+
+/* y[m, n] for n < n_out (y's row stride ldy); bias may be NULL. n_pad is a multiple of 64.
+ * Each thread walks STREAMS tiles far apart, a group of each in turn: a core with one stream of
+ * loads in flight left a third of the memory bus idle (18 GB/s of 27 on a 2-core Xeon), and the
+ * hardware prefetchers keep several streams going at once. */
+#define STREAMS 2
+void w4a8_matmul(const int8_t *xq, const float *xs, const float *xsum, int64_t m_rows, int64_t k, int64_t group,
+                 const uint8_t *codes, const float *scales, const float *lows, int64_t n_pad, int64_t n_out,
+                 const float *bias, float *y, int64_t ldy) {
+    const int64_t tiles = n_pad / TN, groups = k / group;
+    const int64_t tile_bytes = k / 2 * TN;
+    const int64_t spread = (tiles + STREAMS - 1) / STREAMS;
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < spread; p++) {
+        float acc[STREAMS][ROWS_PER_PASS * TN];
+        for (int64_t m0 = 0; m0 < m_rows; m0 += ROWS_PER_PASS) {
+            const int64_t mr = m_rows - m0 < ROWS_PER_PASS ? m_rows - m0 : ROWS_PER_PASS;
+            memset(acc, 0, sizeof(acc));
+            const int8_t *xr = xq + m0 * k;
+            const float *xsr = xs + m0 * groups, *xsumr = xsum + m0 * groups;
+            for (int64_t g = 0; g < groups; g++) {
+                for (int64_t s = 0; s < STREAMS; s++) {
+                    const int64_t t = p + s * spread;
+                    if (t >= tiles) break;
+                    const uint8_t *w = codes + t * tile_bytes + g * (group / 2) * TN;
+                    const float *rs = scales + (t * groups + g) * TN, *lo = lows + (t * groups + g) * TN;
+                    float *a = acc[s];
+                    switch (mr) { /* constant row counts, so each case unrolls into registers */
+                    case 1: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 1); break;
+#if ROWS_PER_PASS > 1
+                    case 2: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 2); break;
+                    case 3: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 3); break;
+                    default: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 4); break;
+#endif
+                    }
+                }
+            }
+            for (int64_t s = 0; s < STREAMS; s++) {
+                const int64_t t = p + s * spread;
+                if (t >= tiles) break;
+                const int64_t n0 = t * TN, n1 = n0 + TN < n_out ? n0 + TN : n_out;
+                for (int64_t r = 0; r < mr; r++)
+                    for (int64_t n = n0; n < n1; n++)
+                        y[(m0 + r) * ldy + n] = acc[s][r * TN + (n - n0)] + (bias ? bias[n] : 0.f);
+            }
+        }
+    }
+}
+
+/* The whole layer in one call (each call from Python costs microseconds): quantize x's rows, multiply. */
+int w4a8_linear(const float *x, int64_t m_rows, int64_t k, int64_t group, const uint8_t *codes, const float *scales,
+                const float *lows, int64_t n_pad, int64_t n_out, const float *bias, float *y) {
+    const int64_t groups = k / group;
+    int8_t *xq = malloc((size_t)(m_rows * k));
+    float *xs = malloc(sizeof(float) * (size_t)(2 * m_rows * groups));
+    if (!xq || !xs) {
+        free(xq);
+        free(xs);
+        return 1;
+    }
+    w4a8_quantize_rows(x, m_rows, k, group, xq, xs, xs + m_rows * groups);
+    w4a8_matmul(xq, xs, xs + m_rows * groups, m_rows, k, group, codes, scales, lows, n_pad, n_out, bias, y, n_out);
+    free(xq);
+    free(xs);
+    return 0;
+}

@@ -16,7 +16,8 @@
  * lane of a 512-bit load is exactly what one VNNI dot product of 4 inputs reads.
  * Scales and lows: [tile][group][64] floats. Outputs are padded to a multiple of 64 with zero codes.
  *
- * Built at first use with the machine's own flags (-march=native) and cached by _w4a8.py.
+ * Built at first use with the machine's own flags (-march=native) and cached by _w4a8.py. The
+ * integer dot products are exact in every path, so the paths differ only in the order of float sums.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -46,14 +47,22 @@ void w4a8_quantize_rows(const float *x, int64_t m_rows, int64_t k, int64_t group
         for (int64_t g = 0; g < groups; g++) {
             const float *src = x + m * k + g * group;
             float amax = 0.f, sum = 0.f;
+            /* Written so the compiler vectorizes it (a libm call per input cost 130 us for 2 x 8192). */
+#pragma omp simd reduction(max : amax) reduction(+ : sum)
             for (int64_t i = 0; i < group; i++) {
-                amax = fmaxf(amax, fabsf(src[i]));
-                sum += src[i];
+                const float v = src[i];
+                const float a = v < 0.f ? -v : v;
+                amax = a > amax ? a : amax;
+                sum += v;
             }
             const float scale = amax > 0.f ? amax / 127.f : 1.f;
             const float inv = 1.f / scale;
             int8_t *dst = xq + m * k + g * group;
-            for (int64_t i = 0; i < group; i++) dst[i] = (int8_t)lrintf(src[i] * inv);
+#pragma omp simd
+            for (int64_t i = 0; i < group; i++) {
+                const float v = src[i] * inv;
+                dst[i] = (int8_t)(int32_t)(v + (v < 0.f ? -0.5f : 0.5f));
+            }
             xs[m * groups + g] = scale;
             xsum[m * groups + g] = sum;
         }

@@ -187,6 +187,7 @@ def test_channels_last_says_it_had_nothing_to_act_on():
     (["int4", "int8"], "cpu", "conflicts"),
     (["int4", "dtype=fp16"], "cpu", "bf16"),
     (["int4"], "cuda", "dtype=bf16"),
+    (["int4=8da4w-128"], "cuda", "CPU kernel"),
     (["onednn", "int4"], "cpu", "conflicts"),
     (["onednn", "int8"], "cpu", "conflicts"),
     (["onednn", "compile"], "cpu", "conflicts"),

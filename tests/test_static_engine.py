@@ -189,8 +189,9 @@ cells = [{ plugins = ["engine=static"], batch = [1, 3] }]
 
 
 # One of each way a plugin reaches the loop: fewer rows, the attention function, the dtype, a context,
-# and modules replaced by torch.ao's, by int4's and by oneDNN's.
-COMPOSED = [["cfg=0"], ["sdpa=math"], ["dtype=bf16"], ["autocast=bf16"], ["int8=dynamic"], ["int4"], ["onednn"]]
+# and modules replaced by torch.ao's, by int4's (both kernels) and by oneDNN's.
+COMPOSED = [["cfg=0"], ["sdpa=math"], ["dtype=bf16"], ["autocast=bf16"], ["int8=dynamic"], ["int4"],
+            ["int4=8da4w-32"], ["onednn"]]
 
 
 @pytest.mark.parametrize("plugins", COMPOSED, ids=["+".join(p) for p in COMPOSED])

@@ -41,8 +41,6 @@ class Int4(Plugin):
             import platform
             import shutil
 
-            if device.startswith("cuda"):
-                return f"int4={value} is dia-bench's CPU kernel; on CUDA use int4={value[len(W4A8):]} (torchao)"
             if platform.machine().lower() not in ("x86_64", "amd64"):
                 return f"int4={value}'s kernel is written for x86 (AVX2 or AVX-512 VNNI), not {platform.machine()}"
             if not (shutil.which("gcc") or shutil.which("cc")):
@@ -60,6 +58,8 @@ class Int4(Plugin):
 
     def incompatibility(self, value: str, device: str, others: dict[str, Any]) -> str | None:
         if value.startswith(W4A8):
+            if device.startswith("cuda"):
+                return f"int4={value} is dia-bench's CPU kernel; on CUDA use int4={value[len(W4A8):]} (torchao)"
             return None  # any activation dtype: the kernel takes the rows in fp32 and returns their dtype
         if device.startswith("cuda") and others.get("dtype") != "bf16":
             return "torchao's int4 CUDA kernel takes bf16 activations: add --opt dtype=bf16"

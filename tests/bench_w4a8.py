@@ -5,6 +5,8 @@ the kernels taking turns in one process so that the machine's wandering bandwidt
     python -m tests.bench_w4a8 [--layers 18] [--rounds 5]
 
 Prints per kernel the best and median time of one step's GEMVs and the weight bytes per second.
+"8da4w direct" calls the same 8da4w layers' kernel through ctypes with no operator or module around
+it: the difference to "8da4w" is what the Python around a call costs.
 Random weights (the kernels' speed does not depend on the values). Not a unit test.
 """
 
@@ -55,17 +57,27 @@ def main() -> None:
     args = parser.parse_args()
     kinds = {kind: _layers(kind, args.layers) for kind in ("8da4w", "int8 (fbgemm)", "int4 (torch)")}
     inputs = {inp: torch.randn(2, 1, inp) for _, inp in SHAPES}
-    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    outputs = {id(layer): torch.empty(2, layer.out_features) for layer, _ in kinds["8da4w"][0]}
+    call = _w4a8.library().w4a8_linear
+
+    def direct() -> None:
+        for layer, inp in kinds["8da4w"][0]:
+            call(inputs[inp].data_ptr(), 2, *layer.kernel_args, outputs[id(layer)].data_ptr())
+
+    runs = {kind: (lambda layers=layers: [layer(inputs[inp]) for layer, inp in layers])
+            for kind, (layers, _) in kinds.items()}
+    runs["8da4w direct"] = direct
+    sizes = {kind: nbytes for kind, (_, nbytes) in kinds.items()} | {"8da4w direct": kinds["8da4w"][1]}
+    times: dict[str, list[float]] = {kind: [] for kind in runs}
     with torch.inference_mode():
         for _ in range(args.rounds + 1):  # the first round warms up
-            for kind, (layers, _) in kinds.items():
+            for kind, run in runs.items():
                 start = time.perf_counter()
-                for layer, inp in layers:
-                    layer(inputs[inp])
+                run()
                 times[kind].append(time.perf_counter() - start)
     print(f"cpu: {env.cpu_info()['model']}  threads: {torch.get_num_threads()}  kernel isa: {_w4a8.isa()}  "
           f"layers: {args.layers} x {len(SHAPES)}")
-    for kind, (_, nbytes) in kinds.items():
+    for kind, nbytes in sizes.items():
         best, median = min(times[kind][1:]), statistics.median(times[kind][1:])
         print(f"{kind:>14}: {nbytes / 1e6:.0f} MB  best {best * 1e3:.1f} ms  median {median * 1e3:.1f} ms  "
               f"{nbytes / best / 1e9:.1f} GB/s at best")

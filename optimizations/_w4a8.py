@@ -35,19 +35,20 @@ class KernelUnavailable(RuntimeError):
     """The kernel cannot be built here; the message says why."""
 
 
-def _compiler() -> str:
+def compiler() -> str:
+    """The C compiler the kernel is built with: $CC, else gcc, else cc."""
     found = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if not found:
         raise KernelUnavailable("no C compiler found (gcc or $CC): the 8da4w kernel is built here at first use")
     return found
 
 
-def _library_path(compiler: str, march: str) -> Path:
+def _library_path(cc: str, march: str) -> Path:
     from dia_bench.harness.env import cpu_info
 
     cpu = cpu_info()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, " ".join(FLAGS), march,
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, " ".join(FLAGS), march,
                                     cpu["model"], " ".join(cpu["flags"])]).encode()).hexdigest()[:16]
     return cache_dir() / "kernels" / f"w4a8-{march}-{key}.so"
 
@@ -56,17 +57,17 @@ def _library_path(compiler: str, march: str) -> Path:
 def library(march: str = "native") -> ctypes.CDLL:
     """The built kernel, compiled now if this machine has not built this source before. `march` other
     than native builds the paths other processors take (haswell: AVX2; x86-64: plain C), for tests."""
-    compiler = _compiler()
-    path = _library_path(compiler, march)
+    cc = compiler()
+    path = _library_path(cc, march)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             built = Path(tmp) / path.name
-            done = subprocess.run([compiler, *FLAGS, f"-march={march}", str(SOURCE), "-o", str(built), "-lm"],
+            done = subprocess.run([cc, *FLAGS, f"-march={march}", str(SOURCE), "-o", str(built), "-lm"],
                                   capture_output=True, text=True, check=False)
             if done.returncode:
                 last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-                raise KernelUnavailable(f"the 8da4w kernel did not compile with {compiler}: {last}")
+                raise KernelUnavailable(f"the 8da4w kernel did not compile with {cc}: {last}")
             os.replace(built, path)  # atomic: a concurrent worker sees the whole library or none
     lib = ctypes.CDLL(str(path))
     lib.w4a8_isa.restype = ctypes.c_char_p

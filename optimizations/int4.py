@@ -39,12 +39,15 @@ class Int4(Plugin):
     def availability(self, value: str, device: str) -> str | None:
         if value.startswith(W4A8):
             import platform
-            import shutil
+
+            from dia_bench.optimizations import _w4a8
 
             if platform.machine().lower() not in ("x86_64", "amd64"):
                 return f"int4={value}'s kernel is written for x86 (AVX2 or AVX-512 VNNI), not {platform.machine()}"
-            if not (shutil.which("gcc") or shutil.which("cc")):
-                return f"int4={value}'s kernel is built here at first use and needs a C compiler (gcc): none found"
+            try:
+                _w4a8.compiler()  # the same search the build makes ($CC, gcc, cc)
+            except _w4a8.KernelUnavailable as why:
+                return f"int4={value}: {why}"
             return None
         if device.startswith("cuda"):
             if not has_module("torchao"):
@@ -78,10 +81,7 @@ class Int4(Plugin):
         if pipeline.device.type == "cuda":
             return self._torchao(pipeline, group)
         if w4a8:
-            try:
-                self.isa = _w4a8.isa()  # builds the kernel on this machine's first use
-            except _w4a8.KernelUnavailable as why:
-                raise RuntimeError(str(why)) from None
+            self.isa = _w4a8.isa()  # builds the kernel on this machine's first use
         skipped: Counter[str] = Counter()
 
         def make(name: str, linear: torch.nn.Linear) -> torch.nn.Module | None:

@@ -49,7 +49,7 @@ def main() -> None:
           f"plugins: {plan.specs or ['none']}  audio: {args.seconds} s")
     for rnd in range(args.rounds):
         for name in ("span", "whole cache"):
-            engine._span = span if name == "span" else (lambda t: {})
+            engine._span = span if name == "span" else (lambda t: None)
             steps = pipe.run(TEXT, frames, SamplingParams(), 0).times.step_latencies_s
             tenth = max(1, len(steps) // 10)
             mean = sum(steps) / len(steps)

@@ -259,16 +259,16 @@ class StaticEngine:
         timer.mark()  # the encoder and cross-attention keys and values are done
         for t in range(steps):
             out[:, t + 1, :] = self.decode(out[:, t, :], positions[t], req, req.forced[t], sampling,
-                                           **self._span(t))[0]
+                                           self._span(t))[0]
             timer.mark()
         timer.finish()
         return out
 
-    def _span(self, t: int) -> dict[str, int]:
+    def _span(self, t: int) -> int | None:
         """Eager steps attend to the t + 1 positions written so far. A request's cache is allocated for all
         its steps, and reading all of it every step costs a long request dearly: at 30 s of dia-1.6b in
         fp32, about 380 MB a step beside 700 MB of int4 weights. A compiled step keeps one shape."""
-        return {} if self.compiled else {"span": t + 1}
+        return None if self.compiled else t + 1
 
     def teacher_forced_logits(self, inputs: dict[str, torch.Tensor], delayed: torch.Tensor,
                               kwargs: dict[str, Any]) -> torch.Tensor:
@@ -283,7 +283,7 @@ class StaticEngine:
         req = self.prepare({k: v[:1] for k, v in inputs.items()}, steps, frames, sampling.cfg)
         # clone: a CUDA graph's outputs are overwritten by its next replay.
         logits = [self.decode(history[:, t, :], torch.tensor(t, device=device), req, history[0, t + 1, :],
-                              sampling, **self._span(t))[1].clone() for t in range(steps)]
+                              sampling, self._span(t))[1].clone() for t in range(steps)]
         stacked = torch.stack(logits, dim=1)  # (rows, steps, channels, vocab)
         return stacked.transpose(1, 2).reshape(-1, steps, stacked.shape[-1])
 

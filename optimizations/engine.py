@@ -30,8 +30,9 @@ class Engine(Plugin):
 
     def report(self, pipeline, value: str) -> dict[str, Any]:
         engine = pipeline.engine
-        return {"engine": "static" if engine is not None else "hf",
-                "compiled_step": getattr(engine, "compiled", None)}
+        if engine is None:
+            return {"engine": "hf", "compiled_step": None}
+        return {"engine": "static", **engine.describe()}
 
 
 PLUGIN = Engine

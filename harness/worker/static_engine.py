@@ -90,8 +90,16 @@ class StaticEngine:
     """Generates delayed codes for a `DiaPipeline` (read through it, so plugins that replace the
     model, such as ipex, are seen)."""
 
-    def __init__(self, pipeline: Any, fuse_qkv: bool | None = None) -> None:
+    def __init__(self, pipeline: Any, fuse_qkv: bool | None = None, gemv_rows: int = 0,
+                 reduced_attention: bool = False) -> None:
         self.pipeline = pipeline
+        # A compiled step may write its Linear layers (up to `gemv_rows` decoder rows) and its attention as
+        # plain reductions, which inductor generates as its own kernels and fuses with their neighbours,
+        # instead of cuBLAS GEMMs and cuDNN attention. On an H200, cuBLAS's kernels for 2 rows read
+        # 2048x2048 weights at 1.5 TB/s of 4 and cuDNN spent 9 us on one query: issue 10's 1.91 ms step
+        # has a 0.62 ms floor. Eager steps never do: there a reduction materializes its whole product.
+        self.gemv_rows = gemv_rows
+        self.reduced_attention = reduced_attention
         self.decode: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self._decode
         self.compiled: str | None = None
         self._buffers: dict[tuple, torch.Tensor] = {}
@@ -109,12 +117,28 @@ class StaticEngine:
     def model(self):
         return self.pipeline.model
 
-    def compile(self, mode: str) -> None:
+    def compile(self, mode: str, **inductor: Any) -> None:
         """One decode step, sampling included, compiled at fixed shapes; reduce-overhead on CUDA captures
         it in one CUDA graph. Sampling goes in too because, left outside, its few dozen small kernels
-        would each be launched from Python: on a GPU that costs about what the step itself does."""
-        self.decode = torch.compile(self._decode, mode=mode, dynamic=False)
+        would each be launched from Python: on a GPU that costs about what the step itself does.
+        `inductor`: options on top of the mode's own (torch.compile takes a mode or options, not both)."""
+        if self.gemv_rows:
+            # Inductor's own note on its matrix-vector products: they reach the bus's bandwidth only with
+            # coordinate-descent tuning of their block sizes.
+            inductor.setdefault("coordinate_descent_tuning", True)
+        if inductor:
+            options = {**torch._inductor.list_mode_options(mode), **inductor}
+            self.decode = torch.compile(self._decode, options=options, dynamic=False)
+        else:
+            self.decode = torch.compile(self._decode, mode=mode, dynamic=False)
         self.compiled = mode
+
+    def describe(self) -> dict[str, Any]:
+        """What the record says about this engine's step."""
+        reduced = self.compiled is not None
+        return {"compiled_step": self.compiled, "fused_qkv": self.qkv is not None,
+                "gemv_rows": self.gemv_rows if reduced else 0,
+                "reduced_attention": self.reduced_attention and reduced}
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -175,32 +199,36 @@ class StaticEngine:
         causal = torch.zeros(steps, dtype=x.dtype, device=x.device).masked_fill(~allowed, torch.finfo(x.dtype).min)
         causal = causal.view(1, 1, 1, steps)
         attend = ALL_ATTENTION_FUNCTIONS.get_interface(model.config._attn_implementation, eager_attention_forward)
+        if self.reduced_attention and self.compiled is not None:
+            attend = _reduced_attention
         rows = tokens.shape[0]
+        gemv = self.compiled is not None and rows <= self.gemv_rows
+        linear = _gemv_linear if gemv else _call
         for i, layer in enumerate(decoder.layers):
             sa = layer.self_attention
             h = layer.pre_sa_norm(x)
             if self.qkv is not None and self.qkv[i] is not None:
-                q, k, v = F.linear(h, self.qkv[i]).split(
+                q, k, v = (_gemv(h, self.qkv[i]) if gemv else F.linear(h, self.qkv[i])).split(
                     [sa.q_proj.out_features, sa.k_proj.out_features, sa.v_proj.out_features], dim=-1)
             else:
-                q, k, v = sa.q_proj(h), sa.k_proj(h), sa.v_proj(h)
+                q, k, v = linear(sa.q_proj, h), linear(sa.k_proj, h), linear(sa.v_proj, h)
             q, k, v = (t.view(rows, 1, -1, sa.head_dim).transpose(1, 2) for t in (q, k, v))
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             req.keys[i].index_copy_(2, pos.view(1), k.to(req.keys[i].dtype))
             req.values[i].index_copy_(2, pos.view(1), v.to(req.values[i].dtype))
             out, _ = attend(sa, q, req.keys[i][:, :, :steps], req.values[i][:, :, :steps], causal, dropout=0.0,
                             scaling=sa.scaling)
-            x = x + sa.o_proj(out.reshape(rows, 1, -1))
+            x = x + linear(sa.o_proj, out.reshape(rows, 1, -1))
 
             ca = layer.cross_attention
             h = layer.pre_ca_norm(x)
-            q = ca.q_proj(h).view(rows, 1, -1, ca.head_dim).transpose(1, 2)
+            q = linear(ca.q_proj, h).view(rows, 1, -1, ca.head_dim).transpose(1, 2)
             out, _ = attend(ca, q, req.cross_keys[i], req.cross_values[i], req.cross_mask, dropout=0.0,
                             scaling=ca.scaling)
-            x = x + ca.o_proj(out.reshape(rows, 1, -1))
-            x = x + layer.mlp(layer.pre_mlp_norm(x))
+            x = x + linear(ca.o_proj, out.reshape(rows, 1, -1))
+            x = x + (_mlp(layer.mlp, layer.pre_mlp_norm(x), linear) if gemv else layer.mlp(layer.pre_mlp_norm(x)))
         x = decoder.norm(x)
-        return model.logits_dense(x).view(rows, decoder.num_channels, decoder.vocab_size).float()
+        return linear(model.logits_dense, x).view(rows, decoder.num_channels, decoder.vocab_size).float()
 
     # -- sampling, as transformers' Dia processors do it, on the device -------------------------
 
@@ -315,6 +343,52 @@ def _fuse_qkv(layers: Any) -> list[torch.Tensor | None]:
             sa._dia_bench_qkv = weight
         fused.append(weight)
     return fused
+
+
+def _call(module: Any, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
+
+
+def _gemv_linear(module: Any, x: torch.Tensor) -> torch.Tensor:
+    """A Linear layer as `_gemv`, where it is a plain one with float weights (quantized layers and tensor
+    subclasses keep their own kernels)."""
+    if type(module) is torch.nn.Linear and module.weight.is_floating_point() \
+            and type(module.weight.detach()) is torch.Tensor:
+        return _gemv(x, module.weight, module.bias)
+    return module(x)
+
+
+def _gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T for a few rows as one reduction per output, summed in fp32 as cuBLAS does. The
+    product is laid out (outputs, rows, inputs) so that the rows of one output sit side by side: a
+    kernel block then reads each weight once for all the rows, and the weights stream once a step."""
+    rows = x.reshape(-1, x.shape[-1])
+    out = (weight[:, None, :].float() * rows[None, :, :].float()).sum(-1)
+    if bias is not None:
+        out = out + bias.float()[:, None]
+    return out.t().to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
+
+
+def _mlp(mlp: Any, x: torch.Tensor, linear: Callable[[Any, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """transformers' DiaMLP with its two Linear layers called through `linear`."""
+    gate, up = linear(mlp.gate_up_proj, x).chunk(2, dim=-1)
+    return linear(mlp.down_proj, up * mlp.activation_fn(gate))
+
+
+def _reduced_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       mask: torch.Tensor, dropout: float = 0.0, scaling: float | None = None,
+                       **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Attention for one query a row as two reductions and a softmax in fp32, which a compiled step
+    fuses into a few kernels. Grouped-query heads read their key/value head in place (no repeated copy).
+    Takes and returns what transformers' attention functions do: (rows, heads, 1, dim) queries, (rows,
+    kv heads, keys, dim) keys and values, an additive mask; (rows, 1, heads, dim) out."""
+    rows, heads, _, dim = query.shape
+    groups = heads // key.shape[1]
+    q = query.reshape(rows, key.shape[1], groups, 1, dim).float()
+    scores = (q * key[:, :, None].float()).sum(-1) * (dim ** -0.5 if scaling is None else scaling)
+    scores = scores + mask.reshape(mask.shape[0], 1, 1, mask.shape[-1]).float()
+    out = (scores.softmax(dim=-1)[..., None] * value[:, :, None].float()).sum(-2)
+    return out.to(query.dtype).reshape(rows, 1, heads, dim), None
 
 
 def _eos_channel_filter(scores: torch.Tensor, channels: int) -> torch.Tensor:

@@ -36,7 +36,7 @@ from dia_bench.harness.driver.suite import load_texts, request_texts
 from dia_bench.harness.presets import frames_for_seconds
 from dia_bench.harness.worker.measure import load_pipeline
 from dia_bench.harness.worker.pipeline import SamplingParams
-from dia_bench.harness.worker.profiling import DEVICE_WORK, device_busy
+from dia_bench.harness.worker.profiling import device_busy, is_device_work
 from dia_bench.harness.worker.static_engine import StaticEngine
 from dia_bench.optimizations.api import apply_plan
 from dia_bench.optimizations.registry import resolve
@@ -47,7 +47,7 @@ GEMV_ROWS = 4  # the `gemv` knob: Linear layers as reductions up to batch 2 with
 
 def kernel_table(prof, steps: int, top: int = 25) -> dict:
     """Device kernels summed by name, per decode step (the request's encoder and codec included)."""
-    work = [e for e in prof.events() if getattr(e, "activity_type", None) in DEVICE_WORK]
+    work = [e for e in prof.events() if is_device_work(e)]
     by_name: dict[str, list] = {}
     for e in work:
         by_name.setdefault(e.name, []).append(e)

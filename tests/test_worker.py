@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from dia_bench.harness.driver.launcher import run_isolated
 from dia_bench.harness.record import SCHEMA_VERSION
@@ -131,6 +132,14 @@ def test_device_busy_counts_each_microsecond_of_device_work_once():
               event("Memcpy HtoD", 40, 45, "gpu_memcpy"), event("Command Buffer Full", 0, 90, "cuda_runtime")]
     assert device_busy(events) == (20.0, 3)
     assert device_busy([]) == (0.0, 0)
+    # As torch 2.11 records them, with no activity named: what ran on the device, less its annotations.
+    cuda = torch.autograd.DeviceType.CUDA
+    older = [FunctionEvent(id=0, name="decode step", thread=0, start_us=0, end_us=100, device_type=cuda,
+                           is_user_annotation=True),
+             FunctionEvent(id=0, name="aten::mm", thread=0, start_us=0, end_us=30),
+             FunctionEvent(id=0, name="gemm", thread=0, start_us=5, end_us=15, device_type=cuda),
+             FunctionEvent(id=0, name="norm", thread=0, start_us=10, end_us=20, device_type=cuda)]
+    assert device_busy(older) == (15.0, 2)
 
 
 def test_cells_on_a_gpu_on_ray_or_with_forking_off_start_fresh():

@@ -52,11 +52,20 @@ def profile_once(fn: Callable[[], object], device: torch.device, trace_path: Pat
 DEVICE_WORK = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
 
 
+def is_device_work(event) -> bool:
+    """A kernel, copy or memset. Profiler events name their activity from torch 2.12 on; before (torch 2.11
+    on the GPU machine, where the activity check alone found nothing), device work is what ran on the
+    device and is no user annotation."""
+    activity = getattr(event, "activity_type", None)
+    if activity is not None:
+        return activity in DEVICE_WORK
+    return event.device_type == torch.autograd.DeviceType.CUDA and not getattr(event, "is_user_annotation", False)
+
+
 def device_busy(events) -> tuple[float, int]:
     """Microseconds in which at least one kernel, copy or memset ran (overlaps counted once), and how
     many ran, from a profile's raw events."""
-    spans = sorted((e.time_range.start, e.time_range.end) for e in events
-                   if getattr(e, "activity_type", None) in DEVICE_WORK)
+    spans = sorted((e.time_range.start, e.time_range.end) for e in events if is_device_work(e))
     busy, reach = 0.0, float("-inf")
     for start, end in spans:
         if end > reach:

@@ -14,17 +14,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dia_bench.optimizations._ops import define_cpu_operator
+
 _PACKED: list = []  # this process's packed weights, by the index the operator is given
 
 
-@torch.library.custom_op("dia_bench::int8_dynamic_linear", mutates_args=())
-def int8_dynamic_linear(x: torch.Tensor, index: int, out_features: int, reduce_range: bool) -> torch.Tensor:
+def _run(x: torch.Tensor, index: int, out_features: int, reduce_range: bool) -> torch.Tensor:
     return torch.ops.quantized.linear_dynamic(x, _PACKED[index], reduce_range).to(x.dtype)
 
 
-@int8_dynamic_linear.register_fake
-def _(x: torch.Tensor, index: int, out_features: int, reduce_range: bool) -> torch.Tensor:
+def _fake(x: torch.Tensor, index: int, out_features: int, reduce_range: bool) -> torch.Tensor:
     return x.new_empty(*x.shape[:-1], out_features)
+
+
+int8_dynamic_linear = define_cpu_operator(
+    "int8_dynamic_linear", "(Tensor x, int index, int out_features, bool reduce_range) -> Tensor", _run, _fake)
 
 
 def route_through_operator(model: nn.Module) -> int:

@@ -25,6 +25,7 @@ from torch import nn
 
 from dia_bench.harness.paths import cache_dir
 from dia_bench.optimizations._int4_linear import quantize_groupwise
+from dia_bench.optimizations._ops import define_cpu_operator
 
 SOURCE = Path(__file__).with_name("_w4a8_kernel.c")
 TILE = 64  # outputs per tile: TN in the C source
@@ -118,16 +119,11 @@ def _run(x: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
     return y if x.dtype == torch.float32 else y.to(x.dtype)
 
 
-# A plain operator library rather than torch.library.custom_op: the latter's Python wrapping cost
-# about 12 us a call more, and the compiled decode step calls this 130 times.
-_OPS = torch.library.Library("dia_bench", "FRAGMENT")
-_OPS.define("w4a8_linear(Tensor x, int index, int out_features) -> Tensor")
-_OPS.impl("w4a8_linear", _run, "CPU")
-
-
-@torch.library.register_fake("dia_bench::w4a8_linear", lib=_OPS)
-def _(x: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
+def _fake(x: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
     return x.new_empty(*x.shape[:-1], out_features)
+
+
+define_cpu_operator("w4a8_linear", "(Tensor x, int index, int out_features) -> Tensor", _run, _fake)
 
 
 class W4A8Linear(nn.Module):

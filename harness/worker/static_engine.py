@@ -201,6 +201,8 @@ class StaticEngine:
         attend = ALL_ATTENTION_FUNCTIONS.get_interface(model.config._attn_implementation, eager_attention_forward)
         if self.reduced_attention and self.compiled is not None:
             attend = _reduced_attention
+        elif model.config._attn_implementation == "sdpa" and x.device.type == "cpu":
+            attend = _sdpa_grouped
         rows = tokens.shape[0]
         gemv = self.compiled is not None and rows <= self.gemv_rows
         linear = _gemv_linear if gemv else _call
@@ -373,6 +375,18 @@ def _mlp(mlp: Any, x: torch.Tensor, linear: Callable[[Any, torch.Tensor], torch.
     """transformers' DiaMLP with its two Linear layers called through `linear`."""
     gate, up = linear(mlp.gate_up_proj, x).chunk(2, dim=-1)
     return linear(mlp.down_proj, up * mlp.activation_fn(gate))
+
+
+def _sdpa_grouped(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
+                  dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """SDPA with grouped-query heads read in place, for the CPU. transformers' own sdpa function copies
+    each key/value head once per query head it serves when a mask is given (`repeat_kv`), except in an
+    eager step, where it packs the queries instead; a compiled step then copied the whole cache four
+    times over on dia-1.6b (4 query heads a key/value head). CUDA keeps transformers' path: its
+    graph is the one measured there."""
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling,
+                                         enable_gqa=key.shape[1] != query.shape[1])
+    return out.transpose(1, 2), None
 
 
 def _reduced_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

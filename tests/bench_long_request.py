@@ -1,8 +1,10 @@
 """A long request through engine=static, its self-attention reading the positions written so far
 (`span`, what eager steps do) against reading the whole cache allocated for the request (what a
-compiled step does, at one shape). One loaded model, the two taking turns.
+compiled step does, at one shape), and with --compiled that compiled step itself. One loaded model,
+the variants taking turns.
 
     python -m tests.bench_long_request [--preset dia-1.6b] [--opt int4=8da4w-128 ...] [--seconds 20] [--rounds 2]
+                                       [--compiled]
 
 Prints, per round and variant, the first and last tenth's median step and the mean step, and the
 long-form RTF those imply (mean step x 86.13 frames per second). Not a unit test: the figures depend
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--opt", action="append", default=[], help="plugins (engine=static implied)")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--compiled", action="store_true", help="also the compiled step (compile=default)")
     args = parser.parse_args()
 
     plan = resolve([o for o in args.opt if not o.startswith("engine")], "cpu")
@@ -45,11 +48,19 @@ def main() -> None:
     span = engine._span
     frames = frames_for_seconds(args.seconds)
     pipe.run(TEXT, frames_for_seconds(1.0), SamplingParams(), 0)  # warm up
+    compiled = None
+    if args.compiled:
+        compiled = StaticEngine(pipe)
+        compiled.compile("default")
+        pipe.engine = compiled
+        pipe.run(TEXT, frames, SamplingParams(), 0)  # compiles at this request's shapes
+        pipe.engine = engine
     print(f"cpu: {env.cpu_info()['model']}  weights: {weights['source']}  preset: {args.preset}  "
           f"plugins: {plan.specs or ['none']}  audio: {args.seconds} s")
     for rnd in range(args.rounds):
-        for name in ("span", "whole cache"):
+        for name in ("span", "whole cache") + (("compiled",) if compiled else ()):
             engine._span = span if name == "span" else (lambda t: None)
+            pipe.engine = compiled if name == "compiled" else engine
             steps = pipe.run(TEXT, frames, SamplingParams(), 0).times.step_latencies_s
             tenth = max(1, len(steps) // 10)
             mean = sum(steps) / len(steps)
@@ -58,6 +69,7 @@ def main() -> None:
                   f"{statistics.median(steps[-tenth:]) * 1e3:.1f} ms  mean {mean * 1e3:.1f} ms  "
                   f"long-form RTF {mean * FRAMES_PER_SECOND:.2f}", flush=True)
     engine._span = span
+    pipe.engine = engine
 
 
 if __name__ == "__main__":

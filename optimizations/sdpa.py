@@ -33,6 +33,7 @@ class Sdpa(Plugin):
         impl = pipeline.model.config._attn_implementation
         if impl != "sdpa":
             pipeline.model.set_attn_implementation("sdpa")
+        pipeline.sdpa_backend = value
         return f"attention through SDPA (was {impl}), only the {BACKENDS[value]} backend allowed"
 
     def context(self, value: str, device: str):

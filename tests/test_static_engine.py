@@ -74,7 +74,7 @@ def test_a_step_of_reductions_gives_the_steps_logits_and_codes(tiny_pipeline):
     pipe, _ = tiny_pipeline
     engine = StaticEngine(pipe, gemv_rows=8, reduced_attention=True)
     engine.compile("default")
-    assert engine.describe()["gemv_rows"] == 8 and engine.describe()["reduced_attention"]
+    assert engine.describe()["gemv_rows"] == 8 and engine.describe()["attention"] == "reductions"
     reference, ours, _ = _both(pipe, TEXTS[:2], 12, GREEDY, engine=engine)
     assert torch.equal(ours, reference)
     inputs = pipe.tokenize(TEXTS[:1])
@@ -83,7 +83,14 @@ def test_a_step_of_reductions_gives_the_steps_logits_and_codes(tiny_pipeline):
         got = engine.teacher_forced_logits(inputs, reference[:1], pipe.generation_kwargs(12, GREEDY))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     # An eager step never takes the reductions: it would materialize every product.
-    assert StaticEngine(pipe, gemv_rows=8, reduced_attention=True).describe()["gemv_rows"] == 0
+    eager = StaticEngine(pipe, gemv_rows=8, reduced_attention=True)
+    assert eager.describe()["gemv_rows"] == 0 and eager.describe()["attention"] == "cpu"
+    # A backend the sdpa plugin forces is honoured: the step then attends through SDPA.
+    pipe.sdpa_backend = "math"
+    try:
+        assert eager.attention() == "sdpa"
+    finally:
+        pipe.sdpa_backend = None
 
 
 def test_the_reductions_equal_a_linear_layer_and_grouped_query_attention():

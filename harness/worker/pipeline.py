@@ -93,6 +93,9 @@ class DiaPipeline:
         # `engine=static` puts dia-bench's own decode loop here (harness/worker/static_engine.py); None is
         # transformers' `generate`.
         self.engine: StaticEngine | None = None
+        # The one SDPA backend the sdpa plugin allows, where it is in the plan: the static engine then
+        # attends through SDPA as asked, rather than through its own CPU path.
+        self.sdpa_backend: str | None = None
         model.model.decoder.register_forward_pre_hook(self._count_rows, with_kwargs=True)
 
     def _count_rows(self, _module, args, kwargs) -> None:

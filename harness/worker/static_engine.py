@@ -133,12 +133,23 @@ class StaticEngine:
             self.decode = torch.compile(self._decode, mode=mode, dynamic=False)
         self.compiled = mode
 
+    def attention(self, device: torch.device | None = None) -> str:
+        """Which attention a step runs: `reductions` (compiled, when asked), `cpu` (this module's own for
+        the CPU, where the model's is SDPA and no plugin forced one of its backends) or the model's own
+        implementation, named as transformers names it."""
+        impl = self.model.config._attn_implementation
+        device = torch.device(self.pipeline.device) if device is None else device
+        if self.reduced_attention and self.compiled is not None:
+            return "reductions"
+        if impl == "sdpa" and device.type == "cpu" and self.pipeline.sdpa_backend is None:
+            return "cpu"
+        return impl
+
     def describe(self) -> dict[str, Any]:
         """What the record says about this engine's step."""
         reduced = self.compiled is not None
         return {"compiled_step": self.compiled, "fused_qkv": self.qkv is not None,
-                "gemv_rows": self.gemv_rows if reduced else 0,
-                "reduced_attention": self.reduced_attention and reduced}
+                "gemv_rows": self.gemv_rows if reduced else 0, "attention": self.attention()}
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -198,11 +209,9 @@ class StaticEngine:
         allowed = torch.arange(steps, device=pos.device) <= pos
         causal = torch.zeros(steps, dtype=x.dtype, device=x.device).masked_fill(~allowed, torch.finfo(x.dtype).min)
         causal = causal.view(1, 1, 1, steps)
-        attend = ALL_ATTENTION_FUNCTIONS.get_interface(model.config._attn_implementation, eager_attention_forward)
-        if self.reduced_attention and self.compiled is not None:
-            attend = _reduced_attention
-        elif model.config._attn_implementation == "sdpa" and x.device.type == "cpu":
-            attend = _sdpa_grouped
+        attend = {"reductions": _reduced_attention, "cpu": _cpu_attention}.get(
+            self.attention(x.device),
+            ALL_ATTENTION_FUNCTIONS.get_interface(model.config._attn_implementation, eager_attention_forward))
         rows = tokens.shape[0]
         gemv = self.compiled is not None and rows <= self.gemv_rows
         linear = _gemv_linear if gemv else _call
@@ -377,7 +386,7 @@ def _mlp(mlp: Any, x: torch.Tensor, linear: Callable[[Any, torch.Tensor], torch.
     return linear(mlp.down_proj, up * mlp.activation_fn(gate))
 
 
-def _sdpa_grouped(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
+def _cpu_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
                   dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """Attention for the CPU with grouped-query heads read in place. transformers' own sdpa function
     copies each key/value head once per query head it serves when a mask is given (`repeat_kv`), except

@@ -28,7 +28,8 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
     sources = sorted(s for s in df["weights_source"].dropna().unique())
     lines += [f"- weights: {', '.join(WEIGHTS.get(s, s) for s in sources) or 'unknown'}",
               "- RTF = compute / audio (lower is better), geometric mean of the repeats; x real time = audio / "
-              "compute; long-form RTF = compute per second of audio once a request is long, + its fixed cost; "
+              "compute; long-form RTF = compute per second of audio at the measured request's mean decode step "
+              "(longer audio costs more: each step's attention reads a longer cache), + its fixed cost; "
               f"speedup against the baseline of the same device, length and batch, interpolated to when the cell "
               f"ran; 95% intervals: {stats.METHOD}, none below 3 repeats (* = beyond noise)",
               f"- quality: `passes` when the sampled distributions stay within a mean total variation of {max_tv:g} "

@@ -102,7 +102,8 @@ def render_markdown(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MA
     lines = ["# dia-bench hardware recommendations", "",
              f"Recommended: the fastest configuration whose sampled distributions stay within a mean total "
              f"variation distance of {max_tv:g} from the fp32 reference (`--max-tv`). RTF = compute / audio. "
-             "Long-form RTF: the cost per second of audio once a request is long (decode steps only); fixed: "
+             "Long-form RTF: the cost per second of audio at the measured request's mean decode step (longer "
+             "audio costs more: each step's attention reads a longer cache); fixed: "
              "the cost of a request beyond that.", "",
              "| machine | device | model | audio s | recommended settings | quality | RTF [95% CI] | long-form RTF "
              "[95% CI] | fixed s | x real time | largest real-time batch | peak RSS MB | peak VRAM MB | guide | "

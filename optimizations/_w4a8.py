@@ -11,11 +11,6 @@ traces the decode step as one graph around it.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -23,54 +18,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dia_bench.harness.paths import cache_dir
+from dia_bench.harness.ckernels import build
 from dia_bench.optimizations._int4_linear import quantize_groupwise
 from dia_bench.optimizations._ops import define_cpu_operator
 
 SOURCE = Path(__file__).with_name("_w4a8_kernel.c")
 TILE = 64  # outputs per tile: TN in the C source
-FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
-
-
-class KernelUnavailable(RuntimeError):
-    """The kernel cannot be built here; the message says why."""
-
-
-def compiler() -> str:
-    """The C compiler the kernel is built with: $CC, else gcc, else cc."""
-    found = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
-    if not found:
-        raise KernelUnavailable("no C compiler found (gcc or $CC): the 8da4w kernel is built here at first use")
-    return found
-
-
-def _library_path(cc: str, march: str) -> Path:
-    from dia_bench.harness.env import cpu_info
-
-    cpu = cpu_info()
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, " ".join(FLAGS), march,
-                                    cpu["model"], " ".join(cpu["flags"])]).encode()).hexdigest()[:16]
-    return cache_dir() / "kernels" / f"w4a8-{march}-{key}.so"
 
 
 @cache
 def library(march: str = "native") -> ctypes.CDLL:
     """The built kernel, compiled now if this machine has not built this source before. `march` other
     than native builds the paths other processors take (haswell: AVX2; x86-64: plain C), for tests."""
-    cc = compiler()
-    path = _library_path(cc, march)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            built = Path(tmp) / path.name
-            done = subprocess.run([cc, *FLAGS, f"-march={march}", str(SOURCE), "-o", str(built), "-lm"],
-                                  capture_output=True, text=True, check=False)
-            if done.returncode:
-                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-                raise KernelUnavailable(f"the 8da4w kernel did not compile with {cc}: {last}")
-            os.replace(built, path)  # atomic: a concurrent worker sees the whole library or none
-    lib = ctypes.CDLL(str(path))
+    lib = build(SOURCE, "8da4w", march)
     lib.w4a8_isa.restype = ctypes.c_char_p
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.w4a8_linear.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr]

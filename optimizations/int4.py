@@ -40,13 +40,13 @@ class Int4(Plugin):
         if value.startswith(W4A8):
             import platform
 
-            from dia_bench.optimizations import _w4a8
+            from dia_bench.harness import ckernels
 
             if platform.machine().lower() not in ("x86_64", "amd64"):
                 return f"int4={value}'s kernel is written for x86 (AVX2 or AVX-512 VNNI), not {platform.machine()}"
             try:
-                _w4a8.compiler()  # the same search the build makes ($CC, gcc, cc)
-            except _w4a8.KernelUnavailable as why:
+                ckernels.compiler()  # the same search the build makes ($CC, gcc, cc)
+            except ckernels.KernelUnavailable as why:
                 return f"int4={value}: {why}"
             return None
         if device.startswith("cuda"):

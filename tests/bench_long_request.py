@@ -1,10 +1,10 @@
 """A long request through engine=static, its self-attention reading the positions written so far
-(`span`, what eager steps do) against reading the whole cache allocated for the request (what a
-compiled step does, at one shape), and with --compiled that compiled step itself. One loaded model,
-the variants taking turns.
+(`span`, what eager steps do) against reading the whole cache allocated for the request (`whole`, what
+a compiled step does, at one shape), `compiled` (that step compiled), and `span-matmul` (eager, attention
+through torch's matmuls instead of dia-bench's CPU kernel). One loaded model, the variants taking turns.
 
     python -m tests.bench_long_request [--preset dia-1.6b] [--opt int4=8da4w-128 ...] [--seconds 20] [--rounds 2]
-                                       [--compiled]
+                                       [--variants span,whole,compiled,span-matmul]
 
 Prints, per round and variant, the first and last tenth's median step and the mean step, and the
 long-form RTF those imply (mean step x 86.13 frames per second). Not a unit test: the figures depend
@@ -36,20 +36,25 @@ def main() -> None:
     parser.add_argument("--opt", action="append", default=[], help="plugins (engine=static implied)")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--compiled", action="store_true", help="also the compiled step (compile=default)")
+    parser.add_argument("--variants", default="span,whole", help="of span, whole, compiled, span-matmul")
     args = parser.parse_args()
 
     plan = resolve([o for o in args.opt if not o.startswith("engine")], "cpu")
     pipe, weights = load_pipeline(Cell(preset=args.preset, device="cpu", warmup=0, repeats=1),
                                   plan.load_dtype() or torch.float32)
     apply_plan(pipe, plan, "cpu")
+    variants = args.variants.split(",")
+    unknown = set(variants) - {"span", "whole", "compiled", "span-matmul"}
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(sorted(unknown))}")
     engine = StaticEngine(pipe)
     pipe.engine = engine
     span = engine._span
+    matmul = StaticEngine(pipe, attention_kernel=False)
     frames = frames_for_seconds(args.seconds)
     pipe.run(TEXT, frames_for_seconds(1.0), SamplingParams(), 0)  # warm up
     compiled = None
-    if args.compiled:
+    if "compiled" in variants:
         compiled = StaticEngine(pipe)
         compiled.compile("default")
         pipe.engine = compiled
@@ -58,9 +63,9 @@ def main() -> None:
     print(f"cpu: {env.cpu_info()['model']}  weights: {weights['source']}  preset: {args.preset}  "
           f"plugins: {plan.specs or ['none']}  audio: {args.seconds} s")
     for rnd in range(args.rounds):
-        for name in ("span", "whole cache") + (("compiled",) if compiled else ()):
+        for name in variants:
             engine._span = span if name == "span" else (lambda t: None)
-            pipe.engine = compiled if name == "compiled" else engine
+            pipe.engine = {"compiled": compiled, "span-matmul": matmul}.get(name, engine)
             steps = pipe.run(TEXT, frames, SamplingParams(), 0).times.step_latencies_s
             tenth = max(1, len(steps) // 10)
             mean = sum(steps) / len(steps)

@@ -84,7 +84,7 @@ def test_a_step_of_reductions_gives_the_steps_logits_and_codes(tiny_pipeline):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     # An eager step never takes the reductions: it would materialize every product.
     eager = StaticEngine(pipe, gemv_rows=8, reduced_attention=True)
-    assert eager.describe()["gemv_rows"] == 0 and eager.describe()["attention"] == "cpu"
+    assert eager.describe()["gemv_rows"] == 0 and eager.describe()["attention"] == "cpu-kernel"
     # A backend the sdpa plugin forces is honoured: the step then attends through SDPA.
     pipe.sdpa_backend = "math"
     try:

@@ -91,8 +91,9 @@ class StaticEngine:
     model, such as ipex, are seen)."""
 
     def __init__(self, pipeline: Any, fuse_qkv: bool | None = None, gemv_rows: int = 0,
-                 reduced_attention: bool = False) -> None:
+                 reduced_attention: bool = False, attention_kernel: bool = True) -> None:
         self.pipeline = pipeline
+        self.attention_kernel = attention_kernel  # False: the CPU's matmuls even where the kernel runs
         # A compiled step may write its Linear layers (up to `gemv_rows` decoder rows) and its attention as
         # plain reductions, which inductor generates as its own kernels and fuses with their neighbours,
         # instead of cuBLAS GEMMs and cuDNN attention. On an H200, cuBLAS's kernels for 2 rows read
@@ -102,6 +103,7 @@ class StaticEngine:
         self.reduced_attention = reduced_attention
         self.decode: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self._decode
         self.compiled: str | None = None
+        self._attending = ""  # self.attention(), set before each request's loop
         self._buffers: dict[tuple, torch.Tensor] = {}
         # One GEMM for q, k and v instead of three. On an H200 the k and v GEMMs of 2 rows took 5.4 us
         # each for 2 MB of weights (36 a step, 0.19 ms of a 2.08 ms step): a GEMM that small costs its
@@ -134,15 +136,15 @@ class StaticEngine:
         self.compiled = mode
 
     def attention(self, device: torch.device | None = None) -> str:
-        """Which attention a step runs: `reductions` (compiled, when asked), `cpu` (this module's own for
-        the CPU, where the model's is SDPA and no plugin forced one of its backends) or the model's own
-        implementation, named as transformers names it."""
+        """Which attention a step runs: `reductions` (compiled, when asked); on the CPU, where the model's is
+        SDPA and no plugin forced one of its backends, `cpu-kernel` (harness/worker/decode_attention.py,
+        fp32) or `cpu-matmul` (where that kernel cannot run); else the model's own, as transformers names it."""
         impl = self.model.config._attn_implementation
         device = torch.device(self.pipeline.device) if device is None else device
         if self.reduced_attention and self.compiled is not None:
             return "reductions"
         if impl == "sdpa" and device.type == "cpu" and self.pipeline.sdpa_backend is None:
-            return "cpu"
+            return "cpu-kernel" if self.attention_kernel and _kernel_attends(self.model.dtype) else "cpu-matmul"
         return impl
 
     def describe(self) -> dict[str, Any]:
@@ -209,8 +211,11 @@ class StaticEngine:
         allowed = torch.arange(steps, device=pos.device) <= pos
         causal = torch.zeros(steps, dtype=x.dtype, device=x.device).masked_fill(~allowed, torch.finfo(x.dtype).min)
         causal = causal.view(1, 1, 1, steps)
-        attend = {"reductions": _reduced_attention, "cpu": _cpu_attention}.get(
-            self.attention(x.device),
+        # Chosen before the loop (`_attending`): the choice asks whether a kernel builds, which a compiled
+        # step must not trace.
+        attend = {"reductions": _reduced_attention, "cpu-kernel": _cpu_kernel_attention,
+                  "cpu-matmul": _cpu_attention}.get(
+            self._attending,
             ALL_ATTENTION_FUNCTIONS.get_interface(model.config._attn_implementation, eager_attention_forward))
         rows = tokens.shape[0]
         gemv = self.compiled is not None and rows <= self.gemv_rows
@@ -292,6 +297,7 @@ class StaticEngine:
         device = inputs["input_ids"].device
         timer = _StepTimer(device, clock)
         req = self.prepare(inputs, steps, frames, sampling.cfg)
+        self._attending = self.attention(device)
         self.pipeline.decoder_rows = req.rows
         out = torch.full((texts, steps + 1, channels), BOS, dtype=torch.long, device=device)
         positions = torch.arange(steps, device=device)
@@ -320,6 +326,7 @@ class StaticEngine:
         steps = history.shape[1] - 1
         frames = steps - decode_steps(0, list(self.model.config.delay_pattern))
         req = self.prepare({k: v[:1] for k, v in inputs.items()}, steps, frames, sampling.cfg)
+        self._attending = self.attention(device)
         # clone: a CUDA graph's outputs are overwritten by its next replay.
         logits = [self.decode(history[:, t, :], torch.tensor(t, device=device), req, history[0, t + 1, :],
                               sampling, self._span(t))[1].clone() for t in range(steps)]
@@ -386,23 +393,44 @@ def _mlp(mlp: Any, x: torch.Tensor, linear: Callable[[Any, torch.Tensor], torch.
     return linear(mlp.down_proj, up * mlp.activation_fn(gate))
 
 
+def _kernel_attends(dtype: torch.dtype) -> bool:
+    from dia_bench.harness.worker import decode_attention
+
+    return dtype == torch.float32 and decode_attention.unavailable() is None
+
+
+def _cpu_kernel_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          mask: torch.Tensor, dropout: float = 0.0, scaling: float | None = None,
+                          **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """One query a row in fp32 through dia-bench's kernel (harness/worker/decode_attention.py), which streams
+    each key/value head once for its group of queries; anything else as `_cpu_attention`."""
+    rows, heads, length, dim = query.shape
+    if length != 1 or not query.dtype == key.dtype == value.dtype == torch.float32:
+        return _cpu_attention(module, query, key, value, mask, dropout, scaling)
+    q = query.reshape(rows, key.shape[1], heads // key.shape[1], dim)
+    out = torch.ops.dia_bench.decode_attention(q, key, value, mask.reshape(mask.shape[0], mask.shape[-1]),
+                                               dim ** -0.5 if scaling is None else scaling)
+    return out.reshape(rows, 1, heads, dim), None
+
+
 def _cpu_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
-                  dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+                   dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """Attention for the CPU with grouped-query heads read in place. transformers' own sdpa function
     copies each key/value head once per query head it serves when a mask is given (`repeat_kv`), except
     in an eager step, where it packs the queries instead; a compiled step then copied the whole cache
     four times over on dia-1.6b. One query a row goes through two batched matmuls with the group's
     queries as rows: over 18 layers' caches of 1738 positions (20 s of audio, 256 MB) they took 27.7 ms
-    where SDPA's CPU kernel took 41.6 (Zen 4, 2 cores). CUDA keeps transformers' path: its graph is the
-    one measured there."""
+    where SDPA's CPU kernel took 41.6 (Zen 4, 2 cores). CUDA keeps transformers' path: its graph is
+    the one measured there."""
     rows, heads, length, dim = query.shape
     kv_heads = key.shape[1]
+    scale = dim ** -0.5 if scaling is None else scaling
     if length != 1:
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling,
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scale,
                                              enable_gqa=kv_heads != heads)
         return out.transpose(1, 2), None
     q = query.reshape(rows, kv_heads, heads // kv_heads, dim)
-    scores = torch.matmul(q, key.transpose(-1, -2)) * (dim ** -0.5 if scaling is None else scaling)
+    scores = torch.matmul(q, key.transpose(-1, -2)) * scale
     scores = scores + mask.reshape(mask.shape[0], 1, 1, mask.shape[-1])
     # The softmax in fp32, as SDPA's kernels keep it, whatever the weights' dtype.
     out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(value.dtype), value)

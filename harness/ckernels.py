@@ -1,0 +1,59 @@
+"""C kernels dia-bench builds on the machine that runs them, at first use, with the system compiler.
+
+Each is keyed by its source, the compiler and its version, the flags and the processor (these VMs
+change CPU between sessions), and built into the cache atomically: a concurrent worker sees a whole
+library or none. OpenMP resolves to the runtime torch already loaded, so `threads=N` governs it too."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from dia_bench.harness.paths import cache_dir
+
+FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
+
+
+class KernelUnavailable(RuntimeError):
+    """A kernel cannot be built here; the message says why."""
+
+
+def compiler() -> str:
+    """The C compiler kernels are built with: $CC, else gcc, else cc."""
+    found = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
+    if not found:
+        raise KernelUnavailable("no C compiler found (gcc or $CC): dia-bench builds its kernels here at first use")
+    return found
+
+
+def library_path(source: Path, cc: str, march: str) -> Path:
+    from dia_bench.harness.env import cpu_info
+
+    cpu = cpu_info()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
+    key = hashlib.sha256("\0".join([source.read_text(), cc, version, " ".join(FLAGS), march,
+                                    cpu["model"], " ".join(cpu["flags"])]).encode()).hexdigest()[:16]
+    return cache_dir() / "kernels" / f"{source.stem.removesuffix('_kernel').lstrip('_')}-{march}-{key}.so"
+
+
+def build(source: Path, what: str, march: str = "native") -> ctypes.CDLL:
+    """The library built from `source` for `march` (native: this processor), compiled now if this machine
+    has not built it before. `what` names the kernel in the error a failed build raises."""
+    cc = compiler()
+    path = library_path(source, cc, march)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            built = Path(tmp) / path.name
+            done = subprocess.run([cc, *FLAGS, f"-march={march}", str(source), "-o", str(built), "-lm"],
+                                  capture_output=True, text=True, check=False)
+            if done.returncode:
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                raise KernelUnavailable(f"the {what} kernel did not compile with {cc}: {last}")
+            os.replace(built, path)
+    return ctypes.CDLL(str(path))

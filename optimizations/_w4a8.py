@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dia_bench.harness.ckernels import build
+from dia_bench.harness.worker.ckernels import build
 from dia_bench.optimizations._int4_linear import quantize_groupwise
 from dia_bench.optimizations._ops import define_cpu_operator
 

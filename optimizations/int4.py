@@ -40,7 +40,7 @@ class Int4(Plugin):
         if value.startswith(W4A8):
             import platform
 
-            from dia_bench.harness import ckernels
+            from dia_bench.harness.worker import ckernels
 
             if platform.machine().lower() not in ("x86_64", "amd64"):
                 return f"int4={value}'s kernel is written for x86 (AVX2 or AVX-512 VNNI), not {platform.machine()}"

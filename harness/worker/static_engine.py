@@ -393,6 +393,22 @@ def _mlp(mlp: Any, x: torch.Tensor, linear: Callable[[Any, torch.Tensor], torch.
     return linear(mlp.down_proj, up * mlp.activation_fn(gate))
 
 
+def _grouped(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """One query a row, (rows, heads, 1, dim), as (rows, key/value heads, the query heads each serves, dim):
+    a grouped head then reads its key/value head in place."""
+    rows, heads, _, dim = query.shape
+    return query.reshape(rows, key.shape[1], heads // key.shape[1], dim)
+
+
+def _scale(query: torch.Tensor, scaling: float | None) -> float:
+    return query.shape[-1] ** -0.5 if scaling is None else scaling
+
+
+def _per_row(mask: torch.Tensor) -> torch.Tensor:
+    """An additive mask (rows or 1, 1, 1, keys) as (rows or 1, keys)."""
+    return mask.reshape(mask.shape[0], mask.shape[-1])
+
+
 def _kernel_attends(dtype: torch.dtype) -> bool:
     from dia_bench.harness.worker import decode_attention
 
@@ -404,13 +420,11 @@ def _cpu_kernel_attention(module: Any, query: torch.Tensor, key: torch.Tensor, v
                           **kwargs: Any) -> tuple[torch.Tensor, None]:
     """One query a row in fp32 through dia-bench's kernel (harness/worker/decode_attention.py), which streams
     each key/value head once for its group of queries; anything else as `_cpu_attention`."""
-    rows, heads, length, dim = query.shape
-    if length != 1 or not query.dtype == key.dtype == value.dtype == torch.float32:
+    if query.shape[2] != 1 or not query.dtype == key.dtype == value.dtype == torch.float32:
         return _cpu_attention(module, query, key, value, mask, dropout, scaling)
-    q = query.reshape(rows, key.shape[1], heads // key.shape[1], dim)
-    out = torch.ops.dia_bench.decode_attention(q, key, value, mask.reshape(mask.shape[0], mask.shape[-1]),
-                                               dim ** -0.5 if scaling is None else scaling)
-    return out.reshape(rows, 1, heads, dim), None
+    out = torch.ops.dia_bench.decode_attention(_grouped(query, key), key, value, _per_row(mask),
+                                               _scale(query, scaling))
+    return out.reshape(query.shape[0], 1, query.shape[1], query.shape[3]), None
 
 
 def _cpu_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
@@ -422,19 +436,16 @@ def _cpu_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: t
     queries as rows: over 18 layers' caches of 1738 positions (20 s of audio, 256 MB) they took 27.7 ms
     where SDPA's CPU kernel took 41.6 (Zen 4, 2 cores). CUDA keeps transformers' path: its graph is
     the one measured there."""
-    rows, heads, length, dim = query.shape
-    kv_heads = key.shape[1]
-    scale = dim ** -0.5 if scaling is None else scaling
-    if length != 1:
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scale,
-                                             enable_gqa=kv_heads != heads)
+    if query.shape[2] != 1:
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout,
+                                             scale=_scale(query, scaling),
+                                             enable_gqa=key.shape[1] != query.shape[1])
         return out.transpose(1, 2), None
-    q = query.reshape(rows, kv_heads, heads // kv_heads, dim)
-    scores = torch.matmul(q, key.transpose(-1, -2)) * scale
-    scores = scores + mask.reshape(mask.shape[0], 1, 1, mask.shape[-1])
+    scores = torch.matmul(_grouped(query, key), key.transpose(-1, -2)) * _scale(query, scaling)
+    scores = scores + _per_row(mask)[:, None, None, :]
     # The softmax in fp32, as SDPA's kernels keep it, whatever the weights' dtype.
     out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(value.dtype), value)
-    return out.reshape(rows, 1, heads, dim), None
+    return out.reshape(query.shape[0], 1, query.shape[1], query.shape[3]), None
 
 
 def _reduced_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -444,13 +455,11 @@ def _reduced_attention(module: Any, query: torch.Tensor, key: torch.Tensor, valu
     fuses into a few kernels. Grouped-query heads read their key/value head in place (no repeated copy).
     Takes and returns what transformers' attention functions do: (rows, heads, 1, dim) queries, (rows,
     kv heads, keys, dim) keys and values, an additive mask; (rows, 1, heads, dim) out."""
-    rows, heads, _, dim = query.shape
-    groups = heads // key.shape[1]
-    q = query.reshape(rows, key.shape[1], groups, 1, dim).float()
-    scores = (q * key[:, :, None].float()).sum(-1) * (dim ** -0.5 if scaling is None else scaling)
-    scores = scores + mask.reshape(mask.shape[0], 1, 1, mask.shape[-1]).float()
+    q = _grouped(query, key)[:, :, :, None].float()
+    scores = (q * key[:, :, None].float()).sum(-1) * _scale(query, scaling)
+    scores = scores + _per_row(mask)[:, None, None, :].float()
     out = (scores.softmax(dim=-1)[..., None] * value[:, :, None].float()).sum(-2)
-    return out.to(query.dtype).reshape(rows, 1, heads, dim), None
+    return out.to(query.dtype).reshape(query.shape[0], 1, query.shape[1], query.shape[3]), None
 
 
 def _eos_channel_filter(scores: torch.Tensor, channels: int) -> torch.Tensor:

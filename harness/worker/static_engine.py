@@ -93,6 +93,8 @@ class StaticEngine:
     def __init__(self, pipeline: Any, fuse_qkv: bool | None = None, gemv_rows: int = 0,
                  reduced_attention: bool = False, attention_kernel: bool = True) -> None:
         self.pipeline = pipeline
+        self.kernels: str | None = None  # "triton": use_kernels()
+        self.tuning: list[dict] = []  # what tuning the Triton Linear layers measured
         self.attention_kernel = attention_kernel  # False: the CPU's matmuls even where the kernel runs
         # A compiled step may write its Linear layers (up to `gemv_rows` decoder rows) and its attention as
         # plain reductions, which inductor generates as its own kernels and fuses with their neighbours,
@@ -105,6 +107,7 @@ class StaticEngine:
         self.compiled: str | None = None
         self._attending = ""  # self.attention(), set before each request's loop
         self._buffers: dict[tuple, torch.Tensor] = {}
+        self._tuned: set[tuple] = set()
         # One GEMM for q, k and v instead of three. On an H200 the k and v GEMMs of 2 rows took 5.4 us
         # each for 2 MB of weights (36 a step, 0.19 ms of a 2.08 ms step): a GEMM that small costs its
         # launch and tail, not its bytes. Joined, the step fell to 1.91 ms (tests/bench_gpu_step.py).
@@ -118,6 +121,22 @@ class StaticEngine:
     @property
     def model(self):
         return self.pipeline.model
+
+    def use_kernels(self, kernels: str) -> str:
+        """Runs the step's Linear layers and attention through dia-bench's Triton kernels
+        (harness/worker/triton_linear.py, triton_attention.py), with each RMSNorm, the MLP's gated SiLU
+        and the residual adds folded into the Linear layers. Raises ValueError where the model does not
+        fit them. Returns a note for the record."""
+        from dia_bench.harness.worker import triton_linear
+
+        reason = triton_linear.unavailable(self.pipeline.device) or _triton_misfit(self.model)
+        if reason:
+            raise ValueError(f"kernels={kernels}: {reason}")
+        if self.qkv is None:
+            self.qkv = _fuse_qkv(self.model.model.decoder.layers)
+        self.kernels = kernels
+        return ("Linear layers as Triton GEMVs for few rows with RMSNorm, gated SiLU and residual folded in; "
+                "one-query attention as a Triton kernel; block sizes tuned per shape in the warmup")
 
     def compile(self, mode: str, **inductor: Any) -> None:
         """One decode step, sampling included, compiled at fixed shapes; reduce-overhead on CUDA captures
@@ -141,6 +160,8 @@ class StaticEngine:
         fp32) or `cpu-matmul` (where that kernel cannot run); else the model's own, as transformers names it."""
         impl = self.model.config._attn_implementation
         device = torch.device(self.pipeline.device) if device is None else device
+        if self.kernels == "triton":
+            return "triton"
         if self.reduced_attention and self.compiled is not None:
             return "reductions"
         if impl == "sdpa" and device.type == "cpu" and self.pipeline.sdpa_backend is None:
@@ -151,7 +172,8 @@ class StaticEngine:
         """What the record says about this engine's step."""
         reduced = self.compiled is not None
         return {"compiled_step": self.compiled, "fused_qkv": self.qkv is not None,
-                "gemv_rows": self.gemv_rows if reduced else 0, "attention": self.attention()}
+                "gemv_rows": self.gemv_rows if reduced else 0, "attention": self.attention(),
+                "kernels": self.kernels, **({"linear_tuning": self.tuning} if self.tuning else {})}
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -177,6 +199,8 @@ class StaticEngine:
         cross_mask = torch.zeros(mask.shape, dtype=dtype, device=ids.device).masked_fill(
             mask == 0, torch.finfo(dtype).min)[:, None, None, :]
         forced = forced_tokens(frames, list(model.config.delay_pattern), ids.device)
+        if self.kernels == "triton" and ids.device.type == "cuda":
+            self._tune(rows)
         return Request(rows, cross_keys, cross_values, cross_mask, keys, values, forced)
 
     def _buffer(self, key: tuple, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -218,6 +242,8 @@ class StaticEngine:
             self._attending,
             ALL_ATTENTION_FUNCTIONS.get_interface(model.config._attn_implementation, eager_attention_forward))
         rows = tokens.shape[0]
+        if self._attending == "triton":
+            return self._triton_step(x, cos, sin, pos, req, causal, steps)
         gemv = self.compiled is not None and rows <= self.gemv_rows
         linear = _gemv_linear if gemv else _call
         for i, layer in enumerate(decoder.layers):
@@ -245,6 +271,51 @@ class StaticEngine:
             x = x + (_mlp(layer.mlp, layer.pre_mlp_norm(x), linear) if gemv else layer.mlp(layer.pre_mlp_norm(x)))
         x = decoder.norm(x)
         return linear(model.logits_dense, x).view(rows, decoder.num_channels, decoder.vocab_size).float()
+
+    def _triton_step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor, req: Request,
+                     causal: torch.Tensor, steps: int) -> torch.Tensor:
+        """`_step`'s layers through the Triton kernels: eight kernels a layer besides rotary embedding and
+        the cache writes, where the modules' own path runs about twenty."""
+        from dia_bench.harness.worker.triton_attention import decode_attention
+        from dia_bench.harness.worker.triton_linear import skinny_linear
+
+        decoder = self.model.model.decoder
+        rows = x.shape[0]
+        for i, layer in enumerate(decoder.layers):
+            sa, ca, mlp = layer.self_attention, layer.cross_attention, layer.mlp
+            norm = layer.pre_sa_norm
+            q, k, v = skinny_linear(x, self.qkv[i], norm.weight, norm.variance_epsilon).split(
+                [sa.q_proj.out_features, sa.k_proj.out_features, sa.v_proj.out_features], dim=-1)
+            q, k, v = (t.view(rows, 1, -1, sa.head_dim).transpose(1, 2) for t in (q, k, v))
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            req.keys[i].index_copy_(2, pos.view(1), k.to(req.keys[i].dtype))
+            req.values[i].index_copy_(2, pos.view(1), v.to(req.values[i].dtype))
+            keys, values = req.keys[i][:, :, :steps], req.values[i][:, :, :steps]
+            out = decode_attention(_grouped(q, keys), keys, values, _per_row(causal), _scale(q, sa.scaling))
+            x = skinny_linear(out.reshape(rows, 1, -1), sa.o_proj.weight, residual=x)
+
+            norm = layer.pre_ca_norm
+            q = skinny_linear(x, ca.q_proj.weight, norm.weight, norm.variance_epsilon)
+            q = q.view(rows, 1, -1, ca.head_dim).transpose(1, 2)
+            out = decode_attention(_grouped(q, req.cross_keys[i]), req.cross_keys[i], req.cross_values[i],
+                                   _per_row(req.cross_mask), _scale(q, ca.scaling))
+            x = skinny_linear(out.reshape(rows, 1, -1), ca.o_proj.weight, residual=x)
+
+            norm = layer.pre_mlp_norm
+            gate_up = skinny_linear(x, mlp.gate_up_proj.weight, norm.weight, norm.variance_epsilon)
+            x = skinny_linear(gate_up, mlp.down_proj.weight, residual=x, gated=True)
+        logits = skinny_linear(x, self.model.logits_dense.weight, decoder.norm.weight, decoder.norm.variance_epsilon)
+        return logits.view(rows, decoder.num_channels, decoder.vocab_size).float()
+
+    def _tune(self, rows: int) -> None:
+        """Times the Triton Linear layer's block sizes for each of the step's shapes at these rows, once
+        a process (triton_linear keeps them): in the warmup, before the step is compiled."""
+        from dia_bench.harness.worker import triton_linear
+
+        for shape in _linear_shapes(self.model, self.qkv, rows):
+            if shape not in self._tuned:
+                self.tuning.append(triton_linear.tune(*shape))
+                self._tuned.add(shape)
 
     # -- sampling, as transformers' Dia processors do it, on the device -------------------------
 
@@ -361,6 +432,44 @@ def _fuse_qkv(layers: Any) -> list[torch.Tensor | None]:
             sa._dia_bench_qkv = weight
         fused.append(weight)
     return fused
+
+
+def _triton_misfit(model: Any) -> str | None:
+    """Why the Triton step cannot run this model, or None: it needs plain Linear layers (no quantized or
+    swapped ones) in bf16 or fp16, transformers' RMSNorm and a SiLU MLP, and at most its rows."""
+    from transformers.models.dia.modeling_dia import DiaRMSNorm
+
+    if model.dtype not in (torch.bfloat16, torch.float16):
+        dtype = str(model.dtype).removeprefix("torch.")
+        return f"the kernels multiply bf16 or fp16 weights, not {dtype}: add dtype=bf16"
+    decoder = model.model.decoder
+    if model.config.decoder_config.hidden_act != "silu":
+        return f"the MLP's activation is {model.config.decoder_config.hidden_act}, the kernel folds in SiLU only"
+    for layer in decoder.layers:
+        sa, ca, mlp = layer.self_attention, layer.cross_attention, layer.mlp
+        linears = (sa.q_proj, sa.k_proj, sa.v_proj, sa.o_proj, ca.q_proj, ca.o_proj, mlp.gate_up_proj,
+                   mlp.down_proj)
+        if not all(type(p) is torch.nn.Linear and p.bias is None and type(p.weight.detach()) is torch.Tensor
+                   for p in linears):
+            return "a Linear layer was replaced or quantized by another plugin: the kernels read plain weights"
+        if not all(type(n) is DiaRMSNorm for n in (layer.pre_sa_norm, layer.pre_ca_norm, layer.pre_mlp_norm)):
+            return "a norm layer is not transformers' DiaRMSNorm"
+    return None
+
+
+def _linear_shapes(model: Any, qkv: list[torch.Tensor | None] | None, rows: int) -> list[tuple]:
+    """The Triton step's Linear calls as (rows, out, in, norm, gated, residual), each shape once."""
+    decoder = model.model.decoder
+    layer = decoder.layers[0]
+    sa, ca, mlp = layer.self_attention, layer.cross_attention, layer.mlp
+    shapes = [(rows, qkv[0].shape[0], qkv[0].shape[1], True, False, False),
+              (rows, *sa.o_proj.weight.shape, False, False, True),
+              (rows, *ca.q_proj.weight.shape, True, False, False),
+              (rows, *ca.o_proj.weight.shape, False, False, True),
+              (rows, *mlp.gate_up_proj.weight.shape, True, False, False),
+              (rows, *mlp.down_proj.weight.shape, False, True, True),
+              (rows, *model.logits_dense.weight.shape, True, False, False)]
+    return list(dict.fromkeys(shapes))
 
 
 def _call(module: Any, x: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,8 @@ if triton is not None:
             v = tl.load(v_ptr + row * sv_r + head * sv_h + ss[:, None] * sv_s + rd[None, :], mask=s_ok[:, None],
                         other=0.0)
             bias = tl.load(m_ptr + row * sm_r + ss, mask=s_ok, other=float("-inf")).to(tl.float32)
-            scores = tl.dot(q, tl.trans(k)) * scale + bias[None, :]
+            # fp32 again: inductor passes Python floats as fp64, which would then carry into the loop.
+            scores = (tl.dot(q, tl.trans(k)) * scale).to(tl.float32) + bias[None, :]
             new_top = tl.maximum(top, tl.max(scores, axis=1))
             shrink = tl.exp(top - new_top)
             p = tl.exp(scores - new_top[:, None])

@@ -111,7 +111,7 @@ if triton is not None:
             w = tl.load(w_ptr + rn[:, None] * stride_w + kk[None, :], mask=w_ok, other=0.0)
             acc += tl.dot(x.to(w.dtype), tl.trans(w))
         if NORM:  # W (g * x / rms) = (W (g * x)) / rms, one scale per row
-            acc = acc * tl.rsqrt(tl.sum(squares, axis=1) / K + eps)[:, None]
+            acc = acc * tl.rsqrt(tl.sum(squares, axis=1) / K + eps).to(tl.float32)[:, None]  # fp64 from inductor
         y = acc.to(y_ptr.dtype.element_ty)
         y_ok = row_ok & (rn[None, :] < N)
         if RESIDUAL:  # x + layer(x) in the activations' dtype, as the decoder adds them

@@ -13,11 +13,12 @@ Triton GEMM templates tried against cuBLAS, still one CUDA graph), gemv (the Lin
 reductions that inductor generates, up to 4 decoder rows, with coordinate-descent tuning), rattn
 (attention as reductions and a softmax instead of SDPA's kernel), triton (`kernels=triton`: the Linear
 layers and attention through dia-bench's Triton kernels, norms, SiLU and residuals folded in; each
-Linear shape tuned against cuBLAS in the warmup, the attention kernel timed against SDPA). Each: a fresh engine, dtype
-bf16, `compile=reduce-overhead` (one CUDA graph a step; max-autotune with `autotune`), two requests
-of warmup, then three timed requests (the pipeline's own step clock: CUDA events) and one under the
-profiler, whose kernels are summed per step by name. Batch sizes after the first run with the
-variant that was fastest at it, and with the first variant (the reference) where that is another.
+Linear shape tuned against cuBLAS in the warmup, the attention kernel timed against SDPA, both in
+CUDA graphs). Each: a fresh engine, dtype bf16, `compile=reduce-overhead` (one CUDA graph a step;
+max-autotune with `autotune`), two requests of warmup, then three timed requests (the pipeline's own
+step clock: CUDA events) and one under the profiler, whose kernels are summed per step by name. Batch
+sizes after the first run with the variant that was fastest at it, and with the first variant (the
+reference) where that is another.
 Not a unit test: the figures name the machine and go in a closing note.
 """
 
@@ -81,17 +82,19 @@ def attention_table(pipe, texts: list[str], frames: int) -> list[dict]:
 
 
 def _time_attention(name: str, rows: int, kv: int, heads: int, keys: int, dim: int) -> dict:
-    import triton
-
+    """Both attentions as a CUDA graph runs them (harness/worker/graph_timer.py), each call on its own keys
+    and values."""
+    from dia_bench.harness.worker.graph_timer import copies_for, graph_time_us
     from dia_bench.harness.worker.triton_attention import decode_attention
 
     group = heads // kv
     q = torch.randn(rows, kv, group, dim, device="cuda", dtype=torch.bfloat16)
-    k, v = (torch.randn(rows, kv, keys, dim, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    caches = [torch.randn(2, rows, kv, keys, dim, device="cuda", dtype=torch.bfloat16)
+              for _ in range(copies_for(2 * rows * kv * keys * dim * 2))]
     mask = torch.zeros(1, keys, device="cuda", dtype=torch.bfloat16)
-    ours = triton.testing.do_bench(lambda: decode_attention(q, k, v, mask, dim ** -0.5)) * 1000
-    sdpa = triton.testing.do_bench(lambda: torch.nn.functional.scaled_dot_product_attention(
-        q.reshape(rows, heads, 1, dim), k, v, attn_mask=mask[:, None, None, :], enable_gqa=group > 1)) * 1000
+    ours = graph_time_us(lambda c: decode_attention(q, c[0], c[1], mask, dim ** -0.5), caches)
+    sdpa = graph_time_us(lambda c: torch.nn.functional.scaled_dot_product_attention(
+        q.reshape(rows, heads, 1, dim), c[0], c[1], attn_mask=mask[:, None, None, :], enable_gqa=group > 1), caches)
     return {"attention": name, "rows": rows, "heads": heads, "kv_heads": kv, "keys": keys,
             "triton_us": round(ours, 2), "sdpa_us": round(sdpa, 2)}
 
@@ -181,8 +184,9 @@ def main() -> None:
                 print(f"     {row['us_per_step']:8.2f} us {row['calls_per_step']:6.2f}x  {row['name'][:90]}")
             for t in r.get("linear_tuning") or []:
                 flags = "+".join(f for f in ("norm", "gated", "residual") if t[f]) or "plain"
+                b = t["blocks"]
                 print(f"     linear {t['shape']} {flags}: {t['us']} us ({t['gb_per_s']} GB/s, blocks "
-                      f"{t['blocks']['n']}x{t['blocks']['k']}) against cuBLAS {t['cublas_us']} us")
+                      f"{b['n']}x{b['k']}/{b['warps']}w/{b['stages']}s) against cuBLAS {t['cublas_us']} us")
             for a in r.get("attention_us") or []:
                 print(f"     attention {a['attention']} {a['rows']} rows x {a['heads']} heads, {a['keys']} keys: "
                       f"triton {a['triton_us']} us, SDPA {a['sdpa_us']} us")

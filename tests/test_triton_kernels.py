@@ -24,21 +24,32 @@ DTYPE = torch.float16
 TEXTS = ["[S1] Dia is an open weights text to dialogue model.", "[S1] Hi. [S2] Hello."]
 
 
-@pytest.mark.parametrize("rows", [2, 7, 32])
-@pytest.mark.parametrize(("n", "k"), [(96, 256), (40, 200)])  # 200: inputs not a multiple of the block
+@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+@pytest.mark.parametrize(("n", "k"), [(96, 512), (40, 200)])  # 200: inputs not a multiple of the block
 @pytest.mark.parametrize(("norm", "gated", "residual"), [(False, False, False), (True, False, False),
                                                          (False, False, True), (False, True, True)])
 def test_the_linear_kernel_equals_the_modules_arithmetic(rows, n, k, norm, gated, residual):
-    g = torch.Generator().manual_seed(rows * n + k)
-    x = torch.randn(rows, 1, 2 * k if gated else k, generator=g).to(DEVICE, DTYPE)
-    w = (torch.randn(n, k, generator=g) / k ** 0.5).to(DEVICE, DTYPE)
-    scale = (torch.rand(k, generator=g) + 0.5).to(DEVICE, DTYPE) if norm else None
-    r = torch.randn(rows, 1, n, generator=g).to(DEVICE, DTYPE) if residual else None
+    x, w, scale, r = _linear_inputs(rows, n, k, norm, gated, residual)
     got = triton_linear.skinny_linear(x, w, scale, 1e-5, residual=r, gated=gated)
     expected = triton_linear.reference(x, w, scale, 1e-5, residual=r, gated=gated)
     assert got.shape == expected.shape == (rows, 1, n) and got.dtype == DTYPE
     # Half-precision rounding apart (the norm's 1/rms is applied after the sums, not before).
     torch.testing.assert_close(got.float(), expected.float(), rtol=1e-2, atol=1e-2)
+
+
+def test_more_rows_than_the_kernel_takes_run_the_modules_arithmetic():
+    x, w, scale, r = _linear_inputs(triton_linear.MAX_ROWS + 1, 40, 64, True, False, True)
+    assert torch.equal(triton_linear.skinny_linear(x, w, scale, 1e-5, residual=r),
+                       triton_linear.reference(x, w, scale, 1e-5, residual=r))
+
+
+def _linear_inputs(rows: int, n: int, k: int, norm: bool, gated: bool, residual: bool) -> tuple:
+    g = torch.Generator().manual_seed(rows * n + k)
+    x = torch.randn(rows, 1, 2 * k if gated else k, generator=g).to(DEVICE, DTYPE)
+    w = (torch.randn(n, k, generator=g) / k ** 0.5).to(DEVICE, DTYPE)
+    scale = (torch.rand(k, generator=g) + 0.5).to(DEVICE, DTYPE) if norm else None
+    r = torch.randn(rows, 1, n, generator=g).to(DEVICE, DTYPE) if residual else None
+    return x, w, scale, r
 
 
 @pytest.mark.parametrize(("rows", "kv_heads", "group", "keys", "mask_rows"),

@@ -29,7 +29,7 @@ if triton is not None:
         top = tl.full((BLOCK_G,), float("-inf"), dtype=tl.float32)
         total = tl.zeros((BLOCK_G,), dtype=tl.float32)
         acc = tl.zeros((BLOCK_G, D), dtype=tl.float32)
-        for s0 in range(0, S, BLOCK_S):
+        for s0 in tl.range(0, S, BLOCK_S, num_stages=3):  # keys and values loaded ahead (cp.async)
             ss = s0 + rs
             s_ok = ss < S
             k = tl.load(k_ptr + row * sk_r + head * sk_h + ss[:, None] * sk_s + rd[None, :], mask=s_ok[:, None],

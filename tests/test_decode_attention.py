@@ -16,14 +16,16 @@ def _expected(q, k, v, mask, scale):
     return torch.einsum("rhgt,rhtd->rhgd", scores.softmax(-1), v).float()
 
 
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("rows", "kv_heads", "groups", "dim", "length", "per_row"),
                          [(2, 4, 4, 128, 1, False), (2, 4, 4, 128, 300, False), (3, 16, 1, 16, 37, True),
                           (1, 2, 2, 8, 5, True)])
-def test_the_kernel_equals_attention_in_float64(rows, kv_heads, groups, dim, length, per_row):
+def test_the_kernel_equals_attention_in_float64(rows, kv_heads, groups, dim, length, per_row, kv_dtype):
+    """A bf16 cache is widened exactly as it is read: the same float64 answer on its rounded values."""
     g = torch.Generator().manual_seed(rows * 1000 + length)
     q = torch.randn(rows, kv_heads, groups, dim, generator=g)
     cache = length + 7  # the engine's keys are the first positions of a buffer allocated for the request
-    k, v = (torch.randn(rows, kv_heads, cache, dim, generator=g)[:, :, :length] for _ in range(2))
+    k, v = (torch.randn(rows, kv_heads, cache, dim, generator=g).to(kv_dtype)[:, :, :length] for _ in range(2))
     mask = torch.zeros(rows if per_row else 1, length)
     if length > 1:  # positions a row may not see: the largest negative float, as the engine's masks hold
         mask[-1, length // 2:] = torch.finfo(torch.float32).min
@@ -42,12 +44,15 @@ def test_the_plain_c_build_gives_the_same_attention():
     mask, out = torch.zeros(1, 50), torch.empty(2, 4, 4, 32)
     assert lib.decode_attention(q.data_ptr(), k.data_ptr(), k.stride(0), k.stride(1), v.data_ptr(), v.stride(0),
                                 v.stride(1), mask.data_ptr(), 0, out.data_ptr(), 2, 4, 4, 32, 50,
-                                ctypes.c_float(0.25)) == 0
+                                ctypes.c_float(0.25), 0) == 0
     torch.testing.assert_close(out, _expected(q, k, v, mask.expand(2, 50), 0.25), rtol=1e-5, atol=1e-5)
 
 
 def test_keys_it_cannot_read_are_refused():
     q = torch.zeros(1, 1, 1, 8)
-    with pytest.raises(ValueError, match="fp32 keys and values"):
+    with pytest.raises(ValueError, match="positions contiguous"):
         torch.ops.dia_bench.decode_attention(q, torch.zeros(1, 1, 4, 8).transpose(2, 3).contiguous().transpose(2, 3),
+                                             torch.zeros(1, 1, 4, 8), torch.zeros(1, 4), 1.0)
+    with pytest.raises(ValueError, match="one dtype"):  # keys in bf16, values in fp32
+        torch.ops.dia_bench.decode_attention(q, torch.zeros(1, 1, 4, 8, dtype=torch.bfloat16),
                                              torch.zeros(1, 1, 4, 8), torch.zeros(1, 4), 1.0)

@@ -93,6 +93,29 @@ def test_a_step_of_reductions_gives_the_steps_logits_and_codes(tiny_pipeline):
         pipe.sdpa_backend = None
 
 
+def test_a_bf16_cache_is_read_by_the_kernel_and_moves_the_logits_by_its_rounding_only(tiny_pipeline):
+    """kv-cache=bf16: both caches are held in bf16, the CPU kernel reads them itself (no widened copy), and
+    the teacher-forced logits stay within bf16's rounding of the fp32 cache's; the matmul path widens them."""
+    pipe, _ = tiny_pipeline
+    inputs = pipe.tokenize(TEXTS[:1])
+    kwargs = pipe.generation_kwargs(12, GREEDY)
+    reference, _, _ = _both(pipe, TEXTS[:1], 12, GREEDY)
+    results = {}
+    for name, dtype, kernel in (("fp32", None, True), ("bf16", torch.bfloat16, True),
+                                ("bf16-matmul", torch.bfloat16, False)):
+        engine = StaticEngine(pipe, attention_kernel=kernel)
+        engine.cache_dtype = dtype
+        with torch.inference_mode():
+            results[name] = engine.teacher_forced_logits(inputs, reference[:1], kwargs)
+            req = engine.prepare(inputs, 4, 1, cfg=True)
+        if dtype is not None:
+            assert req.keys[0].dtype == req.cross_keys[0].dtype == torch.bfloat16
+            assert engine.describe()["cache_dtype"] == "bfloat16"
+    assert not torch.equal(results["bf16"], results["fp32"])  # the cache really is rounded
+    torch.testing.assert_close(results["bf16"], results["fp32"], rtol=0.05, atol=0.05)
+    torch.testing.assert_close(results["bf16-matmul"], results["bf16"], rtol=1e-4, atol=1e-4)
+
+
 def test_the_reductions_equal_a_linear_layer_and_grouped_query_attention():
     from transformers.models.dia.modeling_dia import eager_attention_forward
 

@@ -5,8 +5,11 @@
    third of the bus. Here each (row, key/value head) streams its keys once for all the query heads of
    its group, then its values once, so the cache is read at the rate one core streams memory.
 
+   Keys and values may be bf16 (kv_bf16 = 1), widened to fp32 as they are read: a cache kept in bf16
+   halves what a step reads, and the arithmetic stays fp32.
+
    query  (rows, kv_heads, groups, dim), contiguous
-   key    (rows, kv_heads, length, dim) at key_row and key_head strides; positions `dim` apart
+   key    (rows, kv_heads, length, dim) at key_row and key_head strides (in elements); positions `dim` apart
    value  the same at its own strides
    mask   (rows or 1, length), additive, contiguous; mask_row = length or 0
    out    (rows, kv_heads, groups, dim), contiguous
@@ -36,55 +39,210 @@ static inline float exp_nonpositive(float x) {
     return x < -87.0f ? 0.0f : p * scale;
 }
 
-int decode_attention(const float *query, const float *key, int64_t key_row, int64_t key_head,
-                     const float *value, int64_t value_row, int64_t value_head,
+static inline float from_f32(const float *p, int64_t i) { return p[i]; }
+
+/* Each group's scores, in place, to their softmax. */
+static void softmax_rows(float *s, int64_t groups, int64_t length) {
+    for (int64_t g = 0; g < groups; g++) {
+        float *sg = s + g * length, top = sg[0], sum = 0.0f;
+        for (int64_t t = 1; t < length; t++) top = sg[t] > top ? sg[t] : top;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t t = 0; t < length; t++) {
+            sg[t] = exp_nonpositive(sg[t] - top);
+            sum += sg[t];
+        }
+        float inv = 1.0f / sum;
+#pragma omp simd
+        for (int64_t t = 0; t < length; t++) sg[t] *= inv;
+    }
+}
+
+/* bf16 is the top half of an fp32: shifted into place, exactly. */
+static inline float from_bf16(const uint16_t *p, int64_t i) {
+    uint32_t bits = (uint32_t)p[i] << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* One (row, key/value head): its group's scores over every position, softmax, then the values, each
+   key and value read once. One body for both storage types, so that each loop vectorizes for its own. */
+#define ATTEND(NAME, T, LOAD)                                                                              \
+    static void NAME(const float *q, const T *k, const T *v, const float *m, float *o, float *s,          \
+                     int64_t groups, int64_t dim, int64_t length, float scale) {                          \
+        for (int64_t t = 0; t < length; t++) {                                                            \
+            const T *kt = k + t * dim;                                                                    \
+            for (int64_t g = 0; g < groups; g++) {                                                        \
+                const float *qg = q + g * dim;                                                            \
+                float acc = 0.0f;                                                                         \
+                _Pragma("omp simd reduction(+ : acc)") for (int64_t d = 0; d < dim; d++) acc +=            \
+                    qg[d] * LOAD(kt, d);                                                                  \
+                s[g * length + t] = acc * scale + m[t];                                                   \
+            }                                                                                             \
+        }                                                                                                 \
+        for (int64_t g = 0; g < groups; g++) {                                                            \
+            float *sg = s + g * length, top = sg[0], sum = 0.0f;                                          \
+            for (int64_t t = 1; t < length; t++) top = sg[t] > top ? sg[t] : top;                         \
+            _Pragma("omp simd reduction(+ : sum)") for (int64_t t = 0; t < length; t++) {                 \
+                sg[t] = exp_nonpositive(sg[t] - top);                                                     \
+                sum += sg[t];                                                                             \
+            }                                                                                             \
+            float inv = 1.0f / sum;                                                                       \
+            _Pragma("omp simd") for (int64_t t = 0; t < length; t++) sg[t] *= inv;                        \
+        }                                                                                                 \
+        memset(o, 0, sizeof(float) * (size_t)(groups * dim));                                            \
+        for (int64_t t = 0; t < length; t++) {                                                            \
+            const T *vt = v + t * dim;                                                                    \
+            for (int64_t g = 0; g < groups; g++) {                                                        \
+                float p = s[g * length + t], *og = o + g * dim;                                           \
+                _Pragma("omp simd") for (int64_t d = 0; d < dim; d++) og[d] += p * LOAD(vt, d);           \
+            }                                                                                             \
+        }                                                                                                 \
+    }
+
+ATTEND(attend_f32, float, from_f32)
+ATTEND(attend_bf16, uint16_t, from_bf16)
+
+/* Dia's heads are 128 wide. For them, a head's 128 numbers are 8 vectors of 16 (GCC's vector extensions:
+   AVX-512 registers here, pairs of AVX2 registers elsewhere), and the loops are arranged for the
+   processor rather than left to the vectorizer, which made the generic body compute-bound at 2 cores
+   (one dependent chain of multiply-adds per dot product, a bf16 cache slower than an fp32 one):
+   - a key is widened once and multiplied by every query of the group (up to 4 chains at once), and
+     two keys go together when the group is one query (cross-attention);
+   - each query's output stays in registers while the values stream past, two queries at a time. */
+typedef float vec16 __attribute__((vector_size(64)));
+#define LANES 16
+#define WIDE 128
+#define CHUNKS (WIDE / LANES)
+
+static inline vec16 widen_f32(const float *p) {
+    vec16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+typedef uint16_t half16 __attribute__((vector_size(32)));
+typedef uint32_t word16 __attribute__((vector_size(64)));
+
+static inline vec16 widen_bf16(const uint16_t *p) {
+    half16 h;
+    memcpy(&h, p, sizeof h);
+    word16 bits = __builtin_convertvector(h, word16) << 16;
+    vec16 v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+typedef int32_t lane16 __attribute__((vector_size(64)));
+
+/* The 16 lanes summed as a tree of halves: four dependent adds, where a plain loop is sixteen (C keeps
+   the order of a float sum as written). */
+static inline float total(vec16 v) {
+    v += __builtin_shuffle(v, (lane16){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    v += __builtin_shuffle(v, (lane16){4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
+    v += __builtin_shuffle(v, (lane16){2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
+    v += __builtin_shuffle(v, (lane16){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
+    return v[0];
+}
+
+/* G, the queries a key/value head serves, is a constant of each instance: with a loop bound known when
+   compiling, the queries' vectors and the sums stay in registers (with `groups` as a variable they
+   went through the stack, a store and a load around every multiply-add). */
+#define ATTEND_128(NAME, T, WIDEN, G)                                                                      \
+    static void NAME(const float *q, const T *k, const T *v, const float *m, float *o, float *s,          \
+                     int64_t length, float scale) {                                                       \
+        vec16 qv[G][CHUNKS];                                                                              \
+        for (int g = 0; g < G; g++)                                                                       \
+            for (int c = 0; c < CHUNKS; c++) qv[g][c] = widen_f32(q + g * WIDE + c * LANES) * scale;      \
+        int64_t t = 0;                                                                                    \
+        if (G == 1)                                                                                       \
+            for (; t + 1 < length; t += 2) {                                                              \
+                vec16 a = {0}, b = {0};                                                                   \
+                for (int c = 0; c < CHUNKS; c++) {                                                        \
+                    a += qv[0][c] * WIDEN(k + t * WIDE + c * LANES);                                      \
+                    b += qv[0][c] * WIDEN(k + (t + 1) * WIDE + c * LANES);                                \
+                }                                                                                         \
+                s[t] = total(a) + m[t];                                                                   \
+                s[t + 1] = total(b) + m[t + 1];                                                           \
+            }                                                                                             \
+        for (; t < length; t++) {                                                                         \
+            vec16 acc[G];                                                                                 \
+            for (int g = 0; g < G; g++) acc[g] = (vec16){0};                                              \
+            for (int c = 0; c < CHUNKS; c++) {                                                            \
+                vec16 kc = WIDEN(k + t * WIDE + c * LANES);                                               \
+                for (int g = 0; g < G; g++) acc[g] += qv[g][c] * kc;                                      \
+            }                                                                                             \
+            for (int g = 0; g < G; g++) s[g * length + t] = total(acc[g]) + m[t];                         \
+        }                                                                                                 \
+        softmax_rows(s, G, length);                                                                       \
+        for (int g = 0; g < G; g += 2) {                                                                  \
+            const int two = g + 1 < G;                                                                    \
+            const float *p0 = s + g * length, *p1 = s + (g + two) * length;                               \
+            vec16 o0[CHUNKS] = {{0}}, o1[CHUNKS] = {{0}};                                                 \
+            for (int64_t u = 0; u < length; u++) {                                                        \
+                for (int c = 0; c < CHUNKS; c++) {                                                        \
+                    vec16 vt = WIDEN(v + u * WIDE + c * LANES);                                           \
+                    o0[c] += p0[u] * vt;                                                                  \
+                    if (two) o1[c] += p1[u] * vt;                                                         \
+                }                                                                                         \
+            }                                                                                             \
+            for (int c = 0; c < CHUNKS; c++) {                                                            \
+                memcpy(o + g * WIDE + c * LANES, &o0[c], sizeof(vec16));                                  \
+                if (two) memcpy(o + (g + 1) * WIDE + c * LANES, &o1[c], sizeof(vec16));                   \
+            }                                                                                             \
+        }                                                                                                 \
+    }
+
+ATTEND_128(attend_f32_g1, float, widen_f32, 1)
+ATTEND_128(attend_f32_g2, float, widen_f32, 2)
+ATTEND_128(attend_f32_g4, float, widen_f32, 4)
+ATTEND_128(attend_bf16_g1, uint16_t, widen_bf16, 1)
+ATTEND_128(attend_bf16_g2, uint16_t, widen_bf16, 2)
+ATTEND_128(attend_bf16_g4, uint16_t, widen_bf16, 4)
+
+typedef void (*attend_128)(const float *, const void *, const void *, const float *, float *, float *, int64_t,
+                           float);
+
+/* The instance for this storage type and group, or NULL: the generic body then runs. */
+static attend_128 pick_128(int64_t dim, int64_t groups, int64_t kv_bf16) {
+    if (dim != WIDE) return NULL;
+    switch (groups * 2 + (kv_bf16 != 0)) {
+    case 2: return (attend_128)attend_f32_g1;
+    case 3: return (attend_128)attend_bf16_g1;
+    case 4: return (attend_128)attend_f32_g2;
+    case 5: return (attend_128)attend_bf16_g2;
+    case 8: return (attend_128)attend_f32_g4;
+    case 9: return (attend_128)attend_bf16_g4;
+    default: return NULL;
+    }
+}
+
+int decode_attention(const float *query, const void *key, int64_t key_row, int64_t key_head,
+                     const void *value, int64_t value_row, int64_t value_head,
                      const float *mask, int64_t mask_row, float *out,
-                     int64_t rows, int64_t kv_heads, int64_t groups, int64_t dim, int64_t length, float scale) {
+                     int64_t rows, int64_t kv_heads, int64_t groups, int64_t dim, int64_t length, float scale,
+                     int64_t kv_bf16) {
     int failed = 0;
 #pragma omp parallel for collapse(2) schedule(static) reduction(| : failed)
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t h = 0; h < kv_heads; h++) {
-            const float *k = key + r * key_row + h * key_head;
-            const float *v = value + r * value_row + h * value_head;
             const float *q = query + (r * kv_heads + h) * groups * dim;
-            const float *m = mask + r * mask_row;
             float *o = out + (r * kv_heads + h) * groups * dim;
             float *s = malloc(sizeof(float) * (size_t)(groups * length));
             if (!s) {
                 failed = 1;
                 continue;
             }
-            for (int64_t t = 0; t < length; t++) {
-                const float *kt = k + t * dim;
-                for (int64_t g = 0; g < groups; g++) {
-                    const float *qg = q + g * dim;
-                    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-                    for (int64_t d = 0; d < dim; d++) acc += qg[d] * kt[d];
-                    s[g * length + t] = acc * scale + m[t];
-                }
-            }
-            for (int64_t g = 0; g < groups; g++) {
-                float *sg = s + g * length, top = sg[0], sum = 0.0f;
-                for (int64_t t = 1; t < length; t++) top = sg[t] > top ? sg[t] : top;
-#pragma omp simd reduction(+ : sum)
-                for (int64_t t = 0; t < length; t++) {
-                    sg[t] = exp_nonpositive(sg[t] - top);
-                    sum += sg[t];
-                }
-                float inv = 1.0f / sum;
-#pragma omp simd
-                for (int64_t t = 0; t < length; t++) sg[t] *= inv;
-            }
-            memset(o, 0, sizeof(float) * (size_t)(groups * dim));
-            for (int64_t t = 0; t < length; t++) {
-                const float *vt = v + t * dim;
-                for (int64_t g = 0; g < groups; g++) {
-                    float p = s[g * length + t], *og = o + g * dim;
-#pragma omp simd
-                    for (int64_t d = 0; d < dim; d++) og[d] += p * vt[d];
-                }
-            }
+            int64_t at_k = r * key_row + h * key_head, at_v = r * value_row + h * value_head;
+            const uint16_t *k16 = (const uint16_t *)key + at_k, *v16 = (const uint16_t *)value + at_v;
+            const float *k32 = (const float *)key + at_k, *v32 = (const float *)value + at_v, *m = mask + r * mask_row;
+            attend_128 fast = pick_128(dim, groups, kv_bf16);
+            if (fast)
+                fast(q, kv_bf16 ? (const void *)k16 : k32, kv_bf16 ? (const void *)v16 : v32, m, o, s, length, scale);
+            else if (kv_bf16)
+                attend_bf16(q, k16, v16, m, o, s, groups, dim, length, scale);
+            else
+                attend_f32(q, k32, v32, m, o, s, groups, dim, length, scale);
             free(s);
         }
     }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dia_bench.harness.paths import cache_dir
 
-FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
+FLAGS = ("-O3", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=c11")
 
 
 class KernelUnavailable(RuntimeError):

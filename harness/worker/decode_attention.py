@@ -14,6 +14,7 @@ from dia_bench.harness.worker.ckernels import KernelUnavailable, build
 from dia_bench.optimizations._ops import define_cpu_operator
 
 SOURCE = Path(__file__).with_name("_decode_attention.c")
+KV_DTYPES = (torch.float32, torch.bfloat16)  # the cache's; queries and the output are fp32
 
 
 @cache
@@ -21,7 +22,7 @@ def library(march: str = "native") -> ctypes.CDLL:
     lib = build(SOURCE, "decode attention", march)
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.decode_attention.argtypes = [ptr, ptr, i64, i64, ptr, i64, i64, ptr, i64, ptr, i64, i64, i64, i64, i64,
-                                     ctypes.c_float]
+                                     ctypes.c_float, i64]
     return lib
 
 
@@ -39,14 +40,14 @@ def _run(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torc
     rows, kv_heads, groups, dim = query.shape
     length = key.shape[2]
     for t in (key, value):
-        if t.dtype != torch.float32 or t.stride(3) != 1 or t.stride(2) != dim:
-            raise ValueError("decode_attention takes fp32 keys and values with contiguous positions")
+        if t.dtype not in KV_DTYPES or t.dtype != key.dtype or t.stride(3) != 1 or t.stride(2) != dim:
+            raise ValueError("decode_attention takes fp32 or bf16 keys and values, one dtype, positions contiguous")
     query, mask = query.float().contiguous(), mask.float().contiguous()
     out = query.new_empty(query.shape)
     failed = library().decode_attention(
         query.data_ptr(), key.data_ptr(), key.stride(0), key.stride(1), value.data_ptr(), value.stride(0),
         value.stride(1), mask.data_ptr(), length if mask.shape[0] > 1 else 0, out.data_ptr(), rows, kv_heads,
-        groups, dim, length, scale)
+        groups, dim, length, scale, key.dtype == torch.bfloat16)
     if failed:
         raise MemoryError("the decode attention kernel could not allocate its scores")
     return out

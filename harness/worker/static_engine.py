@@ -27,6 +27,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.dia.modeling_dia import apply_rotary_pos_emb, eager_attention_forward
 
 from dia_bench.harness.presets import decode_steps
+from dia_bench.harness.worker.decode_attention import KV_DTYPES
 from dia_bench.harness.worker.pipeline import BOS, EOS, PAD
 
 NEG_INF = float("-inf")
@@ -94,6 +95,9 @@ class StaticEngine:
                  reduced_attention: bool = False, attention_kernel: bool = True) -> None:
         self.pipeline = pipeline
         self.kernels: str | None = None  # "triton": use_kernels()
+        # The self- and cross-attention caches' dtype where it differs from the activations' (kv-cache=bf16:
+        # half the bytes a CPU step's attention reads); None keeps the activations' own.
+        self.cache_dtype: torch.dtype | None = None
         self.tuning: list[dict] = []  # what tuning the Triton Linear layers measured
         self.attention_kernel = attention_kernel  # False: the CPU's matmuls even where the kernel runs
         # A compiled step may write its Linear layers (up to `gemv_rows` decoder rows) and its attention as
@@ -172,6 +176,7 @@ class StaticEngine:
         """What the record says about this engine's step."""
         reduced = self.compiled is not None
         return {"compiled_step": self.compiled, "fused_qkv": self.qkv is not None,
+                "cache_dtype": str(self.cache_dtype).removeprefix("torch.") if self.cache_dtype else None,
                 "gemv_rows": self.gemv_rows if reduced else 0, "attention": self.attention(),
                 "kernels": self.kernels, **({"linear_tuning": self.tuning} if self.tuning else {})}
 
@@ -191,7 +196,8 @@ class StaticEngine:
             shape = (rows, encoded.shape[1], -1, ca.head_dim)
             for name, proj, out in (("cross_k", ca.k_proj, cross_keys), ("cross_v", ca.v_proj, cross_values)):
                 value = proj(encoded).view(shape).transpose(1, 2)
-                out.append(self._buffer((name, len(out)), value.shape, value.dtype, ids.device).copy_(value))
+                dtype = self.cache_dtype or value.dtype
+                out.append(self._buffer((name, len(out)), value.shape, dtype, ids.device).copy_(value))
             cache_shape = (rows, sa.num_key_value_heads, steps, sa.head_dim)
             keys.append(self._buffer(("k", len(keys)), cache_shape, cross_keys[-1].dtype, ids.device))
             values.append(self._buffer(("v", len(values)), cache_shape, cross_keys[-1].dtype, ids.device))
@@ -241,6 +247,8 @@ class StaticEngine:
                   "cpu-matmul": _cpu_attention}.get(
             self._attending,
             ALL_ATTENTION_FUNCTIONS.get_interface(model.config._attn_implementation, eager_attention_forward))
+        if self.cache_dtype is not None and self._attending != "cpu-kernel":  # the kernel reads bf16 itself
+            attend = _widened(attend)
         rows = tokens.shape[0]
         if self._attending == "triton":
             return self._triton_step(x, cos, sin, pos, req, causal, steps)
@@ -528,13 +536,22 @@ def _kernel_attends(dtype: torch.dtype) -> bool:
     return dtype == torch.float32 and decode_attention.unavailable() is None
 
 
+def _widened(attend: Callable[..., tuple[torch.Tensor, Any]]) -> Callable[..., tuple[torch.Tensor, Any]]:
+    """`attend` reading a cache kept in another dtype than the queries, widened to theirs first."""
+    def widened(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any,
+                **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        return attend(module, query, key.to(query.dtype), value.to(query.dtype), *args, **kwargs)
+
+    return widened
+
+
 def _cpu_kernel_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                           mask: torch.Tensor, dropout: float = 0.0, scaling: float | None = None,
                           **kwargs: Any) -> tuple[torch.Tensor, None]:
     """One query a row in fp32 through dia-bench's kernel (harness/worker/decode_attention.py), which streams
     each key/value head once for its group of queries; anything else as `_cpu_attention`."""
-    if query.shape[2] != 1 or not query.dtype == key.dtype == value.dtype == torch.float32:
-        return _cpu_attention(module, query, key, value, mask, dropout, scaling)
+    if query.shape[2] != 1 or query.dtype != torch.float32 or key.dtype not in KV_DTYPES or key.dtype != value.dtype:
+        return _cpu_attention(module, query, key.to(query.dtype), value.to(query.dtype), mask, dropout, scaling)
     out = torch.ops.dia_bench.decode_attention(_grouped(query, key), key, value, _per_row(mask),
                                                _scale(query, scaling))
     return out.reshape(query.shape[0], 1, query.shape[1], query.shape[3]), None

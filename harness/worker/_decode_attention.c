@@ -115,23 +115,37 @@ typedef float vec16 __attribute__((vector_size(64)));
 #define WIDE 128
 #define CHUNKS (WIDE / LANES)
 
-static inline vec16 widen_f32(const float *p) {
+/* Vector c (0-7) of a 128-wide row, and which of the row's numbers its lane j holds (`place`): fp32 rows
+   in order; bf16 rows 32 numbers a load, widened by interleaving them with zeros (one unpack a vector,
+   where zero-extending and shifting took two), which leaves each 128-bit lane's numbers in two halves.
+   A dot product does not care about the order as long as the query is laid out the same way, and the
+   outputs are put back in order once a head. */
+static inline vec16 widen_f32(const float *row, int c) {
     vec16 v;
-    memcpy(&v, p, sizeof v);
+    memcpy(&v, row + c * LANES, sizeof v);
     return v;
 }
 
-typedef uint16_t half16 __attribute__((vector_size(32)));
-typedef uint32_t word16 __attribute__((vector_size(64)));
+static inline int place_f32(int c, int j) { return c * LANES + j; }
 
-static inline vec16 widen_bf16(const uint16_t *p) {
-    half16 h;
-    memcpy(&h, p, sizeof h);
-    word16 bits = __builtin_convertvector(h, word16) << 16;
+typedef uint16_t half32 __attribute__((vector_size(64)));
+
+static inline vec16 widen_bf16(const uint16_t *row, int c) {
+    half32 h, w;
+    memcpy(&h, row + (c / 2) * 32, sizeof h);
+    const half32 zero = {0};
+    if (c % 2)
+        w = __builtin_shuffle(zero, h, (half32){4, 36, 5, 37, 6, 38, 7, 39, 12, 44, 13, 45, 14, 46, 15, 47,
+                                                20, 52, 21, 53, 22, 54, 23, 55, 28, 60, 29, 61, 30, 62, 31, 63});
+    else
+        w = __builtin_shuffle(zero, h, (half32){0, 32, 1, 33, 2, 34, 3, 35, 8, 40, 9, 41, 10, 42, 11, 43,
+                                                16, 48, 17, 49, 18, 50, 19, 51, 24, 56, 25, 57, 26, 58, 27, 59});
     vec16 v;
-    memcpy(&v, &bits, sizeof v);
+    memcpy(&v, &w, sizeof v);
     return v;
 }
+
+static inline int place_bf16(int c, int j) { return (c / 2) * 32 + (c % 2) * 4 + (j / 4) * 8 + j % 4; }
 
 typedef int32_t lane16 __attribute__((vector_size(64)));
 
@@ -148,19 +162,20 @@ static inline float total(vec16 v) {
 /* G, the queries a key/value head serves, is a constant of each instance: with a loop bound known when
    compiling, the queries' vectors and the sums stay in registers (with `groups` as a variable they
    went through the stack, a store and a load around every multiply-add). */
-#define ATTEND_128(NAME, T, WIDEN, G)                                                                      \
+#define ATTEND_128(NAME, T, WIDEN, PLACE, G)                                                               \
     static void NAME(const float *q, const T *k, const T *v, const float *m, float *o, float *s,          \
                      int64_t length, float scale) {                                                       \
         vec16 qv[G][CHUNKS];                                                                              \
         for (int g = 0; g < G; g++)                                                                       \
-            for (int c = 0; c < CHUNKS; c++) qv[g][c] = widen_f32(q + g * WIDE + c * LANES) * scale;      \
+            for (int c = 0; c < CHUNKS; c++)                                                              \
+                for (int j = 0; j < LANES; j++) qv[g][c][j] = q[g * WIDE + PLACE(c, j)] * scale;          \
         int64_t t = 0;                                                                                    \
         if (G == 1)                                                                                       \
             for (; t + 1 < length; t += 2) {                                                              \
                 vec16 a = {0}, b = {0};                                                                   \
                 for (int c = 0; c < CHUNKS; c++) {                                                        \
-                    a += qv[0][c] * WIDEN(k + t * WIDE + c * LANES);                                      \
-                    b += qv[0][c] * WIDEN(k + (t + 1) * WIDE + c * LANES);                                \
+                    a += qv[0][c] * WIDEN(k + t * WIDE, c);                                               \
+                    b += qv[0][c] * WIDEN(k + (t + 1) * WIDE, c);                                         \
                 }                                                                                         \
                 s[t] = total(a) + m[t];                                                                   \
                 s[t + 1] = total(b) + m[t + 1];                                                           \
@@ -169,7 +184,7 @@ static inline float total(vec16 v) {
             vec16 acc[G];                                                                                 \
             for (int g = 0; g < G; g++) acc[g] = (vec16){0};                                              \
             for (int c = 0; c < CHUNKS; c++) {                                                            \
-                vec16 kc = WIDEN(k + t * WIDE + c * LANES);                                               \
+                vec16 kc = WIDEN(k + t * WIDE, c);                                                        \
                 for (int g = 0; g < G; g++) acc[g] += qv[g][c] * kc;                                      \
             }                                                                                             \
             for (int g = 0; g < G; g++) s[g * length + t] = total(acc[g]) + m[t];                         \
@@ -181,24 +196,25 @@ static inline float total(vec16 v) {
             vec16 o0[CHUNKS] = {{0}}, o1[CHUNKS] = {{0}};                                                 \
             for (int64_t u = 0; u < length; u++) {                                                        \
                 for (int c = 0; c < CHUNKS; c++) {                                                        \
-                    vec16 vt = WIDEN(v + u * WIDE + c * LANES);                                           \
+                    vec16 vt = WIDEN(v + u * WIDE, c);                                                    \
                     o0[c] += p0[u] * vt;                                                                  \
                     if (two) o1[c] += p1[u] * vt;                                                         \
                 }                                                                                         \
             }                                                                                             \
-            for (int c = 0; c < CHUNKS; c++) {                                                            \
-                memcpy(o + g * WIDE + c * LANES, &o0[c], sizeof(vec16));                                  \
-                if (two) memcpy(o + (g + 1) * WIDE + c * LANES, &o1[c], sizeof(vec16));                   \
-            }                                                                                             \
+            for (int c = 0; c < CHUNKS; c++)                                                              \
+                for (int j = 0; j < LANES; j++) {                                                         \
+                    o[g * WIDE + PLACE(c, j)] = o0[c][j];                                                 \
+                    if (two) o[(g + 1) * WIDE + PLACE(c, j)] = o1[c][j];                                  \
+                }                                                                                         \
         }                                                                                                 \
     }
 
-ATTEND_128(attend_f32_g1, float, widen_f32, 1)
-ATTEND_128(attend_f32_g2, float, widen_f32, 2)
-ATTEND_128(attend_f32_g4, float, widen_f32, 4)
-ATTEND_128(attend_bf16_g1, uint16_t, widen_bf16, 1)
-ATTEND_128(attend_bf16_g2, uint16_t, widen_bf16, 2)
-ATTEND_128(attend_bf16_g4, uint16_t, widen_bf16, 4)
+ATTEND_128(attend_f32_g1, float, widen_f32, place_f32, 1)
+ATTEND_128(attend_f32_g2, float, widen_f32, place_f32, 2)
+ATTEND_128(attend_f32_g4, float, widen_f32, place_f32, 4)
+ATTEND_128(attend_bf16_g1, uint16_t, widen_bf16, place_bf16, 1)
+ATTEND_128(attend_bf16_g2, uint16_t, widen_bf16, place_bf16, 2)
+ATTEND_128(attend_bf16_g4, uint16_t, widen_bf16, place_bf16, 4)
 
 typedef void (*attend_128)(const float *, const void *, const void *, const float *, float *, float *, int64_t,
                            float);

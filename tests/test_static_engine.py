@@ -95,25 +95,33 @@ def test_a_step_of_reductions_gives_the_steps_logits_and_codes(tiny_pipeline):
 
 def test_a_bf16_cache_is_read_by_the_kernel_and_moves_the_logits_by_its_rounding_only(tiny_pipeline):
     """kv-cache=bf16: both caches are held in bf16, the CPU kernel reads them itself (no widened copy), and
-    the teacher-forced logits stay within bf16's rounding of the fp32 cache's; the matmul path widens them."""
+    the teacher-forced logits stay within bf16's rounding of the fp32 cache's; the matmul path, and SDPA
+    where the sdpa plugin forces a backend, widen them (the mask stays in the activations' dtype)."""
     pipe, _ = tiny_pipeline
     inputs = pipe.tokenize(TEXTS[:1])
     kwargs = pipe.generation_kwargs(12, GREEDY)
     reference, _, _ = _both(pipe, TEXTS[:1], 12, GREEDY)
     results = {}
-    for name, dtype, kernel in (("fp32", None, True), ("bf16", torch.bfloat16, True),
-                                ("bf16-matmul", torch.bfloat16, False)):
+    for name, dtype, kernel, backend in (("fp32", None, True, None), ("bf16", torch.bfloat16, True, None),
+                                         ("bf16-matmul", torch.bfloat16, False, None),
+                                         ("bf16-sdpa", torch.bfloat16, True, "math")):
         engine = StaticEngine(pipe, attention_kernel=kernel)
         engine.cache_dtype = dtype
-        with torch.inference_mode():
-            results[name] = engine.teacher_forced_logits(inputs, reference[:1], kwargs)
-            req = engine.prepare(inputs, 4, 1, cfg=True)
+        pipe.sdpa_backend = backend
+        try:
+            with torch.inference_mode():
+                results[name] = engine.teacher_forced_logits(inputs, reference[:1], kwargs)
+                req = engine.prepare(inputs, 4, 1, cfg=True)
+        finally:
+            pipe.sdpa_backend = None
+        assert req.cross_mask.dtype == torch.float32
         if dtype is not None:
             assert req.keys[0].dtype == req.cross_keys[0].dtype == torch.bfloat16
             assert engine.describe()["cache_dtype"] == "bfloat16"
     assert not torch.equal(results["bf16"], results["fp32"])  # the cache really is rounded
     torch.testing.assert_close(results["bf16"], results["fp32"], rtol=0.05, atol=0.05)
     torch.testing.assert_close(results["bf16-matmul"], results["bf16"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(results["bf16-sdpa"], results["bf16"], rtol=1e-4, atol=1e-4)
 
 
 def test_the_reductions_equal_a_linear_layer_and_grouped_query_attention():

@@ -196,12 +196,14 @@ class StaticEngine:
             shape = (rows, encoded.shape[1], -1, ca.head_dim)
             for name, proj, out in (("cross_k", ca.k_proj, cross_keys), ("cross_v", ca.v_proj, cross_values)):
                 value = proj(encoded).view(shape).transpose(1, 2)
-                dtype = self.cache_dtype or value.dtype
-                out.append(self._buffer((name, len(out)), value.shape, dtype, ids.device).copy_(value))
+                out.append(self._buffer((name, len(out)), value.shape, self.cache_dtype or value.dtype,
+                                        ids.device).copy_(value))
             cache_shape = (rows, sa.num_key_value_heads, steps, sa.head_dim)
             keys.append(self._buffer(("k", len(keys)), cache_shape, cross_keys[-1].dtype, ids.device))
             values.append(self._buffer(("v", len(values)), cache_shape, cross_keys[-1].dtype, ids.device))
-        dtype = cross_keys[0].dtype
+        # The mask is added to the scores, in the activations' dtype whatever the cache's (SDPA refuses a
+        # bf16 mask beside fp32 queries).
+        dtype = value.dtype
         cross_mask = torch.zeros(mask.shape, dtype=dtype, device=ids.device).masked_fill(
             mask == 0, torch.finfo(dtype).min)[:, None, None, :]
         forced = forced_tokens(frames, list(model.config.delay_pattern), ids.device)

@@ -38,7 +38,7 @@ class Plugin:
     values: ClassVar[tuple[str, ...] | None] = None
     default: ClassVar[str | None] = None
     conflicts: ClassVar[frozenset[str]] = frozenset()
-    requires: ClassVar[frozenset[str]] = frozenset()
+    requires: ClassVar[frozenset[str]] = frozenset()  # plugin names, or name=value where one value will do
     order: ClassVar[int] = 50
     # True where the plugin prepares work for the shapes it first sees (a compiled graph, cuDNN's
     # autotuned algorithms): the warmup must then be a request of the measured length.

@@ -17,7 +17,7 @@ class Kernels(Plugin):
     values = ("triton",)
     default = "triton"
     conflicts = frozenset({"int8", "int4", "ipex", "autocast"})
-    requires = frozenset({"engine"})
+    requires = frozenset({"engine=static"})  # the kernels run inside dia-bench's decode step
     order = 87  # after engine (85) builds the loop, before compile (90) compiles its step
 
     def availability(self, value: str, device: str) -> str | None:
@@ -26,8 +26,6 @@ class Kernels(Plugin):
         return unavailable(device)
 
     def incompatibility(self, value: str, device: str, others: dict[str, Any]) -> str | None:
-        if others.get("engine") != "static":
-            return "the kernels run inside dia-bench's decode step: add engine=static"
         if others.get("dtype") not in ("bf16", "fp16"):
             return "the kernels multiply bf16 or fp16 weights: add dtype=bf16"
         return None

@@ -17,13 +17,8 @@ class KvCache(Plugin):
     devices = frozenset({"cpu"})
     values = ("bf16",)
     default = "bf16"
-    requires = frozenset({"engine"})
+    requires = frozenset({"engine=static"})  # the caches are dia-bench's decode loop's
     order = 86  # after engine (85) builds the loop
-
-    def incompatibility(self, value: str, device: str, others: dict[str, Any]) -> str | None:
-        if others.get("engine") != "static":
-            return "the caches are dia-bench's decode loop's: add engine=static"
-        return None
 
     def transform(self, pipeline, value: str) -> str:
         import torch
@@ -36,8 +31,8 @@ class KvCache(Plugin):
                 + ("" if how == "cpu-kernel" else " after widening them to the activations' dtype each step"))
 
     def report(self, pipeline, value: str) -> dict[str, Any]:
-        return {"cache_dtype": "bfloat16", "attention": pipeline.engine.attention(),
-                "widened_each_step": pipeline.engine.attention() != "cpu-kernel"}
+        how = pipeline.engine.attention()
+        return {"cache_dtype": "bfloat16", "attention": how, "widened_each_step": how != "cpu-kernel"}
 
 
 PLUGIN = KvCache

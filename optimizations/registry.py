@@ -125,8 +125,14 @@ def resolve(specs: list[str], device: str) -> Plan:
                                    f"(only {', '.join(sorted(plugin.devices))})")
         for other in sorted(plugin.conflicts & set(chosen)):
             raise CompositionError(f"{plugin.spec(chosen[name])} conflicts with {plugins[other].spec(chosen[other])}")
-        for needed in sorted(plugin.requires - set(chosen)):
-            raise CompositionError(f"{plugin.spec(chosen[name])} needs the {needed!r} plugin too")
+        for needed in sorted(plugin.requires):
+            other, _, wanted = needed.partition("=")
+            if other not in chosen:
+                raise CompositionError(f"{plugin.spec(chosen[name])} needs the {other!r} plugin too"
+                                       + (f": add {needed}" if wanted else ""))
+            if wanted and chosen[other] != wanted:
+                raise CompositionError(f"{plugin.spec(chosen[name])} needs {needed}, not "
+                                       f"{plugins[other].spec(chosen[other])}: add {needed}")
         others = {k: v for k, v in chosen.items() if k != name}
         reason = plugin.incompatibility(chosen[name], device, others)
         if reason:

@@ -243,6 +243,8 @@ class StaticEngine:
         allowed = torch.arange(steps, device=pos.device) <= pos
         causal = torch.zeros(steps, dtype=x.dtype, device=x.device).masked_fill(~allowed, torch.finfo(x.dtype).min)
         causal = causal.view(1, 1, 1, steps)
+        if self._attending == "triton":
+            return self._triton_step(x, cos, sin, pos, req, causal, steps)
         # Chosen before the loop (`_attending`): the choice asks whether a kernel builds, which a compiled
         # step must not trace.
         attend = {"reductions": _reduced_attention, "cpu-kernel": _cpu_kernel_attention,
@@ -252,8 +254,6 @@ class StaticEngine:
         if self.cache_dtype is not None and self._attending != "cpu-kernel":  # the kernel reads bf16 itself
             attend = _widened(attend)
         rows = tokens.shape[0]
-        if self._attending == "triton":
-            return self._triton_step(x, cos, sin, pos, req, causal, steps)
         gemv = self.compiled is not None and rows <= self.gemv_rows
         linear = _gemv_linear if gemv else _call
         for i, layer in enumerate(decoder.layers):
@@ -553,7 +553,7 @@ def _cpu_kernel_attention(module: Any, query: torch.Tensor, key: torch.Tensor, v
     """One query a row in fp32 through dia-bench's kernel (harness/worker/decode_attention.py), which streams
     each key/value head once for its group of queries; anything else as `_cpu_attention`."""
     if query.shape[2] != 1 or query.dtype != torch.float32 or key.dtype not in KV_DTYPES or key.dtype != value.dtype:
-        return _cpu_attention(module, query, key.to(query.dtype), value.to(query.dtype), mask, dropout, scaling)
+        return _widened(_cpu_attention)(module, query, key, value, mask, dropout, scaling)
     out = torch.ops.dia_bench.decode_attention(_grouped(query, key), key, value, _per_row(mask),
                                                _scale(query, scaling))
     return out.reshape(query.shape[0], 1, query.shape[1], query.shape[3]), None

@@ -80,16 +80,7 @@ static inline float from_bf16(const uint16_t *p, int64_t i) {
                 s[g * length + t] = acc * scale + m[t];                                                   \
             }                                                                                             \
         }                                                                                                 \
-        for (int64_t g = 0; g < groups; g++) {                                                            \
-            float *sg = s + g * length, top = sg[0], sum = 0.0f;                                          \
-            for (int64_t t = 1; t < length; t++) top = sg[t] > top ? sg[t] : top;                         \
-            _Pragma("omp simd reduction(+ : sum)") for (int64_t t = 0; t < length; t++) {                 \
-                sg[t] = exp_nonpositive(sg[t] - top);                                                     \
-                sum += sg[t];                                                                             \
-            }                                                                                             \
-            float inv = 1.0f / sum;                                                                       \
-            _Pragma("omp simd") for (int64_t t = 0; t < length; t++) sg[t] *= inv;                        \
-        }                                                                                                 \
+        softmax_rows(s, groups, length);                                                                  \
         memset(o, 0, sizeof(float) * (size_t)(groups * dim));                                            \
         for (int64_t t = 0; t < length; t++) {                                                            \
             const T *vt = v + t * dim;                                                                    \

@@ -68,7 +68,7 @@ def kernel_table(prof, steps: int, top: int = 25) -> dict:
 def attention_table(pipe, texts: list[str], frames: int) -> list[dict]:
     """The Triton attention kernel against SDPA (cuDNN or flash, as torch picks; grouped heads as
     transformers gives them) at this request's shapes: self-attention over the whole cache, cross-attention
-    over the text. Triton's do_bench, median us."""
+    over the text. Median us of each in a CUDA graph (_time_attention)."""
     from dia_bench.harness.presets import decode_steps
 
     config = pipe.model.config.decoder_config

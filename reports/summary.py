@@ -70,9 +70,14 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
                   "steps/s)")
     roof = rec.get("roofline") or {}
     if roof.get("fraction_of_bandwidth") is not None:
-        table.add_row("roofline", f"{roof['weight_bytes_per_step'] / 1e9:.3f} GB of weights per step, "
-                      f"{roof['achieved_bandwidth_gbps']:.1f} of {roof['measured_bandwidth_gbps']:.1f} GB/s "
-                      f"({roof['fraction_of_bandwidth']:.0%}; bandwidth: {roof.get('bandwidth_method') or 'sum'})")
+        caches = roof.get("cache_bytes_per_step")
+        read = (f"{roof['weight_bytes_per_step'] / 1e9:.3f} GB of weights" if caches is None else
+                f"{roof['weight_bytes_per_step'] / 1e9:.3f} GB of weights + {caches / 1e9:.3f} GB of attention caches")
+        alone = roof.get("weights_fraction_of_bandwidth")
+        table.add_row("roofline", f"{read} per step, {roof['achieved_bandwidth_gbps']:.1f} of "
+                      f"{roof['measured_bandwidth_gbps']:.1f} GB/s ({roof['fraction_of_bandwidth']:.0%}"
+                      f"{f', weights alone {alone:.0%}' if caches else ''}; bandwidth: "
+                      f"{roof.get('bandwidth_method') or 'sum'})")
     if roof.get("problem"):
         table.add_row("[red]roofline problem[/]", roof["problem"])
     phases = (rec.get("memory") or {}).get("phases") or {}

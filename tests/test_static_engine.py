@@ -124,6 +124,37 @@ def test_a_bf16_cache_is_read_by_the_kernel_and_moves_the_logits_by_its_rounding
     torch.testing.assert_close(results["bf16-sdpa"], results["bf16"], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("cache_dtype", [None, torch.bfloat16], ids=["fp32-cache", "bf16-cache"])
+def test_the_roofline_counts_the_attention_caches_the_engine_allocated(tiny_pipeline, cache_dtype):
+    """The floor's cache bytes, from the config, equal what the engine's own caches hold: all the
+    cross-attention keys and values, and the self-attention positions each timed step attends to."""
+    from dia_bench.harness.worker.roofline import attention_cache_bytes, roofline
+
+    pipe, _ = tiny_pipeline
+    engine = StaticEngine(pipe)
+    engine.cache_dtype = cache_dtype
+    pipe.engine = engine
+    try:
+        out = pipe.run(TEXTS[:2], 10, GREEDY, 0)
+    finally:
+        pipe.engine = None
+    buffers = engine._buffers
+    layers = len(pipe.model.model.decoder.layers)
+    cross = sum(buffers[(name, i)].nbytes for name in ("cross_k", "cross_v") for i in range(layers))
+    self_cache = [buffers[(name, i)] for name in ("k", "v") for i in range(layers)]
+    allocated = self_cache[0].shape[2]  # positions: one per step
+    timed = out.times.step_latencies_s
+    assert len(timed) == allocated - 1 and out.cache_dtype == self_cache[0].dtype
+    attended = sum(j + 1 for j in range(1, allocated)) / len(timed)
+    expected = cross + sum(t.nbytes for t in self_cache) / allocated * attended
+    counted = attention_cache_bytes(pipe.model, out.generation_batch_rows, out.text_positions, len(timed),
+                                    out.cache_dtype)
+    assert counted == pytest.approx(expected, abs=1)
+    roof = roofline(pipe.model, torch.device("cpu"), 0.01, counted)
+    assert roof["bytes_per_step"] == roof["weight_bytes_per_step"] + counted
+    assert roof["fraction_of_bandwidth"] > roof["weights_fraction_of_bandwidth"]
+
+
 def test_the_reductions_equal_a_linear_layer_and_grouped_query_attention():
     from transformers.models.dia.modeling_dia import eager_attention_forward
 

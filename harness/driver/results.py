@@ -44,6 +44,7 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
     sensitivity = (fid.get("history") or {}).get("sensitivity") or {}
     lf = rec.get("long_form") or {}
     steps = (rec.get("stages") or {}).get("step_latency_ms") or {}
+    roof = rec.get("roofline") or {}
     machine = meta.get("machine") or {}
     return {
         "run": str(run),
@@ -84,7 +85,10 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "encoder_prefill_s": (rec.get("stages") or {}).get("encoder_prefill_s"),
         "decode_s": (rec.get("stages") or {}).get("decode_s"),
         "codec_decode_s": (rec.get("stages") or {}).get("codec_decode_s"),
-        "fraction_of_bandwidth": (rec.get("roofline") or {}).get("fraction_of_bandwidth"),
+        # Weights and attention caches; records before the caches were counted have the weights alone.
+        "fraction_of_bandwidth": roof.get("fraction_of_bandwidth") if "cache_bytes_per_step" in roof else None,
+        "weights_fraction_of_bandwidth": roof.get("weights_fraction_of_bandwidth",
+                                                  roof.get("fraction_of_bandwidth")),
         "long_form_rtf_repeats": lf.get("rtf_repeats") or [],
         "fixed_seconds_repeats": lf.get("fixed_seconds_repeats") or [],
         "step_growth_us": stats.median(lf.get("step_growth_us_per_step_repeats") or []),

@@ -16,7 +16,7 @@ from dia_bench.harness.presets import FRAMES_PER_SECOND, SAMPLE_RATE, get_preset
 from dia_bench.harness.record import now
 from dia_bench.harness.worker.codec import load_codec
 from dia_bench.harness.worker.pipeline import DiaPipeline, PipelineOutput, SamplingParams
-from dia_bench.harness.worker.roofline import roofline
+from dia_bench.harness.worker.roofline import attention_cache_bytes, roofline
 from dia_bench.harness.worker.trackers import PhaseMemory
 from dia_bench.harness.worker.weights import resolve as resolve_weights
 from dia_bench.optimizations.api import apply_plan
@@ -185,7 +185,9 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         "stages": stages,
         "step_latencies_ms": [round(s * 1000, 4) for o in outputs for s in o.times.step_latencies_s],
         **memory.result("repeats"),
-        "roofline": roofline(pipe.model, device, step_p50 / 1000 if step_p50 else None),
+        "roofline": roofline(pipe.model, device, step_p50 / 1000 if step_p50 else None,
+                             attention_cache_bytes(pipe.model, last.generation_batch_rows, last.text_positions,
+                                                   len(last.times.step_latencies_s), last.cache_dtype)),
         "codec": cell.codec,
     }
     if cell.target_ci_pct is not None:

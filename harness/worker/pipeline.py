@@ -56,6 +56,8 @@ class PipelineOutput:
     delayed: torch.Tensor  # (batch, steps, 9) as generate returned them
     times: StageTimes
     generation_batch_rows: int  # rows the decoder really ran (2x batch with CFG)
+    text_positions: int = 0  # the encoder's positions, padded: what cross-attention reads per row
+    cache_dtype: torch.dtype = torch.float32  # the attention caches' dtype
 
 
 class StepClock:
@@ -88,6 +90,9 @@ class DiaPipeline:
         self.generation_contexts: list[Callable[[], contextlib.AbstractContextManager]] = []
         # Rows the decoder really runs: 2x the requests with CFG, 1x without. Seen, not assumed.
         self.decoder_rows = 0
+        # The attention caches' dtype in the last generation: the engine's own, or what `generate`'s
+        # projections produced (the model's dtype, or autocast's).
+        self.cache_dtype: torch.dtype = torch.float32
         # The loaded checkpoint's digest, where known: plugins key caches of transformed weights by it.
         self.weights_id: str | None = None
         # `engine=static` puts dia-bench's own decode loop here (harness/worker/static_engine.py); None is
@@ -155,7 +160,11 @@ class DiaPipeline:
         torch.manual_seed(seed)
         with torch.inference_mode(), self.generation_context():
             if self.engine is not None:
+                # The engine sets cache_dtype from the caches it allocated.
                 return self.engine.generate(inputs, frames, self.generation_kwargs(frames, sampling), streamer)
+            kind = self.device.type
+            self.cache_dtype = (torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind)
+                                else next(self.model.model.decoder.embeddings.parameters()).dtype)
             return self.model.generate(**inputs, **self.generation_kwargs(frames, sampling), streamer=streamer)
 
     def undelay(self, delayed: torch.Tensor) -> torch.Tensor:
@@ -206,4 +215,5 @@ class DiaPipeline:
             times.decode_s = t2 - stamps[1]
             times.step_latencies_s = [b - a for a, b in itertools.pairwise(stamps[1:])]
         return PipelineOutput(audio=audio.cpu(), codes=codes.cpu(), delayed=delayed.cpu(), times=times,
-                              generation_batch_rows=self.decoder_rows)
+                              generation_batch_rows=self.decoder_rows,
+                              text_positions=int(inputs["input_ids"].shape[-1]), cache_dtype=self.cache_dtype)

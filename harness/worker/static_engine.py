@@ -384,6 +384,7 @@ class StaticEngine:
         req = self.prepare(inputs, steps, frames, sampling.cfg)
         self._attending = self.attention(device)
         self.pipeline.decoder_rows = req.rows
+        self.pipeline.cache_dtype = req.keys[0].dtype
         out = torch.full((texts, steps + 1, channels), BOS, dtype=torch.long, device=device)
         positions = torch.arange(steps, device=device)
         timer.mark()  # the encoder and cross-attention keys and values are done

@@ -86,17 +86,27 @@ def _fake(x: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
 define_cpu_operator("w4a8_linear", "(Tensor x, int index, int out_features) -> Tensor", _run, _fake)
 
 
+def _joined_away(x: int, m: int, y: int) -> int:
+    raise RuntimeError("this 8da4w layer was joined into another (W4A8Linear.join): call its view instead")
+
+
 class W4A8Linear(nn.Module):
     """A Linear whose weight is the kernel's int4 layout; activations quantized to int8 per row and group."""
 
-    def __init__(self, linear: nn.Linear, group_size: int) -> None:
+    def __init__(self, linear: nn.Linear | None, group_size: int,
+                 packed: tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+                 ) -> None:
         super().__init__()
-        self.in_features, self.out_features, self.group_size = linear.in_features, linear.out_features, group_size
-        codes, scales, lows = pack(linear.weight.detach(), group_size)
+        if packed is None:
+            assert linear is not None
+            codes, scales, lows = pack(linear.weight.detach(), group_size)
+            bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
+            packed = (linear.in_features, linear.out_features, codes, scales, lows, bias)
+        self.in_features, self.out_features, codes, scales, lows, bias = packed
+        self.group_size = group_size
         self.register_buffer("codes", codes)
         self.register_buffer("scales", scales)
         self.register_buffer("lows", lows)
-        bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
         self.register_buffer("bias", bias)
         self.index = len(_CALLS)
         k, n_pad = self.in_features, scales.shape[0] * TILE
@@ -120,6 +130,37 @@ class W4A8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.dia_bench.w4a8_linear.default(x, self.index, self.out_features)
+
+    @classmethod
+    def join(cls, parts: list[W4A8Linear]) -> tuple[W4A8Linear, list[W4A8Linear]]:
+        """One layer computing `parts`' outputs side by side, and the parts again as views into its
+        buffers (so the weights are held once). Exact: each output's arithmetic is its tile's alone, and
+        the activations are quantized the same way once instead of once a part. Raises ValueError where
+        the parts cannot be joined (other inputs or groups, a part's outputs not whole tiles, some with
+        a bias and some without)."""
+        first = parts[0]
+        if any(p.in_features != first.in_features or p.group_size != first.group_size for p in parts):
+            raise ValueError("parts of other input sizes or group sizes")
+        if any(p.out_features % TILE for p in parts):
+            raise ValueError(f"a part's outputs are not a multiple of {TILE}")
+        if len({p.bias is None for p in parts}) > 1:
+            raise ValueError("some parts have a bias and some not")
+        biases = None if first.bias is None else torch.cat([p.bias for p in parts])
+        joined = cls(None, first.group_size, (first.in_features, sum(p.out_features for p in parts),
+                                              torch.cat([p.codes for p in parts]), torch.cat([p.scales for p in parts]),
+                                              torch.cat([p.lows for p in parts]), biases))
+        views, code_at, tile_at = [], 0, 0
+        for p in parts:
+            codes, tiles = p.codes.numel(), p.scales.shape[0]
+            outs = slice(tile_at * TILE, tile_at * TILE + p.out_features)
+            views.append(cls(None, p.group_size, (
+                p.in_features, p.out_features, joined.codes[code_at:code_at + codes],
+                joined.scales[tile_at:tile_at + tiles], joined.lows[tile_at:tile_at + tiles],
+                None if biases is None else joined.bias[outs])))
+            code_at, tile_at = code_at + codes, tile_at + tiles
+        for p in parts:  # their own copies of the weights go with them: the views replace them
+            _CALLS[p.index] = _joined_away
+        return joined, views
 
     def dia_bench_weight_bytes(self) -> int:
         """What one forward reads: half a byte a weight (padding included), the scales and lows, the bias."""

@@ -139,6 +139,27 @@ def test_8da4w_kernel_paths_match_the_arithmetic_they_promise(march):
     torch.testing.assert_close(layer(x), got, rtol=0 if march == "native" else 1e-5, atol=1e-5)
 
 
+def test_8da4w_layers_joined_give_each_parts_output_bit_for_bit_and_hold_the_weights_once():
+    """q, k and v as one 8da4w layer (the static engine's join): the same numbers as three calls, the
+    parts become views of the joined buffers, and a replaced part refuses to run rather than read freed
+    weights. Parts that cannot join (outputs not whole tiles) are refused with the reason."""
+    from dia_bench.optimizations._w4a8 import TILE, W4A8Linear
+
+    torch.manual_seed(0)
+    parts = [W4A8Linear(torch.nn.Linear(256, out, bias=False), 64) for out in (2 * TILE, TILE, TILE)]
+    x = torch.randn(2, 1, 256)
+    separate = torch.cat([p(x) for p in parts], dim=-1)
+    joined, views = W4A8Linear.join(parts)
+    assert torch.equal(joined(x), separate)
+    assert torch.equal(torch.cat([v(x) for v in views], dim=-1), separate)
+    assert views[1].codes.data_ptr() == joined.codes.data_ptr() + parts[0].codes.nbytes
+    assert sum(v.dia_bench_weight_bytes() for v in views) == joined.dia_bench_weight_bytes()
+    with pytest.raises(RuntimeError, match="joined into another"):
+        parts[0](x)
+    with pytest.raises(ValueError, match="multiple of"):
+        W4A8Linear.join([W4A8Linear(torch.nn.Linear(256, out, bias=False), 64) for out in (TILE, 32)])
+
+
 def test_onednn_runs_the_prepacked_kernel_and_stays_exact_in_fp32(tmp_path):
     rec = run_ok(plugins=["onednn"], profile_dir=str(tmp_path))
     report = rec["plugin_reports"]["onednn"]

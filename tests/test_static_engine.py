@@ -334,6 +334,43 @@ def test_the_static_engine_composes_with_each_plugin(plugins):
     assert agree >= 0.95, agree
 
 
+def test_8da4w_q_k_and_v_run_as_one_joined_layer_and_give_the_three_layers_codes():
+    """int4=8da4w on a dia-tiny whose k and v fill whole kernel tiles: the engine joins q, k and v into
+    one call, and its greedy codes, eager and compiled, are those of the three separate calls."""
+    from transformers import DacModel, DiaForConditionalGeneration
+
+    from dia_bench.harness.presets import get_preset
+    from dia_bench.optimizations._w4a8 import W4A8Linear
+    from dia_bench.optimizations.api import create_fast_generate
+
+    preset = get_preset("dia-tiny")
+    config = preset.dia_config()
+    config.decoder_config.num_key_value_heads = 4  # 4 x 16 = 64 outputs: one whole tile
+    torch.manual_seed(0)
+    model = DiaForConditionalGeneration(config)
+    pipe = create_fast_generate(model, DacModel(preset.dac_config()), plugins=["int4=8da4w-32", "engine=static"],
+                                device="cpu", seed=0).pipeline
+    engine = pipe.engine
+    sa = pipe.model.model.decoder.layers[0].self_attention
+    assert isinstance(engine.qkv[0], W4A8Linear) and engine.qkv[0].out_features == 64 * 3
+    assert sa.k_proj.codes.untyped_storage().data_ptr() == engine.qkv[0].codes.untyped_storage().data_ptr()
+    assert engine.qkv[0] not in set(pipe.model.modules())  # counted once, through its views
+    inputs = pipe.tokenize(TEXTS[:2])
+    kwargs = {**pipe.generation_kwargs(12, GREEDY), "do_sample": False}
+    codes = {}
+    with torch.inference_mode():
+        for compiled in (False, True):
+            if compiled:
+                engine.compile("default")
+            for name, qkv in (("joined", engine.qkv), ("separate", None)):
+                engine.qkv, kept = qkv, engine.qkv
+                codes[compiled, name] = engine.generate(inputs, 12, kwargs)
+                engine.qkv = kept
+    # Compiled steps round their fused norms differently from eager ones: compare within each.
+    assert torch.equal(codes[False, "joined"], codes[False, "separate"])
+    assert torch.equal(codes[True, "joined"], codes[True, "separate"])
+
+
 @requires_cuda
 @pytest.mark.parametrize(("sampling", "batch"), CASES)
 def test_on_cuda_greedy_codes_equal_generates(sampling, batch):

@@ -221,6 +221,33 @@ def test_teacher_forced_step_logits_equal_one_forward_pass(tiny_pipeline):
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_compiled_engine_skipping_guards_after_each_first_step_keeps_requests_of_other_lengths_apart():
+    """After a request's first step the compiled loop runs only the guards that tell compiled steps apart.
+    Requests of two lengths taking turns (two compiled steps, cache shapes apart) must each get their own:
+    a length's codes are the same whenever it comes, and equal those of an engine that only ever
+    compiled that length (a step compiled for the other cache would attend to the wrong positions)."""
+    from dia_bench.harness.worker.measure import load_pipeline
+
+    pipe, _ = load_pipeline(tiny_cell())
+    inputs = pipe.tokenize(TEXTS[:1])
+
+    def generate(engine: StaticEngine, frames: int) -> torch.Tensor:
+        pipe.engine = engine
+        try:
+            with torch.inference_mode():
+                return engine.generate(inputs, frames, {**pipe.generation_kwargs(frames, GREEDY), "do_sample": False})
+        finally:
+            pipe.engine = None
+
+    taking_turns, alone = StaticEngine(pipe), StaticEngine(pipe)
+    taking_turns.compile("default")
+    alone.compile("default")
+    runs = [generate(taking_turns, frames) for frames in (6, 14, 6, 14)]
+    assert runs[0].shape[1] != runs[1].shape[1]
+    assert torch.equal(runs[0], runs[2]) and torch.equal(runs[1], runs[3])
+    assert torch.equal(generate(alone, 14), runs[1])
+
+
 def test_the_engines_processors_equal_transformers_at_every_step(tiny_pipeline):
     """The distribution each token is drawn from, through the engine's chain and through the processors
     `generate` builds (fidelity's own reading of them), teacher-forced on one history."""

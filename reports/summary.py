@@ -25,6 +25,13 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=160)
 
 
+def _drift(roof: dict) -> str:
+    drift = roof.get("bandwidth_drift")
+    if drift is None:
+        return ""
+    return f", {roof['bandwidth_cached_gbps']:.1f} GB/s when cached, x{drift:.2f} by the probes beside the repeats"
+
+
 def _fmt(value: Any, spec: str = ".3f", unit: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{unit}"
 
@@ -77,7 +84,9 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
         table.add_row("roofline", f"{read} per step, {roof['achieved_bandwidth_gbps']:.1f} of "
                       f"{roof['measured_bandwidth_gbps']:.1f} GB/s ({roof['fraction_of_bandwidth']:.0%}"
                       f"{f', weights alone {alone:.0%}' if caches else ''}; bandwidth: "
-                      f"{roof.get('bandwidth_method') or 'sum'})")
+                      f"{roof.get('bandwidth_method') or 'sum'}{_drift(roof)})")
+        if roof.get("bandwidth_unsteady"):
+            table.add_row("[yellow]bandwidth unsteady[/]", roof["bandwidth_unsteady"])
     if roof.get("problem"):
         table.add_row("[red]roofline problem[/]", roof["problem"])
     phases = (rec.get("memory") or {}).get("phases") or {}

@@ -134,6 +134,28 @@ def test_bandwidth_is_the_best_of_several_read_kernels_and_a_step_beyond_it_is_f
     assert impossible["fraction_of_bandwidth"] > 1 and "above the measured" in impossible["problem"]
 
 
+def test_the_cached_bandwidth_is_scaled_by_the_probes_beside_the_repeats(tiny_pipeline, tmp_path, monkeypatch):
+    """The VMs' bandwidth wanders: the roofline divides by the cached figure times the probes' mean over
+    the probe cached with it, and says when the probes themselves moved over the repeats."""
+    import torch
+
+    from dia_bench.harness.jsonio import write_json_atomic
+    from dia_bench.harness.worker import roofline
+
+    monkeypatch.setenv("DIA_BENCH_CACHE", str(tmp_path))
+    cpu = torch.device("cpu")
+    write_json_atomic(tmp_path / "bandwidth.json", {roofline.bandwidth_key(cpu): {
+        "gbps": 30.0, "method": "sentinel", "kernels": {}, "probe_gbps": 20.0}})
+    pipe, _ = tiny_pipeline
+    steady = roofline.roofline(pipe.model, cpu, 0.001, 0, (10.0, 10.4))
+    assert steady["bandwidth_drift"] == 0.51 and steady["measured_bandwidth_gbps"] == 15.3
+    assert steady["bandwidth_cached_gbps"] == 30.0 and steady["bandwidth_unsteady"] is None
+    assert steady["fraction_of_bandwidth"] == pytest.approx(steady["bytes_per_step"] / 0.001 / 15.3e9, abs=1e-4)
+    moved = roofline.roofline(pipe.model, cpu, 0.001, 0, (10.0, 12.0))
+    assert "moved from 10.0 to 12.0 GB/s" in moved["bandwidth_unsteady"]
+    assert 0 < roofline.bandwidth_probe(cpu) < 1e4
+
+
 def test_a_suite_that_would_time_compilation_is_refused(tmp_path):
     text = TINY_SUITE.replace('tf32 = [true]', 'compile = ["default"]')
     result = run_cli("sweep", str(write_suite(tmp_path, text)), "--list")

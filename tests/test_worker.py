@@ -33,6 +33,7 @@ def test_record_has_the_documented_fields(tmp_path):
     assert steps["p50"] <= steps["p90"] <= steps["p99"]
     roof = rec["roofline"]
     assert roof["weight_bytes_per_step"] > 0 and 0 < roof["fraction_of_bandwidth"] < 1.5
+    assert len(roof["bandwidth_probes_gbps"]) == 2 and min(roof["bandwidth_probes_gbps"]) > 0
     assert rec["env"]["software"]["torch"] and rec["env"]["cpu"]["logical_cores"] >= 1
     # The profiled repeat left a Chrome trace and the ten operators with the most self time.
     with open(rec["profile"]["trace"]) as fh:

@@ -16,7 +16,7 @@ from dia_bench.harness.presets import FRAMES_PER_SECOND, SAMPLE_RATE, get_preset
 from dia_bench.harness.record import now
 from dia_bench.harness.worker.codec import load_codec
 from dia_bench.harness.worker.pipeline import DiaPipeline, PipelineOutput, SamplingParams
-from dia_bench.harness.worker.roofline import attention_cache_bytes, roofline
+from dia_bench.harness.worker.roofline import attention_cache_bytes, bandwidth_probe, roofline
 from dia_bench.harness.worker.trackers import PhaseMemory
 from dia_bench.harness.worker.weights import resolve as resolve_weights
 from dia_bench.optimizations.api import apply_plan
@@ -134,6 +134,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
             warmup_s.append(pipe.run(texts, warmup_frames, sampling, cell.seed).times.generate_s)
 
     outputs: list[PipelineOutput] = []
+    probes = [bandwidth_probe(device)]  # the roofline's bandwidth, as it is now (see bandwidth_probe)
     measured_from = now()
     with memory.phase("repeats", sample_device=True):
         started = time.perf_counter()
@@ -141,6 +142,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
             progress("repeat", i=len(outputs) + 1, n=cell.max_repeats or cell.repeats)
             outputs.append(pipe.run(texts, cell.frames, sampling, cell.seed))
     measured_until = now()
+    probes.append(bandwidth_probe(device))
 
     audio_seconds = cell.frames * cell.batch / FRAMES_PER_SECOND
     gen = [o.times.generate_s for o in outputs]
@@ -187,7 +189,8 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         **memory.result("repeats"),
         "roofline": roofline(pipe.model, device, step_p50 / 1000 if step_p50 else None,
                              attention_cache_bytes(pipe.model, last.generation_batch_rows, last.text_positions,
-                                                   len(last.times.step_latencies_s), last.cache_dtype)),
+                                                   len(last.times.step_latencies_s), last.cache_dtype),
+                             (probes[0], probes[1])),
         "codec": cell.codec,
     }
     if cell.target_ci_pct is not None:

@@ -64,11 +64,12 @@ def decode_step_weight_bytes(model: nn.Module) -> int:
     return total
 
 
-BANDWIDTH_METHOD_VERSION = 2  # in the cache key: figures of an older method are measured again
+BANDWIDTH_METHOD_VERSION = 3  # in the cache key: figures of an older method are measured again
 
 
-def _buffer_bytes() -> int:
-    """Far beyond the last-level cache, so every kernel reads from memory: 1 GiB, or 4x a larger LLC."""
+def _buffer_bytes(floor: int = 2**30) -> int:
+    """Far beyond the last-level cache, so every kernel reads from memory: `floor` (1 GiB), or 4x a
+    larger LLC."""
     llc = 0
     for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
@@ -76,7 +77,7 @@ def _buffer_bytes() -> int:
             llc = max(llc, int(size.rstrip("KMG")) * {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1], 1))
         except (OSError, ValueError):
             continue
-    return max(2**30, 4 * llc)
+    return max(floor, 4 * llc)
 
 
 def _best_seconds(fn: Callable[[], object], device: torch.device, iters: int) -> float:
@@ -140,6 +141,22 @@ def _kernels(device: torch.device, nbytes: int) -> dict[str, Callable[[], tuple[
             "int8 weight-only matvec": int8_weight_only}
 
 
+PROBE_BYTES = 2**28  # 256 MiB: past an H100's 50 MB L2 too; 4x the LLC where that is larger
+
+
+def bandwidth_probe(device: torch.device, iters: int = 5) -> float:
+    """A quick read bandwidth (GB/s): the best of a few sums over a buffer past the caches, about 0.1 s on
+    a CPU. The full measurement is cached per machine, but these VMs' bandwidth wanders by 10-15% within
+    minutes (the same int4 kernel read 701 MB in 21.7 ms and in 29.1 ms, runs a minute apart, on a Zen 4):
+    a probe beside each measurement scales the cached figure to the one the step really had."""
+    x = torch.ones(_buffer_bytes(PROBE_BYTES) // 4, device=device)
+    gbps = round(x.nbytes / _best_seconds(x.sum, device, iters) / 1e9, 3)
+    del x
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # else the measured phase's reserved peak would hold it
+    return gbps
+
+
 def _measure(device: torch.device, iters: int = 5) -> dict:
     """Read bandwidth in GB/s as the best of several kernels on buffers far beyond the caches.
 
@@ -166,7 +183,7 @@ def _measure(device: torch.device, iters: int = 5) -> dict:
                 torch.cuda.empty_cache()
     best = max((v for v in kernels.values() if v), default=None)
     return {"gbps": best, "method": f"best of {len(kernels)} read kernels on {nbytes / 2**30:.1f} GiB buffers",
-            "kernels": kernels}
+            "kernels": kernels, "probe_gbps": bandwidth_probe(device)}
 
 
 def bandwidth_key(device: torch.device) -> str:
@@ -225,35 +242,49 @@ def attention_cache_bytes(model: nn.Module, rows: int, text_positions: int, step
     return round(config.num_hidden_layers * rows * per_row * item)
 
 
-def roofline(model: nn.Module, device: torch.device, step_seconds: float | None, cache_bytes: int = 0) -> dict:
+def roofline(model: nn.Module, device: torch.device, step_seconds: float | None, cache_bytes: int = 0,
+             probes: tuple[float, float] | None = None) -> dict:
     """The step's floor: its weights and `cache_bytes` of attention caches over the measured bandwidth.
     `fraction_of_bandwidth` counts both; `weights_fraction_of_bandwidth` the weights alone, as records
-    before the caches were counted did."""
+    before the caches were counted did. `probes`: bandwidth_probe() just before and after the measured
+    repeats; the machine's cached bandwidth is scaled by their mean over the probe cached with it."""
     weight_bytes = decode_step_weight_bytes(model)
     total = weight_bytes + cache_bytes
     bw = measured_bandwidth_gbps(device)
+    gbps, drift = bw["gbps"], None
+    if gbps and probes and bw.get("probe_gbps"):
+        drift = sum(probes) / len(probes) / bw["probe_gbps"]
+        gbps = round(gbps * drift, 2)
     out = {
         "weight_bytes_per_step": weight_bytes,
         "cache_bytes_per_step": cache_bytes,
         "bytes_per_step": total,
-        "measured_bandwidth_gbps": bw["gbps"],
+        "measured_bandwidth_gbps": gbps,
         "bandwidth_method": bw.get("method"),
         "bandwidth_kernels": bw.get("kernels"),
         "bandwidth_from_cache": bw["cached"],
-        "floor_step_ms": round(total / (bw["gbps"] * 1e9) * 1000, 4) if bw["gbps"] else None,
+        # The cached figure, and how the probes beside this measurement moved it (1.0: not at all).
+        "bandwidth_cached_gbps": bw["gbps"],
+        "bandwidth_drift": None if drift is None else round(drift, 3),
+        "bandwidth_probes_gbps": list(probes) if probes else None,
+        "bandwidth_unsteady": None,
+        "floor_step_ms": round(total / (gbps * 1e9) * 1000, 4) if gbps else None,
         "achieved_bandwidth_gbps": None,
         "fraction_of_bandwidth": None,
         "weights_fraction_of_bandwidth": None,
         "problem": None,
     }
-    if step_seconds and bw["gbps"]:
+    if probes and max(probes) > 1.1 * min(probes):
+        out["bandwidth_unsteady"] = (f"the bandwidth probe moved from {probes[0]:.1f} to {probes[1]:.1f} GB/s over "
+                                     "the repeats: the fraction is uncertain by as much")
+    if step_seconds and gbps:
         achieved = total / step_seconds / 1e9
         out["achieved_bandwidth_gbps"] = round(achieved, 3)
-        out["fraction_of_bandwidth"] = round(achieved / bw["gbps"], 4)
-        out["weights_fraction_of_bandwidth"] = round(weight_bytes / step_seconds / 1e9 / bw["gbps"], 4)
-        if achieved > bw["gbps"]:
+        out["fraction_of_bandwidth"] = round(achieved / gbps, 4)
+        out["weights_fraction_of_bandwidth"] = round(weight_bytes / step_seconds / 1e9 / gbps, 4)
+        if achieved > gbps:
             # Faster than memory allows: the floor is wrong (bandwidth measured too low) or the
             # bytes were not all read from memory (a cache held them); either way not a result.
             out["problem"] = (f"a decode step read its weights and attention caches at {achieved:.1f} GB/s, above "
-                              f"the measured {bw['gbps']:.1f} GB/s: the bandwidth figure or the byte count is wrong")
+                              f"the measured {gbps:.1f} GB/s: the bandwidth figure or the byte count is wrong")
     return out

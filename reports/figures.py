@@ -33,3 +33,13 @@ def speedup(row: Any) -> str:
     sig = row.get("significant")
     star = "*" if not absent(sig) and bool(sig) and not absent(row.get("speedup_low")) else ""
     return interval(row.get("speedup"), row.get("speedup_low"), row.get("speedup_high"), ".2f", "x") + star
+
+
+def roofline(row: Any) -> str:
+    """`70%`: the step's bytes (weights and attention caches) over the bandwidth it had; records from
+    before the caches were counted give the weights alone, said so; `?` marks a bandwidth that moved
+    over the repeats."""
+    both, weights = row.get("fraction_of_bandwidth"), row.get("weights_fraction_of_bandwidth")
+    if not absent(both):
+        return f"{float(both):.0%}" + (" ?" if row.get("bandwidth_unsteady") else "")
+    return "-" if absent(weights) else f"{float(weights):.0%} (weights only)"

@@ -59,6 +59,7 @@ def _cells(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
             "speedup": figures.speedup(r) if ok else "",
             "steps": (f"{figures.number(r['step_p50_ms'], '.1f')} / {figures.number(r['step_p99_ms'], '.1f')}"
                       if ok else ""),
+            "roofline": figures.roofline(r) if ok else "",
             "rss": figures.number(r["peak_rss_mb"], ".0f"), "vram": figures.number(r["peak_vram_mb"], ".0f"),
             "fidelity": quality.fidelity_text(r) if ok else "",
             "quality": quality.assess(r, max_tv)["status"] if ok else "",

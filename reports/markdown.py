@@ -34,10 +34,13 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
               f"ran; 95% intervals: {stats.METHOD}, none below 3 repeats (* = beyond noise)",
               f"- quality: `passes` when the sampled distributions stay within a mean total variation of {max_tv:g} "
               "from the fp32 reference's (teacher-forced on the run's shared history); `unjudged` when it does "
-              "not, but the reference's own weights move as far under a fraction of bf16's rounding", ""]
-    lines.append("| cell | status | RTF [95% CI] | long-form RTF [95% CI] | x real time | speedup | peak RSS MB | "
-                 "quality | fidelity |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+              "not, but the reference's own weights move as far under a fraction of bf16's rounding",
+              "- roofline: the decode step's bytes (weights and the attention caches it must read) over the machine's "
+              "measured bandwidth, scaled by probes just before and after the repeats (? = they differed by over 10%)",
+              ""]
+    lines.append("| cell | status | RTF [95% CI] | long-form RTF [95% CI] | x real time | speedup | step p50 ms | "
+                 "roofline | peak RSS MB | quality | fidelity |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for _, r in df.iterrows():
         if r["status"] == "ok":
             speed = figures.speedup(r)
@@ -47,11 +50,12 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
                 rtf += f" ({r['disturbed']})"
             long_form = figures.interval(r["long_form_rtf"], r["long_form_rtf_low"], r["long_form_rtf_high"], ".3f")
             lines.append(f"| {r['description']} | ok | {rtf} | {long_form}{fixed} | {figures.number(r['xrt'], '.3f')} "
-                         f"| {speed} | {figures.number(r['peak_rss_mb'], '.0f')} | "
+                         f"| {speed} | {figures.number(r['step_p50_ms'], '.1f')} | {figures.roofline(r)} | "
+                         f"{figures.number(r['peak_rss_mb'], '.0f')} | "
                          f"{quality.assess(r, max_tv)['status']} | {quality.fidelity_text(r)} |")
         else:
             reason = str(r["reason"] or "").replace("|", "/")
-            lines.append(f"| {r['description']} | {r['status']} | {reason} | | | | | | |")
+            lines.append(f"| {r['description']} | {r['status']} | {reason} | | | | | | | | |")
     drift = results.baseline_drift(df)
     if not drift.empty:
         lines.append("")

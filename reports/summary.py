@@ -77,13 +77,14 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
                   "steps/s)")
     roof = rec.get("roofline") or {}
     if roof.get("fraction_of_bandwidth") is not None:
-        caches = roof.get("cache_bytes_per_step")
-        read = (f"{roof['weight_bytes_per_step'] / 1e9:.3f} GB of weights" if caches is None else
-                f"{roof['weight_bytes_per_step'] / 1e9:.3f} GB of weights + {caches / 1e9:.3f} GB of attention caches")
-        alone = roof.get("weights_fraction_of_bandwidth")
+        caches = roof.get("cache_bytes_per_step")  # absent from records before the caches were counted
+        read, alone = f"{roof['weight_bytes_per_step'] / 1e9:.3f} GB of weights", ""
+        if caches is not None:
+            read += f" + {caches / 1e9:.3f} GB of attention caches"
+            alone = f", weights alone {roof['weights_fraction_of_bandwidth']:.0%}"
         table.add_row("roofline", f"{read} per step, {roof['achieved_bandwidth_gbps']:.1f} of "
                       f"{roof['measured_bandwidth_gbps']:.1f} GB/s ({roof['fraction_of_bandwidth']:.0%}"
-                      f"{f', weights alone {alone:.0%}' if caches else ''}; bandwidth: "
+                      f"{alone}; bandwidth: "
                       f"{roof.get('bandwidth_method') or 'sum'}{_drift(roof)})")
         if roof.get("bandwidth_unsteady"):
             table.add_row("[yellow]bandwidth unsteady[/]", roof["bandwidth_unsteady"])

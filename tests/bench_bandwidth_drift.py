@@ -17,17 +17,7 @@ import time
 import torch
 
 from dia_bench.harness import env
-from dia_bench.harness.worker.roofline import PROBE_BYTES, bandwidth_probe
-
-
-def _read_gbps(x: torch.Tensor, iters: int = 5) -> float:
-    x.sum()
-    best = float("inf")
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - t0)
-    return x.nbytes / best / 1e9
+from dia_bench.harness.worker.roofline import PROBE_BYTES, bandwidth_probe, read_gbps
 
 
 def main() -> None:
@@ -40,7 +30,7 @@ def main() -> None:
     kept = [torch.ones(PROBE_BYTES // 4) for _ in range(args.kept)]
     print(f"cpu: {env.cpu_info()['model']}  threads: {torch.get_num_threads()}  buffers: {PROBE_BYTES / 2**20:.0f} MiB")
     for rnd in range(args.rounds):
-        kept_gbps = "  ".join(f"{_read_gbps(x):5.1f}" for x in kept)
+        kept_gbps = "  ".join(f"{read_gbps(x):5.1f}" for x in kept)
         print(f"round {rnd}: fresh {bandwidth_probe(cpu):5.1f}   kept {kept_gbps}", flush=True)
         time.sleep(args.pause)
 

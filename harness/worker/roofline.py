@@ -141,6 +141,11 @@ def _kernels(device: torch.device, nbytes: int) -> dict[str, Callable[[], tuple[
             "int8 weight-only matvec": int8_weight_only}
 
 
+def read_gbps(x: torch.Tensor, iters: int = 5) -> float:
+    """How fast `x` is read, in GB/s: the best of `iters` sums over it."""
+    return x.nbytes / _best_seconds(x.sum, x.device, iters) / 1e9
+
+
 PROBE_BYTES = 2**28  # 256 MiB: past an H100's 50 MB L2 too; 4x the LLC where that is larger
 
 
@@ -150,7 +155,7 @@ def bandwidth_probe(device: torch.device, iters: int = 5) -> float:
     minutes (the same int4 kernel read 701 MB in 21.7 ms and in 29.1 ms, runs a minute apart, on a Zen 4):
     a probe beside each measurement scales the cached figure to the one the step really had."""
     x = torch.ones(_buffer_bytes(PROBE_BYTES) // 4, device=device)
-    gbps = round(x.nbytes / _best_seconds(x.sum, device, iters) / 1e9, 3)
+    gbps = round(read_gbps(x, iters), 3)
     del x
     if device.type == "cuda":
         torch.cuda.empty_cache()  # else the measured phase's reserved peak would hold it

@@ -34,12 +34,24 @@ def library(march: str = "native") -> ctypes.CDLL:
     lib.w4a8_isa.restype = ctypes.c_char_p
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.w4a8_linear.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr]
+    lib.w4a8_set_prefetch.argtypes = [ctypes.c_int]
     return lib
 
 
 def isa(march: str = "native") -> str:
     """Which instructions the built kernel uses: avx512-vnni, avx2 or scalar."""
     return library(march).w4a8_isa().decode()
+
+
+def prefetches(march: str = "native") -> bool:
+    """Whether the kernel prefetches its weights in software: on Intel, where that measured faster, not on
+    AMD, where it measured slower (the C source has the numbers); only the AVX-512 path ever does."""
+    return bool(library(march).w4a8_prefetch())
+
+
+def set_prefetch(on: bool, march: str = "native") -> None:
+    """Override the processor's choice of prefetching for this process (a benchmark compares both)."""
+    library(march).w4a8_set_prefetch(int(on))
 
 
 def pack(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -29,6 +29,27 @@
 
 #define TN 64
 
+/* Software prefetch of the weights, two distances ahead (into L2 8 KB ahead, into L1 2 KB ahead), in
+ * the AVX-512 path. It depends on the processor: on a 2-core Xeon a decode step's GEMVs ran 4-9% faster
+ * with it than with one distance; on a 2-core Zen 4 they ran 10% faster without any (4 KB pages) and
+ * 27% faster (2 MB pages), in interleaved comparisons. So it is on for Intel and off elsewhere, and
+ * w4a8_set_prefetch overrides that for a benchmark (tests/bench_w4a8.py compares both). */
+static int prefetch = -1;
+
+int w4a8_prefetch(void) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    if (prefetch < 0) {
+        __builtin_cpu_init();
+        prefetch = __builtin_cpu_is("intel");
+    }
+    return prefetch;
+#else
+    return 0; /* the other paths never prefetch */
+#endif
+}
+
+void w4a8_set_prefetch(int on) { prefetch = on; }
+
 const char *w4a8_isa(void) {
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
     return "avx512-vnni";
@@ -74,7 +95,7 @@ void w4a8_quantize_rows(const float *x, int64_t m_rows, int64_t k, int64_t group
 static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, const int8_t *xq, int64_t k,
                                                               int64_t group, const float *rs, const float *lo,
                                                               const float *xs, const float *xsum, int64_t groups,
-                                                              int64_t g, float *acc, const int MR) {
+                                                              int64_t g, float *acc, const int MR, const int pf) {
     __m512i iacc[4][4];
     for (int s = 0; s < 4; s++)
         for (int r = 0; r < MR; r++) iacc[s][r] = _mm512_setzero_si512();
@@ -82,13 +103,11 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
     const int8_t *xg = xq + g * group;
     for (int64_t kk = 0; kk < group / 8; kk++) {
         const uint8_t *chunk = w + kk * 4 * 64;
-        /* Two distances: into L2 8 KB ahead, into L1 2 KB ahead. From memory a core is limited by the
-         * loads it keeps in flight; on a decode step's layers this read 1.5-10% faster than one distance
-         * (4 KB into L1), and prefetching every other line was 15-25% slower. */
-        for (int line = 0; line < 4; line++) {
-            _mm_prefetch((const char *)(chunk + 32 * 256 + line * 64), _MM_HINT_T1);
-            _mm_prefetch((const char *)(chunk + 8 * 256 + line * 64), _MM_HINT_T0);
-        }
+        if (pf) /* see w4a8_prefetch */
+            for (int line = 0; line < 4; line++) {
+                _mm_prefetch((const char *)(chunk + 32 * 256 + line * 64), _MM_HINT_T1);
+                _mm_prefetch((const char *)(chunk + 8 * 256 + line * 64), _MM_HINT_T0);
+            }
         __m512i xa[4], xb[4];
         for (int r = 0; r < MR; r++) {
             int32_t a, b;
@@ -124,9 +143,10 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
 static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, const int8_t *xq, int64_t k,
                                                               int64_t group, const float *rs, const float *lo,
                                                               const float *xs, const float *xsum, int64_t groups,
-                                                              int64_t g, float *acc, const int MR) {
+                                                              int64_t g, float *acc, const int MR, const int pf) {
     /* Eight 256-bit halves of the tile's 4 chunks, one row at a time: AVX2 has 16 registers. */
     (void)MR;
+    (void)pf;
     __m256i iacc[8];
     for (int h = 0; h < 8; h++) iacc[h] = _mm256_setzero_si256();
     const __m256i nib = _mm256_set1_epi8(0x0F);
@@ -159,7 +179,8 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
 #else
 static void tile_group(const uint8_t *w, const int8_t *xq, int64_t k, int64_t group, const float *rs,
                        const float *lo, const float *xs, const float *xsum, int64_t groups, int64_t g, float *acc,
-                       const int MR) {
+                       const int MR, const int pf) {
+    (void)pf;
     for (int r = 0; r < MR; r++) {
         int32_t dots[TN] = {0};
         const int8_t *xg = xq + r * k + g * group;
@@ -188,6 +209,7 @@ void w4a8_matmul(const int8_t *xq, const float *xs, const float *xsum, int64_t m
     const int64_t tiles = n_pad / TN, groups = k / group;
     const int64_t tile_bytes = k / 2 * TN;
     const int64_t spread = (tiles + STREAMS - 1) / STREAMS;
+    const int pf = w4a8_prefetch();
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < spread; p++) {
         float acc[STREAMS][ROWS_PER_PASS * TN];
@@ -204,11 +226,11 @@ void w4a8_matmul(const int8_t *xq, const float *xs, const float *xsum, int64_t m
                     const float *rs = scales + (t * groups + g) * TN, *lo = lows + (t * groups + g) * TN;
                     float *a = acc[s];
                     switch (mr) { /* constant row counts, so each case unrolls into registers */
-                    case 1: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 1); break;
+                    case 1: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 1, pf); break;
 #if ROWS_PER_PASS > 1
-                    case 2: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 2); break;
-                    case 3: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 3); break;
-                    default: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 4); break;
+                    case 2: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 2, pf); break;
+                    case 3: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 3, pf); break;
+                    default: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 4, pf); break;
 #endif
                     }
                 }

@@ -82,6 +82,7 @@ class Int4(Plugin):
             return self._torchao(pipeline, group)
         if w4a8:
             self.isa = _w4a8.isa()  # builds the kernel on this machine's first use
+            self.prefetch = _w4a8.prefetches()
         skipped: Counter[str] = Counter()
 
         def make(name: str, linear: torch.nn.Linear) -> torch.nn.Module | None:
@@ -94,7 +95,8 @@ class Int4(Plugin):
             replaced, total = swap_linears(pipeline.model, make)
         own_remaining_tensors(pipeline.model)
         self.layers = {"quantized": replaced, "total": total, "left_in_float": dict(skipped)}
-        how = f"{W4A8_KERNEL} ({self.isa}), int8 activations" if w4a8 else f"{KERNEL}, bf16 activations"
+        how = (f"{W4A8_KERNEL} ({self.isa}{', software prefetch' if self.prefetch else ''}), int8 activations"
+               if w4a8 else f"{KERNEL}, bf16 activations")
         note = f"{replaced} of {total} Linear layers int4 (group size {group}, kernel {how})"
         if skipped:
             note += "; left in float: " + ", ".join(f"{n} ({why})" for why, n in skipped.items())
@@ -114,6 +116,7 @@ class Int4(Plugin):
         if value.startswith(W4A8):
             return {"linear_kinds": linear_kinds(pipeline.model), "layers": getattr(self, "layers", None),
                     "kernel": W4A8_KERNEL, "kernel_isa": getattr(self, "isa", None),
+                    "kernel_prefetch": getattr(self, "prefetch", None),
                     "kernel_activations": "int8, per row and group of inputs"}
         return {"linear_kinds": linear_kinds(pipeline.model), "layers": getattr(self, "layers", None),
                 "kernel": "torchao int4" if pipeline.device.type == "cuda" else KERNEL,

@@ -6,7 +6,8 @@ the kernels taking turns in one process so that the machine's wandering bandwidt
 
 Prints per kernel the best and median time of one step's GEMVs and the weight bytes per second.
 "8da4w direct" calls the same 8da4w layers' kernel through ctypes with no operator or module around
-it: the difference to "8da4w" is what the Python around a call costs.
+it: the difference to "8da4w" is what the Python around a call costs. "other prefetch" is the same with
+software prefetching switched the other way from this processor's default (_w4a8_kernel.c says why).
 Random weights (the kernels' speed does not depend on the values). Not a unit test.
 """
 
@@ -60,14 +61,20 @@ def main() -> None:
     outputs = {id(layer): torch.empty(2, layer.out_features) for layer, _ in kinds["8da4w"][0]}
     call = _w4a8.library().w4a8_linear
 
-    def direct() -> None:
+    default_prefetch = _w4a8.prefetches()
+
+    def direct(prefetch: bool) -> None:
+        _w4a8.set_prefetch(prefetch)
         for layer, inp in kinds["8da4w"][0]:
             call(inputs[inp].data_ptr(), 2, *layer.kernel_args, outputs[id(layer)].data_ptr())
+        _w4a8.set_prefetch(default_prefetch)
 
     runs = {kind: (lambda layers=layers: [layer(inputs[inp]) for layer, inp in layers])
             for kind, (layers, _) in kinds.items()}
-    runs["8da4w direct"] = direct
-    sizes = {kind: nbytes for kind, (_, nbytes) in kinds.items()} | {"8da4w direct": kinds["8da4w"][1]}
+    directs = {"8da4w direct": default_prefetch, "8da4w direct, other prefetch": not default_prefetch}
+    for name, prefetch in directs.items():
+        runs[name] = lambda prefetch=prefetch: direct(prefetch)
+    sizes = {kind: nbytes for kind, (_, nbytes) in kinds.items()} | dict.fromkeys(directs, kinds["8da4w"][1])
     times: dict[str, list[float]] = {kind: [] for kind in runs}
     with torch.inference_mode():
         for _ in range(args.rounds + 1):  # the first round warms up
@@ -76,10 +83,10 @@ def main() -> None:
                 run()
                 times[kind].append(time.perf_counter() - start)
     print(f"cpu: {env.cpu_info()['model']}  threads: {torch.get_num_threads()}  kernel isa: {_w4a8.isa()}  "
-          f"layers: {args.layers} x {len(SHAPES)}")
+          f"software prefetch: {default_prefetch}  layers: {args.layers} x {len(SHAPES)}")
     for kind, nbytes in sizes.items():
         best, median = min(times[kind][1:]), statistics.median(times[kind][1:])
-        print(f"{kind:>14}: {nbytes / 1e6:.0f} MB  best {best * 1e3:.1f} ms  median {median * 1e3:.1f} ms  "
+        print(f"{kind:>28}: {nbytes / 1e6:.0f} MB  best {best * 1e3:.1f} ms  median {median * 1e3:.1f} ms  "
               f"{nbytes / best / 1e9:.1f} GB/s at best")
 
 

@@ -139,6 +139,26 @@ def test_8da4w_kernel_paths_match_the_arithmetic_they_promise(march):
     torch.testing.assert_close(layer(x), got, rtol=0 if march == "native" else 1e-5, atol=1e-5)
 
 
+def test_8da4w_prefetch_follows_the_processor_and_changes_no_bit():
+    from dia_bench.harness.env import cpu_info
+    from dia_bench.optimizations import _w4a8
+
+    default = _w4a8.prefetches()
+    assert default == (_w4a8.isa() == "avx512-vnni" and cpu_info()["vendor"] == "GenuineIntel")
+    torch.manual_seed(0)
+    layer = _w4a8.W4A8Linear(torch.nn.Linear(512, 3 * 64 + 5), 128)
+    x = torch.randn(2, 512)
+    try:
+        outs = []
+        for on in (True, False):
+            _w4a8.set_prefetch(on)
+            assert _w4a8.prefetches() == (on and _w4a8.isa() == "avx512-vnni")
+            outs.append(layer(x))
+    finally:
+        _w4a8.set_prefetch(default)
+    assert torch.equal(*outs)
+
+
 def test_8da4w_layers_joined_give_each_parts_output_bit_for_bit_and_hold_the_weights_once():
     """q, k and v as one 8da4w layer (the static engine's join): the same numbers as three calls, the
     parts become views of the joined buffers, and a replaced part refuses to run rather than read freed

@@ -87,7 +87,9 @@ def print_record(rec: dict[str, Any], path: Path | None = None, console: Console
                       f"{alone}; bandwidth: "
                       f"{roof.get('bandwidth_method') or 'sum'}{_drift(roof)})")
         if roof.get("bandwidth_unsteady"):
-            table.add_row("[yellow]bandwidth unsteady[/]", roof["bandwidth_unsteady"])
+            span = roof.get("fraction_range")
+            table.add_row("[yellow]bandwidth unsteady[/]", roof["bandwidth_unsteady"]
+                          + (f" ({span[0]:.0%} to {span[1]:.0%})" if span else ""))
     if roof.get("problem"):
         table.add_row("[red]roofline problem[/]", roof["problem"])
     phases = (rec.get("memory") or {}).get("phases") or {}

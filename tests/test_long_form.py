@@ -153,7 +153,30 @@ def test_the_cached_bandwidth_is_scaled_by_the_probes_beside_the_repeats(tiny_pi
     assert steady["fraction_of_bandwidth"] == pytest.approx(steady["bytes_per_step"] / 0.001 / 15.3e9, abs=1e-4)
     moved = roofline.roofline(pipe.model, cpu, 0.001, 0, (10.0, 12.0))
     assert "moved from 10.0 to 12.0 GB/s" in moved["bandwidth_unsteady"]
+    low, high = moved["fraction_range"]  # the fraction had the step seen 12.0 GB/s (x 1.5), or 10.0
+    assert low == pytest.approx(moved["bytes_per_step"] / 0.001 / 18e9, abs=1e-4)
+    assert high == pytest.approx(moved["bytes_per_step"] / 0.001 / 15e9, abs=1e-4)
+    assert low < moved["fraction_of_bandwidth"] < high
     assert 0 < roofline.bandwidth_probe(cpu) < 1e4
+
+
+def test_the_machines_bandwidth_is_measured_again_while_its_probes_disagree(monkeypatch):
+    """A best kernel from one bandwidth episode over a probe from another would scale every later figure
+    wrongly: the probes bracket the kernels, and a jump between them repeats the measurement."""
+    import torch
+
+    from dia_bench.harness.worker import roofline
+
+    readings = iter([60.0, 30.0, 31.0, 40.0, 40.0, 40.5])  # before and after each try: jump, jump, steady
+    monkeypatch.setattr(roofline, "bandwidth_probe", lambda device, iters=5: next(readings))
+    x = torch.ones(2**20)
+    monkeypatch.setattr(roofline, "_kernels", lambda device, nbytes: {"sum fp32": lambda: ((lambda: x.sum()), x.nbytes)})
+    measured = roofline._measure(torch.device("cpu"), iters=1)
+    assert measured["attempts"] == 3 and measured["probe_steady"] is True
+    assert measured["probes_gbps"] == [40.0, 40.5] and measured["probe_gbps"] == 40.25
+    readings = iter([60.0, 30.0, 31.0, 40.0])
+    unsteady = roofline._measure(torch.device("cpu"), iters=1, tries=2)
+    assert unsteady["attempts"] == 2 and unsteady["probe_steady"] is False and unsteady["probes_gbps"] == [31.0, 40.0]
 
 
 def test_a_suite_that_would_time_compilation_is_refused(tmp_path):

@@ -17,6 +17,7 @@ from torch import nn
 
 from dia_bench.harness.jsonio import read_json, write_json_atomic
 from dia_bench.harness.paths import cache_dir
+from dia_bench.harness.worker import hugepages
 
 
 def _tensor_bytes(t: torch.Tensor) -> int:
@@ -64,7 +65,7 @@ def decode_step_weight_bytes(model: nn.Module) -> int:
     return total
 
 
-BANDWIDTH_METHOD_VERSION = 3  # in the cache key: figures of an older method are measured again
+BANDWIDTH_METHOD_VERSION = 4  # in the cache key: figures of an older method are measured again
 
 
 def _buffer_bytes(floor: int = 2**30) -> int:
@@ -94,21 +95,29 @@ def _best_seconds(fn: Callable[[], object], device: torch.device, iters: int) ->
     return best
 
 
+def _filled(numel: int, dtype: torch.dtype, device: torch.device, value: float = 1) -> torch.Tensor:
+    """A buffer for a read kernel: on the CPU in 2 MB pages where the kernel allows, because a stream of
+    weights reads faster there (harness/worker/hugepages.py): the floor is what the memory can do."""
+    if device.type == "cpu":
+        return hugepages.empty(numel, dtype).fill_(value)
+    return torch.full((numel,), value, dtype=dtype, device=device)
+
+
 def _kernels(device: torch.device, nbytes: int) -> dict[str, Callable[[], tuple[Callable[[], object], int]]]:
     """Read kernels like a decode step's: each builds its buffers and returns (run, bytes read)."""
     rows = 2  # a decode step with CFG multiplies two rows by every weight
 
     def fp32_sum():
-        x = torch.ones(nbytes // 4, device=device)
+        x = _filled(nbytes // 4, torch.float32, device)
         return (lambda: x.sum()), x.nbytes
 
     def fp32_dot():
-        a, b = torch.ones(nbytes // 8, device=device), torch.ones(nbytes // 8, device=device)
+        a, b = _filled(nbytes // 8, torch.float32, device), _filled(nbytes // 8, torch.float32, device)
         return (lambda: torch.dot(a, b)), a.nbytes + b.nbytes
 
     def bf16_matvec():
         k = 8192
-        w = torch.ones(nbytes // 2 // k, k, dtype=torch.bfloat16, device=device)
+        w = _filled(nbytes // 2 // k * k, torch.bfloat16, device).view(-1, k)
         x = torch.ones(rows, k, dtype=torch.bfloat16, device=device)
         return (lambda: torch.nn.functional.linear(x, w)), w.nbytes
 
@@ -125,14 +134,14 @@ def _kernels(device: torch.device, nbytes: int) -> dict[str, Callable[[], tuple[
     def int8_weight_only():
         # The int8 weight-only kernel (bf16 activations) that torchao-style quantization calls.
         k = 8192
-        w = torch.full((nbytes // k, k), 3, dtype=torch.int8, device=device)
+        w = _filled(nbytes // k * k, torch.int8, device, 3).view(-1, k)
         scales = torch.ones(w.shape[0], dtype=torch.bfloat16, device=device)
         x = torch.ones(rows, k, dtype=torch.bfloat16, device=device)
         return (lambda: torch._weight_int8pack_mm(x, w, scales)), w.nbytes
 
     def copy():
-        x = torch.ones(nbytes // 8, device=device)
-        y = torch.empty_like(x)
+        x = _filled(nbytes // 8, torch.float32, device)
+        y = _filled(nbytes // 8, torch.float32, device, 0)
         return (lambda: y.copy_(x)), 2 * x.nbytes  # reads and writes through the same memory
 
     if device.type == "cuda":
@@ -154,7 +163,7 @@ def bandwidth_probe(device: torch.device, iters: int = 5) -> float:
     a CPU. The full measurement is cached per machine, but these VMs' bandwidth wanders by 10-15% within
     minutes (the same int4 kernel read 701 MB in 21.7 ms and in 29.1 ms, runs a minute apart, on a Zen 4):
     a probe beside each measurement scales the cached figure to the one the step really had."""
-    x = torch.ones(_buffer_bytes(PROBE_BYTES) // 4, device=device)
+    x = _filled(_buffer_bytes(PROBE_BYTES) // 4, torch.float32, device)
     gbps = round(read_gbps(x, iters), 3)
     del x
     if device.type == "cuda":
@@ -162,33 +171,49 @@ def bandwidth_probe(device: torch.device, iters: int = 5) -> float:
     return gbps
 
 
-def _measure(device: torch.device, iters: int = 5) -> dict:
+def _measure(device: torch.device, iters: int = 5, tries: int = 3) -> dict:
     """Read bandwidth in GB/s as the best of several kernels on buffers far beyond the caches.
 
     One kernel alone understates the memory: a plain sum may not saturate it where a matrix-vector
-    product with wide vector loads does (an int8 Linear read 25% faster than a sum on a Zen 4), and
-    then a decode step seems to beat the floor.
+    product with wide vector loads does (an int8 Linear read 25% faster than a sum on a Zen 4, in 4 KB
+    pages), and then a decode step seems to beat the floor.
+
+    The probe that later measurements are scaled against (see roofline) is taken just before and just
+    after the kernels, and the whole is measured again, up to `tries` times, while the two disagree by
+    more than 10%: these VMs' bandwidth can jump by half within seconds (a Zen 4 read 67 and 35 GB/s a
+    minute apart), and a best kernel from one episode over a probe from another scales every later
+    figure wrongly.
     """
     import warnings
 
     nbytes = _buffer_bytes()
-    kernels: dict[str, float | None] = {}
-    for name, build in _kernels(device, nbytes).items():
-        run = None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.ao's quantized tensors are deprecated, still the kernel
-                run, read = build()
-                kernels[name] = round(read / _best_seconds(run, device, iters) / 1e9, 2)
-        except (RuntimeError, NotImplementedError):  # a kernel this build or CPU lacks
-            kernels[name] = None
-        finally:
-            del run
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    for attempt in range(1, tries + 1):
+        before = bandwidth_probe(device)
+        kernels: dict[str, float | None] = {}
+        for name, build in _kernels(device, nbytes).items():
+            run = None
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch.ao's quantized tensors are deprecated, still the kernel
+                    run, read = build()
+                    kernels[name] = round(read / _best_seconds(run, device, iters) / 1e9, 2)
+            except (RuntimeError, NotImplementedError):  # a kernel this build or CPU lacks
+                kernels[name] = None
+            finally:
+                del run
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        after = bandwidth_probe(device)
+        steady = max(before, after) <= 1.1 * min(before, after)
+        if steady:
+            break
     best = max((v for v in kernels.values() if v), default=None)
-    return {"gbps": best, "method": f"best of {len(kernels)} read kernels on {nbytes / 2**30:.1f} GiB buffers",
-            "kernels": kernels, "probe_gbps": bandwidth_probe(device)}
+    pages = ""
+    if device.type == "cpu":
+        pages = " in 2 MB pages" if hugepages.available() else f" in 4 KB pages (transparent huge pages: {hugepages.thp_mode()})"
+    return {"gbps": best, "method": f"best of {len(kernels)} read kernels on {nbytes / 2**30:.1f} GiB buffers{pages}",
+            "kernels": kernels, "probe_gbps": round((before + after) / 2, 3), "probes_gbps": [before, after],
+            "probe_steady": steady, "attempts": attempt}
 
 
 def bandwidth_key(device: torch.device) -> str:
@@ -273,10 +298,14 @@ def roofline(model: nn.Module, device: torch.device, step_seconds: float | None,
         "bandwidth_drift": None if drift is None else round(drift, 3),
         "bandwidth_probes_gbps": list(probes) if probes else None,
         "bandwidth_unsteady": None,
+        # False where the machine's own measurement never saw its probes agree (see _measure).
+        "bandwidth_cached_steady": bw.get("probe_steady"),
         "floor_step_ms": round(total / (gbps * 1e9) * 1000, 4) if gbps else None,
         "achieved_bandwidth_gbps": None,
         "fraction_of_bandwidth": None,
         "weights_fraction_of_bandwidth": None,
+        # The fraction with the bandwidth each probe alone gave: what an unsteady machine leaves open.
+        "fraction_range": None,
         "problem": None,
     }
     if probes and max(probes) > 1.1 * min(probes):
@@ -287,6 +316,10 @@ def roofline(model: nn.Module, device: torch.device, step_seconds: float | None,
         out["achieved_bandwidth_gbps"] = round(achieved, 3)
         out["fraction_of_bandwidth"] = round(achieved / gbps, 4)
         out["weights_fraction_of_bandwidth"] = round(weight_bytes / step_seconds / 1e9 / gbps, 4)
+        if drift is not None:
+            scale = bw["gbps"] / bw["probe_gbps"]
+            out["fraction_range"] = [round(achieved / (max(probes) * scale), 4),
+                                     round(achieved / (min(probes) * scale), 4)]
         if achieved > gbps:
             # Faster than memory allows: the floor is wrong (bandwidth measured too low) or the
             # bytes were not all read from memory (a cache held them); either way not a result.

@@ -43,10 +43,11 @@ class HugePages(Plugin):
         from dia_bench.harness.worker import hugepages
 
         if not hugepages.torch_gets_huge_pages():
-            return ("torch's large tensors are NOT landing in huge pages (THP_MEM_ALLOC_ENABLE was read before "
-                    "it was set, or the kernel had none free)")
+            return ("torch's large tensors are NOT eligible for huge pages: THP_MEM_ALLOC_ENABLE was read before "
+                    "it was set")
+        held = hugepages.resident_huge_bytes() / 1e6
         return (f"torch's large tensors land in huge pages (transparent huge pages: {hugepages.thp_mode()}); "
-                f"{hugepages.resident_huge_bytes() / 1e6:.0f} MB of the process in them after loading, before the other plugins acted")
+                f"{held:.0f} MB of the process in them after loading, before the other plugins acted")
 
     def report(self, pipeline, value: Any) -> dict[str, Any]:
         from dia_bench.harness.worker import hugepages

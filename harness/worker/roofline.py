@@ -187,7 +187,9 @@ def _measure(device: torch.device, iters: int = 5, tries: int = 3) -> dict:
     import warnings
 
     nbytes = _buffer_bytes()
-    for attempt in range(1, tries + 1):
+    attempts = 0
+    while attempts < tries:
+        attempts += 1
         before = bandwidth_probe(device)
         kernels: dict[str, float | None] = {}
         for name, build in _kernels(device, nbytes).items():
@@ -210,10 +212,11 @@ def _measure(device: torch.device, iters: int = 5, tries: int = 3) -> dict:
     best = max((v for v in kernels.values() if v), default=None)
     pages = ""
     if device.type == "cpu":
-        pages = " in 2 MB pages" if hugepages.available() else f" in 4 KB pages (transparent huge pages: {hugepages.thp_mode()})"
+        pages = (" in 2 MB pages" if hugepages.available()
+                 else f" in 4 KB pages (transparent huge pages: {hugepages.thp_mode()})")
     return {"gbps": best, "method": f"best of {len(kernels)} read kernels on {nbytes / 2**30:.1f} GiB buffers{pages}",
             "kernels": kernels, "probe_gbps": round((before + after) / 2, 3), "probes_gbps": [before, after],
-            "probe_steady": steady, "attempts": attempt}
+            "probe_steady": steady, "attempts": attempts}
 
 
 def bandwidth_key(device: torch.device) -> str:

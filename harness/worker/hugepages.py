@@ -1,13 +1,14 @@
 """Transparent huge pages on Linux: whether the kernel offers them, whether torch's allocator asks for them,
 how much of this process sits in them, and CPU buffers placed in them on purpose.
 
-Why it matters here: a decode step streams its weights once, and in 4 KB pages every 4 KB of them is
-a TLB miss and a place where the hardware prefetcher stops. On a 2-core Zen 4, taking turns in one
-process, a sum over 1 GiB read 50 GB/s in 4 KB pages and 69 GB/s in 2 MB pages (medians of 10 pairs;
-2 MB pages read faster in all of 6 more pairs, by 11-84%), so the roofline measures the memory in 2 MB pages: the best the machine does. The int4=8da4w
-kernel gains less, being no plain sum: a step's GEMVs alone took 16.0 ms against 14.7 ms (8%), and the
-whole compiled step (int4=8da4w-128 engine=static compile) moved by about 1%, within the noise, in six
-pairs (issue 10's notes give the script). The `hugepages` plugin lets a sweep measure it.
+Why it matters here: a decode step streams its weights once, and in 4 KB pages every 4 KB of them is a
+TLB miss and a place where the hardware prefetcher stops. On a 2-core Zen 4, taking turns in one
+process, a sum over 1 GiB read 50 GB/s in 4 KB pages and 69 GB/s in 2 MB pages (medians of 10 pairs; 2
+MB pages read faster in all of 6 more pairs, by 11-84%), so the roofline measures the memory in 2 MB
+pages: the best the machine does. The int4=8da4w kernel gains less, being no plain sum: a step's GEMVs
+alone took 16.0 ms against 14.7 ms (8%), and the whole compiled step (int4=8da4w-128 engine=static
+compile) moved by about 1%, within the noise, in six pairs (issue 10's notes give the script). The
+`hugepages` plugin lets a sweep measure it.
 """
 
 from __future__ import annotations

@@ -38,8 +38,9 @@ def speedup(row: Any) -> str:
 def roofline(row: Any) -> str:
     """`70%`: the step's bytes (weights and attention caches) over the bandwidth it had; records from
     before the caches were counted give the weights alone, said so; `?` marks a bandwidth that moved
-    over the repeats."""
+    over the repeats; `!` a step that read faster than that bandwidth (the record's roofline problem)."""
     both, weights = row.get("fraction_of_bandwidth"), row.get("weights_fraction_of_bandwidth")
     if not absent(both):
-        return f"{float(both):.0%}" + (" ?" if row.get("bandwidth_unsteady") else "")
+        marks = (" ?" if row.get("bandwidth_unsteady") else "") + (" !" if row.get("roofline_problem") else "")
+        return f"{float(both):.0%}{marks}"
     return "-" if absent(weights) else f"{float(weights):.0%} (weights only)"

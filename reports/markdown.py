@@ -36,7 +36,8 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
               "from the fp32 reference's (teacher-forced on the run's shared history); `unjudged` when it does "
               "not, but the reference's own weights move as far under a fraction of bf16's rounding",
               "- roofline: the decode step's bytes (weights and the attention caches it must read) over the machine's "
-              "measured bandwidth, scaled by probes just before and after the repeats (? = they differed by over 10%)",
+              "measured bandwidth, scaled by probes just before and after the repeats (? = they differed by over 10%; "
+              "! = the step read faster than that: the figure is wrong, not the step fast)",
               ""]
     lines.append("| cell | status | RTF [95% CI] | long-form RTF [95% CI] | x real time | speedup | step p50 ms | "
                  "roofline | peak RSS MB | quality | fidelity |")

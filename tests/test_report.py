@@ -286,3 +286,13 @@ def test_a_repeat_far_slower_than_the_others_is_flagged(report_run, tmp_path):
     assert run_cli("report", "--markdown", str(copy), "-o", str(md)).returncode == 0
     flagged = [ln for ln in md.read_text().splitlines() if "repeats disagree" in ln]
     assert any("baseline" in ln and "(end)" not in ln and "slowest took" in ln for ln in flagged), flagged
+
+
+def test_the_roofline_column_marks_unsteady_and_impossible_fractions():
+    from dia_bench.reports import figures
+
+    assert figures.roofline({"fraction_of_bandwidth": 0.57, "bandwidth_unsteady": False}) == "57%"
+    assert figures.roofline({"fraction_of_bandwidth": 0.64, "bandwidth_unsteady": True}) == "64% ?"
+    # Faster than the measured bandwidth: the figure is wrong, and the cell says so instead of boasting.
+    assert figures.roofline({"fraction_of_bandwidth": 1.09, "roofline_problem": True}) == "109% !"
+    assert figures.roofline({"weights_fraction_of_bandwidth": 0.7}) == "70% (weights only)"

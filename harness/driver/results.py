@@ -90,6 +90,7 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "weights_fraction_of_bandwidth": roof.get("weights_fraction_of_bandwidth",
                                                   roof.get("fraction_of_bandwidth")),
         "bandwidth_unsteady": bool(roof.get("bandwidth_unsteady")),
+        "roofline_problem": bool(roof.get("problem")),
         "long_form_rtf_repeats": lf.get("rtf_repeats") or [],
         "fixed_seconds_repeats": lf.get("fixed_seconds_repeats") or [],
         "step_growth_us": stats.median(lf.get("step_growth_us_per_step_repeats") or []),

@@ -155,6 +155,12 @@ def read_gbps(x: torch.Tensor, iters: int = 5) -> float:
     return x.nbytes / _best_seconds(x.sum, x.device, iters) / 1e9
 
 
+def _probes_agree(probes: tuple[float, ...] | list[float]) -> bool:
+    """Whether bandwidth probes taken around a measurement are within 10% of each other: else the
+    bandwidth moved under it."""
+    return max(probes) <= 1.1 * min(probes)
+
+
 PROBE_BYTES = 2**28  # 256 MiB: past an H100's 50 MB L2 too; 4x the LLC where that is larger
 
 
@@ -206,7 +212,7 @@ def _measure(device: torch.device, iters: int = 5, tries: int = 3) -> dict:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
         after = bandwidth_probe(device)
-        steady = max(before, after) <= 1.1 * min(before, after)
+        steady = _probes_agree((before, after))
         if steady:
             break
     best = max((v for v in kernels.values() if v), default=None)
@@ -311,7 +317,7 @@ def roofline(model: nn.Module, device: torch.device, step_seconds: float | None,
         "fraction_range": None,
         "problem": None,
     }
-    if probes and max(probes) > 1.1 * min(probes):
+    if probes and not _probes_agree(probes):
         out["bandwidth_unsteady"] = (f"the bandwidth probe moved from {probes[0]:.1f} to {probes[1]:.1f} GB/s over "
                                      "the repeats: the fraction is uncertain by as much")
     if step_seconds and gbps:

@@ -34,7 +34,6 @@ PLUGINS = ["int4=8da4w-128", "engine=static", "compile", "kv-cache=bf16", "codec
 
 def _page_switch() -> dict[str, Callable[[], None]]:
     """Each live 8da4w layer's kernel call bound to its own buffers (4 KB pages) or to copies in 2 MB pages."""
-    call = _w4a8.library().w4a8_linear
     layers = [o for o in gc.get_objects()
               if isinstance(o, _w4a8.W4A8Linear) and _w4a8._CALLS[o.index] is not _w4a8._joined_away]
     small = {m.index: _w4a8._CALLS[m.index] for m in layers}
@@ -42,10 +41,8 @@ def _page_switch() -> dict[str, Callable[[], None]]:
     for m in layers:
         copies = [None if t is None else hugepages.empty(t.numel(), t.dtype).view(t.shape).copy_(t)
                   for t in (m.codes, m.scales, m.lows, m.bias)]
-        k, group, _, _, _, n_pad, n_out, _ = m.kernel_args
-        bound = (k, group, *(c.data_ptr() for c in copies[:3]), n_pad, n_out,
-                 None if copies[3] is None else copies[3].data_ptr())
-        huge[m.index] = lambda x, rows, y, bound=bound, keep=copies: call(x, rows, *bound, y)
+        twin = _w4a8.W4A8Linear(None, m.group_size, (m.in_features, m.out_features, *copies))
+        huge[m.index] = _w4a8._CALLS[twin.index]  # the call keeps its buffers alive
 
     def use(table: dict) -> Callable[[], None]:
         return lambda: _w4a8._CALLS.__setitem__(slice(None), [table.get(i, f) for i, f in enumerate(_w4a8._CALLS)])

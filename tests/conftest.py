@@ -30,6 +30,17 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
                           timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
 
 
+def needs_cpu(*flags: str) -> None:
+    """Skip the calling test where this CPU lacks any of `flags` (as /proc/cpuinfo spells them), naming
+    them and the CPU: a kernel path built for instructions the CPU does not have would die of SIGILL."""
+    from dia_bench.harness.env import cpu_info
+
+    cpu = cpu_info()
+    missing = [f for f in flags if f not in cpu["flags"]]
+    if missing:
+        pytest.skip(f"needs the CPU feature(s) {', '.join(missing)}, which this {cpu['model']} lacks")
+
+
 # One mark does both jobs: `pytest -m cuda` selects these tests, and they skip where there is no GPU.
 requires_cuda = pytest.mark.cuda
 

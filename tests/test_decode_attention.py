@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dia_bench.harness.worker import decode_attention
+from tests.conftest import needs_cpu
 
 
 def _expected(q, k, v, mask, scale):
@@ -33,18 +34,30 @@ def test_the_kernel_equals_attention_in_float64(rows, kv_heads, groups, dim, len
     torch.testing.assert_close(out, _expected(q, k, v, mask.expand(rows, length), dim ** -0.5), rtol=1e-5, atol=1e-5)
 
 
-def test_the_plain_c_build_gives_the_same_attention():
-    """The build for processors without AVX (x86-64) beside this machine's: the same arithmetic."""
+# The builds the kernel can be forced into, with the CPU flags each needs: gcc lowers its vector code to
+# AVX-512 registers, pairs of AVX2 registers or plain C. Every one this CPU can run is tested.
+BUILDS = {"x86-64-v4": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"),
+          "haswell": ("avx2", "fma", "bmi2", "f16c"),
+          "x86-64": ()}
+
+
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("march", list(BUILDS))
+def test_each_build_gives_the_same_attention(march, kv_dtype):
+    """The builds for AVX-512, AVX2 and processors without AVX beside this machine's: the same arithmetic,
+    through the library's own entry point, for both cache dtypes."""
     import ctypes
 
-    lib = decode_attention.library("x86-64")
+    needs_cpu(*BUILDS[march])
+    lib = decode_attention.library(march)
     g = torch.Generator().manual_seed(7)
-    q, k, v = torch.randn(2, 4, 4, 32, generator=g), torch.randn(2, 4, 50, 32, generator=g), \
-        torch.randn(2, 4, 50, 32, generator=g)
+    q = torch.randn(2, 4, 4, 32, generator=g)
+    k, v = (torch.randn(2, 4, 50, 32, generator=g).to(kv_dtype) for _ in range(2))
     mask, out = torch.zeros(1, 50), torch.empty(2, 4, 4, 32)
+    mask[0, 40:] = torch.finfo(torch.float32).min
     assert lib.decode_attention(q.data_ptr(), k.data_ptr(), k.stride(0), k.stride(1), v.data_ptr(), v.stride(0),
                                 v.stride(1), mask.data_ptr(), 0, out.data_ptr(), 2, 4, 4, 32, 50,
-                                ctypes.c_float(0.25), 0) == 0
+                                ctypes.c_float(0.25), int(kv_dtype == torch.bfloat16)) == 0
     torch.testing.assert_close(out, _expected(q, k, v, mask.expand(2, 50), 0.25), rtol=1e-5, atol=1e-5)
 
 

@@ -28,6 +28,11 @@ def test_ipex_replaces_the_linear_layers_and_keeps_the_output():
     # Every decoder and encoder projection becomes IPEX's prepacked Linear.
     assert sum(modules.values()) > 10, modules
     assert "ipex.optimize (float32) replaced" in rec["plugin_notes"]["ipex"]
+    # IPEX runs on any x86 CPU; the note says so where this one is not Intel, and only there.
+    from dia_bench.harness.env import cpu_info
+    from dia_bench.optimizations.ipex import _is_intel
+
+    assert ("is not Intel" in rec["plugin_notes"]["ipex"]) == (not _is_intel(cpu_info()))
     fid = rec["fidelity"]
     assert fid["compared"] and fid["sampled"]["total_variation"] < 0.05, fid["sampled"]
     assert rec["audio_sha256"]

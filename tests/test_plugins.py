@@ -137,8 +137,8 @@ def test_compile_really_compiles_keeps_compile_time_apart_and_its_cache_outlives
     assert report["dynamo_unique_graphs"] >= 1
     assert report["dynamo_frames"].get("ok", 0) >= 1
     assert report["compile_cache"] in ("cold", "warm", "partial")
-    # The first call carries the compilation; steady-state repeats do not.
-    assert rec["warmup_seconds"][0] > max(rec["repeats_seconds"])
+    # The first call carries the compilation; the timed repeats compile nothing.
+    assert rec["graphs_compiled_in_repeats"] == 0 and report["fxgraph_cache_misses"] + report["fxgraph_cache_hits"] > 0
     # Again, warm, and with fidelity: its teacher-forced pass runs through generate, on the graphs the
     # repeats ran, so it compiles nothing new and reads the reference's distributions.
     warm_rec = run_isolated(dataclasses.replace(cell, fidelity=True), timeout_s=600)

@@ -85,10 +85,11 @@ def test_a_forked_worker_measures_what_a_fresh_interpreter_does():
     fresh = run_isolated(tiny_cell(repeats=1), timeout_s=300, extra_env={"DIA_BENCH_FORK": "0"})
     assert forked["status"] == fresh["status"] == "ok"
     assert (forked["worker_start"]["process"], fresh["worker_start"]) == ("forked", {"process": "fresh"})
-    # The same seeded weights and sampling give the same audio, and the fork skipped the imports.
+    # The same seeded weights and sampling give the same audio; how much the fork saves is shown by
+    # `python -m tests.bench_fork`, not asserted on a timer.
     assert forked["audio_sha256"] == fresh["audio_sha256"]
     assert forked["env"]["torch_threads"] == fresh["env"]["torch_threads"]
-    assert forked["load_seconds"] < fresh["load_seconds"]
+    assert forked["graphs_compiled_in_repeats"] in (0, None) and fresh["graphs_compiled_in_repeats"] in (0, None)
 
 
 def test_only_variables_read_later_may_differ_from_the_fork_servers():

@@ -106,6 +106,18 @@ def long_form(outputs: list[PipelineOutput], frames: int, batch: int) -> dict[st
     }
 
 
+def _graphs_compiled() -> int | None:
+    """torch.compile's count of graphs compiled in this process so far; None where dynamo was never
+    imported (importing it to ask would cost a second)."""
+    import sys
+
+    if "torch._dynamo" not in sys.modules:
+        return None
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"].get("unique_graphs", 0))
+
+
 def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
                      fault_hook: Callable[[], None]) -> dict[str, Any]:
     device = torch.device(cell.device)
@@ -134,6 +146,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
             warmup_s.append(pipe.run(texts, warmup_frames, sampling, cell.seed).times.generate_s)
 
     outputs: list[PipelineOutput] = []
+    graphs_before = _graphs_compiled()
     probes = [bandwidth_probe(device)]  # the roofline's bandwidth, as it is now (see bandwidth_probe)
     measured_from = now()
     with memory.phase("repeats", sample_device=True):
@@ -142,6 +155,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
             progress("repeat", i=len(outputs) + 1, n=cell.max_repeats or cell.repeats)
             outputs.append(pipe.run(texts, cell.frames, sampling, cell.seed))
     measured_until = now()
+    graphs_after = _graphs_compiled()
     probes.append(bandwidth_probe(device))
 
     audio_seconds = cell.frames * cell.batch / FRAMES_PER_SECOND
@@ -160,6 +174,9 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         "warmup_seconds": warmup_s,
         "warmup_frames": warmup_frames,
         "repeats_seconds": gen,
+        # Anything compiled inside the timed window was timed as generation (a warmup too short, a shape
+        # seen first in the repeats): 0 is the only honest value; None where nothing was ever compiled.
+        "graphs_compiled_in_repeats": None if graphs_after is None else graphs_after - (graphs_before or 0),
         # When the measured repeats ran: speedups compare against the baseline interpolated to here.
         "measured_from": measured_from,
         "measured_until": measured_until,

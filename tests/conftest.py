@@ -41,6 +41,30 @@ def needs_cpu(*flags: str) -> None:
         pytest.skip(f"needs the CPU feature(s) {', '.join(missing)}, which this {cpu['model']} lacks")
 
 
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The command line's own code in this process: the same parsing, checks, output and exit status as
+    `run_cli` without a new interpreter, and its cells fork from this process's fork server (a new
+    interpreter and fork server cost about 8 s of a core each time). For tests of what a command
+    produces; what a separate process prints and exits with on bad input is `run_cli`'s to test."""
+    import contextlib
+    import io
+    import signal
+
+    from dia_bench.harness.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    term = signal.getsignal(signal.SIGTERM)  # main() unwinds on SIGTERM; pytest's own handling comes back
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's --help
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    return subprocess.CompletedProcess(["dia-bench", *args], code, out.getvalue(), err.getvalue())
+
+
 # One mark does both jobs: `pytest -m cuda` selects these tests, and they skip where there is no GPU.
 requires_cuda = pytest.mark.cuda
 
@@ -74,7 +98,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
     tmp = tmp_path_factory.mktemp("sweep")
     out = tmp / "run"
-    result = run_cli("sweep", str(write_suite(tmp)), "--out", str(out), "--quiet")
+    result = cli("sweep", str(write_suite(tmp)), "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     assert "speedup vs baseline" in result.stdout and "baseline drift" in result.stdout
     return out

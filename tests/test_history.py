@@ -17,7 +17,7 @@ import pytest
 from dia_bench.harness.driver import changepoints, rundir
 from dia_bench.reports import comparison, history
 from tests import history_story as story
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 from tests.test_cli_errors import _assert_usage_error
 from tests.test_report import HOSTILE
 
@@ -82,7 +82,7 @@ def test_small_or_unmeasured_changes_are_not_steps():
 
 def test_history_finds_the_step_at_commit_7_only(story_runs, tmp_path):
     page = tmp_path / "history.html"
-    result = run_cli("history", str(story_runs), "-o", str(page))
+    result = cli("history", str(story_runs), "-o", str(page))
     assert result.returncode == 0, result.stderr
     assert "history of 24 run(s)" in result.stdout
     runs, series = _series(story_runs)
@@ -116,7 +116,7 @@ def test_machines_are_never_one_line(story_runs, tmp_path):
 
 def test_markdown_history(story_runs, tmp_path):
     out = tmp_path / "h.md"
-    result = run_cli("history", str(story_runs), "--markdown", "-o", str(out))
+    result = cli("history", str(story_runs), "--markdown", "-o", str(out))
     assert result.returncode == 0, result.stderr
     text = out.read_text()
     rows = [ln for ln in text.split("## Configurations")[0].splitlines() if ln.startswith("| Story")]
@@ -138,8 +138,8 @@ def test_a_step_names_the_versions_that_changed_and_hostile_text_is_escaped(stor
     (s,) = next(line for line in series if line.steps).steps
     assert s.changed == [f"torch: {story.torch_version(6)} -> {HOSTILE}|x\n"]
     page, md = tmp_path / "h.html", tmp_path / "h.md"
-    assert run_cli("history", str(runs), "-o", str(page)).returncode == 0
-    assert run_cli("history", str(runs), "--markdown", "-o", str(md)).returncode == 0
+    assert cli("history", str(runs), "-o", str(page)).returncode == 0
+    assert cli("history", str(runs), "--markdown", "-o", str(md)).returncode == 0
     for text in (page.read_text(), md.read_text()):
         assert "<script>" not in text and "<img" not in text.replace('<img alt="RTF', "")
         assert "&lt;script&gt;" in text
@@ -153,7 +153,7 @@ def test_history_takes_nested_folders_and_single_runs(story_runs, tiny_run, tmp_
     nested.mkdir(parents=True)
     shutil.copytree(story_runs / next(iter(sorted(p.name for p in story_runs.iterdir()))), nested / "bench")
     out = tmp_path / "h.md"
-    result = run_cli("history", str(tmp_path / "artifacts"), str(tiny_run / "run.json"), str(tiny_run),
+    result = cli("history", str(tmp_path / "artifacts"), str(tiny_run / "run.json"), str(tiny_run),
                      "--markdown", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert "history of 2 run(s)" in result.stdout
@@ -180,26 +180,26 @@ def _runs_of(root: Path, machine: str, i: int) -> Path:
 def test_compare_markdown_and_json_gate_a_regression(story_runs):
     before = _runs_of(story_runs, story.SLOW_MACHINE, 6)
     after = _runs_of(story_runs, story.SLOW_MACHINE, 7)
-    md = run_cli("compare", str(before), str(after), "--format", "markdown", "--max-regression", "10")
+    md = cli("compare", str(before), str(after), "--format", "markdown", "--max-regression", "10")
     assert md.returncode == 1
     # Both configurations and the baseline measured again at the end.
     assert "| cell | base RTF |" in md.stdout and md.stdout.count("**slower**") == 3
     assert "Gate (`--fail-on regression`, threshold 10%): **failed**: 3 cell(s)" in md.stdout
     assert "regressed by more than 10%" in md.stderr
-    js = run_cli("compare", str(before), str(after), "--format", "json", "--max-regression", "25")
+    js = cli("compare", str(before), str(after), "--format", "json", "--max-regression", "25")
     assert js.returncode == 0, js.stderr
     data = json.loads(js.stdout)
     assert {c["verdict"] for c in data["cells"]} == {"slower"} and data["gate"]["failing"] == []
     assert all(15 < c["change_pct"] < 25 and c["speedup_low"] < c["speedup_high"] for c in data["cells"])
     # Without a gate, compare reports and exits 0, as before.
-    assert run_cli("compare", str(before), str(after)).returncode == 0
+    assert cli("compare", str(before), str(after)).returncode == 0
 
 
 def test_fail_on_any_change_catches_a_speedup_and_a_status_change(story_runs, tmp_path):
     slow = _runs_of(story_runs, story.SLOW_MACHINE, 7)
     fast = _runs_of(story_runs, story.SLOW_MACHINE, 6)
-    assert run_cli("compare", str(slow), str(fast), "--fail-on", "regression").returncode == 0
-    changed = run_cli("compare", str(slow), str(fast), "--fail-on", "any-change", "--format", "markdown")
+    assert cli("compare", str(slow), str(fast), "--fail-on", "regression").returncode == 0
+    changed = cli("compare", str(slow), str(fast), "--fail-on", "any-change", "--format", "markdown")
     assert changed.returncode == 1 and "cell(s) changed by more than 0%" in changed.stderr
     # A cell that measured before and fails now has no times to compare: it is still a regression.
     broken = tmp_path / "broken"
@@ -208,7 +208,7 @@ def test_fail_on_any_change_catches_a_speedup_and_a_status_change(story_runs, tm
     rec = json.loads(cell.read_text())
     rec.update(status="failed", reason="worker killed by signal 9 (out of memory?)")
     cell.write_text(json.dumps(rec))
-    result = run_cli("compare", str(fast), str(broken), "--max-regression", "10", "--format", "json")
+    result = cli("compare", str(fast), str(broken), "--max-regression", "10", "--format", "json")
     assert result.returncode == 1
     data = json.loads(result.stdout)
     assert data["status_changes"] == [{"key": rec["key"], "description": rec["description"], "base": "ok",

@@ -12,20 +12,17 @@ import pytest
 from dia_bench.harness.cell import Cell, text_tokens
 from dia_bench.harness.driver.launcher import run_isolated
 from dia_bench.harness.presets import PRESETS
-from tests.conftest import run_cli, tiny_cell
+from tests.conftest import cli, run_cli, tiny_cell
 from tests.test_cli_errors import _assert_usage_error
 from tests.test_sweep import TINY_SUITE, write_suite
 
 TINY_RUN = ("run", "--preset", "dia-tiny", "--device", "cpu", "--seconds", "0.2", "--repeats", "1", "--warmup", "0")
 
 
-@pytest.fixture(scope="module")
-def a_run(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("inputs")
-    out = tmp / "run"
-    result = run_cli("sweep", str(write_suite(tmp, TINY_SUITE.split("[plugins]")[0])), "--out", str(out), "--quiet")
-    assert result.returncode == 0, result.stderr
-    return out
+@pytest.fixture()
+def a_run(tiny_run) -> Path:
+    """Any finished run: the session's sweep (tests/conftest.py), read only."""
+    return tiny_run
 
 
 def test_the_validator_counts_tokens_as_dia_does():
@@ -97,10 +94,10 @@ def test_only_that_matches_nothing_says_so():
 
 def test_report_outputs(a_run, tmp_path):
     fresh = tmp_path / "newdir" / "x.md"
-    assert run_cli("report", str(a_run), "--markdown", "-o", str(fresh)).returncode == 0 and fresh.is_file()
+    assert cli("report", str(a_run), "--markdown", "-o", str(fresh)).returncode == 0 and fresh.is_file()
     _assert_usage_error(run_cli("report", str(a_run), "-o", str(tmp_path)), "-o", "is a directory")
     on_run_json = tmp_path / "r.html"
-    assert run_cli("report", str(a_run / "run.json"), "-o", str(on_run_json)).returncode == 0
+    assert cli("report", str(a_run / "run.json"), "-o", str(on_run_json)).returncode == 0
 
 
 def test_export_outputs(a_run, tmp_path):
@@ -145,7 +142,7 @@ def test_the_export_carries_pytest_benchmarks_own_stats(a_run, tmp_path):
     from pytest_benchmark.stats import Stats
 
     out = tmp_path / "bench.json"
-    assert run_cli("export", str(a_run), "-o", str(out)).returncode == 0
+    assert cli("export", str(a_run), "-o", str(out)).returncode == 0
     data = json.loads(out.read_text())
     first = data["benchmarks"][0]
     stats = Stats()

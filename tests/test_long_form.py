@@ -8,7 +8,7 @@ import pytest
 
 from dia_bench.harness.driver import results, scaling
 from dia_bench.harness.driver.launcher import run_isolated
-from tests.conftest import run_cli, tiny_cell
+from tests.conftest import cli, run_cli, tiny_cell
 from tests.test_sweep import TINY_SUITE, write_suite
 
 
@@ -18,7 +18,7 @@ def lengths_run(tmp_path_factory) -> Path:
     text = TINY_SUITE.replace("seconds = [0.2]", "seconds = [0.25, 0.5, 1.0]").replace(
         "warmup = 0", "warmup = 1").split("[plugins]")[0]
     out = tmp / "run"
-    result = run_cli("sweep", str(write_suite(tmp, text)), "--out", str(out), "--quiet")
+    result = cli("sweep", str(write_suite(tmp, text)), "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     return out
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 from tests.test_sweep import TINY_SUITE, write_suite
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -23,7 +23,7 @@ def report_run(tmp_path_factory) -> Path:
     # int8=dynamic: a technique the guide has figures for, measured here on dia-tiny.
     # baseline_every = 1: the baseline again between cfg=0 and int8 (tf32 is skipped on cpu).
     text = TINY_SUITE.replace("fidelity = false", "fidelity = true\nbaseline_every = 1") + 'int8 = ["dynamic"]\n'
-    result = run_cli("sweep", str(write_suite(tmp, text)), "--out", str(out), "--quiet")
+    result = cli("sweep", str(write_suite(tmp, text)), "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     return out
 
@@ -52,7 +52,7 @@ def test_sweep_leaves_an_html_report_and_a_markdown_summary(report_run):
 
 def test_report_sections_charts_and_verdicts(report_run, tmp_path):
     out = tmp_path / "r.html"
-    result = run_cli("report", str(report_run), "-o", str(out))
+    result = cli("report", str(report_run), "-o", str(out))
     assert result.returncode == 0, result.stderr
     html = out.read_text()
     for section in ("Machines and versions", "Best configuration per device", "Was the guide right?",
@@ -72,7 +72,7 @@ def test_report_sections_charts_and_verdicts(report_run, tmp_path):
 
 def test_markdown_report(report_run, tmp_path):
     out = tmp_path / "r.md"
-    assert run_cli("report", str(report_run), "--markdown", "-o", str(out)).returncode == 0
+    assert cli("report", str(report_run), "--markdown", "-o", str(out)).returncode == 0
     text = out.read_text()
     assert "baseline drift" in text and "furthest of 3 baseline measurements" in text
     assert text.count("/baseline/") == 3 and "(again, 1)" in text
@@ -80,13 +80,13 @@ def test_markdown_report(report_run, tmp_path):
 
 def test_recommend_merges_runs(report_run, tmp_path):
     out = tmp_path / "rec.html"
-    result = run_cli("recommend", str(report_run), str(report_run), "-o", str(out))
+    result = cli("recommend", str(report_run), str(report_run), "-o", str(out))
     assert result.returncode == 0, result.stderr
     html = out.read_text()
     # The guide's hardware tables are for the 1.6B model: a dia-tiny run is never held against them.
     assert "faster than real time" in html and "tables are for dia-1.6b, this is dia-tiny" in html
     md = tmp_path / "rec.md"
-    assert run_cli("recommend", str(report_run), "--markdown", "-o", str(md)).returncode == 0
+    assert cli("recommend", str(report_run), "--markdown", "-o", str(md)).returncode == 0
     assert "| machine | device |" in md.read_text()
 
 
@@ -97,7 +97,7 @@ def test_report_of_something_that_is_not_a_run_is_a_usage_error(tmp_path):
 
 def test_hostile_strings_are_escaped(hostile_run, tmp_path):
     out = tmp_path / "hostile.html"
-    assert run_cli("report", str(hostile_run), "-o", str(out)).returncode == 0
+    assert cli("report", str(hostile_run), "-o", str(out)).returncode == 0
     html = out.read_text()
     assert "<script>" not in html and "onerror=alert" not in html.replace("onerror=alert(1)&gt;", "")
     assert "&lt;script&gt;" in html
@@ -117,7 +117,7 @@ def test_report_in_a_real_browser(report_run, hostile_run, tmp_path):
     browser = _chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     page = tmp_path / "report.html"
-    assert run_cli("report", str(report_run), "-o", str(page)).returncode == 0
+    assert cli("report", str(report_run), "-o", str(page)).returncode == 0
     dom = _headless(browser, "--dump-dom", page.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "Was the guide right?" in dom.stdout
@@ -132,7 +132,7 @@ def test_report_in_a_real_browser(report_run, hostile_run, tmp_path):
     assert hi - lo > 100  # not a blank page: text and charts were painted
 
     hostile_page = tmp_path / "hostile.html"
-    assert run_cli("report", str(hostile_run), "-o", str(hostile_page)).returncode == 0
+    assert cli("report", str(hostile_run), "-o", str(hostile_page)).returncode == 0
     hostile = _headless(browser, "--dump-dom", hostile_page.as_uri())
     assert "<title>dia-bench report</title>" in hostile.stdout  # the injected script never ran
     assert "&lt;script&gt;document.title" in hostile.stdout
@@ -153,7 +153,7 @@ def test_real_weights_get_an_audio_player(tiny_pipeline, tmp_path):
     text = TINY_SUITE.replace('design = "one-at-a-time"',
                               f'design = "one-at-a-time"\nweights = "{model_dir}"\ncodec_weights = "{codec_dir}"')
     out = tmp_path / "run"
-    result = run_cli("sweep", str(write_suite(tmp_path, text.replace('tf32 = [true]', ''))), "--out", str(out),
+    result = cli("sweep", str(write_suite(tmp_path, text.replace('tf32 = [true]', ''))), "--out", str(out),
                      "--quiet")
     assert result.returncode == 0, result.stderr
     html = (out / "report.html").read_text()
@@ -183,7 +183,7 @@ def test_recommendations_hold_back_what_changes_the_sampling(report_run, tmp_pat
 
     df = results.ok_cells(results.load(report_run))
     md = tmp_path / "rec.md"
-    assert run_cli("recommend", str(report_run), "--markdown", "-o", str(md)).returncode == 0
+    assert cli("recommend", str(report_run), "--markdown", "-o", str(md)).returncode == 0
     text = md.read_text()
     assert f"total variation distance of {quality.DEFAULT_MAX_TOTAL_VARIATION:g}" in text
     recommended = _recommended(text)
@@ -192,7 +192,7 @@ def test_recommendations_hold_back_what_changes_the_sampling(report_run, tmp_pat
     if speedup["cfg=0"] > speedup[recommended[0]]:
         assert "cfg=0:" in text and "it changes what is sampled" in text
     loose = tmp_path / "loose.md"
-    assert run_cli("recommend", str(report_run), "--markdown", "--max-tv", "1", "-o", str(loose)).returncode == 0
+    assert cli("recommend", str(report_run), "--markdown", "--max-tv", "1", "-o", str(loose)).returncode == 0
     # Without a bar, the fastest cell; but only if it beat the baseline beyond noise.
     fastest = df.sort_values("rtf").iloc[0]
     expected = fastest["plugins"] if fastest["significant"] is True or fastest["plugins"] == "baseline" else "baseline"
@@ -248,7 +248,7 @@ def test_runs_under_several_stacks_render_as_one_table(report_run, tmp_path):
     old = _as_stack(report_run, tmp_path / "a", "torch-2.13", "2.13.0+cpu", 1.0)
     new = _as_stack(report_run, tmp_path / "b", "torch-2.8-" + HOSTILE, "2.8.0+cu128", 0.5)
     md = tmp_path / "stacks.md"
-    assert run_cli("report", "--markdown", str(old), str(new), "-o", str(md)).returncode == 0
+    assert cli("report", "--markdown", str(old), str(new), "-o", str(md)).returncode == 0
     text = md.read_text()
     section = text[text.index("## Across software stacks"):]
     header = next(ln for ln in section.splitlines() if ln.startswith("| cell |"))
@@ -265,12 +265,12 @@ def test_runs_under_several_stacks_render_as_one_table(report_run, tmp_path):
     # Skipped cells keep their reason in each column.
     assert any("skipped:" in ln for ln in rows)
     html = tmp_path / "stacks.html"
-    assert run_cli("report", str(old), str(new), "-o", str(html)).returncode == 0
+    assert cli("report", str(old), str(new), "-o", str(html)).returncode == 0
     page = html.read_text()
     assert "Across software stacks" in page and HOSTILE not in page
     # One run alone is no stack comparison.
     one = tmp_path / "one.md"
-    assert run_cli("report", "--markdown", str(old), "-o", str(one)).returncode == 0
+    assert cli("report", "--markdown", str(old), "-o", str(one)).returncode == 0
     assert "Across software stacks" not in one.read_text()
 
 
@@ -283,7 +283,7 @@ def test_a_repeat_far_slower_than_the_others_is_flagged(report_run, tmp_path):
             rec["repeats_seconds"][-1] *= 4
             p.write_text(json.dumps(rec))
     md = tmp_path / "d.md"
-    assert run_cli("report", "--markdown", str(copy), "-o", str(md)).returncode == 0
+    assert cli("report", "--markdown", str(copy), "-o", str(md)).returncode == 0
     flagged = [ln for ln in md.read_text().splitlines() if "repeats disagree" in ln]
     assert any("baseline" in ln and "(end)" not in ln and "slowest took" in ln for ln in flagged), flagged
 

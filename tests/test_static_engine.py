@@ -10,7 +10,7 @@ import torch
 from dia_bench.harness.driver.launcher import run_isolated
 from dia_bench.harness.worker.pipeline import SamplingParams, StepClock
 from dia_bench.harness.worker.static_engine import StaticEngine, forced_tokens
-from tests.conftest import requires_cuda, run_cli, tiny_cell
+from tests.conftest import cli, requires_cuda, run_cli, tiny_cell
 
 TEXTS = ["[S1] Dia is an open weights text to dialogue model.",
          "[S1] Hi. [S2] Hello.",
@@ -313,14 +313,14 @@ design = "explicit"
 cells = [{ plugins = ["engine=static"], batch = [1, 3] }]
 """)
     out = tmp_path / "run"
-    result = run_cli("sweep", str(suite), "--out", str(out), "--quiet")
+    result = cli("sweep", str(suite), "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     ok = results.ok_cells(results.load(out))
     assert sorted(ok[ok["plugins"] == "engine=static"]["batch"]) == [1, 3]
     three = [r for r in rundir.records(out) if r["cell"]["batch"] == 3 and r["cell"]["plugins"]]
     assert three[0]["decoder_batch_rows"] == 6 and len(set(three[0]["cell"]["batch_texts"])) == 3
     html = tmp_path / "report.html"
-    assert run_cli("report", str(out), "-o", str(html)).returncode == 0
+    assert cli("report", str(out), "-o", str(html)).returncode == 0
     page = html.read_text()
     assert "Throughput by batch size" in page and "dia-tiny/cpu/engine=static" in page and "b3: " in page
 

@@ -15,7 +15,7 @@ import pytest
 from dia_bench.harness.driver import results, rundir
 from dia_bench.harness.driver.expand import expand, plugin_combinations
 from dia_bench.harness.driver.suite import parse_suite
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 TINY_SUITE = """
 [suite]
@@ -143,7 +143,7 @@ def test_resume_runs_only_what_is_missing(tiny_run, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in records}
     records[0].unlink()
     suite = Path(rundir.read_meta(copy)["suite"]["path"])
-    result = run_cli("sweep", str(suite), "--out", str(copy), "--resume", "--quiet")
+    result = cli("sweep", str(suite), "--out", str(copy), "--resume", "--quiet")
     assert result.returncode == 0, result.stderr
     after = {p.name: p.stat().st_mtime_ns for p in (copy / "cells").glob("*.json")}
     assert set(after) == set(before)
@@ -162,7 +162,7 @@ def test_retry_failed_measures_failed_cells_again_and_nothing_else(tiny_run, tmp
     target.write_text(json.dumps({**rec, "status": "failed", "reason": "lost on node x"}))
     before = {p.name: p.stat().st_mtime_ns for p in (copy / "cells").glob("*.json")}
     suite = Path(rundir.read_meta(copy)["suite"]["path"])
-    result = run_cli("sweep", str(suite), "--out", str(copy), "--retry-failed", "--quiet")
+    result = cli("sweep", str(suite), "--out", str(copy), "--retry-failed", "--quiet")
     assert result.returncode == 0, result.stderr
     after = {p.name: p.stat().st_mtime_ns for p in (copy / "cells").glob("*.json")}
     assert [n for n in after if after[n] != before[n]] == [target.name]
@@ -181,13 +181,13 @@ def test_an_unreadable_record_is_named_and_measured_again_on_resume(tiny_run, tm
     # Every reader names the file and why, and says how to get the cell back.
     for args in (["report", "--markdown", str(copy), "-o", str(tmp_path / "r.md")],
                  ["export", str(copy), "-o", str(tmp_path / "e.json")]):
-        result = run_cli(*args)
+        result = run_cli(*args)  # a process of its own: each process names an unreadable file once
         assert result.returncode == 0, result.stderr
         line = next(ln for ln in result.stderr.splitlines() if victim.name in ln)
         assert "cannot be read" in line and "--resume" in line
     assert victim.stem not in rundir.done_keys(copy)
     suite = Path(rundir.read_meta(copy)["suite"]["path"])
-    result = run_cli("sweep", str(suite), "--out", str(copy), "--resume", "--quiet")
+    result = cli("sweep", str(suite), "--out", str(copy), "--resume", "--quiet")
     assert result.returncode == 0, result.stderr
     assert "set aside" in result.stderr
     kept = list((copy / "cells" / rundir.UNREADABLE_DIR).glob(f"{victim.stem}.*.json"))
@@ -244,7 +244,7 @@ def test_a_killed_sweep_loses_at_most_the_running_cell(tmp_path):
     assert kept
     for p in (out / "cells").glob("*.json"):
         json.loads(p.read_text())  # every record on disk is whole
-    result = run_cli("sweep", str(suite), "--out", str(out), "--resume", "--quiet")
+    result = cli("sweep", str(suite), "--out", str(out), "--resume", "--quiet")
     assert result.returncode == 0, result.stderr
     df = results.load(out)
     assert len(df) == 4 and df["key"].is_unique
@@ -270,13 +270,13 @@ def test_compare_flags_only_significant_regressions(tiny_run, tmp_path):
         return out
 
     steady, copy = rewritten("steady", 1.0), rewritten("copy", 1.0)  # the same measurements: nothing regressed
-    same = run_cli("compare", str(steady), str(copy), "--max-regression", "5")
+    same = cli("compare", str(steady), str(copy), "--max-regression", "5")
     assert same.returncode == 0, same.stderr
     slower = rewritten("slower", 2.0)  # every repeat doubled: a real 2x regression in the data compare reads
-    bad = run_cli("compare", str(steady), str(slower), "--max-regression", "10")
+    bad = cli("compare", str(steady), str(slower), "--max-regression", "10")
     assert bad.returncode == 1, (bad.stdout, bad.stderr)
     assert "regressed by more than 10%" in bad.stderr and "slower" in bad.stdout
-    lenient = run_cli("compare", str(steady), str(slower), "--max-regression", "150")
+    lenient = cli("compare", str(steady), str(slower), "--max-regression", "150")
     assert lenient.returncode == 0
     assert "differ in more than the code" not in same.stderr + lenient.stderr
 
@@ -290,7 +290,7 @@ def test_compare_names_what_changed_besides_the_code(tiny_run, tmp_path):
     meta["machine"]["cpu"]["model"] = "Some Other CPU"
     meta["machine"]["software"]["torch"] = "9.9.9"
     (other / "run.json").write_text(json.dumps(meta))
-    result = run_cli("compare", str(tiny_run), str(other))
+    result = cli("compare", str(tiny_run), str(other))
     assert result.returncode == 0, result.stderr
     assert "differ in more than the code" in result.stderr
     assert "-> Some Other CPU" in result.stderr and "torch: " in result.stderr and "-> 9.9.9" in result.stderr
@@ -298,7 +298,7 @@ def test_compare_names_what_changed_besides_the_code(tiny_run, tmp_path):
 
 def test_export_pytest_benchmark_is_read_by_pytest_benchmark(tiny_run, tmp_path):
     out = tmp_path / "0001_export.json"
-    result = run_cli("export", str(tiny_run), "--format", "pytest-benchmark", "-o", str(out))
+    result = cli("export", str(tiny_run), "--format", "pytest-benchmark", "-o", str(out))
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert len(data["benchmarks"]) == 3

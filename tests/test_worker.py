@@ -144,10 +144,9 @@ def test_device_busy_counts_each_microsecond_of_device_work_once():
     assert device_busy(older) == (15.0, 2)
 
 
-def test_cells_on_a_gpu_on_ray_or_with_forking_off_start_fresh():
+def test_cells_on_a_gpu_or_with_forking_off_start_fresh():
     from dia_bench.harness.driver.launcher import forkable
 
-    assert forkable(tiny_cell(), {}, die_with_parent=False)
-    assert not forkable(tiny_cell(device="cuda:0"), {}, die_with_parent=False)
-    assert not forkable(tiny_cell(), {}, die_with_parent=True)
-    assert not forkable(tiny_cell(), {"DIA_BENCH_FORK": "0"}, die_with_parent=False)
+    assert forkable(tiny_cell(), {})
+    assert not forkable(tiny_cell(device="cuda:0"), {})
+    assert not forkable(tiny_cell(), {"DIA_BENCH_FORK": "0"})

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import IO
 
+from dia_bench.harness import lifetime
 from dia_bench.harness.import_env import import_signature
 
 SERVER = "dia_bench.harness.worker.forked"  # by name, as `python -m` runs it: the driver imports no worker code
@@ -33,15 +34,17 @@ class ForkServerError(RuntimeError):
 
 
 class ForkServer:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], die_with_parent: bool = False) -> None:
         self.signature = import_signature(env)
+        self.die_with_parent = die_with_parent
         self._exits: dict[int, int] = {}
         self._lock = threading.Lock()
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", SERVER, str(theirs.fileno())], env=env,
                                           pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          preexec_fn=lifetime.die_with_parent if die_with_parent else None)
         finally:
             theirs.close()
         if "ready" not in self._receive(READY_TIMEOUT_S):
@@ -68,7 +71,8 @@ class ForkServer:
         err_r, err_w = os.pipe()
         try:
             with self._lock:
-                request = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd()}).encode()
+                request = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd(), "cores": _cores(),
+                                      "die_with_server": self.die_with_parent}).encode()
                 socket.send_fds(self._sock, [request], [out_w, err_w])
                 while "exit" in (reply := self._next(60)):
                     pass
@@ -120,6 +124,10 @@ class ForkServer:
             self._proc.wait()
 
 
+def _cores() -> list[int] | None:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 class ForkedWorker:
     """A forked cell, with the part of `subprocess.Popen` the launcher uses."""
 
@@ -143,18 +151,20 @@ _server: ForkServer | None = None
 _broken = False
 
 
-def fork_worker(argv: list[str], env: dict[str, str]) -> ForkedWorker | None:
+def fork_worker(argv: list[str], env: dict[str, str], die_with_parent: bool = False) -> ForkedWorker | None:
     """A worker forked from the server for this environment (started if needed), or None where no
-    server can run: the caller starts a fresh interpreter."""
+    server can run: the caller starts a fresh interpreter. die_with_parent: the server dies with this
+    process and the worker with the server (a Ray worker can be killed outright)."""
     global _server, _broken
     if _broken:
         return None
     try:
-        if _server is not None and (_server.signature != import_signature(env) or not _server.alive()):
+        if _server is not None and (_server.signature != import_signature(env) or not _server.alive()
+                                    or _server.die_with_parent != die_with_parent):
             _server.close()
             _server = None
         if _server is None:
-            _server = ForkServer(env)
+            _server = ForkServer(env, die_with_parent)
         return _server.fork(argv, env)
     except (OSError, ForkServerError, TimeoutError, ValueError):
         _broken = True

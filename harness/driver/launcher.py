@@ -7,7 +7,8 @@ Each cell's process is forked from a server that imported torch and transformers
 (harness/worker/preload.py): a fresh interpreter spends about 5 s of a core on those imports, more
 than a dia-tiny cell measures. The fork is still a process of its own per cell, with nothing of an
 earlier cell in it; where imports would have seen another environment it becomes a fresh interpreter
-(harness/worker/forked.py). CPU cells only; `DIA_BENCH_FORK=0` starts every cell in a fresh interpreter.
+(harness/worker/forked.py). CPU cells only, on Ray too (one server per Ray worker, which dies with it);
+`DIA_BENCH_FORK=0` starts every cell in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dia_bench.harness import lifetime
 from dia_bench.harness.caches import COLD_ENV, compile_cache_dir
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.driver.forkserver import ForkedWorker, fork_worker
@@ -47,14 +49,6 @@ def _signal_reason(code: int) -> str:
     return f"worker crashed with {name}"
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): SIGKILL when the process that started it dies."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def inductor_cache_dir(env: dict[str, str], scratch: Path) -> str:
     """Where a worker's compiled kernels live: dia-bench's versioned cache, or with --cold an empty
     directory under `scratch` (the worker's own temp dir, removed with it). torch sets
@@ -65,26 +59,25 @@ def inductor_cache_dir(env: dict[str, str], scratch: Path) -> str:
     return str(compile_cache_dir())
 
 
-def forkable(cell: Cell, env: dict[str, str], die_with_parent: bool) -> bool:
-    """Whether the cell may be forked from the fork server. Not on Ray (a fork outlives its Ray worker)
-    and not on a GPU: CUDA does not survive a fork once a process has touched it, and whether
-    importing transformers checks for a GPU is not a promise (CUDA cells start fresh, and their
-    imports are a small part of their time anyway)."""
-    return (not die_with_parent and sys.platform == "linux" and env.get(FORK_ENV) != "0"
-            and not cell.device.startswith("cuda"))
+def forkable(cell: Cell, env: dict[str, str]) -> bool:
+    """Whether the cell may be forked from the fork server: not on a GPU, where CUDA does not survive a
+    fork once a process has touched it, and whether importing transformers checks for a GPU is not a
+    promise (CUDA cells start fresh, and their imports are a small part of their time anyway). On Ray
+    too, where the server dies with its Ray worker and each fork with the server."""
+    return sys.platform == "linux" and env.get(FORK_ENV) != "0" and not cell.device.startswith("cuda")
 
 
 def _start_worker(argv: list[str], env: dict[str, str], fork: bool, die_with_parent: bool):
     """The cell's process: forked from the preloaded server where it can be, else a fresh interpreter."""
     if fork:
-        forked = fork_worker(argv, env)
+        forked = fork_worker(argv, env, die_with_parent)
         if forked is not None:
             return forked
     return subprocess.Popen(
         [sys.executable, "-m", "dia_bench.harness.worker", *argv],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         start_new_session=True,  # its own process group, so a timeout kills compile workers too
-        preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,
+        preexec_fn=lifetime.die_with_parent if die_with_parent and sys.platform == "linux" else None,
     )
 
 
@@ -110,7 +103,7 @@ def run_isolated(cell: Cell, timeout_s: float | None = None, on_progress: Progre
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
         env["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache_dir(env, Path(tmp))
         start = time.monotonic()
-        proc = _start_worker([str(cell_path), str(record_path)], env, forkable(cell, env, die_with_parent),
+        proc = _start_worker([str(cell_path), str(record_path)], env, forkable(cell, env),
                              die_with_parent)
         tail: deque[str] = deque(maxlen=40)
 

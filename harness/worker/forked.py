@@ -28,6 +28,7 @@ import traceback
 from typing import Any
 
 from dia_bench.harness.import_env import differs_at_import
+from dia_bench.harness.lifetime import die_with_parent
 
 # Set in a fresh interpreter that replaced a fork: why it did.
 REPLACED_ENV = "DIA_BENCH_WORKER_REPLACED_FORK"
@@ -70,6 +71,14 @@ def _child(request: dict[str, Any], out_fd: int, err_fd: int) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.setsid()  # its own process group, so that a timeout kills compile workers too
+        if request.get("die_with_server"):
+            # On Ray the launcher's process can be killed outright; this server dies with it (it was started
+            # that way), and the cell with this server, rather than measure on beside the cells that follow.
+            die_with_parent()
+            if os.getppid() != request["server"]:  # the server died before the setting took
+                os._exit(1)
+        if request.get("cores") and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, request["cores"])  # the launcher's cores now, not the server's at its start
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         os.close(out_fd)
@@ -114,12 +123,13 @@ def serve(sock: socket.socket) -> None:
                 message, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 2)
                 if not message:  # the launcher is gone
                     return
+                request = {**json.loads(message), "server": os.getpid()}
                 pid = os.fork()
                 if pid == 0:
                     sock.close()
                     os.close(wake_r)
                     os.close(wake_w)
-                    _child(json.loads(message), *fds)
+                    _child(request, *fds)
                 for fd in fds:
                     os.close(fd)
                 children.add(pid)

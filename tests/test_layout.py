@@ -25,7 +25,8 @@ FOLDERS = ("harness", "optimizations", "reports", "suites")
 # What the two sides share. A new module at harness/ itself must be added here on purpose, which is the
 # question to answer first: does it run in the worker, in the driver, or is it part of the contract?
 SHARED = {f"{NS}.harness{m}" for m in ("", ".caches", ".cell", ".devices", ".env", ".errors", ".jsonio", ".paths",
-                                         ".presets", ".record", ".stats", ".weights_dir", ".import_env")}
+                                         ".presets", ".record", ".stats", ".weights_dir", ".import_env",
+                                         ".lifetime")}
 CLI = f"{NS}.harness.cli"  # dispatches to both sides and to reports; nothing imports it
 
 

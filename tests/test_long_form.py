@@ -236,5 +236,8 @@ def test_a_bandwidth_cached_on_another_processor_is_not_used(tmp_path, monkeypat
     assert roofline.measured_bandwidth_gbps(cpu) == {"gbps": 1e6, "method": "sentinel", "kernels": {}, "cached": True}
     monkeypatch.undo()
     monkeypatch.setenv("DIA_BENCH_CACHE", str(tmp_path))
+    # Here the cached figure is not this CPU's: the machine is measured (its kernels are another test's).
+    monkeypatch.setattr(roofline, "_measure", lambda device: {"gbps": 42.0, "method": "measured", "kernels": {}})
     fresh = roofline.measured_bandwidth_gbps(cpu)
-    assert fresh["cached"] is False and fresh["gbps"] < 1e6
+    assert fresh["cached"] is False and fresh["gbps"] == 42.0
+    assert roofline.measured_bandwidth_gbps(cpu)["cached"] is True  # and kept under this CPU's key

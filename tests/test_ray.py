@@ -70,9 +70,9 @@ class Cluster:
                        preexec_fn=lambda: os.sched_setaffinity(0, cores))
         self.cores.update({name: cores for name in resources if name != "dia_bench_node"})
 
-    def cores_of(self) -> dict[str, list[int]]:
-        """Live node id -> the cores it was started on."""
-        return {node: next(self.cores[r] for r in res if r in self.cores) for node, res in self.nodes().items()}
+    def cores_of(self, nodes: dict[str, dict[str, float]]) -> dict[str, list[int]]:
+        """Node id -> the cores it was started on, for `nodes` as `nodes()` gave them."""
+        return {node: next(self.cores[r] for r in res if r in self.cores) for node, res in nodes.items()}
 
     def nodes(self) -> dict[str, dict[str, float]]:
         """Live node id -> its resources, as the cluster sees them."""
@@ -127,7 +127,7 @@ def test_ray_sweep_runs_the_same_cells_as_local_and_names_each_node(cluster, loc
     assert all(r["executor"] == "ray" and r["node"]["id"] in nodes for r in ran)
     # Threads as a local run picks them, one a core the node runs on: Ray's own OMP_NUM_THREADS (1 for these
     # tasks) must not reach a cell.
-    node_cores = cluster.cores_of()
+    node_cores = cluster.cores_of(nodes)
     assert all(r["cores"] == node_cores[r["node"]["id"]] and r["env"]["torch_threads"] == len(r["cores"])
                and r["env"]["thread_env"] == {} for r in ran), [(r["cores"], r["env"]["torch_threads"]) for r in ran]
     assert all(r["worker_start"]["process"] == "forked" for r in ran)  # from a server that dies with its Ray worker
@@ -231,7 +231,8 @@ def test_gpu_cells_go_to_their_gpu_model_and_a_node_without_the_run_dir_sends_it
     before = set(cluster.nodes())
     cluster.start_node({"dia_bench_node": 1, "accelerator_type:H100": 1}, gpus=2,
                        env={"DIA_BENCH_RAY_SHARED_RUN_DIR": "0"})
-    gpu_node = (set(cluster.nodes()) - before).pop()
+    nodes = cluster.nodes()
+    gpu_node = (set(nodes) - before).pop()
     out = tmp_path / "run"
     result = run_cli("sweep", str(write_suite(tmp_path, GPU_SUITE, "gpu-h100")), "--out", str(out), "--quiet",
                      "--executor", "ray", "--address", cluster.address, env=RAY_ENV)
@@ -251,7 +252,7 @@ def test_gpu_cells_go_to_their_gpu_model_and_a_node_without_the_run_dir_sends_it
     cpu = [r for r in recs if r["device"] == "cpu"]
     assert {r["node"]["id"] for r in cpu} == before | {gpu_node} and all(r["status"] == "ok" for r in cpu)
     # A CPU cell has its node to itself: every core the node runs on, and torch's own thread count there.
-    node_cores = cluster.cores_of()
+    node_cores = cluster.cores_of(nodes)
     assert all(r["cores"] == node_cores[r["node"]["id"]] and "OMP_NUM_THREADS" not in r["env"]["thread_env"]
                for r in cpu), [(r["cores"], r["node"]["id"]) for r in cpu]
     assert all(r["env"]["torch_threads"] == len(r["cores"]) for r in cpu)

@@ -58,7 +58,7 @@ def tests(session: nox.Session) -> None:
     if os.environ.get("GITHUB_ACTIONS") == "true":
         # Its build downloads the actionlint binary from GitHub: only where GitHub is surely reachable.
         session.install("-e", ".[actionlint]", f"--constraint={_torch_constraint(session)}")
-    # The slowest tests named in every log: CI must stay under 20 minutes on 2 cores.
+    # The slowest tests named in every log: the test command must stay within about 11 minutes on 2 cores.
     session.run("pytest", "-q", "--durations=15", *session.posargs,
                 env={"DIA_BENCH_CACHE": os.path.join(session.create_tmp(), "cache")})
 

@@ -26,8 +26,10 @@ from tests.test_sweep import write_suite
 ROOT = Path(__file__).resolve().parents[1]
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="Ray is not installed (pip install -e '.[ray]')")
-# No token, no usage report, and dia-bench importable in every worker the nodes start.
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+# No token, no usage report, and dia-bench importable in every worker the nodes start. The nodes share
+# this machine's cores, so two cells run side by side on them: OpenMP threads that sleep while they wait
+# let both go on, where spinning ones would leave each cell waiting out the other's (these tests time nothing).
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "OMP_WAIT_POLICY": "passive",
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 
 
@@ -53,26 +55,16 @@ class Cluster:
     def __init__(self, temp_dir: str, port: int):
         self.temp_dir, self.address = temp_dir, f"127.0.0.1:{port}"
         self.env = {**os.environ, **RAY_ENV}
-        self.cores: dict[str, list[int]] = {}  # a resource only that node has -> the cores it runs on
 
     def start_node(self, resources: dict[str, float], head: bool = False, gpus: int = 0,
-                   env: dict[str, str] | None = None, cores: list[int] | None = None) -> None:
-        """gpus: GPUs the node declares (Ray takes the count on trust: a CPU machine can stand for a GPU node).
-        cores: the cores the node's processes run on, as a machine of its own would (default: all). Nodes
-        sharing cores would run two cells' threads on the same cores, which tests the machine, not Ray."""
+                   env: dict[str, str] | None = None) -> None:
+        """gpus: GPUs the node declares (Ray takes the count on trust: a CPU machine can stand for a GPU node)."""
         ray = str(Path(sys.executable).with_name("ray"))
         where = ["--head", f"--port={self.address.rsplit(':', 1)[1]}", "--include-dashboard=false",
                  f"--temp-dir={self.temp_dir}"] if head else [f"--address={self.address}"]
-        cores = sorted(cores or os.sched_getaffinity(0))
         subprocess.run([ray, "start", *where, "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--num-gpus={gpus}",
                         f"--resources={json.dumps(resources)}", "--disable-usage-stats"],
-                       check=True, env={**self.env, **(env or {})}, capture_output=True, timeout=120,
-                       preexec_fn=lambda: os.sched_setaffinity(0, cores))
-        self.cores.update({name: cores for name in resources if name != "dia_bench_node"})
-
-    def cores_of(self, nodes: dict[str, dict[str, float]]) -> dict[str, list[int]]:
-        """Node id -> the cores it was started on, for `nodes` as `nodes()` gave them."""
-        return {node: next(self.cores[r] for r in res if r in self.cores) for node, res in nodes.items()}
+                       check=True, env={**self.env, **(env or {})}, capture_output=True, timeout=120)
 
     def nodes(self) -> dict[str, dict[str, float]]:
         """Live node id -> its resources, as the cluster sees them."""
@@ -93,10 +85,8 @@ def cluster():
     temp_dir = tempfile.mkdtemp(prefix="/tmp/dbray-")
     c = Cluster(temp_dir, _free_port())
     try:
-        # One core a node where there are two, as two machines would have.
-        cores = sorted(os.sched_getaffinity(0))
-        c.start_node({"dia_bench_node": 1, "machine_a": 1}, head=True, cores=cores[:1] if len(cores) > 1 else None)
-        c.start_node({"dia_bench_node": 1, "machine_b": 1}, cores=cores[1:2] if len(cores) > 1 else None)
+        c.start_node({"dia_bench_node": 1, "machine_a": 1}, head=True)
+        c.start_node({"dia_bench_node": 1, "machine_b": 1})
         yield c
     finally:
         c.stop()
@@ -125,11 +115,9 @@ def test_ray_sweep_runs_the_same_cells_as_local_and_names_each_node(cluster, loc
     assert ({r["key"] for r in by_local if r["role"] == "cell"} == {r["key"] for r in by_ray if r["role"] == "cell"})
     ran = [r for r in by_ray if r["status"] == "ok"]
     assert all(r["executor"] == "ray" and r["node"]["id"] in nodes for r in ran)
-    # Threads as a local run picks them, one a core the node runs on: Ray's own OMP_NUM_THREADS (1 for these
-    # tasks) must not reach a cell.
-    node_cores = cluster.cores_of(nodes)
-    assert all(r["cores"] == node_cores[r["node"]["id"]] and r["env"]["torch_threads"] == len(r["cores"])
-               and r["env"]["thread_env"] == {} for r in ran), [(r["cores"], r["env"]["torch_threads"]) for r in ran]
+    # The same threads as a local run: Ray's own OMP_NUM_THREADS (1 for these tasks) must not reach a cell.
+    threads = {(r["env"]["torch_threads"], json.dumps(r["env"]["thread_env"])) for r in by_local if r["status"] == "ok"}
+    assert {(r["env"]["torch_threads"], json.dumps(r["env"]["thread_env"])) for r in ran} == threads
     assert all(r["worker_start"]["process"] == "forked" for r in ran)  # from a server that dies with its Ray worker
     # Each node measured its own baseline, first and last.
     for role in ("baseline-start", "baseline-end"):
@@ -251,11 +239,7 @@ def test_gpu_cells_go_to_their_gpu_model_and_a_node_without_the_run_dir_sends_it
         assert all(r["env"]["thread_env"].get("OMP_NUM_THREADS") == str(len(cores) // 2) for r in cuda)
     cpu = [r for r in recs if r["device"] == "cpu"]
     assert {r["node"]["id"] for r in cpu} == before | {gpu_node} and all(r["status"] == "ok" for r in cpu)
-    # A CPU cell has its node to itself: every core the node runs on, and torch's own thread count there.
-    node_cores = cluster.cores_of(nodes)
-    assert all(r["cores"] == node_cores[r["node"]["id"]] and "OMP_NUM_THREADS" not in r["env"]["thread_env"]
-               for r in cpu), [(r["cores"], r["node"]["id"]) for r in cpu]
-    assert all(r["env"]["torch_threads"] == len(r["cores"]) for r in cpu)
+    assert all(r["cores"] == cores and "OMP_NUM_THREADS" not in r["env"]["thread_env"] for r in cpu)
     assert result.returncode == 0, result.stderr
     # Every node's baseline made its fp32 history; the one without the run directory sent it back.
     mine = [r for r in cpu if r["node"]["id"] == gpu_node and r["role"] == "baseline-start"]

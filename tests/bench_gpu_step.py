@@ -1,6 +1,6 @@
 """The static engine's compiled decode step, variant by variant, in ONE process: what each change to
-the step does to its time and to the kernels it runs. Made for a lent GPU's few minutes (issue 10:
-2.08 ms a step on an H200 against a 0.62 ms bandwidth floor), where a sweep would reload the
+the step does to its time and to the kernels it runs. Made for a lent GPU's few minutes (the step took
+2.08 ms on an H200 against a 0.62 ms bandwidth floor), where a sweep would reload the
 weights and start a worker for every variant.
 
     python -m tests.bench_gpu_step [--preset dia-1.6b] [--device cuda] [--variant base --variant fused ...]

@@ -1,4 +1,4 @@
-"""The GPU check prepared on CPU (issue 9): the gpu-quick suite, per-cell batch sizes, .ci/gpu-check."""
+"""The GPU check prepared on CPU: the gpu-quick suite, per-cell batch sizes, .ci/gpu-check."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ GPU_CHECK = REPO / ".ci" / "gpu-check"
 REQUIRED_CELLS = [
     [], ["tf32"], ["dtype=bf16"], ["dtype=bf16", "sdpa=flash"], ["dtype=bf16", "compile"],
     ["dtype=bf16", "int8=torchao-weight"], ["dtype=bf16", "cfg=0"],
-    # Issue 10's GPU figures: the static engine eager, and its step in a CUDA graph.
+    # The GPU figures: the static engine eager, and its step in a CUDA graph.
     ["dtype=bf16", "engine=static"], ["dtype=bf16", "engine=static", "compile=reduce-overhead"],
 ]
 
@@ -35,7 +35,7 @@ def test_gpu_quick_suite_has_the_cells_the_issue_asks_for():
     suite = parse_suite(SUITES_DIR / "gpu-quick.toml")
     assert suite.presets == ["dia-1.6b"] and suite.devices == ["cuda"]
     assert suite.warmup == 1 and suite.repeats == 3 and suite.time_budget_s is None
-    assert 60 <= suite.timeout_s <= 240  # one hung cell must not eat a 15-minute GPU session
+    assert 60 <= suite.timeout_s <= 240  # one hung cell must not eat a lent GPU's 15 minutes
     assert all(1 <= s <= 3 for s in suite.seconds) and suite.batch == [1]
     planned = [p for p in expand(suite) if p.role in ("baseline-start", "cell")]
     at_batch_1 = sorted(sorted(p.cell.plugins) for p in planned if p.cell.batch == 1)

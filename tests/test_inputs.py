@@ -1,4 +1,4 @@
-"""Inputs checked once, before any work: every bad input of issue 12 is one line and exit 2, and an
+"""Inputs checked once, before any work: every bad input is one line and exit 2, and an
 output that fails late never costs the measurement."""
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ class StaticEngine:
         # A compiled step may write its Linear layers (up to `gemv_rows` decoder rows) and its attention as
         # plain reductions, which inductor generates as its own kernels and fuses with their neighbours,
         # instead of cuBLAS GEMMs and cuDNN attention. On an H200, cuBLAS's kernels for 2 rows read
-        # 2048x2048 weights at 1.5 TB/s of 4 and cuDNN spent 9 us on one query: issue 10's 1.91 ms step
+        # 2048x2048 weights at 1.5 TB/s of 4 and cuDNN spent 9 us on one query: a 1.91 ms step
         # has a 0.62 ms floor. Eager steps never do: there a reduction materializes its whole product.
         self.gemv_rows = gemv_rows
         self.reduced_attention = reduced_attention

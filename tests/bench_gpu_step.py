@@ -9,17 +9,12 @@ weights and start a worker for every variant.
 Variants (joined with +): base (q, k and v as three GEMMs, as transformers' modules run them), fused
 (one GEMM, the engine's default on CUDA), cdt (inductor's coordinate-descent tuning of its own
 kernels, as gpt-fast sets it), autotune (compile=max-autotune instead of reduce-overhead: inductor's
-Triton GEMM templates tried against cuBLAS, still one CUDA graph), gemv (the Linear layers as
-reductions that inductor generates, up to 4 decoder rows, with coordinate-descent tuning), rattn
-(attention as reductions and a softmax instead of SDPA's kernel), triton (`kernels=triton`: the Linear
-layers and attention through dia-bench's Triton kernels, norms, SiLU and residuals folded in; each
-Linear shape tuned against cuBLAS in the warmup, the attention kernel timed against SDPA, both in
-CUDA graphs). Each: a fresh engine, dtype bf16, `compile=reduce-overhead` (one CUDA graph a step;
-max-autotune with `autotune`), two requests of warmup, then three timed requests (the pipeline's own
-step clock: CUDA events) and one under the profiler, whose kernels are summed per step by name. Batch
-sizes after the first run with the variant that was fastest at it, and with the first variant (the
-reference) where that is another.
-Not a unit test: the figures name the machine and go in a closing note.
+Triton GEMM templates tried against cuBLAS, still one CUDA graph). Each: a fresh engine, dtype bf16,
+`compile=reduce-overhead` (one CUDA graph a step; max-autotune with `autotune`), two requests of
+warmup, then three timed requests (the pipeline's own step clock: CUDA events) and one under the
+profiler, whose kernels are summed per step by name. Batch sizes after the first run with the variant
+that was fastest at it, and with the first variant (the reference) where that is another.
+Not a unit test: the figures name the machine and the commit.
 """
 
 from __future__ import annotations
@@ -44,8 +39,7 @@ from dia_bench.harness.worker.static_engine import StaticEngine
 from dia_bench.optimizations.api import apply_plan
 from dia_bench.optimizations.registry import resolve
 
-KNOBS = {"base", "fused", "cdt", "autotune", "gemv", "rattn", "triton"}
-GEMV_ROWS = 4  # the `gemv` knob: Linear layers as reductions up to batch 2 with CFG; cuBLAS above
+KNOBS = {"base", "fused", "cdt", "autotune"}
 
 
 def kernel_table(prof, steps: int, top: int = 25) -> dict:
@@ -65,47 +59,10 @@ def kernel_table(prof, steps: int, top: int = 25) -> dict:
     }
 
 
-def attention_table(pipe, texts: list[str], frames: int) -> list[dict]:
-    """The Triton attention kernel against SDPA (cuDNN or flash, as torch picks; grouped heads as
-    transformers gives them) at this request's shapes: self-attention over the whole cache, cross-attention
-    over the text. Median us of each in a CUDA graph (_time_attention)."""
-    from dia_bench.harness.presets import decode_steps
-
-    config = pipe.model.config.decoder_config
-    rows = 2 * len(texts)
-    steps = decode_steps(frames, list(pipe.model.config.delay_pattern))
-    text = pipe.tokenize(texts)["input_ids"].shape[1]
-    return [_time_attention(name, rows, kv, heads, keys, config.head_dim)
-            for name, kv, heads, keys in (("self", config.num_key_value_heads, config.num_attention_heads, steps),
-                                          ("cross", config.cross_num_key_value_heads,
-                                           config.cross_num_attention_heads, text))]
-
-
-def _time_attention(name: str, rows: int, kv: int, heads: int, keys: int, dim: int) -> dict:
-    """Both attentions as a CUDA graph runs them (harness/worker/graph_timer.py), each call on its own keys
-    and values."""
-    from dia_bench.harness.worker.graph_timer import copies_for, graph_time_us
-    from dia_bench.harness.worker.triton_attention import decode_attention
-
-    group = heads // kv
-    q = torch.randn(rows, kv, group, dim, device="cuda", dtype=torch.bfloat16)
-    caches = [torch.randn(2, rows, kv, keys, dim, device="cuda", dtype=torch.bfloat16)
-              for _ in range(copies_for(2 * rows * kv * keys * dim * 2))]
-    mask = torch.zeros(1, keys, device="cuda", dtype=torch.bfloat16)
-    ours = graph_time_us(lambda c: decode_attention(q, c[0], c[1], mask, dim ** -0.5), caches)
-    sdpa = graph_time_us(lambda c: torch.nn.functional.scaled_dot_product_attention(
-        q.reshape(rows, heads, 1, dim), c[0], c[1], attn_mask=mask[:, None, None, :], enable_gqa=group > 1), caches)
-    return {"attention": name, "rows": rows, "heads": heads, "kv_heads": kv, "keys": keys,
-            "triton_us": round(ours, 2), "sdpa_us": round(sdpa, 2)}
-
-
 def measure(pipe, knobs: set[str], texts: list[str], frames: int, device: str, repeats: int) -> dict:
     torch._dynamo.reset()
     torch._inductor.config.coordinate_descent_tuning = "cdt" in knobs
-    engine = StaticEngine(pipe, fuse_qkv="fused" in knobs, gemv_rows=GEMV_ROWS if "gemv" in knobs else 0,
-                          reduced_attention="rattn" in knobs)
-    if "triton" in knobs:
-        engine.use_kernels("triton")
+    engine = StaticEngine(pipe, fuse_qkv="fused" in knobs)
     engine.compile("max-autotune" if "autotune" in knobs else "reduce-overhead")
     pipe.engine = engine
     sampling = SamplingParams()
@@ -128,8 +85,6 @@ def measure(pipe, knobs: set[str], texts: list[str], frames: int, device: str, r
         "codec_s": [round(o.times.codec_decode_s, 4) for o in outs],
         "audio_s_per_request": round(outs[0].audio.shape[-1] / 44100, 3),
         "kernels": kernel_table(prof, len(out.times.step_latencies_s)),
-        "linear_tuning": engine.tuning,
-        "attention_us": attention_table(pipe, texts, frames) if "triton" in knobs else None,
         "compile": {"cudagraph_skips": torch._dynamo.utils.counters["inductor"].get("cudagraph_skips", 0),
                     "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values())},
     }
@@ -182,14 +137,6 @@ def main() -> None:
                   f"{k['kernels_per_step']} kernels and {k['busy_us_per_step']} us busy a step", flush=True)
             for row in k["top"][:8]:
                 print(f"     {row['us_per_step']:8.2f} us {row['calls_per_step']:6.2f}x  {row['name'][:90]}")
-            for t in r.get("linear_tuning") or []:
-                flags = "+".join(f for f in ("norm", "gated", "residual") if t[f]) or "plain"
-                b = t["blocks"]
-                print(f"     linear {t['shape']} {flags}: {t['us']} us ({t['gb_per_s']} GB/s, blocks "
-                      f"{b['n']}x{b['k']}/{b['warps']}w/{b['stages']}s) against cuBLAS {t['cublas_us']} us")
-            for a in r.get("attention_us") or []:
-                print(f"     attention {a['attention']} {a['rows']} rows x {a['heads']} heads, {a['keys']} keys: "
-                      f"triton {a['triton_us']} us, SDPA {a['sdpa_us']} us")
         else:
             print("   " + r["error"], flush=True)
         if args.out:

@@ -195,14 +195,9 @@ def test_channels_last_says_it_had_nothing_to_act_on():
     (["onednn", "compile"], "cpu", "conflicts"),
     (["onednn"], "cuda", "does not apply to cuda"),
     (["onednn", "dtype=fp16"], "cpu", "bf16"),
-    (["kernels=triton"], "cpu", "does not apply to cpu"),
     (["kv-cache=bf16"], "cpu", "needs the 'engine' plugin"),
     (["kv-cache=bf16", "engine=hf"], "cpu", "add engine=static"),
     (["kv-cache=bf16", "engine=static"], "cuda", "does not apply to cuda"),
-    (["kernels=triton", "dtype=bf16"], "cuda", "needs the 'engine' plugin"),
-    (["kernels=triton", "engine=hf", "dtype=bf16"], "cuda", "add engine=static"),
-    (["kernels=triton", "engine=static"], "cuda", "add dtype=bf16"),
-    (["kernels=triton", "engine=static", "dtype=bf16", "int4"], "cuda", "conflicts"),
 ])
 def test_combinations_that_cannot_work_are_refused(specs, device, needle):
     with pytest.raises(CompositionError, match=needle):
@@ -211,11 +206,6 @@ def test_combinations_that_cannot_work_are_refused(specs, device, needle):
 
 def test_flash_on_cuda_with_half_precision_is_accepted():
     assert resolve(["sdpa=flash", "dtype=bf16"], "cuda").specs == ["dtype=bf16", "sdpa=flash"]
-
-
-def test_triton_kernels_go_between_the_engine_and_the_compile_of_its_step():
-    plan = resolve(["compile=reduce-overhead", "kernels", "engine=static", "dtype=bf16"], "cuda")
-    assert plan.specs == ["dtype=bf16", "engine=static", "kernels=triton", "compile=reduce-overhead"]
 
 
 def test_the_harness_orders_the_steps_not_the_user():

@@ -65,30 +65,19 @@ def test_q_k_and_v_joined_in_one_gemm_give_generates_codes_and_hold_the_weights_
     assert StaticEngine(pipe).qkv is None  # not on a CPU unless asked
 
 
-def test_a_step_of_reductions_gives_the_steps_logits_and_codes(tiny_pipeline):
-    """The GPU variant (Linear layers and attention written as reductions for inductor), compiled here on
-    the CPU: teacher-forced logits within fp32 rounding of one forward pass, and greedy codes unchanged.
-    Grouped-query heads (dia-tiny has 2 query heads a key/value head) and the cross mask go through it."""
-    from dia_bench.harness.worker.fidelity import teacher_forced_logits
+def test_the_step_attends_through_the_cpu_kernel_unless_a_backend_is_forced(tiny_pipeline):
+    """On the CPU the step's attention is dia-bench's kernel where it builds; a backend the sdpa plugin
+    forces is honoured, and the step then attends through SDPA."""
+    from dia_bench.harness.worker import decode_attention
 
     pipe, _ = tiny_pipeline
-    engine = StaticEngine(pipe, gemv_rows=8, reduced_attention=True)
-    engine.compile("default")
-    assert engine.describe()["gemv_rows"] == 8 and engine.describe()["attention"] == "reductions"
-    reference, ours, _ = _both(pipe, TEXTS[:2], 12, GREEDY, engine=engine)
-    assert torch.equal(ours, reference)
-    inputs = pipe.tokenize(TEXTS[:1])
-    with torch.inference_mode():
-        expected = teacher_forced_logits(pipe.model, inputs, reference[:1], cfg=True)
-        got = engine.teacher_forced_logits(inputs, reference[:1], pipe.generation_kwargs(12, GREEDY))
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-    # An eager step never takes the reductions: it would materialize every product.
-    eager = StaticEngine(pipe, gemv_rows=8, reduced_attention=True)
-    assert eager.describe()["gemv_rows"] == 0 and eager.describe()["attention"] == "cpu-kernel"
-    # A backend the sdpa plugin forces is honoured: the step then attends through SDPA.
+    engine = StaticEngine(pipe)
+    built = decode_attention.unavailable() is None
+    assert engine.describe()["attention"] == ("cpu-kernel" if built else "cpu-matmul")
+    assert StaticEngine(pipe, attention_kernel=False).attention() == "cpu-matmul"
     pipe.sdpa_backend = "math"
     try:
-        assert eager.attention() == "sdpa"
+        assert engine.attention() == "sdpa"
     finally:
         pipe.sdpa_backend = None
 
@@ -153,26 +142,6 @@ def test_the_roofline_counts_the_attention_caches_the_engine_allocated(tiny_pipe
     roof = roofline(pipe.model, torch.device("cpu"), 0.01, counted)
     assert roof["bytes_per_step"] == roof["weight_bytes_per_step"] + counted
     assert roof["fraction_of_bandwidth"] > roof["weights_fraction_of_bandwidth"]
-
-
-def test_the_reductions_equal_a_linear_layer_and_grouped_query_attention():
-    from transformers.models.dia.modeling_dia import eager_attention_forward
-
-    from dia_bench.harness.worker.static_engine import _gemv, _reduced_attention
-
-    g = torch.Generator().manual_seed(0)
-    x, w, b = (torch.randn(*shape, generator=g) for shape in ((3, 1, 40), (24, 40), (24,)))
-    torch.testing.assert_close(_gemv(x, w, b), torch.nn.functional.linear(x, w, b))
-    q, k, v = (torch.randn(*shape, generator=g) for shape in ((2, 6, 1, 8), (2, 3, 5, 8), (2, 3, 5, 8)))
-    mask = torch.zeros(2, 1, 1, 5).masked_fill(torch.tensor([[False] * 5, [False] * 3 + [True] * 2])[:, None, None],
-                                               torch.finfo(torch.float32).min)
-
-    class Module:  # what eager_attention_forward reads: three key/value heads for six query heads
-        num_key_value_groups, training = 2, False
-
-    expected, _ = eager_attention_forward(Module(), q, k, v, mask, scaling=0.3)
-    got, _ = _reduced_attention(None, q, k, v, mask, scaling=0.3)
-    torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.slow

@@ -93,27 +93,16 @@ class StaticEngine:
     """Generates delayed codes for a `DiaPipeline` (read through it, so plugins that replace the
     model, such as ipex, are seen)."""
 
-    def __init__(self, pipeline: Any, fuse_qkv: bool | None = None, gemv_rows: int = 0,
-                 reduced_attention: bool = False, attention_kernel: bool = True) -> None:
+    def __init__(self, pipeline: Any, fuse_qkv: bool | None = None, attention_kernel: bool = True) -> None:
         self.pipeline = pipeline
-        self.kernels: str | None = None  # "triton": use_kernels()
         # The self- and cross-attention caches' dtype where it differs from the activations' (kv-cache=bf16:
         # half the bytes a CPU step's attention reads); None keeps the activations' own.
         self.cache_dtype: torch.dtype | None = None
-        self.tuning: list[dict] = []  # what tuning the Triton Linear layers measured
         self.attention_kernel = attention_kernel  # False: the CPU's matmuls even where the kernel runs
-        # A compiled step may write its Linear layers (up to `gemv_rows` decoder rows) and its attention as
-        # plain reductions, which inductor generates as its own kernels and fuses with their neighbours,
-        # instead of cuBLAS GEMMs and cuDNN attention. On an H200, cuBLAS's kernels for 2 rows read
-        # 2048x2048 weights at 1.5 TB/s of 4 and cuDNN spent 9 us on one query: a 1.91 ms step
-        # has a 0.62 ms floor. Eager steps never do: there a reduction materializes its whole product.
-        self.gemv_rows = gemv_rows
-        self.reduced_attention = reduced_attention
         self.decode: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self._decode
         self.compiled: str | None = None
-        self._attending = ""  # self.attention(), set before each request's loop
+        self._attend: Callable[..., tuple[torch.Tensor, Any]] = eager_attention_forward  # set per request
         self._buffers: dict[tuple, torch.Tensor] = {}
-        self._tuned: set[tuple] = set()
         # One GEMM for q, k and v instead of three. On an H200 the k and v GEMMs of 2 rows took 5.4 us
         # each for 2 MB of weights (36 a step, 0.19 ms of a 2.08 ms step): a GEMM that small costs its
         # launch and tail, not its bytes. Joined, the step fell to 1.91 ms (tests/bench_gpu_step.py).
@@ -131,31 +120,11 @@ class StaticEngine:
     def model(self):
         return self.pipeline.model
 
-    def use_kernels(self, kernels: str) -> str:
-        """Runs the step's Linear layers and attention through dia-bench's Triton kernels
-        (harness/worker/triton_linear.py, triton_attention.py), with each RMSNorm, the MLP's gated SiLU
-        and the residual adds folded into the Linear layers. Raises ValueError where the model does not
-        fit them. Returns a note for the record."""
-        from dia_bench.harness.worker import triton_linear
-
-        reason = triton_linear.unavailable(self.pipeline.device) or _triton_misfit(self.model)
-        if reason:
-            raise ValueError(f"kernels={kernels}: {reason}")
-        if self.qkv is None or not any(isinstance(w, torch.Tensor) for w in self.qkv):
-            self.qkv = _fuse_qkv(self.model.model.decoder.layers)
-        self.kernels = kernels
-        return ("Linear layers as Triton GEMVs up to 4 decoder rows with RMSNorm, gated SiLU and residual folded "
-                "in, block sizes tuned per shape in the warmup; one-query attention as a Triton kernel")
-
     def compile(self, mode: str, **inductor: Any) -> None:
         """One decode step, sampling included, compiled at fixed shapes; reduce-overhead on CUDA captures
         it in one CUDA graph. Sampling goes in too because, left outside, its few dozen small kernels
         would each be launched from Python: on a GPU that costs about what the step itself does.
         `inductor`: options on top of the mode's own (torch.compile takes a mode or options, not both)."""
-        if self.gemv_rows:
-            # Inductor's own note on its matrix-vector products: they reach the bus's bandwidth only with
-            # coordinate-descent tuning of their block sizes.
-            inductor.setdefault("coordinate_descent_tuning", True)
         if inductor:
             options = {**torch._inductor.list_mode_options(mode), **inductor}
             self.decode = torch.compile(self._decode, options=options, dynamic=False)
@@ -164,26 +133,32 @@ class StaticEngine:
         self.compiled = mode
 
     def attention(self, device: torch.device | None = None) -> str:
-        """Which attention a step runs: `reductions` (compiled, when asked); on the CPU, where the model's is
-        SDPA and no plugin forced one of its backends, `cpu-kernel` (harness/worker/decode_attention.py,
-        fp32) or `cpu-matmul` (where that kernel cannot run); else the model's own, as transformers names it."""
+        """Which attention a step runs: on the CPU, where the model's is SDPA and no plugin forced one of its
+        backends, `cpu-kernel` (dia-bench's C kernel, fp32) or `cpu-matmul` (where that kernel cannot run);
+        else the model's own, as transformers names it."""
         impl = self.model.config._attn_implementation
         device = torch.device(self.pipeline.device) if device is None else device
-        if self.kernels == "triton":
-            return "triton"
-        if self.reduced_attention and self.compiled is not None:
-            return "reductions"
         if impl == "sdpa" and device.type == "cpu" and self.pipeline.sdpa_backend is None:
             return "cpu-kernel" if self.attention_kernel and _kernel_attends(self.model.dtype) else "cpu-matmul"
         return impl
 
     def describe(self) -> dict[str, Any]:
         """What the record says about this engine's step."""
-        reduced = self.compiled is not None
         return {"compiled_step": self.compiled, "fused_qkv": self.qkv is not None,
                 "cache_dtype": str(self.cache_dtype).removeprefix("torch.") if self.cache_dtype else None,
-                "gemv_rows": self.gemv_rows if reduced else 0, "attention": self.attention(),
-                "kernels": self.kernels, **({"linear_tuning": self.tuning} if self.tuning else {})}
+                "attention": self.attention()}
+
+    def _choose_attention(self, device: torch.device) -> None:
+        """The attention function of this request's steps, chosen before the loop: the choice asks whether
+        a kernel builds, which a compiled step must not trace. The one seam where a step's attention
+        changes; its Linear layers are the modules themselves, which quantizing plugins replace."""
+        name = self.attention(device)
+        attend = {"cpu-kernel": _cpu_kernel_attention, "cpu-matmul": _cpu_attention}.get(
+            name, ALL_ATTENTION_FUNCTIONS.get_interface(self.model.config._attn_implementation,
+                                                        eager_attention_forward))
+        if self.cache_dtype is not None and name != "cpu-kernel":  # the kernel reads a bf16 cache itself
+            attend = _widened(attend)
+        self._attend = attend
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -212,8 +187,6 @@ class StaticEngine:
         cross_mask = torch.zeros(mask.shape, dtype=dtype, device=ids.device).masked_fill(
             mask == 0, torch.finfo(dtype).min)[:, None, None, :]
         forced = forced_tokens(frames, list(model.config.delay_pattern), ids.device)
-        if self.kernels == "triton" and ids.device.type == "cuda":
-            self._tune(rows)
         return Request(rows, cross_keys, cross_values, cross_mask, keys, values, forced)
 
     def _buffer(self, key: tuple, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -248,95 +221,36 @@ class StaticEngine:
         allowed = torch.arange(steps, device=pos.device) <= pos
         causal = torch.zeros(steps, dtype=x.dtype, device=x.device).masked_fill(~allowed, torch.finfo(x.dtype).min)
         causal = causal.view(1, 1, 1, steps)
-        if self._attending == "triton":
-            return self._triton_step(x, cos, sin, pos, req, causal, steps)
-        # Chosen before the loop (`_attending`): the choice asks whether a kernel builds, which a compiled
-        # step must not trace.
-        attend = {"reductions": _reduced_attention, "cpu-kernel": _cpu_kernel_attention,
-                  "cpu-matmul": _cpu_attention}.get(
-            self._attending,
-            ALL_ATTENTION_FUNCTIONS.get_interface(model.config._attn_implementation, eager_attention_forward))
-        if self.cache_dtype is not None and self._attending != "cpu-kernel":  # the kernel reads bf16 itself
-            attend = _widened(attend)
-        rows = tokens.shape[0]
-        gemv = self.compiled is not None and rows <= self.gemv_rows
-        linear = _gemv_linear if gemv else _call
+        attend, rows = self._attend, tokens.shape[0]
         for i, layer in enumerate(decoder.layers):
             sa = layer.self_attention
-            h = layer.pre_sa_norm(x)
-            joined = None if self.qkv is None else self.qkv[i]
-            if joined is not None:
-                qkv = (joined(h) if isinstance(joined, nn.Module) else
-                       _gemv(h, joined) if gemv else F.linear(h, joined))
-                q, k, v = qkv.split([sa.q_proj.out_features, sa.k_proj.out_features, sa.v_proj.out_features], dim=-1)
-            else:
-                q, k, v = linear(sa.q_proj, h), linear(sa.k_proj, h), linear(sa.v_proj, h)
+            q, k, v = self._qkv(i, layer.pre_sa_norm(x))
             q, k, v = (t.view(rows, 1, -1, sa.head_dim).transpose(1, 2) for t in (q, k, v))
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             req.keys[i].index_copy_(2, pos.view(1), k.to(req.keys[i].dtype))
             req.values[i].index_copy_(2, pos.view(1), v.to(req.values[i].dtype))
             out, _ = attend(sa, q, req.keys[i][:, :, :steps], req.values[i][:, :, :steps], causal, dropout=0.0,
                             scaling=sa.scaling)
-            x = x + linear(sa.o_proj, out.reshape(rows, 1, -1))
+            x = x + sa.o_proj(out.reshape(rows, 1, -1))
 
             ca = layer.cross_attention
-            h = layer.pre_ca_norm(x)
-            q = linear(ca.q_proj, h).view(rows, 1, -1, ca.head_dim).transpose(1, 2)
+            q = ca.q_proj(layer.pre_ca_norm(x)).view(rows, 1, -1, ca.head_dim).transpose(1, 2)
             out, _ = attend(ca, q, req.cross_keys[i], req.cross_values[i], req.cross_mask, dropout=0.0,
                             scaling=ca.scaling)
-            x = x + linear(ca.o_proj, out.reshape(rows, 1, -1))
-            x = x + (_mlp(layer.mlp, layer.pre_mlp_norm(x), linear) if gemv else layer.mlp(layer.pre_mlp_norm(x)))
-        x = decoder.norm(x)
-        return linear(model.logits_dense, x).view(rows, decoder.num_channels, decoder.vocab_size).float()
-
-    def _triton_step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor, req: Request,
-                     causal: torch.Tensor, steps: int) -> torch.Tensor:
-        """`_step`'s layers through the Triton kernels: eight kernels a layer besides rotary embedding and
-        the cache writes, where the modules' own path runs about twenty."""
-        from dia_bench.harness.worker.triton_attention import decode_attention
-        from dia_bench.harness.worker.triton_linear import skinny_linear
-
-        decoder = self.model.model.decoder
-        rows = x.shape[0]
-        for i, layer in enumerate(decoder.layers):
-            sa, ca, mlp = layer.self_attention, layer.cross_attention, layer.mlp
-            norm = layer.pre_sa_norm
-            q, k, v = skinny_linear(x, self.qkv[i], norm.weight, norm.variance_epsilon).split(
-                [sa.q_proj.out_features, sa.k_proj.out_features, sa.v_proj.out_features], dim=-1)
-            q, k, v = (t.view(rows, 1, -1, sa.head_dim).transpose(1, 2) for t in (q, k, v))
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            req.keys[i].index_copy_(2, pos.view(1), k.to(req.keys[i].dtype))
-            req.values[i].index_copy_(2, pos.view(1), v.to(req.values[i].dtype))
-            keys, values = req.keys[i][:, :, :steps], req.values[i][:, :, :steps]
-            out = decode_attention(_grouped(q, keys), keys, values, _per_row(causal), _scale(q, sa.scaling))
-            x = skinny_linear(out.reshape(rows, 1, -1), sa.o_proj.weight, residual=x)
-
-            norm = layer.pre_ca_norm
-            q = skinny_linear(x, ca.q_proj.weight, norm.weight, norm.variance_epsilon)
-            q = q.view(rows, 1, -1, ca.head_dim).transpose(1, 2)
-            out = decode_attention(_grouped(q, req.cross_keys[i]), req.cross_keys[i], req.cross_values[i],
-                                   _per_row(req.cross_mask), _scale(q, ca.scaling))
-            x = skinny_linear(out.reshape(rows, 1, -1), ca.o_proj.weight, residual=x)
-
-            norm = layer.pre_mlp_norm
-            gate_up = skinny_linear(x, mlp.gate_up_proj.weight, norm.weight, norm.variance_epsilon)
-            x = skinny_linear(gate_up, mlp.down_proj.weight, residual=x, gated=True)
-        logits = skinny_linear(x, self.model.logits_dense.weight, decoder.norm.weight, decoder.norm.variance_epsilon)
+            x = x + ca.o_proj(out.reshape(rows, 1, -1))
+            x = x + layer.mlp(layer.pre_mlp_norm(x))
+        logits = model.logits_dense(decoder.norm(x))
         return logits.view(rows, decoder.num_channels, decoder.vocab_size).float()
 
-    def _tune(self, rows: int) -> None:
-        """Times the Triton Linear layer's block sizes for each of the step's shapes at these rows, once
-        a process (triton_linear keeps them): in the warmup, before the step is compiled."""
-        from dia_bench.harness.worker import triton_linear
-
-        if rows > triton_linear.MAX_ROWS:  # those rows take the modules' arithmetic
-            return
-        shapes = [s for s in _linear_shapes(self.model, self.qkv, rows) if s not in self._tuned]
-        for shape in shapes:
-            self.tuning.append(triton_linear.tune(*shape))
-            self._tuned.add(shape)
-        if shapes:  # the copies of weights it timed on, out of the allocator's cache and NVML's memory figure
-            torch.cuda.empty_cache()
+    def _qkv(self, i: int, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Layer i's queries, keys and values of the normed hidden state `h`: one GEMM where they were
+        joined (`_fuse_qkv`), else the three modules."""
+        sa = self.model.model.decoder.layers[i].self_attention
+        joined = None if self.qkv is None else self.qkv[i]
+        if joined is None:
+            return sa.q_proj(h), sa.k_proj(h), sa.v_proj(h)
+        qkv = joined(h) if isinstance(joined, nn.Module) else F.linear(h, joined)
+        return qkv.split([sa.q_proj.out_features, sa.k_proj.out_features, sa.v_proj.out_features], dim=-1)
 
     # -- sampling, as transformers' Dia processors do it, on the device -------------------------
 
@@ -389,7 +303,7 @@ class StaticEngine:
         device = inputs["input_ids"].device
         timer = _StepTimer(device, clock)
         req = self.prepare(inputs, steps, frames, sampling.cfg)
-        self._attending = self.attention(device)
+        self._choose_attention(device)
         self.pipeline.decoder_rows = req.rows
         self.pipeline.cache_dtype = req.keys[0].dtype
         out = torch.full((texts, steps + 1, channels), BOS, dtype=torch.long, device=device)
@@ -427,7 +341,7 @@ class StaticEngine:
         steps = history.shape[1] - 1
         frames = steps - decode_steps(0, list(self.model.config.delay_pattern))
         req = self.prepare({k: v[:1] for k, v in inputs.items()}, steps, frames, sampling.cfg)
-        self._attending = self.attention(device)
+        self._choose_attention(device)
         # clone: a CUDA graph's outputs are overwritten by its next replay.
         logits = [self.decode(history[:, t, :], torch.tensor(t, device=device), req, history[0, t + 1, :],
                               sampling, self._span(t))[1].clone() for t in range(steps)]
@@ -494,74 +408,6 @@ def _join_packed(sa: Any, projs: tuple[Any, ...]) -> nn.Module | None:
     return joined
 
 
-def _triton_misfit(model: Any) -> str | None:
-    """Why the Triton step cannot run this model, or None: it needs plain Linear layers (no quantized or
-    swapped ones) in bf16 or fp16, transformers' RMSNorm and a SiLU MLP, and at most its rows."""
-    from transformers.models.dia.modeling_dia import DiaRMSNorm
-
-    if model.dtype not in (torch.bfloat16, torch.float16):
-        dtype = str(model.dtype).removeprefix("torch.")
-        return f"the kernels multiply bf16 or fp16 weights, not {dtype}: add dtype=bf16"
-    decoder = model.model.decoder
-    if model.config.decoder_config.hidden_act != "silu":
-        return f"the MLP's activation is {model.config.decoder_config.hidden_act}, the kernel folds in SiLU only"
-    for layer in decoder.layers:
-        sa, ca, mlp = layer.self_attention, layer.cross_attention, layer.mlp
-        linears = (sa.q_proj, sa.k_proj, sa.v_proj, sa.o_proj, ca.q_proj, ca.o_proj, mlp.gate_up_proj,
-                   mlp.down_proj)
-        if not all(type(p) is torch.nn.Linear and p.bias is None and type(p.weight.detach()) is torch.Tensor
-                   for p in linears):
-            return "a Linear layer was replaced or quantized by another plugin: the kernels read plain weights"
-        if not all(type(n) is DiaRMSNorm for n in (layer.pre_sa_norm, layer.pre_ca_norm, layer.pre_mlp_norm)):
-            return "a norm layer is not transformers' DiaRMSNorm"
-    return None
-
-
-def _linear_shapes(model: Any, qkv: list[torch.Tensor | None] | None, rows: int) -> list[tuple]:
-    """The Triton step's Linear calls as (rows, out, in, norm, gated, residual), each shape once."""
-    decoder = model.model.decoder
-    layer = decoder.layers[0]
-    sa, ca, mlp = layer.self_attention, layer.cross_attention, layer.mlp
-    shapes = [(rows, qkv[0].shape[0], qkv[0].shape[1], True, False, False),
-              (rows, *sa.o_proj.weight.shape, False, False, True),
-              (rows, *ca.q_proj.weight.shape, True, False, False),
-              (rows, *ca.o_proj.weight.shape, False, False, True),
-              (rows, *mlp.gate_up_proj.weight.shape, True, False, False),
-              (rows, *mlp.down_proj.weight.shape, False, True, True),
-              (rows, *model.logits_dense.weight.shape, True, False, False)]
-    return list(dict.fromkeys(shapes))
-
-
-def _call(module: Any, x: torch.Tensor) -> torch.Tensor:
-    return module(x)
-
-
-def _gemv_linear(module: Any, x: torch.Tensor) -> torch.Tensor:
-    """A Linear layer as `_gemv`, where it is a plain one with float weights (quantized layers and tensor
-    subclasses keep their own kernels)."""
-    if type(module) is torch.nn.Linear and module.weight.is_floating_point() \
-            and type(module.weight.detach()) is torch.Tensor:
-        return _gemv(x, module.weight, module.bias)
-    return module(x)
-
-
-def _gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight.T for a few rows as one reduction per output, summed in fp32 as cuBLAS does. The
-    product is laid out (outputs, rows, inputs) so that the rows of one output sit side by side: a
-    kernel block then reads each weight once for all the rows, and the weights stream once a step."""
-    rows = x.reshape(-1, x.shape[-1])
-    out = (weight[:, None, :].float() * rows[None, :, :].float()).sum(-1)
-    if bias is not None:
-        out = out + bias.float()[:, None]
-    return out.t().to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
-
-
-def _mlp(mlp: Any, x: torch.Tensor, linear: Callable[[Any, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """transformers' DiaMLP with its two Linear layers called through `linear`."""
-    gate, up = linear(mlp.gate_up_proj, x).chunk(2, dim=-1)
-    return linear(mlp.down_proj, up * mlp.activation_fn(gate))
-
-
 def _grouped(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     """One query a row, (rows, heads, 1, dim), as (rows, key/value heads, the query heads each serves, dim):
     a grouped head then reads its key/value head in place."""
@@ -624,20 +470,6 @@ def _cpu_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: t
     # The softmax in fp32, as SDPA's kernels keep it, whatever the weights' dtype.
     out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(value.dtype), value)
     return out.reshape(query.shape[0], 1, query.shape[1], query.shape[3]), None
-
-
-def _reduced_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                       mask: torch.Tensor, dropout: float = 0.0, scaling: float | None = None,
-                       **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """Attention for one query a row as two reductions and a softmax in fp32, which a compiled step
-    fuses into a few kernels. Grouped-query heads read their key/value head in place (no repeated copy).
-    Takes and returns what transformers' attention functions do: (rows, heads, 1, dim) queries, (rows,
-    kv heads, keys, dim) keys and values, an additive mask; (rows, 1, heads, dim) out."""
-    q = _grouped(query, key)[:, :, :, None].float()
-    scores = (q * key[:, :, None].float()).sum(-1) * _scale(query, scaling)
-    scores = scores + _per_row(mask)[:, None, None, :].float()
-    out = (scores.softmax(dim=-1)[..., None] * value[:, :, None].float()).sum(-2)
-    return out.to(query.dtype).reshape(query.shape[0], 1, query.shape[1], query.shape[3]), None
 
 
 def _eos_channel_filter(scores: torch.Tensor, channels: int) -> torch.Tensor:

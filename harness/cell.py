@@ -32,7 +32,7 @@ class Cell:
     # The warmup requests' length: None, the cell's own; shorter for plugins that do not prepare
     # per shape (a compile, cuDNN's autotuning: those warm up at the cell's length whatever this says).
     # Each decode step reads every weight, so a short request pages in and primes what a long one
-    # does (tests/bench_warmup.py found no slower first repeat).
+    # does (tests/bench/warmup.py found no slower first repeat).
     warmup_seconds: float | None = None
     repeats: int = 3
     # With a budget, repeats go on until it is spent; `repeats` is then the minimum.

@@ -44,7 +44,7 @@ _quality_bar = _argument(float, lambda v: 0 <= v <= 1,
 
 
 def _max_tv(args: argparse.Namespace) -> float:
-    from dia_bench.harness.driver.quality import DEFAULT_MAX_TOTAL_VARIATION
+    from dia_bench.harness.analysis.quality import DEFAULT_MAX_TOTAL_VARIATION
 
     return DEFAULT_MAX_TOTAL_VARIATION if args.max_tv is None else args.max_tv
 
@@ -182,8 +182,8 @@ def _cell_from_args(args: argparse.Namespace):
 
 def check_cell_inputs(cell) -> None:
     """Everything the parent can check before a worker starts; raises UsageError."""
+    from dia_bench.harness.runtime.codec import CODEC_BACKENDS, import_descript
     from dia_bench.harness.weights_dir import check_weights_dir
-    from dia_bench.harness.worker.codec import CODEC_BACKENDS, import_descript
     from dia_bench.optimizations.registry import resolve
 
     cell.validate()
@@ -260,7 +260,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
     from dia_bench.harness.cell import Cell
     from dia_bench.harness.presets import get_preset
-    from dia_bench.harness.worker.weights import resolve as resolve_weights
+    from dia_bench.harness.runtime.weights import resolve as resolve_weights
 
     cell = Cell(preset=args.preset, device="cpu", seconds=args.seconds, repeats=args.repeats, warmup=args.warmup,
                 weights=args.weights, fidelity=False)
@@ -331,7 +331,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     print_sweep(out)
-    from dia_bench.harness.driver import rundir
+    from dia_bench.harness import rundir
     from dia_bench.reports.html import write as write_html
     from dia_bench.reports.markdown import write as write_markdown
 
@@ -347,7 +347,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dia_bench.reports.comparison import compare_runs, context_differences, gate, status_changes
+    from dia_bench.harness.analysis.comparison import compare_runs, context_differences, gate, status_changes
     from dia_bench.reports.summary import print_compare
 
     base, new = _run_dirs([args.base, args.new])
@@ -381,8 +381,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from dia_bench.harness.driver import rundir
-    from dia_bench.harness.driver.changepoints import MIN_EFFECT
+    from dia_bench.harness import rundir
+    from dia_bench.harness.analysis.changepoints import MIN_EFFECT
     from dia_bench.harness.driver.outputs import output_file
     from dia_bench.reports.history import write
 
@@ -409,7 +409,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _run_dirs(paths: list[str]) -> list[Path]:
     """Run directories; a path to a run's own run.json stands for its directory."""
-    from dia_bench.harness.driver import rundir
+    from dia_bench.harness import rundir
 
     dirs = []
     for p in paths:
@@ -453,7 +453,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
     from dia_bench.harness import env
     from dia_bench.harness.presets import PRESETS
-    from dia_bench.harness.worker.weights import describe_local_weights
+    from dia_bench.harness.runtime.weights import describe_local_weights
     from dia_bench.reports.summary import print_env
 
     # Collected here, not in the summary: describing the weights is the worker side's knowledge,

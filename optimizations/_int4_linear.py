@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dia_bench.harness.kernels.groupwise import quantize_groupwise
+
 # The CPU packing refuses an output size that is not a multiple of this; such a layer (Dia's logits
 # head: 9 x 1028 outputs) is padded with zero rows and its output sliced back.
 N_MULTIPLE = 16
@@ -13,18 +15,6 @@ INNER_K_TILES = 8  # the CPU kernel ignores it; torchao passes 8
 # path: with fp32 a 2-row decode-step GEMM ran about 100x slower than with bf16 (and 13x slower than
 # plain fp32) on a Xeon with AMX. So the kernel always runs in bf16 and the output is cast back.
 KERNEL_DTYPE = torch.bfloat16
-
-
-def quantize_groupwise(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric 4-bit codes (0..15, int32) per group of `group_size` inputs, with the scale and the
-    zero point that torch's int4 kernels dequantize with: w = (q - 8) * scale + zero."""
-    n, k = weight.shape
-    groups = weight.float().reshape(n, k // group_size, group_size)
-    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
-    scale = (high - low).clamp(min=1e-6) / 15
-    codes = ((groups - low) / scale).round().clamp(0, 15).to(torch.int32).reshape(n, k)
-    zero = low + 8 * scale
-    return codes, scale.squeeze(-1), zero.squeeze(-1)
 
 
 class Int4Linear(nn.Module):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from dia_bench.harness.worker.pipeline import DiaPipeline
+    from dia_bench.harness.runtime.pipeline import DiaPipeline
 
 
 @dataclass(frozen=True)

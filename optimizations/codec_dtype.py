@@ -2,9 +2,9 @@
 
 The guide (and `dtype`) cast only Dia; the codec then runs in fp32 and, on 2 CPU cores, costs 1-2 s per
 second of audio, which alone rules out real time. Its convolutions are compute-bound, so a CPU with bf16
-matrix units (AMX, AVX-512 bf16) runs them faster in bf16 (tests/bench_codec.py measures it). The audio
+matrix units (AMX, AVX-512 bf16) runs them faster in bf16 (tests/bench/codec.py measures it). The audio
 changes: fidelity compares the codec's output on the reference's own codes with the fp32 codec's, and the
-quality bar holds it to a floor (harness/driver/quality.py).
+quality bar holds it to a floor (harness/analysis/quality.py).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ class Engine(Plugin):
     name = "engine"
     description = ("Decode loop: hf is transformers' generate (also what runs without this plugin); static is "
                    "dia-bench's own, with a cache allocated once and sampling on the device")
-    expectation = Expectation(section="(not in the guide: dia-bench's decode loop, harness/worker/static_engine.py)",
+    expectation = Expectation(section="(not in the guide: dia-bench's decode loop, harness/runtime/static_engine.py)",
                               note="same codes as generate; no figure in the guide")
     values = ("hf", "static")
     default = "static"
@@ -22,7 +22,7 @@ class Engine(Plugin):
     def transform(self, pipeline, value: str) -> str:
         if value == "hf":
             return "transformers' generate, as without this plugin"
-        from dia_bench.harness.worker.static_engine import StaticEngine
+        from dia_bench.harness.runtime.static_engine import StaticEngine
 
         pipeline.engine = StaticEngine(pipeline)
         return ("dia-bench's decode loop: encoder and cross-attention keys/values once, a self-attention cache "

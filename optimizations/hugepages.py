@@ -19,7 +19,7 @@ class HugePages(Plugin):
     name = "hugepages"
     description = ("torch's CPU tensors of 2 MB and more in transparent huge pages (THP_MEM_ALLOC_ENABLE=1): "
                    "fewer TLB misses where a decode step streams its weights")
-    expectation = Expectation(section="(not in the guide: harness/worker/hugepages.py)",
+    expectation = Expectation(section="(not in the guide: harness/runtime/hugepages.py)",
                               note="on a 2-core Zen 4, in turns in one process: a sum over 1 GiB read 50 GB/s "
                                    "in 4 KB pages and 69 in 2 MB pages; the int4=8da4w GEMVs 8% faster; the "
                                    "whole compiled step about 1%, within the noise")
@@ -27,7 +27,7 @@ class HugePages(Plugin):
     order = 1  # nothing to transform: the allocator has been asking since the process started
 
     def availability(self, value: Any, device: str) -> str | None:
-        from dia_bench.harness.worker import hugepages
+        from dia_bench.harness.runtime import hugepages
 
         mode = hugepages.thp_mode()
         if mode is None:
@@ -41,7 +41,7 @@ class HugePages(Plugin):
         return {"THP_MEM_ALLOC_ENABLE": "1"}
 
     def transform(self, pipeline, value: Any) -> str:
-        from dia_bench.harness.worker import hugepages
+        from dia_bench.harness.runtime import hugepages
 
         if not hugepages.torch_gets_huge_pages():
             return ("torch's large tensors are NOT eligible for huge pages: THP_MEM_ALLOC_ENABLE was read before "
@@ -51,7 +51,7 @@ class HugePages(Plugin):
                 f"{held:.0f} MB of the process in them after loading, before the other plugins acted")
 
     def report(self, pipeline, value: Any) -> dict[str, Any]:
-        from dia_bench.harness.worker import hugepages
+        from dia_bench.harness.runtime import hugepages
 
         return {"thp_mode": hugepages.thp_mode(), "torch_gets_huge_pages": hugepages.torch_gets_huge_pages(),
                 "resident_huge_bytes": hugepages.resident_huge_bytes()}

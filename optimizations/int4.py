@@ -5,7 +5,7 @@ Values 32, 64, 128 (the group size): weight-only. CPU: torch's own int4 kernels
 whatever the model's dtype (its only fast path; see _int4_linear). CUDA: torchao's Int4WeightOnlyConfig
 where torchao is installed.
 Values 8da4w-32, -64, -128: int4 weights with int8 activations quantized per row and group at run
-time, through dia-bench's own CPU kernel (_w4a8): torch's int4 kernel is compute bound at a decode
+time, through dia-bench's own CPU kernel (harness/kernels/w4a8.py): torch's int4 kernel is compute bound at a decode
 step's 2 rows and lost to fbgemm's int8; this one feeds the codes to 8-bit dot products.
 The codec is never quantized.
 """
@@ -40,13 +40,13 @@ class Int4(Plugin):
         if value.startswith(W4A8):
             import platform
 
-            from dia_bench.harness.worker import ckernels
+            from dia_bench.harness.kernels import builder
 
             if platform.machine().lower() not in ("x86_64", "amd64"):
                 return f"int4={value}'s kernel is written for x86 (AVX2 or AVX-512 VNNI), not {platform.machine()}"
             try:
-                ckernels.compiler()  # the same search the build makes ($CC, gcc, cc)
-            except ckernels.KernelUnavailable as why:
+                builder.compiler()  # the same search the build makes ($CC, gcc, cc)
+            except builder.KernelUnavailable as why:
                 return f"int4={value}: {why}"
             return None
         if device.startswith("cuda"):
@@ -73,30 +73,30 @@ class Int4(Plugin):
     def transform(self, pipeline, value: str) -> str:
         import torch
 
-        from dia_bench.optimizations import _w4a8
+        from dia_bench.harness.kernels import w4a8
         from dia_bench.optimizations._int4_linear import Int4Linear
 
-        w4a8 = value.startswith(W4A8)
+        packed = value.startswith(W4A8)
         group = int(value.removeprefix(W4A8))
         if pipeline.device.type == "cuda":
             return self._torchao(pipeline, group)
-        if w4a8:
-            self.isa = _w4a8.isa()  # builds the kernel on this machine's first use
-            self.prefetch = _w4a8.prefetches()
+        if packed:
+            self.isa = w4a8.isa()  # builds the kernel on this machine's first use
+            self.prefetch = w4a8.prefetches()
         skipped: Counter[str] = Counter()
 
         def make(name: str, linear: torch.nn.Linear) -> torch.nn.Module | None:
             if linear.in_features % group:
                 skipped[f"in_features {linear.in_features} not a multiple of {group}"] += 1
                 return None
-            return _w4a8.W4A8Linear(linear, group) if w4a8 else Int4Linear(linear, group)
+            return w4a8.W4A8Linear(linear, group) if packed else Int4Linear(linear, group)
 
         with torch.no_grad():
             replaced, total = swap_linears(pipeline.model, make)
         own_remaining_tensors(pipeline.model)
         self.layers = {"quantized": replaced, "total": total, "left_in_float": dict(skipped)}
         how = (f"{W4A8_KERNEL} ({self.isa}{', software prefetch' if self.prefetch else ''}), int8 activations"
-               if w4a8 else f"{KERNEL}, bf16 activations")
+               if packed else f"{KERNEL}, bf16 activations")
         note = f"{replaced} of {total} Linear layers int4 (group size {group}, kernel {how})"
         if skipped:
             note += "; left in float: " + ", ".join(f"{n} ({why})" for why, n in skipped.items())

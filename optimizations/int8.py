@@ -56,11 +56,11 @@ class Int8(Plugin):
         return f"torchao {type(config).__name__} applied to {before} Linear layers"
 
     def _dynamic(self, pipeline, before: int) -> str:
-        """Quantize or load, then route the layers through one traceable operator (_int8_op)."""
-        from dia_bench.optimizations import _int8_op
+        """Quantize or load, then route the layers through one traceable operator (harness/kernels/int8_op.py)."""
+        from dia_bench.harness.kernels import int8_op
 
         note = self._quantize_or_load(pipeline)
-        n = _int8_op.route_through_operator(pipeline.model)
+        n = int8_op.route_through_operator(pipeline.model)
         return f"{note}; {n} layers run fbgemm through dia_bench::int8_dynamic_linear (traceable by torch.compile)"
 
     def _quantize_or_load(self, pipeline) -> str:

@@ -11,7 +11,7 @@ class KvCache(Plugin):
     name = "kv-cache"
     description = ("With engine=static on the CPU: keep the attention caches (keys and values of the text and of "
                    "every step so far) in bf16; dia-bench's attention kernel widens them to fp32 as it reads")
-    expectation = Expectation(section="(not in the guide: harness/worker/_decode_attention.c)",
+    expectation = Expectation(section="(not in the guide: harness/kernels/decode_attention.c)",
                               note="a step's attention reads the caches whole: 106 MB of text keys and values in "
                                    "fp32 for the medium text, 256 MB more at 20 s of audio")
     devices = frozenset({"cpu"})

@@ -3,8 +3,10 @@ resolves a user's list of `name[=value]` into an ordered, checked plan."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
@@ -139,3 +141,17 @@ def resolve(specs: list[str], device: str) -> Plan:
             raise CompositionError(f"{plugin.spec(chosen[name])}: {reason}")
     steps = sorted((Step(plugins[n], chosen[n]) for n in chosen), key=lambda s: (s.plugin.order, s.plugin.name))
     return Plan(steps=steps)
+
+
+def apply_plan(pipe, plan: Plan, device: str) -> tuple[dict[str, str | None], dict[str, float]]:
+    """Apply a resolved plan's load-time transforms, contexts and generate arguments to a pipeline."""
+    notes: dict[str, str | None] = {}
+    seconds: dict[str, float] = {}
+    for step in plan.steps:
+        t = time.perf_counter()
+        notes[step.spec] = step.plugin.transform(pipe, step.value)
+        seconds[step.spec] = round(time.perf_counter() - t, 4)
+        pipe.generation_contexts.append(
+            lambda s=step: s.plugin.context(s.value, device) or contextlib.nullcontext())
+        pipe.generate_kwargs.update(step.plugin.generate_kwargs(step.value))
+    return notes, seconds

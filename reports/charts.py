@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from dia_bench.harness.driver import results
+from dia_bench.harness.analysis import results
 
 plt.rcParams.update({"svg.fonttype": "path", "figure.dpi": 100, "font.size": 9})
 

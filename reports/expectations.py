@@ -11,7 +11,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from dia_bench.harness.driver.suite import SUITES_DIR
+from dia_bench.suites import DIR as SUITES_DIR
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from dia_bench.harness.driver import rundir
+from dia_bench.harness import rundir
 
 PYTEST_BENCHMARK_VERSION = "5.1.0"
 

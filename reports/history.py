@@ -1,9 +1,9 @@
 """`dia-bench history`: every configuration followed across runs, in time order, with its steps.
 
 A line (a series) is one configuration (preset, device, plugins, text, length, batch) on one machine
-(`dia_bench.reports.comparison.MACHINE`): runs on two machines are never one line. Each run of a line carries its
-date, commit and versions; `dia_bench.harness.driver.changepoints` finds where the line changed level, and each step
-names the first run after it, the commits on either side and what else changed between those runs.
+(`comparison.MACHINE`): runs on two machines are never one line. Each run of a line carries its date,
+commit and versions; `changepoints` finds where the line changed level, and each step names the first
+run after it, the commits on either side and what else changed between those runs.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from typing import Any
 import pandas as pd
 
 from dia_bench import harness
-from dia_bench.harness import stats
-from dia_bench.harness.driver import changepoints, results, rundir
-from dia_bench.reports import comparison, figures
+from dia_bench.harness import rundir, stats
+from dia_bench.harness.analysis import changepoints, comparison, results
+
+# Charts cost a second and a few hundred kB each: configurations with a step come first, then each
+from dia_bench.reports import figures
 
 # Charts cost a second and a few hundred kB each: configurations with a step come first, then each
 # machine's baselines, then the rest, up to this many.

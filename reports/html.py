@@ -13,8 +13,8 @@ import jinja2
 import pandas as pd
 
 from dia_bench import harness
-from dia_bench.harness import stats
-from dia_bench.harness.driver import quality, results, rundir, scaling
+from dia_bench.harness import rundir, stats
+from dia_bench.harness.analysis import quality, results, scaling
 from dia_bench.harness.weights_dir import REAL_WEIGHTS_HINT
 from dia_bench.reports import charts, figures
 from dia_bench.reports import stacks as stack_table

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dia_bench.harness import stats
-from dia_bench.harness.driver import quality, results
+from dia_bench.harness.analysis import quality, results
 from dia_bench.reports import figures
 from dia_bench.reports import stacks as stack_table
 

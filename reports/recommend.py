@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from dia_bench import harness
-from dia_bench.harness.driver import quality, results
+from dia_bench.harness.analysis import quality, results
 from dia_bench.reports import figures
 from dia_bench.reports.html import _env
 from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from dia_bench.harness import stats
-from dia_bench.harness.driver import results
-from dia_bench.reports.comparison import context_differences
+from dia_bench.harness.analysis import results
+from dia_bench.harness.analysis.comparison import context_differences
 
 # What must match for two runs' cells to be the same configuration.
 CELL_KEYS = ("preset", "device", "plugins", "text_label", "seconds", "batch")

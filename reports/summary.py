@@ -189,7 +189,7 @@ def print_plugins(device: str, as_json: bool = False) -> None:
 
 def print_sweep(run_dir: Path, console: Console | None = None) -> None:
     """The table that closes a sweep: every cell, its RTF with CI, speedup against its baseline."""
-    from dia_bench.harness.driver import results
+    from dia_bench.harness.analysis import results
 
     console = console or _console()
     df = results.load(run_dir)
@@ -198,7 +198,7 @@ def print_sweep(run_dir: Path, console: Console | None = None) -> None:
                 "peak RSS MB", "quality"):
         table.add_column(col)
     from dia_bench.harness import stats
-    from dia_bench.harness.driver import quality
+    from dia_bench.harness.analysis import quality
 
     for _, r in df.iterrows():
         if r["status"] == "ok":

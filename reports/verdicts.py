@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from dia_bench.harness import stats
-from dia_bench.harness.driver import quality, results
+from dia_bench.harness.analysis import quality, results
 from dia_bench.optimizations.registry import split_spec
 from dia_bench.reports.expectations import load as load_expectations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dia_bench.optimizations.api import check_cpu_features, create_cpu_generate, create_fast_generate, optimize_for_cpu
+from dia_bench.harness.api import check_cpu_features, create_cpu_generate, create_fast_generate, optimize_for_cpu
 
 
 def _fresh_models():

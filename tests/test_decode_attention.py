@@ -1,4 +1,4 @@
-"""dia-bench's CPU attention kernel for one query (harness/worker/_decode_attention.c) against the same
+"""dia-bench's CPU attention kernel for one query (harness/kernels/decode_attention.c) against the same
 attention in float64: grouped heads, a cache read through a slice of a longer buffer, masks shared and
 per row, masked positions, and a plain-C build beside this machine's."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dia_bench.harness.worker import decode_attention
+from dia_bench.harness.kernels import decode_attention
 from tests.conftest import needs_cpu
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from dia_bench.harness.presets import _REAL_CODEC, get_preset
-from dia_bench.harness.worker.codec import DescriptDac, TransformersDac
-from dia_bench.harness.worker.weights import ensure_synthetic
+from dia_bench.harness.runtime.codec import DescriptDac, TransformersDac
+from dia_bench.harness.runtime.weights import ensure_synthetic
 from tests.conftest import run_cli
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dia_bench.harness.driver import quality, results
+from dia_bench.harness.analysis import quality, results
 from dia_bench.harness.driver.launcher import run_isolated
+from dia_bench.harness.runtime.pipeline import SamplingParams
 from dia_bench.harness.worker import fidelity
-from dia_bench.harness.worker.pipeline import SamplingParams
 from tests.conftest import tiny_cell
 
 

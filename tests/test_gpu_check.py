@@ -105,12 +105,12 @@ def test_gpu_check_rehearsal_lists_the_suite_on_cpu_and_dia_tiny():
 def test_gpu_check_engine_part_lists_the_step_bench_and_its_variants():
     result = _gpu_check("--part", "engine", "--list", env={"ENGINE_VARIANTS": "base fused+autotune"})
     assert result.returncode == 0, result.stderr
-    assert "engine-step (tests/bench_gpu_step.py: variants base fused+autotune" in result.stdout, result.stdout
+    assert "engine-step (tests/bench/gpu_step.py: variants base fused+autotune" in result.stdout, result.stdout
     assert "pytest-cuda" not in result.stdout and "sweep" not in result.stdout
 
 
 def test_the_step_bench_refuses_an_unknown_variant_in_one_line():
-    result = subprocess.run([sys.executable, "-m", "tests.bench_gpu_step", "--variant", "fused+warp"],
+    result = subprocess.run([sys.executable, "-m", "tests.bench.gpu_step", "--variant", "fused+warp"],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 2 and "variant 'fused+warp': knobs are autotune, base, cdt, fused" in result.stderr
     assert "Traceback" not in result.stderr

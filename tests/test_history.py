@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dia_bench.harness.driver import changepoints, rundir
-from dia_bench.reports import comparison, history
+from dia_bench.harness import rundir
+from dia_bench.harness.analysis import changepoints, comparison
+from dia_bench.reports import history
 from tests import history_story as story
 from tests.conftest import cli, run_cli
 from tests.test_cli_errors import _assert_usage_error

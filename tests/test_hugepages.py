@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dia_bench.harness.worker import hugepages
+from dia_bench.harness.runtime import hugepages
 from dia_bench.optimizations.registry import all_plugins
 from tests.test_plugins import run_ok
 

@@ -1,9 +1,13 @@
-"""The process boundary, held by the imports: the worker side and the driver side never import each other.
+"""The layout by role, held by the imports: which package may import which, with no cycle between them.
 
-harness/worker/ runs inside a cell's isolated process, harness/driver/ orchestrates from the parent;
-both import only the shared modules at harness/ itself (the cell and the record format), and nothing in
-harness imports the outputs in reports/. Read from the source with ast, so an import inside a function
-counts as much as one at the top. The four folders install as `dia_bench.<folder>`.
+harness/ holds the shared modules (the cell, the record and run directory formats, presets, stats) and
+one package per role: runtime/ (the model runtime: pipeline, codec, static engine, weights), kernels/
+(the C kernels, their builder and operators), worker/ (what measures inside a cell's isolated process),
+driver/ (what orchestrates cells from the parent), analysis/ (reading runs back). harness/api.py is the
+guide's API for a user's own process and harness/cli.py dispatches to all of them; nothing imports
+either. Plugins (optimizations/) act on the runtime and may use the kernels, never the worker; reports/
+read runs through analysis/, never the driver. Read from the source with ast, so an import inside a
+function counts as much as one at the top. The four folders install as `dia_bench.<folder>`.
 """
 
 from __future__ import annotations
@@ -22,21 +26,23 @@ else:
 REPO = Path(__file__).resolve().parent.parent
 NS = "dia_bench"
 FOLDERS = ("harness", "optimizations", "reports", "suites")
-# What the two sides share. A new module at harness/ itself must be added here on purpose, which is the
-# question to answer first: does it run in the worker, in the driver, or is it part of the contract?
+# What every package may use. A new module at harness/ itself must be added here on purpose, which is the
+# question to answer first: which role does it serve, or is it part of the cell or the record format?
 SHARED = {f"{NS}.harness{m}" for m in ("", ".caches", ".cell", ".devices", ".env", ".errors", ".jsonio", ".paths",
-                                         ".presets", ".record", ".stats", ".weights_dir", ".import_env",
-                                         ".lifetime")}
-CLI = f"{NS}.harness.cli"  # dispatches to both sides and to reports; nothing imports it
+                                         ".presets", ".record", ".rundir", ".stats", ".weights_dir",
+                                         ".import_env", ".lifetime")}
+ROLES = ("runtime", "kernels", "worker", "driver", "analysis")
+FACADES = {f"{NS}.harness.cli": "cli", f"{NS}.harness.api": "api"}  # entry points; nothing imports them
 
 
 def side(module: str) -> str | None:
     if not module.startswith(NS + "."):
         return None
     inner = module[len(NS) + 1:]
-    if module == CLI or module.startswith(CLI + "."):
-        return "cli"
-    for name in ("worker", "driver"):
+    for name, facade in FACADES.items():
+        if module == name or module.startswith(name + "."):
+            return facade
+    for name in ROLES:
         if inner == f"harness.{name}" or inner.startswith(f"harness.{name}."):
             return name
     if inner == "harness" or inner.startswith("harness."):
@@ -44,15 +50,20 @@ def side(module: str) -> str | None:
     return inner.split(".")[0]
 
 
-# side -> the sides it may import. optimizations are plugins: they run in the worker, on the pipeline.
+# side -> the sides it may import besides itself.
 ALLOWED = {
-    "shared": {"shared"},
-    "worker": {"shared", "worker", "optimizations"},
-    "driver": {"shared", "driver", "optimizations"},
-    "optimizations": {"shared", "worker", "optimizations"},
-    "reports": {"shared", "driver", "optimizations", "reports", "suites"},
+    "shared": set(),
+    "kernels": {"shared"},
+    "runtime": {"shared", "kernels"},
+    "optimizations": {"shared", "kernels", "runtime"},
+    "worker": {"shared", "kernels", "runtime", "optimizations"},
+    "analysis": {"shared", "optimizations"},  # a cell's plugins, read back (quality's per-plugin verdicts)
+    "driver": {"shared", "optimizations", "suites"},
+    "reports": {"shared", "analysis", "optimizations", "suites"},
     "suites": set(),
-    "cli": {"shared", "worker", "driver", "optimizations", "reports", "cli"},
+    "api": {"shared", "kernels", "runtime", "optimizations"},
+    "cli": {"shared", "kernels", "runtime", "optimizations", "worker", "driver", "analysis", "reports", "suites",
+            "api"},
 }
 
 
@@ -88,18 +99,35 @@ def project_modules() -> dict[str, Path]:
 
 
 def python_files() -> list[Path]:
-    return [*project_modules().values(), *sorted((REPO / "tests").glob("*.py")), REPO / "noxfile.py"]
+    return [*project_modules().values(), *sorted((REPO / "tests").rglob("*.py")), REPO / "noxfile.py"]
 
 
 def test_the_layout_is_the_one_this_test_knows() -> None:
     """A test that checks nothing passes quietly; this one must see every side."""
     modules = project_modules()
     assert {m for m in modules if side(m) == "shared"} == SHARED, \
-        "a module at harness/ itself is shared by both sides: place it in harness/worker/ or harness/driver/, " \
-        "or add it to SHARED if it is part of the cell or the record format"
-    for expected in ("harness.worker.measure", "harness.worker.pipeline", "harness.driver.sweep",
-                     "harness.driver.launcher", "harness.driver.executors.raycluster", "reports.summary"):
+        "a module at harness/ itself is shared by every role: place it in one of harness/" + \
+        ", harness/".join(ROLES) + ", or add it to SHARED if it is part of the cell or the record format"
+    for expected in ("harness.worker.measure", "harness.runtime.pipeline", "harness.runtime.static_engine",
+                     "harness.kernels.builder", "harness.analysis.results", "harness.driver.sweep",
+                     "harness.driver.executors.raycluster", "harness.api", "reports.summary"):
         assert f"{NS}.{expected}" in modules
+    assert {side(m) for m in modules} == set(ALLOWED)
+
+
+def test_the_allowed_directions_have_no_cycle() -> None:
+    """Each package can be read, tested and changed knowing only those below it."""
+    done: set[str] = set()
+
+    def visit(node: str, path: tuple[str, ...]) -> None:
+        assert node not in path, "import cycle: " + " -> ".join((*path, node))
+        if node not in done:
+            for below in ALLOWED[node]:
+                visit(below, (*path, node))
+            done.add(node)
+
+    for node in ALLOWED:
+        visit(node, ())
 
 
 @pytest.mark.parametrize("module", sorted(project_modules()))
@@ -107,8 +135,8 @@ def test_no_module_crosses_the_boundary(module: str) -> None:
     path = project_modules()[module]
     own = side(module)
     crossing = sorted(m for m in imported(ast.parse(path.read_text(), str(path)))
-                      if side(m) is not None and side(m) not in ALLOWED[own])
-    assert not crossing, f"{path.relative_to(REPO)} ({own} side) imports {', '.join(crossing)}"
+                      if side(m) not in (None, own) and side(m) not in ALLOWED[own])
+    assert not crossing, f"{path.relative_to(REPO)} ({own}) imports {', '.join(crossing)}"
 
 
 def test_nothing_imports_a_folder_by_its_bare_name() -> None:
@@ -134,3 +162,12 @@ def test_the_worker_runs_as_a_module() -> None:
     assert (REPO / "harness" / "worker" / "__main__.py").is_file()
     launcher = (REPO / "harness" / "driver" / "launcher.py").read_text()
     assert '"-m", "dia_bench.harness.worker"' in launcher
+
+
+@pytest.mark.parametrize("script", sorted((REPO / "tests" / "bench").glob("[!_]*.py")), ids=lambda p: p.stem)
+def test_each_bench_script_says_how_to_run_it_as_a_module(script: Path) -> None:
+    """The scripts import dia_bench and each other as a package: run by path they would not."""
+    tree = ast.parse(script.read_text())
+    doc = ast.get_docstring(tree) or ""
+    assert f"python -m tests.bench.{script.stem}" in doc
+    assert any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) for node in tree.body)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dia_bench.harness.driver import results, scaling
+from dia_bench.harness.analysis import results, scaling
 from dia_bench.harness.driver.launcher import run_isolated
 from tests.conftest import cli, run_cli, tiny_cell
 from tests.test_sweep import TINY_SUITE, write_suite
@@ -26,7 +26,7 @@ def lengths_run(tmp_path_factory) -> Path:
 def _request(generate_s: float, steps: list[float]):
     import torch
 
-    from dia_bench.harness.worker.pipeline import PipelineOutput, StageTimes
+    from dia_bench.harness.runtime.pipeline import PipelineOutput, StageTimes
 
     empty = torch.zeros(0)
     return PipelineOutput(empty, empty, empty, StageTimes(generate_s=generate_s, step_latencies_s=steps), 2)
@@ -62,15 +62,15 @@ def test_the_steps_of_one_length_predict_the_fit_across_lengths_exactly_when_ste
 def test_long_form_on_the_real_pipeline_has_its_fields_counts_and_units(tiny_pipeline):
     """The two clocks' inputs as the real tiny pipeline produces them: one decode step a row per audio frame
     plus the delay pattern's, every figure finite and in its unit, and the slope they predict computable.
-    How close the two clocks come on this machine is a measurement (`python -m tests.bench_long_form`),
+    How close the two clocks come on this machine is a measurement (`python -m tests.bench.long_form`),
     not a test: a busy core moves a dia-tiny step by tens of percent."""
     import math
 
     import numpy as np
 
     from dia_bench.harness.presets import FRAMES_PER_SECOND, frames_for_seconds
+    from dia_bench.harness.runtime.pipeline import SamplingParams
     from dia_bench.harness.worker.measure import long_form
-    from dia_bench.harness.worker.pipeline import SamplingParams
 
     pipe, _ = tiny_pipeline
     texts, lengths = ["[S1] Dia is an open weights text to dialogue model."], (0.25, 0.5, 1.0)

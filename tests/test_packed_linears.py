@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from dia_bench.harness.worker.roofline import decode_step_weight_bytes
-from dia_bench.optimizations.api import apply_plan
-from dia_bench.optimizations.registry import resolve
+from dia_bench.optimizations.registry import apply_plan, resolve
 from tests.conftest import needs_cpu, run_cli
 from tests.test_plugins import run_ok
 
@@ -93,7 +92,7 @@ def test_8da4w_runs_every_linear_through_dia_benchs_kernel_and_drifts_like_int4(
     rec = run_ok(plugins=["int4=8da4w-32"], profile_dir=str(tmp_path))
     report = rec["plugin_reports"]["int4=8da4w-32"]
     assert report["layers"]["quantized"] == report["layers"]["total"] > 0
-    assert report["linear_kinds"] == {"dia_bench.optimizations._w4a8.W4A8Linear": report["layers"]["total"]}
+    assert report["linear_kinds"] == {"dia_bench.harness.kernels.w4a8.W4A8Linear": report["layers"]["total"]}
     assert report["kernel"] == "dia_bench::w4a8_linear" and report["kernel_isa"] in ("avx512-vnni", "avx2", "scalar")
     assert "dia_bench::w4a8_linear" in _ops(rec) and "aten::linear" not in _ops(rec)
     # Whether the kernel prefetches depends on the CPU's vendor: the note says which ran, on any CPU.
@@ -129,24 +128,24 @@ def test_8da4w_kernel_paths_match_the_arithmetic_they_promise(march, prefetch):
     group times the int4 weights, plus each group's low times the exact sum of its inputs. The integer dot
     products are exact, so only float rounding may differ; a wrong nibble, tile or group gives errors of
     the size of the output. Prefetching changes no bit."""
-    from dia_bench.optimizations import _w4a8
+    from dia_bench.harness.kernels import w4a8
     from dia_bench.optimizations._int4_linear import quantize_groupwise
 
     if march != "native":
         needs_cpu(*KERNEL_BUILDS[march][1])
-    lib = _w4a8.library(march)
-    assert _w4a8.isa(march) == (KERNEL_BUILDS[march][0] if march != "native" else _w4a8.isa())
+    lib = w4a8.library(march)
+    assert w4a8.isa(march) == (KERNEL_BUILDS[march][0] if march != "native" else w4a8.isa())
     torch.manual_seed(0)
     n, k, group = 9252, 256, 32  # outputs not a multiple of the 64-output tile: padded inside
     linear = torch.nn.Linear(k, n, bias=True)
-    layer = _w4a8.W4A8Linear(linear, group)
+    layer = w4a8.W4A8Linear(linear, group)
     codes, scale, zero = quantize_groupwise(linear.weight.detach(), group)
     low = zero - 8 * scale
-    default = _w4a8.prefetches(march)
-    _w4a8.set_prefetch(prefetch, march)
+    default = w4a8.prefetches(march)
+    w4a8.set_prefetch(prefetch, march)
     try:
         # Only the AVX-512 path prefetches; the others ignore the setting.
-        assert _w4a8.prefetches(march) == (prefetch and _w4a8.isa(march) == "avx512-vnni")
+        assert w4a8.prefetches(march) == (prefetch and w4a8.isa(march) == "avx512-vnni")
         for rows in (1, 2, 5):  # 5: a pass of 4 rows and a pass of 1 in the AVX-512 path
             x = torch.randn(rows, k)
             xg = x.double().reshape(rows, k // group, group)
@@ -157,13 +156,13 @@ def test_8da4w_kernel_paths_match_the_arithmetic_they_promise(march, prefetch):
             got = torch.empty(rows, n)
             assert lib.w4a8_linear(x.data_ptr(), rows, *layer.kernel_args, got.data_ptr()) == 0
             torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
-            _w4a8.set_prefetch(not prefetch, march)
+            w4a8.set_prefetch(not prefetch, march)
             again = torch.empty(rows, n)
             assert lib.w4a8_linear(x.data_ptr(), rows, *layer.kernel_args, again.data_ptr()) == 0
             assert torch.equal(again, got)
-            _w4a8.set_prefetch(prefetch, march)
+            w4a8.set_prefetch(prefetch, march)
     finally:
-        _w4a8.set_prefetch(default, march)
+        w4a8.set_prefetch(default, march)
     # The module calls this machine's build: the same bits as the native path, near the others.
     torch.testing.assert_close(layer(x), got, rtol=0 if march == "native" else 1e-5, atol=1e-5)
 
@@ -171,19 +170,19 @@ def test_8da4w_kernel_paths_match_the_arithmetic_they_promise(march, prefetch):
 def test_8da4w_prefetch_follows_the_processor():
     """On by default on Intel only, and only where the build took the AVX-512 path: what holds on any CPU."""
     from dia_bench.harness.env import cpu_info
-    from dia_bench.optimizations import _w4a8
+    from dia_bench.harness.kernels import w4a8
 
-    assert _w4a8.prefetches() == (_w4a8.isa() == "avx512-vnni" and cpu_info()["vendor"] == "GenuineIntel")
+    assert w4a8.prefetches() == (w4a8.isa() == "avx512-vnni" and cpu_info()["vendor"] == "GenuineIntel")
     for march, (isa, flags) in KERNEL_BUILDS.items():
         if all(f in cpu_info()["flags"] for f in flags):
-            assert _w4a8.prefetches(march) == (isa == "avx512-vnni" and cpu_info()["vendor"] == "GenuineIntel")
+            assert w4a8.prefetches(march) == (isa == "avx512-vnni" and cpu_info()["vendor"] == "GenuineIntel")
 
 
 def test_8da4w_layers_joined_give_each_parts_output_bit_for_bit_and_hold_the_weights_once():
     """q, k and v as one 8da4w layer (the static engine's join): the same numbers as three calls, the
     parts become views of the joined buffers, and a replaced part refuses to run rather than read freed
     weights. Parts that cannot join (outputs not whole tiles) are refused with the reason."""
-    from dia_bench.optimizations._w4a8 import TILE, W4A8Linear
+    from dia_bench.harness.kernels.w4a8 import TILE, W4A8Linear
 
     torch.manual_seed(0)
     parts = [W4A8Linear(torch.nn.Linear(256, out, bias=False), 64) for out in (2 * TILE, TILE, TILE)]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dia_bench.harness.presets import HOP_LENGTH, frames_for_seconds
-from dia_bench.harness.worker.pipeline import SamplingParams
+from dia_bench.harness.runtime.pipeline import SamplingParams
 from tests.conftest import run_cli
 
 

@@ -56,7 +56,7 @@ def test_packed_int8_weights_are_counted_from_their_shapes_exactly(tiny_pipeline
     import copy
 
     from dia_bench.harness.worker.roofline import decode_step_weight_bytes
-    from dia_bench.optimizations.api import apply_plan
+    from dia_bench.optimizations.registry import apply_plan
 
     pipe, _ = tiny_pipeline
     quantized = copy.copy(pipe)
@@ -78,7 +78,7 @@ def test_packed_int8_weights_are_counted_from_their_shapes_exactly(tiny_pipeline
 
 
 def test_autocast_runs_the_matmuls_in_the_chosen_dtype(tiny_pipeline):
-    from dia_bench.optimizations.api import apply_plan
+    from dia_bench.optimizations.registry import apply_plan
 
     pipe, _ = tiny_pipeline
     seen = []
@@ -87,7 +87,7 @@ def test_autocast_runs_the_matmuls_in_the_chosen_dtype(tiny_pipeline):
     saved = list(pipe.generation_contexts)
     try:
         apply_plan(pipe, resolve(["autocast=bf16"], "cpu"), "cpu")
-        sampling = importlib.import_module("dia_bench.harness.worker.pipeline").SamplingParams()
+        sampling = importlib.import_module("dia_bench.harness.runtime.pipeline").SamplingParams()
         pipe.run(["[S1] autocast"], 17, sampling, seed=0)
     finally:
         hook.remove()

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from dia_bench.harness.driver import results, rundir
+from dia_bench.harness import rundir
+from dia_bench.harness.analysis import results
 from tests.conftest import run_cli
 from tests.test_sweep import write_suite
 

@@ -179,7 +179,7 @@ def _recommended(md: str) -> list[str]:
 def test_recommendations_hold_back_what_changes_the_sampling(report_run, tmp_path):
     """cfg=0 is exact arithmetic and changes what is sampled: it is never recommended at the default
     bar, and when it is the fastest it is listed with what it trades. A looser bar is the user's call."""
-    from dia_bench.harness.driver import quality, results
+    from dia_bench.harness.analysis import quality, results
 
     df = results.ok_cells(results.load(report_run))
     md = tmp_path / "rec.md"

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dia_bench.harness.driver.launcher import run_isolated
-from dia_bench.harness.worker.pipeline import SamplingParams, StepClock
-from dia_bench.harness.worker.static_engine import StaticEngine, forced_tokens
+from dia_bench.harness.runtime.pipeline import SamplingParams, StepClock
+from dia_bench.harness.runtime.static_engine import StaticEngine, forced_tokens
 from tests.conftest import cli, requires_cuda, run_cli, tiny_cell
 
 TEXTS = ["[S1] Dia is an open weights text to dialogue model.",
@@ -68,7 +68,7 @@ def test_q_k_and_v_joined_in_one_gemm_give_generates_codes_and_hold_the_weights_
 def test_the_step_attends_through_the_cpu_kernel_unless_a_backend_is_forced(tiny_pipeline):
     """On the CPU the step's attention is dia-bench's kernel where it builds; a backend the sdpa plugin
     forces is honoured, and the step then attends through SDPA."""
-    from dia_bench.harness.worker import decode_attention
+    from dia_bench.harness.kernels import decode_attention
 
     pipe, _ = tiny_pipeline
     engine = StaticEngine(pipe)
@@ -263,7 +263,8 @@ def test_engine_values_are_checked():
 
 
 def test_a_batch_of_mixed_lengths_sweeps_and_the_report_gives_throughput_per_batch_size(tmp_path):
-    from dia_bench.harness.driver import results, rundir
+    from dia_bench.harness import rundir
+    from dia_bench.harness.analysis import results
     from tests.test_sweep import write_suite
 
     suite = write_suite(tmp_path, """
@@ -306,8 +307,8 @@ def test_the_static_engine_composes_with_each_plugin(plugins):
     arithmetic, greedy codes are equal. Where it does not, free-running codes part at the first near
     tie (the loops attend over caches of different lengths, and rounding differs), so the two are
     teacher-forced on one history instead: their most likely tokens must agree at 95% of positions."""
+    from dia_bench.harness.api import create_fast_generate
     from dia_bench.harness.worker.fidelity import teacher_forced_logits, valid_positions
-    from dia_bench.optimizations.api import create_fast_generate
     from tests.test_api import _fresh_models
 
     model, _ = _fresh_models()
@@ -335,9 +336,9 @@ def test_8da4w_q_k_and_v_run_as_one_joined_layer_and_give_the_three_layers_codes
     one call, and its greedy codes, eager and compiled, are those of the three separate calls."""
     from transformers import DacModel, DiaForConditionalGeneration
 
+    from dia_bench.harness.api import create_fast_generate
+    from dia_bench.harness.kernels.w4a8 import W4A8Linear
     from dia_bench.harness.presets import get_preset
-    from dia_bench.optimizations._w4a8 import W4A8Linear
-    from dia_bench.optimizations.api import create_fast_generate
 
     preset = get_preset("dia-tiny")
     config = preset.dia_config()
@@ -400,7 +401,7 @@ def test_on_cuda_reduce_overhead_replays_the_whole_step_as_a_cuda_graph(tmp_path
 def test_int8_layers_run_torch_aos_kernel_through_one_operator_that_compile_traces():
     import torch.ao.nn.quantized.dynamic as qd
 
-    from dia_bench.optimizations.api import create_fast_generate
+    from dia_bench.harness.api import create_fast_generate
     from tests.test_api import _fresh_models
 
     model, _ = _fresh_models()

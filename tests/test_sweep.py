@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dia_bench.harness.driver import results, rundir
+from dia_bench.harness import rundir
+from dia_bench.harness.analysis import results
 from dia_bench.harness.driver.expand import expand, plugin_combinations
 from dia_bench.harness.driver.suite import parse_suite
 from tests.conftest import cli, run_cli

@@ -86,7 +86,7 @@ def test_a_forked_worker_measures_what_a_fresh_interpreter_does():
     assert forked["status"] == fresh["status"] == "ok"
     assert (forked["worker_start"]["process"], fresh["worker_start"]) == ("forked", {"process": "fresh"})
     # The same seeded weights and sampling give the same audio; how much the fork saves is shown by
-    # `python -m tests.bench_fork`, not asserted on a timer.
+    # `python -m tests.bench.fork`, not asserted on a timer.
     assert forked["audio_sha256"] == fresh["audio_sha256"]
     assert forked["env"]["torch_threads"] == fresh["env"]["torch_threads"]
     assert forked["graphs_compiled_in_repeats"] in (0, None) and fresh["graphs_compiled_in_repeats"] in (0, None)

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from dia_bench.harness.driver import rundir
+from dia_bench.harness import rundir
 
 
 def node_id(rec: dict[str, Any]) -> str | None:

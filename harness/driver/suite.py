@@ -16,8 +16,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from dia_bench.harness.errors import UsageError
+from dia_bench.suites import DIR as SUITES_DIR
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 DESIGNS = ("full", "one-at-a-time", "leave-one-out", "explicit")
 
 SUITE_KEYS: dict[str, type | tuple[type, ...]] = {

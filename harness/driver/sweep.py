@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dia_bench.harness.driver import overlap, rundir
+from dia_bench.harness import rundir
+from dia_bench.harness.driver import overlap
 from dia_bench.harness.driver.executors import Batch, Executor
 from dia_bench.harness.driver.expand import PlannedCell, expand
 from dia_bench.harness.driver.suite import Suite

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from dia_bench.harness.worker.pipeline import EOS, PAD
+from dia_bench.harness.runtime.pipeline import EOS, PAD
 
 # Where the stored reference distributions keep only the tokens that can be drawn (top-k leaves the
 # rest at probability 0); a processor chain that keeps more keeps them all. 2: the history carries
@@ -157,7 +157,7 @@ def sampled_distributions(model, kwargs: dict[str, Any], inputs: dict[str, torch
 def engine_distributions(kwargs: dict[str, Any], logits: torch.Tensor, channels: int) -> torch.Tensor:
     """(channels, steps - 1, vocab) what `engine=static` draws each token of the history from: its own
     processor chain, not transformers'."""
-    from dia_bench.harness.worker.static_engine import Sampling, StaticEngine
+    from dia_bench.harness.runtime.static_engine import Sampling, StaticEngine
 
     sampling = Sampling.from_generate_kwargs(kwargs)
     rows = logits.shape[0] // channels

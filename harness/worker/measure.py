@@ -14,13 +14,12 @@ from dia_bench.harness import stats
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.presets import FRAMES_PER_SECOND, SAMPLE_RATE, get_preset
 from dia_bench.harness.record import now
-from dia_bench.harness.worker.codec import load_codec
-from dia_bench.harness.worker.pipeline import DiaPipeline, PipelineOutput, SamplingParams
+from dia_bench.harness.runtime.codec import load_codec
+from dia_bench.harness.runtime.pipeline import DiaPipeline, PipelineOutput, SamplingParams
+from dia_bench.harness.runtime.weights import resolve as resolve_weights
 from dia_bench.harness.worker.roofline import attention_cache_bytes, bandwidth_probe, roofline
 from dia_bench.harness.worker.trackers import PhaseMemory
-from dia_bench.harness.worker.weights import resolve as resolve_weights
-from dia_bench.optimizations.api import apply_plan
-from dia_bench.optimizations.registry import Plan
+from dia_bench.optimizations.registry import Plan, apply_plan
 
 MAX_REPEATS = 200  # a time budget on a tiny model must still end
 
@@ -83,7 +82,7 @@ def long_form(outputs: list[PipelineOutput], frames: int, batch: int) -> dict[st
     is left of its generation time beyond F steps is the fixed cost of a request.
     A step also grows slower as the sequence grows (attention over it, caches and masks rebuilt
     each step): the slope of step time against step index says by how much, so a figure at one
-    length can be carried to another (`harness/driver/scaling.py` does, to check the two against each other).
+    length can be carried to another (`harness/analysis/scaling.py` does, to check the two against each other).
     """
     rtf, fixed, growth = [], [], []
     for o in outputs:

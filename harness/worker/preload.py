@@ -23,4 +23,5 @@ from transformers import (  # noqa: F401
 )
 
 from dia_bench.harness import env  # noqa: F401
-from dia_bench.harness.worker import fidelity, measure, pipeline, static_engine  # noqa: F401
+from dia_bench.harness.runtime import pipeline, static_engine  # noqa: F401
+from dia_bench.harness.worker import fidelity, measure  # noqa: F401

@@ -17,7 +17,7 @@ from torch import nn
 
 from dia_bench.harness.jsonio import read_json, write_json_atomic
 from dia_bench.harness.paths import cache_dir
-from dia_bench.harness.worker import hugepages
+from dia_bench.harness.runtime import hugepages
 
 
 def _tensor_bytes(t: torch.Tensor) -> int:
@@ -97,7 +97,7 @@ def _best_seconds(fn: Callable[[], object], device: torch.device, iters: int) ->
 
 def _filled(numel: int, dtype: torch.dtype, device: torch.device, value: float = 1) -> torch.Tensor:
     """A buffer for a read kernel: on the CPU in 2 MB pages where the kernel allows, because a stream of
-    weights reads faster there (harness/worker/hugepages.py): the floor is what the memory can do."""
+    weights reads faster there (harness/runtime/hugepages.py): the floor is what the memory can do."""
     if device.type == "cpu":
         return hugepages.empty(numel, dtype).fill_(value)
     return torch.full((numel,), value, dtype=dtype, device=device)

@@ -4,7 +4,7 @@ a compiled step does, at one shape), `compiled` (that step compiled), and `span-
 through torch's matmuls instead of dia-bench's CPU kernel); each of them with `-bf16` appended keeps
 its caches in bf16 (kv-cache=bf16). One loaded model, the variants taking turns.
 
-    python -m tests.bench_long_request [--preset dia-1.6b] [--opt int4=8da4w-128 ...] [--seconds 20] [--rounds 2]
+    python -m tests.bench.long_request [--preset dia-1.6b] [--opt int4=8da4w-128 ...] [--seconds 20] [--rounds 2]
                                        [--variants span,whole,compiled,span-matmul,span-bf16,...] [--text medium]
 
 Prints, per round and variant, the first and last tenth's median step and the mean step, and the
@@ -23,11 +23,10 @@ from dia_bench.harness import env
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.driver.suite import load_texts, request_texts
 from dia_bench.harness.presets import FRAMES_PER_SECOND, frames_for_seconds
+from dia_bench.harness.runtime.pipeline import SamplingParams
+from dia_bench.harness.runtime.static_engine import StaticEngine
 from dia_bench.harness.worker.measure import load_pipeline
-from dia_bench.harness.worker.pipeline import SamplingParams
-from dia_bench.harness.worker.static_engine import StaticEngine
-from dia_bench.optimizations.api import apply_plan
-from dia_bench.optimizations.registry import resolve
+from dia_bench.optimizations.registry import apply_plan, resolve
 
 TEXT = ["[S1] Dia is an open weights text to dialogue model."]
 

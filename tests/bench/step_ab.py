@@ -1,7 +1,7 @@
 """One compiled int4=8da4w decode step two ways, taking turns in one process: the 8da4w kernel's software
 prefetch on and off (`--compare prefetch`), or its weights in 4 KB and in 2 MB pages (`--compare pages`).
 
-    python -m tests.bench_step_ab --compare prefetch|pages [--rounds 6] [--seconds 2]
+    python -m tests.bench.step_ab --compare prefetch|pages [--rounds 6] [--seconds 2]
 
 These VMs' memory bandwidth jumps (a Zen 4 read 35 and 67 GB/s seconds apart), so two runs of
 `dia-bench run` compare episodes rather than settings: here each round runs both, in alternating order,
@@ -22,12 +22,11 @@ import torch
 from dia_bench.harness import env
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.driver.suite import load_texts
-from dia_bench.harness.worker import hugepages
+from dia_bench.harness.kernels import w4a8
+from dia_bench.harness.runtime import hugepages
 from dia_bench.harness.worker.measure import load_pipeline, sampling_of
 from dia_bench.harness.worker.roofline import bandwidth_probe
-from dia_bench.optimizations import _w4a8
-from dia_bench.optimizations.api import apply_plan
-from dia_bench.optimizations.registry import resolve
+from dia_bench.optimizations.registry import apply_plan, resolve
 
 PLUGINS = ["int4=8da4w-128", "engine=static", "compile", "kv-cache=bf16", "codec-dtype=bf16"]
 
@@ -35,17 +34,17 @@ PLUGINS = ["int4=8da4w-128", "engine=static", "compile", "kv-cache=bf16", "codec
 def _page_switch() -> dict[str, Callable[[], None]]:
     """Each live 8da4w layer's kernel call bound to its own buffers (4 KB pages) or to copies in 2 MB pages."""
     layers = [o for o in gc.get_objects()
-              if isinstance(o, _w4a8.W4A8Linear) and _w4a8._CALLS[o.index] is not _w4a8._joined_away]
-    small = {m.index: _w4a8._CALLS[m.index] for m in layers}
+              if isinstance(o, w4a8.W4A8Linear) and w4a8._CALLS[o.index] is not w4a8._joined_away]
+    small = {m.index: w4a8._CALLS[m.index] for m in layers}
     huge = {}
     for m in layers:
         copies = [None if t is None else hugepages.empty(t.numel(), t.dtype).view(t.shape).copy_(t)
                   for t in (m.codes, m.scales, m.lows, m.bias)]
-        twin = _w4a8.W4A8Linear(None, m.group_size, (m.in_features, m.out_features, *copies))
-        huge[m.index] = _w4a8._CALLS[twin.index]  # the call keeps its buffers alive
+        twin = w4a8.W4A8Linear(None, m.group_size, (m.in_features, m.out_features, *copies))
+        huge[m.index] = w4a8._CALLS[twin.index]  # the call keeps its buffers alive
 
     def use(table: dict) -> Callable[[], None]:
-        return lambda: _w4a8._CALLS.__setitem__(slice(None), [table.get(i, f) for i, f in enumerate(_w4a8._CALLS)])
+        return lambda: w4a8._CALLS.__setitem__(slice(None), [table.get(i, f) for i, f in enumerate(w4a8._CALLS)])
 
     return {"4 KB pages": use(small), "2 MB pages": use(huge)}
 
@@ -62,7 +61,7 @@ def main() -> None:
     if args.compare == "pages":
         ways = _page_switch()
     else:
-        ways = {"prefetch": lambda: _w4a8.set_prefetch(True), "no prefetch": lambda: _w4a8.set_prefetch(False)}
+        ways = {"prefetch": lambda: w4a8.set_prefetch(True), "no prefetch": lambda: w4a8.set_prefetch(False)}
     sampling, cpu = sampling_of(cell), torch.device("cpu")
     for _ in range(2):  # the compile, then a warm request
         pipe.run(cell.request_texts, cell.frames, sampling, cell.seed)

@@ -1,7 +1,7 @@
 """What the DAC codec costs per second of audio, and what the guide's CPU techniques do to it: one process,
 the variants taking turns each round, so a machine that drifts drifts on all of them.
 
-    python -m tests.bench_codec [--seconds 2] [--rounds 5] [--preset dia-1.6b]
+    python -m tests.bench.codec [--seconds 2] [--rounds 5] [--preset dia-1.6b]
 
 Variants: fp32 (today's), autocast=bf16 (what the autocast plugin does to the codec), the codec's weights
 in bf16, and torch.compile of the decoder. Prints seconds of compute per second of audio (the codec's

@@ -7,7 +7,7 @@ process, a sum over 1 GiB read 50 GB/s in 4 KB pages and 69 GB/s in 2 MB pages (
 MB pages read faster in all of 6 more pairs, by 11-84%), so the roofline measures the memory in 2 MB
 pages: the best the machine does. The int4=8da4w kernel gains less, being no plain sum: a step's GEMVs
 alone took 16.0 ms against 14.7 ms (8%), and the whole compiled step (int4=8da4w-128 engine=static
-compile) moved by about 1%, within the noise, in six pairs (tests/bench_step_ab.py --compare pages). The
+compile) moved by about 1%, within the noise, in six pairs (tests/bench/step_ab.py --compare pages). The
 `hugepages` plugin lets a sweep measure it.
 """
 

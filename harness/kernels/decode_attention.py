@@ -1,5 +1,5 @@
-"""The static engine's attention for one query a row on the CPU: `_decode_attention.c`, built at first
-use (harness/worker/ckernels.py), behind the operator `dia_bench::decode_attention` so that a compiled step
+"""The static engine's attention for one query a row on the CPU: `decode_attention.c`, built at first
+use (harness/kernels/builder.py), behind the operator `dia_bench::decode_attention` so that a compiled step
 traces it. Where it cannot be built, the engine says so in its record and uses torch's matmuls."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from dia_bench.harness.worker.ckernels import KernelUnavailable, build
-from dia_bench.optimizations._ops import define_cpu_operator
+from dia_bench.harness.kernels.builder import KernelUnavailable, build
+from dia_bench.harness.kernels.ops import define_cpu_operator
 
-SOURCE = Path(__file__).with_name("_decode_attention.c")
+SOURCE = Path(__file__).with_name("decode_attention.c")
 KV_DTYPES = (torch.float32, torch.bfloat16)  # the cache's; queries and the output are fp32
 
 

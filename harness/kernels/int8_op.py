@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dia_bench.optimizations._ops import define_cpu_operator
+from dia_bench.harness.kernels.ops import define_cpu_operator
 
 _PACKED: list = []  # this process's packed weights, by the index the operator is given
 

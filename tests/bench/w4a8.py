@@ -2,12 +2,12 @@
 dynamic int8 (int8=dynamic) and torch's int4 (int4=128), on dia-1.6b's decoder shapes and 2 rows (CFG),
 the kernels taking turns in one process so that the machine's wandering bandwidth hits all alike.
 
-    python -m tests.bench_w4a8 [--layers 18] [--rounds 5]
+    python -m tests.bench.w4a8 [--layers 18] [--rounds 5]
 
 Prints per kernel the best and median time of one step's GEMVs and the weight bytes per second.
 "8da4w direct" calls the same 8da4w layers' kernel through ctypes with no operator or module around
 it: the difference to "8da4w" is what the Python around a call costs. "other prefetch" is the same with
-software prefetching switched the other way from this processor's default (_w4a8_kernel.c says why).
+software prefetching switched the other way from this processor's default (w4a8.c says why).
 Random weights (the kernels' speed does not depend on the values). Not a unit test.
 """
 
@@ -21,7 +21,7 @@ import warnings
 import torch
 
 from dia_bench.harness import env
-from dia_bench.optimizations import _w4a8
+from dia_bench.harness.kernels import w4a8
 from dia_bench.optimizations._int4_linear import Int4Linear
 
 # (out, in) of one decoder layer's Linear layers: self q, k, v, o; cross q, o; MLP gate-up, down.
@@ -36,7 +36,7 @@ def _layers(kind: str, count: int) -> tuple[list[tuple[torch.nn.Module, int]], i
             linear = torch.nn.Linear(inp, out, bias=False)
             torch.nn.init.normal_(linear.weight, std=0.02)
             if kind == "8da4w":
-                layer = _w4a8.W4A8Linear(linear, 128)
+                layer = w4a8.W4A8Linear(linear, 128)
                 nbytes += layer.dia_bench_weight_bytes()
             elif kind == "int4 (torch)":
                 layer = Int4Linear(linear, 128)
@@ -59,15 +59,15 @@ def main() -> None:
     kinds = {kind: _layers(kind, args.layers) for kind in ("8da4w", "int8 (fbgemm)", "int4 (torch)")}
     inputs = {inp: torch.randn(2, 1, inp) for _, inp in SHAPES}
     outputs = {id(layer): torch.empty(2, layer.out_features) for layer, _ in kinds["8da4w"][0]}
-    call = _w4a8.library().w4a8_linear
+    call = w4a8.library().w4a8_linear
 
-    default_prefetch = _w4a8.prefetches()
+    default_prefetch = w4a8.prefetches()
 
     def direct(prefetch: bool) -> None:
-        _w4a8.set_prefetch(prefetch)
+        w4a8.set_prefetch(prefetch)
         for layer, inp in kinds["8da4w"][0]:
             call(inputs[inp].data_ptr(), 2, *layer.kernel_args, outputs[id(layer)].data_ptr())
-        _w4a8.set_prefetch(default_prefetch)
+        w4a8.set_prefetch(default_prefetch)
 
     runs = {kind: (lambda layers=layers: [layer(inputs[inp]) for layer, inp in layers])
             for kind, (layers, _) in kinds.items()}
@@ -82,7 +82,7 @@ def main() -> None:
                 start = time.perf_counter()
                 run()
                 times[kind].append(time.perf_counter() - start)
-    print(f"cpu: {env.cpu_info()['model']}  threads: {torch.get_num_threads()}  kernel isa: {_w4a8.isa()}  "
+    print(f"cpu: {env.cpu_info()['model']}  threads: {torch.get_num_threads()}  kernel isa: {w4a8.isa()}  "
           f"software prefetch: {default_prefetch}  layers: {args.layers} x {len(SHAPES)}")
     for kind, nbytes in sizes.items():
         best, median = min(times[kind][1:]), statistics.median(times[kind][1:])

@@ -1,7 +1,7 @@
 """The guide's API, for people's own code: one call from a transformers Dia model to a fast generate.
 
     from transformers import DacModel, DiaForConditionalGeneration
-    from dia_bench.optimizations.api import create_cpu_generate, optimize_for_cpu
+    from dia_bench.harness.api import create_cpu_generate, optimize_for_cpu
 
     optimize_for_cpu()                      # threads = physical cores
     model = DiaForConditionalGeneration.from_pretrained("nari-labs/Dia-1.6B-0626")
@@ -12,31 +12,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-from dia_bench.optimizations.registry import Plan, resolve
+from dia_bench.optimizations.registry import apply_plan, resolve
 
 # engine=static by default: the same codes as transformers' generate (tests/test_static_engine.py) and
 # the faster loop wherever dia-bench measured both (README: engine=static; suites/engine-cpu.toml).
 GPU_DEFAULT = ["dtype=bf16", "sdpa=flash", "engine=static", "compile"]
-
-
-def apply_plan(pipe, plan: Plan, device: str) -> tuple[dict[str, str | None], dict[str, float]]:
-    """Apply a resolved plan's load-time transforms, contexts and generate arguments to a pipeline."""
-    notes: dict[str, str | None] = {}
-    seconds: dict[str, float] = {}
-    for step in plan.steps:
-        t = time.perf_counter()
-        notes[step.spec] = step.plugin.transform(pipe, step.value)
-        seconds[step.spec] = round(time.perf_counter() - t, 4)
-        pipe.generation_contexts.append(
-            lambda s=step: s.plugin.context(s.value, device) or contextlib.nullcontext())
-        pipe.generate_kwargs.update(step.plugin.generate_kwargs(step.value))
-    return notes, seconds
 
 
 def check_cpu_features() -> dict[str, Any]:
@@ -79,8 +64,8 @@ def create_fast_generate(model, codec=None, plugins: list[str] | None = None, de
     from transformers import DiaFeatureExtractor, DiaProcessor, DiaTokenizer
 
     from dia_bench.harness.presets import frames_for_seconds
-    from dia_bench.harness.worker.codec import TransformersDac
-    from dia_bench.harness.worker.pipeline import DiaPipeline, SamplingParams
+    from dia_bench.harness.runtime.codec import TransformersDac
+    from dia_bench.harness.runtime.pipeline import DiaPipeline, SamplingParams
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     plan = resolve(plugins if plugins is not None else GPU_DEFAULT, device)

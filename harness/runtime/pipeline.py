@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dia_bench.harness.presets import DELAY_PATTERN, decode_steps
-from dia_bench.harness.worker.codec import Codec
+from dia_bench.harness.runtime.codec import Codec
 
 if TYPE_CHECKING:
-    from dia_bench.harness.worker.static_engine import StaticEngine
+    from dia_bench.harness.runtime.static_engine import StaticEngine
 
 EOS, PAD, BOS = 1024, 1025, 1026
 
@@ -95,7 +95,7 @@ class DiaPipeline:
         self.cache_dtype: torch.dtype = torch.float32
         # The loaded checkpoint's digest, where known: plugins key caches of transformed weights by it.
         self.weights_id: str | None = None
-        # `engine=static` puts dia-bench's own decode loop here (harness/worker/static_engine.py); None is
+        # `engine=static` puts dia-bench's own decode loop here (harness/runtime/static_engine.py); None is
         # transformers' `generate`.
         self.engine: StaticEngine | None = None
         # The one SDPA backend the sdpa plugin allows, where it is in the plan: the static engine then

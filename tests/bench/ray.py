@@ -1,7 +1,7 @@
 """What the ray executor costs: one suite through `--executor local` and `--executor ray` (a Ray instance
 of its own on this machine: one node, so cells run one at a time as with local).
 
-    python -m tests.bench_ray OUT [--suite smoke] [--rounds 2]
+    python -m tests.bench.ray OUT [--suite smoke] [--rounds 2]
 
 The two executors take turns (local, ray, local, ray, ...), so a machine that drifts drifts on both.
 Prints the wall time of each sweep, the overhead Ray adds per cell (the sweep's wall time beyond the
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from dia_bench.harness.driver import rundir
+from dia_bench.harness import rundir
 
 
 def sweep(suite: str, out: Path, executor: str) -> float:

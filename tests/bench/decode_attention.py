@@ -1,7 +1,7 @@
-"""dia-bench's CPU attention kernel (harness/worker/_decode_attention.c) on dia-1.6b's shapes, fp32 cache
+"""dia-bench's CPU attention kernel (harness/kernels/decode_attention.c) on dia-1.6b's shapes, fp32 cache
 against bf16: 18 layers' cross-attention over the text and self-attention over a short and a long cache.
 
-    python -m tests.bench_decode_attention [--threads 2] [--text-tokens 180] [--reps 20]
+    python -m tests.bench.decode_attention [--threads 2] [--text-tokens 180] [--reps 20]
 
 Prints the median time of the 18 calls and the rate the keys and values were read at. Not a unit test:
 the figures depend on the machine (each layer's keys and values are separate buffers, as in a step).
@@ -16,7 +16,7 @@ import time
 import torch
 
 from dia_bench.harness import env
-from dia_bench.harness.worker import decode_attention  # noqa: F401 (registers the operator)
+from dia_bench.harness.kernels import decode_attention  # noqa: F401 (registers the operator)
 
 LAYERS, DIM = 18, 128
 

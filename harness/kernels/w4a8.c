@@ -10,13 +10,13 @@
  * Activations are quantized per row and group: x[m,k] ~ xq[m,k] * xs[m,g], xq in -127..127. Then
  *   y[m,n] = sum_g scale[n,g] * xs[m,g] * sum_k q*xq  +  low[n,g] * sum_k x[m,k]   (the last sum exact).
  *
- * Layout of the codes (built by _w4a8.py): tiles of TN=64 outputs; a tile holds, for each 8 inputs,
+ * Layout of the codes (built by w4a8.py): tiles of TN=64 outputs; a tile holds, for each 8 inputs,
  * 4 chunks of 64 bytes, each 16 outputs x 4 bytes; byte b of output j holds input k0+b in its low
  * nibble and input k0+4+b in its high nibble. So one tile is one contiguous stream, and one 32-bit
  * lane of a 512-bit load is exactly what one VNNI dot product of 4 inputs reads.
  * Scales and lows: [tile][group][64] floats. Outputs are padded to a multiple of 64 with zero codes.
  *
- * Built at first use with the machine's own flags (-march=native) and cached by _w4a8.py. The
+ * Built at first use with the machine's own flags (-march=native) and cached by w4a8.py. The
  * integer dot products are exact in every path, so the paths differ only in the order of float sums.
  */
 #include <math.h>
@@ -34,7 +34,7 @@
  * with it than with one distance; on a 2-core Zen 4 they ran 10% faster without any (4 KB pages) and
  * 27% faster (2 MB pages), in interleaved comparisons, and the whole compiled int4 decode step 5-20%
  * faster in each of 6 pairs. So it is on for Intel and off elsewhere, and
- * w4a8_set_prefetch overrides that for a benchmark (tests/bench_w4a8.py compares both). */
+ * w4a8_set_prefetch overrides that for a benchmark (tests/bench/w4a8.py compares both). */
 static int prefetch = -1;
 
 int w4a8_prefetch(void) {

@@ -8,8 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from dia_bench.harness import stats
-from dia_bench.harness.driver import rundir
+from dia_bench.harness import rundir, stats
 
 # Cells are compared against the baseline measured under the same conditions, on the same node (a Ray
 # sweep measures each node's own baselines; a local run has one node, None).

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dia_bench.harness import stats
-from dia_bench.harness.driver import results
+from dia_bench.harness.analysis import results
 
 GROUP = ["run", "preset", "device", "plugins", "batch", "text_label"]
 

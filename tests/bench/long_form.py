@@ -1,9 +1,9 @@
 """How closely two clocks agree on the cost of one more second of audio: a least-squares line
 through the generation times of requests of three lengths, and the slope one length's decode steps
-predict (`dia_bench.harness.driver.scaling.slope_from_steps`). In one process, lengths interleaved, the median
+predict (`dia_bench.harness.analysis.scaling.slope_from_steps`). In one process, lengths interleaved, the median
 request of each length per fit.
 
-    python -m tests.bench_long_form [--preset dia-tiny] [--rounds 9]
+    python -m tests.bench.long_form [--preset dia-tiny] [--rounds 9]
 
 Prints both slopes and their ratio, with the CPU. Not a unit test: on dia-tiny a step is 2-5 ms of
 small ops and a 2-core VM moves it by tens of percent, so the ratio is a measurement of this machine
@@ -17,10 +17,10 @@ import argparse
 import numpy as np
 
 from dia_bench.harness import env
-from dia_bench.harness.driver import scaling
+from dia_bench.harness.analysis import scaling
 from dia_bench.harness.presets import FRAMES_PER_SECOND, frames_for_seconds
+from dia_bench.harness.runtime.pipeline import SamplingParams
 from dia_bench.harness.worker.measure import long_form
-from dia_bench.harness.worker.pipeline import SamplingParams
 
 TEXT = ["[S1] Dia is an open weights text to dialogue model."]
 

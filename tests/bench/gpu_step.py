@@ -3,7 +3,7 @@ the step does to its time and to the kernels it runs. Made for a lent GPU's few 
 2.08 ms on an H200 against a 0.62 ms bandwidth floor), where a sweep would reload the
 weights and start a worker for every variant.
 
-    python -m tests.bench_gpu_step [--preset dia-1.6b] [--device cuda] [--variant base --variant fused ...]
+    python -m tests.bench.gpu_step [--preset dia-1.6b] [--device cuda] [--variant base --variant fused ...]
                                    [--batch 1 --batch 16] [--seconds 2] [--out step.json]
 
 Variants (joined with +): base (q, k and v as three GEMMs, as transformers' modules run them), fused
@@ -32,12 +32,11 @@ from dia_bench.harness import env
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.driver.suite import load_texts, request_texts
 from dia_bench.harness.presets import frames_for_seconds
+from dia_bench.harness.runtime.pipeline import SamplingParams
+from dia_bench.harness.runtime.static_engine import StaticEngine
 from dia_bench.harness.worker.measure import load_pipeline
-from dia_bench.harness.worker.pipeline import SamplingParams
 from dia_bench.harness.worker.profiling import device_busy, is_device_work
-from dia_bench.harness.worker.static_engine import StaticEngine
-from dia_bench.optimizations.api import apply_plan
-from dia_bench.optimizations.registry import resolve
+from dia_bench.optimizations.registry import apply_plan, resolve
 
 KNOBS = {"base", "fused", "cdt", "autotune"}
 

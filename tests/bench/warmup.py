@@ -3,7 +3,7 @@ one warmed by a request of the cell's own length, one by a short request (what s
 `warmup_seconds` asks for), then repeats of the cell's length; for each, the first repeat against the
 median of the others.
 
-    python -m tests.bench_warmup [--preset dia-1.6b] [--seconds 0.25] [--warmup-seconds 0.02] [--rounds 2]
+    python -m tests.bench.warmup [--preset dia-1.6b] [--seconds 0.25] [--warmup-seconds 0.02] [--rounds 2]
 
 Prints one line a process, then the median over processes of first/rest per warmup. Not a unit test:
 the figures name the machine and go in a closing note.
@@ -26,8 +26,8 @@ def one_process(preset: str, seconds: float, warmup_seconds: float, repeats: int
 
     from dia_bench.harness.cell import Cell
     from dia_bench.harness.presets import frames_for_seconds
+    from dia_bench.harness.runtime.pipeline import SamplingParams
     from dia_bench.harness.worker.measure import load_pipeline
-    from dia_bench.harness.worker.pipeline import SamplingParams
 
     pipe, _ = load_pipeline(Cell(preset=preset, device="cpu", fidelity=False))
     sampling = SamplingParams()
@@ -57,7 +57,7 @@ def main() -> None:
     ratios: dict[str, list[float]] = {"full": [], "short": []}
     for _ in range(args.rounds):
         for kind, warmup in (("full", args.seconds), ("short", args.warmup_seconds)):
-            out = subprocess.run([sys.executable, "-m", "tests.bench_warmup", "--preset", args.preset, "--seconds",
+            out = subprocess.run([sys.executable, "-m", "tests.bench.warmup", "--preset", args.preset, "--seconds",
                                   str(args.seconds), "--repeats", str(args.repeats), "--child", str(warmup)],
                                  capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,4 +1,4 @@
-"""int4 weights with int8 activations (8da4w) through dia-bench's own CPU kernel (_w4a8_kernel.c).
+"""int4 weights with int8 activations (8da4w) through dia-bench's own CPU kernel (w4a8.c).
 
 The kernel is C built at first use by the system compiler with this machine's flags, and cached by
 the source, the compiler and the processor (the VMs here change CPU between sessions, and a library
@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dia_bench.harness.worker.ckernels import build
-from dia_bench.optimizations._int4_linear import quantize_groupwise
-from dia_bench.optimizations._ops import define_cpu_operator
+from dia_bench.harness.kernels.builder import build
+from dia_bench.harness.kernels.groupwise import quantize_groupwise
+from dia_bench.harness.kernels.ops import define_cpu_operator
 
-SOURCE = Path(__file__).with_name("_w4a8_kernel.c")
+SOURCE = Path(__file__).with_name("w4a8.c")
 TILE = 64  # outputs per tile: TN in the C source
 
 

@@ -28,9 +28,9 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.dia.modeling_dia import apply_rotary_pos_emb, eager_attention_forward
 
+from dia_bench.harness.kernels.decode_attention import KV_DTYPES
 from dia_bench.harness.presets import decode_steps
-from dia_bench.harness.worker.decode_attention import KV_DTYPES
-from dia_bench.harness.worker.pipeline import BOS, EOS, PAD
+from dia_bench.harness.runtime.pipeline import BOS, EOS, PAD
 
 NEG_INF = float("-inf")
 
@@ -105,7 +105,7 @@ class StaticEngine:
         self._buffers: dict[tuple, torch.Tensor] = {}
         # One GEMM for q, k and v instead of three. On an H200 the k and v GEMMs of 2 rows took 5.4 us
         # each for 2 MB of weights (36 a step, 0.19 ms of a 2.08 ms step): a GEMM that small costs its
-        # launch and tail, not its bytes. Joined, the step fell to 1.91 ms (tests/bench_gpu_step.py).
+        # launch and tail, not its bytes. Joined, the step fell to 1.91 ms (tests/bench/gpu_step.py).
         # On by default on CUDA only: on a CPU a joined GEMM may round differently from generate's
         # three, and greedy codes are tested there to be generate's own. Only where all three are
         # plain Linear layers (int8, int4 and onednn replace them).
@@ -425,7 +425,7 @@ def _per_row(mask: torch.Tensor) -> torch.Tensor:
 
 
 def _kernel_attends(dtype: torch.dtype) -> bool:
-    from dia_bench.harness.worker import decode_attention
+    from dia_bench.harness.kernels import decode_attention
 
     return dtype == torch.float32 and decode_attention.unavailable() is None
 
@@ -442,7 +442,7 @@ def _widened(attend: Callable[..., tuple[torch.Tensor, Any]]) -> Callable[..., t
 def _cpu_kernel_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                           mask: torch.Tensor, dropout: float = 0.0, scaling: float | None = None,
                           **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """One query a row in fp32 through dia-bench's kernel (harness/worker/decode_attention.py), which streams
+    """One query a row in fp32 through dia-bench's kernel (harness/kernels/decode_attention.py), which streams
     each key/value head once for its group of queries; anything else as `_cpu_attention`."""
     if query.shape[2] != 1 or query.dtype != torch.float32 or key.dtype not in KV_DTYPES or key.dtype != value.dtype:
         return _widened(_cpu_attention)(module, query, key, value, mask, dropout, scaling)

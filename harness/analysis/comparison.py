@@ -7,8 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from dia_bench.harness import stats
-from dia_bench.harness.driver import results, rundir
+# What identifies a machine: runs on two machines are never one line in `dia-bench history`.
+from dia_bench.harness import rundir, stats
+from dia_bench.harness.analysis import results
 
 # What identifies a machine: runs on two machines are never one line in `dia-bench history`.
 MACHINE = {

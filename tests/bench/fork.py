@@ -1,6 +1,6 @@
 """Does a forked worker measure what a fresh interpreter does? The same cell, processes taking turns.
 
-    python -m tests.bench_fork [--rounds 3] [--preset dia-1.6b] [--seconds 0.25] [--repeats 5]
+    python -m tests.bench.fork [--rounds 3] [--preset dia-1.6b] [--seconds 0.25] [--repeats 5]
 
 Each round runs the cell once forked from the fork server and once with DIA_BENCH_FORK=0; it prints
 each run's generation median, decode step p50, peak RSS of the repeats, load time and worker wall.

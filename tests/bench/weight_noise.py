@@ -2,7 +2,7 @@
 bf16, do to the teacher-forced logits of one history. It asks whether a fidelity figure judges the
 optimization or the weights.
 
-    python -m tests.bench_weight_noise [--preset dia-1.6b] [--frames 24]
+    python -m tests.bench.weight_noise [--preset dia-1.6b] [--frames 24]
 
 Prints the mean cosine of the logits and the agreement of their top token against fp32, for weights
 scaled by (1 + e N(0, 1)) with e = 1e-5, 1e-4 and 1e-3 (bf16 rounds at about 4e-3), then for bf16.
@@ -21,9 +21,9 @@ import torch
 
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.env import collect
+from dia_bench.harness.runtime.pipeline import SamplingParams
 from dia_bench.harness.worker.fidelity import teacher_forced_logits, valid_positions
 from dia_bench.harness.worker.measure import load_pipeline
-from dia_bench.harness.worker.pipeline import SamplingParams
 
 TEXT = "[S1] Dia is an open weights text to dialogue model."
 

@@ -1,7 +1,7 @@
 """Does this machine's memory bandwidth hold still? The roofline's probe (harness/worker/roofline.py:
 bandwidth_probe), taken in turns on fresh buffers and on buffers kept alive, over some rounds.
 
-    python -m tests.bench_bandwidth_drift [--rounds 8] [--pause 2]
+    python -m tests.bench.bandwidth_drift [--rounds 8] [--pause 2]
 
 Prints per round the fresh probe and each kept buffer's read bandwidth (GB/s, best of 5 sums over
 256 MiB). Fresh and kept moving together means time (the VM's neighbours); one kept buffer apart

@@ -3,7 +3,7 @@ the two loops taking turns, so that a machine whose memory bandwidth wanders (2-
 steps 60% slower, lasting seconds) slows both alike. Sweep cells run in separate processes minutes
 apart and cannot separate a 10% engine effect from that.
 
-    python -m tests.bench_engine [--preset dia-1.6b] [--opt int8=dynamic ...] [--frames 24] [--rounds 4]
+    python -m tests.bench.engine [--preset dia-1.6b] [--opt int8=dynamic ...] [--frames 24] [--rounds 4]
 
 Prints each round's median step per engine, and the median over rounds of their ratio. Not a unit
 test: the figures depend on the machine.
@@ -18,11 +18,10 @@ import torch
 
 from dia_bench.harness import env
 from dia_bench.harness.cell import Cell
+from dia_bench.harness.runtime.pipeline import SamplingParams
+from dia_bench.harness.runtime.static_engine import StaticEngine
 from dia_bench.harness.worker.measure import load_pipeline
-from dia_bench.harness.worker.pipeline import SamplingParams
-from dia_bench.harness.worker.static_engine import StaticEngine
-from dia_bench.optimizations.api import apply_plan
-from dia_bench.optimizations.registry import resolve
+from dia_bench.optimizations.registry import apply_plan, resolve
 
 TEXT = ["[S1] Dia is an open weights text to dialogue model."]
 

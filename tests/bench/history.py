@@ -1,6 +1,6 @@
 """How long `dia-bench history` takes over many runs, and how large its page is.
 
-    python -m tests.bench_history OUT [--real RUN_DIR] [--commits 100]
+    python -m tests.bench.history OUT [--real RUN_DIR] [--commits 100]
 
 Without `--real`, a real sweep of a 10-cell dia-tiny suite is made first (OUT/real). Its records are
 rewritten as in the tests (tests/history_story.py) to `--commits` commits on each of two machines

@@ -44,6 +44,17 @@ class Plugin:
     # autotuned algorithms): the warmup must then be a request of the measured length.
     warms_per_shape: ClassVar[bool] = False
 
+    def default_value(self, device: str) -> str | None:
+        """What a bare spec (`--opt int4`) runs on this device: the fastest variant that runs correctly on
+        this machine. A plugin whose fastest variant depends on the machine says so here; the chosen value
+        is then what the plan, the cell and the record carry."""
+        return self.default
+
+    def value_on(self, raw: str | None, device: str) -> Any:
+        """The value a spec runs with on this device: `parse` of what the user wrote, where a plugin with a
+        list of values and none given takes `default_value(device)`."""
+        return self.parse(self.default_value(device) if raw is None and self.values else raw)
+
     def parse(self, value: str | None) -> Any:
         """Turn the user's value into the plugin's; raise ValueError naming the allowed ones."""
         if self.values is None:

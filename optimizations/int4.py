@@ -28,13 +28,22 @@ W4A8_KERNEL = "dia_bench::w4a8_linear"
 class Int4(Plugin):
     name = "int4"
     description = ("INT4 Linear layers with groupwise scales (the value: group size): weight-only through torch's "
-                   "int4 CPU kernels or torchao on CUDA; 8da4w-G adds int8 activations through dia-bench's CPU kernel")
+                   "int4 CPU kernels or torchao on CUDA; 8da4w-G adds int8 activations through dia-bench's CPU kernel; "
+                   "a bare int4 runs 8da4w-128 where that kernel builds")
     expectation = Expectation(section="Advanced Optimizations / Quantization (INT8/INT4)",
                               note="no speedup figure in the guide: 'maximum speed with some quality tradeoff'")
     values = GROUP_SIZES + tuple(W4A8 + g for g in GROUP_SIZES)
-    default = "128"
+    default = "128"  # where no device is named; a bare `int4` takes default_value(device)
     conflicts = frozenset({"int8", "ipex", "autocast"})
     order = 20  # after the dtype cast (the scales take the weights' dtype), before compile
+
+    def default_value(self, device: str) -> str:
+        """dia-bench's 8da4w kernel where it builds on this CPU: a decode step's 2 rows leave torch's int4
+        kernel compute bound, and the int8 dot products beat it (docs/kernels.md). Elsewhere, and on CUDA
+        (torchao), weight-only int4 at group size 128."""
+        if not device.startswith("cuda") and self.availability(W4A8 + self.default, device) is None:
+            return W4A8 + self.default
+        return self.default
 
     def availability(self, value: str, device: str) -> str | None:
         if value.startswith(W4A8):

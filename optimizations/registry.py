@@ -113,7 +113,7 @@ def resolve(specs: list[str], device: str) -> Plan:
         name, raw = split_spec(spec)
         plugin = get_plugin(name)
         try:
-            value = plugin.parse(raw)
+            value = plugin.value_on(raw, device)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         if name in chosen:

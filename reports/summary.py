@@ -166,10 +166,11 @@ def print_plugins(device: str, as_json: bool = False) -> None:
         applies = device_type(device) in plugin.devices
         reason = None if applies else f"does not apply to {device_type(device)}"
         if applies:
-            reason = plugin.availability(plugin.parse(plugin.default if plugin.values else None), device)
+            reason = plugin.availability(plugin.value_on(None, device), device)
         rows.append({
             "name": plugin.name, "description": plugin.description,
-            "values": list(plugin.values) if plugin.values else None, "default": plugin.default,
+            "values": list(plugin.values) if plugin.values else None,
+            "default": plugin.value_on(None, device) if applies and plugin.values else plugin.default,
             "devices": sorted(plugin.devices), "guide_section": plugin.expectation.section,
             "guide_speedup": plugin.expectation.speedup, "available": reason is None, "reason": reason,
         })
@@ -181,7 +182,10 @@ def print_plugins(device: str, as_json: bool = False) -> None:
         table.add_column(col)
     for r in rows:
         speed = r["guide_speedup"]
-        table.add_row(r["name"], "|".join(r["values"] or []) or "-",
+        values = "|".join(r["values"] or []) or "-"
+        if r["values"] and r["default"]:
+            values += f" (bare: {r['default']})"
+        table.add_row(r["name"], values,
                       "[green]yes[/]" if r["available"] else f"[red]no[/]: {r['reason']}",
                       f"{speed[0]:g}-{speed[1]:g}x" if speed else "-", r["description"])
     _console().print(table)

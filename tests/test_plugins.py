@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dia_bench.harness.driver.launcher import run_isolated
-from dia_bench.optimizations.registry import CompositionError, all_plugins, resolve
+from dia_bench.optimizations.registry import CompositionError, all_plugins, get_plugin, resolve
 from tests.conftest import requires_cuda, run_cli, tiny_cell
 
 GUIDE_PLUGINS = {"compile", "autocast", "dtype", "sdpa", "tf32", "cudnn-benchmark", "cfg", "int8", "ipex",
@@ -187,7 +187,7 @@ def test_channels_last_says_it_had_nothing_to_act_on():
     (["int8=dynamic"], "cuda", "CPU kernels only"),
     (["cfg=3", "cfg=0"], "cpu", "given twice"),
     (["int4", "int8"], "cpu", "conflicts"),
-    (["int4", "dtype=fp16"], "cpu", "bf16"),
+    (["int4=128", "dtype=fp16"], "cpu", "bf16"),
     (["int4"], "cuda", "dtype=bf16"),
     (["int4=8da4w-128"], "cuda", "CPU kernel"),
     (["onednn", "int4"], "cpu", "conflicts"),
@@ -322,3 +322,15 @@ def test_int8_weights_are_quantized_once_and_a_bad_entry_is_rebuilt(tmp_path):
     third = run_isolated(cell, timeout_s=300, extra_env=env)
     assert third["status"] == "ok" and third["plugin_reports"]["int8=dynamic"]["int8_cache"].startswith("rebuilt")
     assert third["audio_sha256"] == first["audio_sha256"]
+
+
+def test_a_bare_int4_runs_the_fastest_variant_this_machine_runs():
+    """dia-bench's 8da4w kernel where it builds here, torch's weight-only int4 otherwise; torchao's on CUDA.
+    A value given is kept as given."""
+    int4 = get_plugin("int4")
+    builds = int4.availability("8da4w-128", "cpu") is None
+    assert resolve(["int4"], "cpu").specs == ["int4=8da4w-128" if builds else "int4=128"]
+    assert resolve(["int4", "dtype=bf16"], "cuda").specs == ["dtype=bf16", "int4=128"]
+    assert resolve(["int4=64"], "cpu").specs == ["int4=64"]
+    assert int4.parse(None) == "128"  # no device named: the class default
+    assert get_plugin("dtype").value_on(None, "cpu") == get_plugin("dtype").default

@@ -253,6 +253,7 @@ def test_compile_compiles_the_engines_step(tmp_path):
     assert rec["status"] == "ok", rec.get("reason")
     assert "decode step compiled" in rec["plugin_notes"]["compile=default"]
     assert rec["plugin_reports"]["engine=static"]["compiled_step"] == "default"
+    assert rec["plugin_defaults"] == {"compile": "compile=default"}  # the record says what a bare spec ran
     assert rec["plugin_reports"]["compile=default"]["dynamo_unique_graphs"] >= 1
 
 

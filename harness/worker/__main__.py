@@ -50,7 +50,7 @@ def _inject_fault() -> None:
 
 def run_cell(cell: Cell, argv: list[str] | None = None) -> dict[str, Any]:
     from dia_bench.harness.worker import forked
-    from dia_bench.optimizations.registry import resolve
+    from dia_bench.optimizations.registry import resolve, split_spec
 
     rec = base_record(cell)
     cell.validate()  # the parent checked already; a cell file written by hand meets the same rules
@@ -67,6 +67,10 @@ def run_cell(cell: Cell, argv: list[str] | None = None) -> dict[str, Any]:
     from dia_bench.harness.worker.measure import measure_pipeline
 
     rec["plugins"] = plan.specs
+    # A bare spec runs the fastest variant that runs correctly on this machine: say which it became here.
+    bare = {n for n, v in map(split_spec, cell.plugins) if v is None}
+    rec["plugin_defaults"] = {step.plugin.name: step.spec for step in plan.steps
+                              if step.plugin.name in bare and step.value is not None}
     # A local sweep's driver checked this machine already; on a Ray node nobody has until now.
     try:
         check_device(cell.device)

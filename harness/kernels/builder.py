@@ -1,7 +1,7 @@
 """C kernels dia-bench builds on the machine that runs them, at first use, with the system compiler.
 
 Each is keyed by its source, the compiler and its version, the flags and the processor (these VMs
-change CPU between sessions), and built into the cache atomically: a concurrent worker sees a whole
+change CPU from one run to the next), and built into the cache atomically: a concurrent worker sees a whole
 library or none. OpenMP resolves to the runtime torch already loaded, so `threads=N` governs it too."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """int4 weights with int8 activations (8da4w) through dia-bench's own CPU kernel (w4a8.c).
 
 The kernel is C built at first use by the system compiler with this machine's flags, and cached by
-the source, the compiler and the processor (the VMs here change CPU between sessions, and a library
+the source, the compiler and the processor (a VM may change CPU from one run to the next, and a library
 built for one may not run on another). It runs in torch's own OpenMP runtime: the library links
 libgomp, which resolves to the copy torch has already loaded, so both share one thread pool and
 torch.set_num_threads applies to both. Layers call it through one custom operator, so torch.compile

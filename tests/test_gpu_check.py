@@ -1,4 +1,4 @@
-"""The GPU check prepared on CPU: the gpu-quick suite, per-cell batch sizes, .ci/gpu-check."""
+"""The GPU check prepared on CPU: the GPU suites, per-cell batch sizes and limits, .ci/gpu-check."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 GPU_CHECK = REPO / ".ci" / "gpu-check"
+# Every GPU plugin of the optimization guide, on dia-1.6b against the fp32 baseline of the same run.
+GUIDE_CELLS = [
+    ["tf32"], ["dtype=bf16"], ["dtype=fp16"], ["autocast=bf16"], ["autocast=fp16"],
+    *(["dtype=bf16", f"sdpa={b}"] for b in ("flash", "efficient", "cudnn", "math")),
+    ["cudnn-benchmark"], ["channels-last"], ["dtype=bf16", "int8=torchao-weight"], ["dtype=bf16", "cfg=0"],
+    ["dtype=bf16", "compile"], ["dtype=bf16", "engine=static", "compile=reduce-overhead"],
+]
 REQUIRED_CELLS = [
     [], ["tf32"], ["dtype=bf16"], ["dtype=bf16", "sdpa=flash"], ["dtype=bf16", "compile"],
     ["dtype=bf16", "int8=torchao-weight"], ["dtype=bf16", "cfg=0"],
@@ -29,6 +36,26 @@ def _one_line_usage_error(result: subprocess.CompletedProcess, *needles: str) ->
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     for n in needles:
         assert n in lines[0], lines[0]
+
+
+def test_the_guide_suite_runs_every_gpu_plugin_of_the_guide_ordered_for_a_deadline():
+    suite = parse_suite(SUITES_DIR / "gpu-guide.toml")
+    assert suite.presets == ["dia-1.6b"] and suite.devices == ["cuda"] and suite.seconds == [2.0]
+    assert suite.batch == [1] and suite.repeats >= 3 and suite.texts == ["medium"]
+    planned = expand(suite, this_machine=False)  # as on the GPU machine: here every cell would be skipped
+    roles = [p.role for p in planned]
+    assert roles[0] == "baseline-start" and roles[-1] == "baseline-end" and "baseline-mid" in roles
+    cells = [p.cell.plugins for p in planned if p.role == "cell"]
+    assert sorted(map(sorted, cells)) == sorted(map(sorted, GUIDE_CELLS))
+    # Eager bf16 first (every other figure is read beside it); a cold compile, the least predictable
+    # cell, after the eager headline cells; the codec-only settings last.
+    assert cells[0] == ["dtype=bf16"] and cells[-1] == ["channels-last"]
+    first_compiled = next(i for i, c in enumerate(cells) if any(s.startswith("compile") for s in c))
+    assert {"tf32", "dtype=fp16"} <= {c[-1] for c in cells[:first_compiled]}
+    # Each cell has a limit, the compiled ones their own longer one; none eats a lent GPU's 15 minutes.
+    limits = {tuple(p.cell.plugins): p.timeout_s or suite.timeout_s for p in planned}
+    assert all(60 <= t <= 300 for t in limits.values())
+    assert limits[("dtype=bf16", "compile")] > suite.timeout_s
 
 
 def test_gpu_quick_suite_has_the_cells_the_issue_asks_for():
@@ -73,7 +100,9 @@ def test_a_cell_table_runs_at_its_own_batch_sizes(tmp_path):
 
 @pytest.mark.parametrize("cells, needles", [
     ('[{plugins = ["cfg=0"], batches = 2}]', ["unknown key 'batches'", "did you mean 'batch'"]),
-    ('[{plugins = ["cfg=0"]}]', ["needs batch = N"]),
+    ('[{plugins = ["cfg=0"]}]', ["needs batch = N or timeout_s = S"]),
+    ('[{plugins = ["cfg=0"], timeout_s = 0}]', ["timeout_s = 0", "> 0"]),
+    ('[{plugins = ["cfg=0"], timeout_s = "long"}]', ["timeout_s = 'long'"]),
     ('[{plugins = ["cfg=0"], batch = 0}]', ["batch = 0", "integer >= 1"]),
     ('[{plugins = ["cfg=0"], batch = [true]}]', ["integer >= 1"]),
     ('[{plugins = "cfg=0", batch = 2}]', ["cells must be lists"]),
@@ -83,6 +112,23 @@ def test_bad_cell_tables_are_one_line_errors(tmp_path, cells, needles):
     path = tmp_path / "bad.toml"
     path.write_text(PER_CELL_BATCH.replace(PER_CELL_BATCH.split("cells = ")[1], cells + "\n"))
     _one_line_usage_error(run_cli("sweep", str(path), "--list"), str(path), *needles)
+
+
+def test_a_cell_table_gives_that_cell_its_own_limit(tmp_path):
+    """A cell whose own timeout_s is too short for it is stopped and recorded as timed out at that limit,
+    while the suite's limit holds for the others."""
+    path = tmp_path / "s.toml"
+    path.write_text(PER_CELL_BATCH.replace(PER_CELL_BATCH.split("cells = ")[1],
+                                           '[["cfg=0"], {plugins = ["cfg=0", "threads=1"], timeout_s = 0.5}]\n'))
+    planned = expand(parse_suite(path))
+    assert [(p.cell.plugins, p.timeout_s) for p in planned] == [
+        ([], None), (["cfg=0"], None), (["cfg=0", "threads=1"], 0.5), ([], None)]
+    out = tmp_path / "run"
+    run_cli("sweep", str(path), "--out", str(out), "--quiet", "--only", "threads=1")
+    from dia_bench.harness import rundir
+
+    (rec,) = [r for r in rundir.records(out) if "threads=1" in r["plugins"]]
+    assert rec["status"] == "failed" and rec["reason"].startswith("timed out after 0.5 s"), rec["reason"]
 
 
 def _gpu_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -95,9 +141,8 @@ def test_gpu_check_rehearsal_lists_the_suite_on_cpu_and_dia_tiny():
     result = _gpu_check("--rehearse", "--part", "sweep", "--list")
     assert result.returncode == 0, result.stderr
     cells = [ln for ln in result.stdout.splitlines() if "/cpu/" in ln]
-    assert len(cells) == 12, result.stdout  # 11 cells and the closing baseline
+    assert len(cells) == len(GUIDE_CELLS) + 3, result.stdout  # and the baselines: first, once between, last
     assert all(ln.split()[1].startswith("dia-tiny/cpu/") for ln in cells), result.stdout
-    assert any(ln.split()[1].endswith("dtype=bf16/medium/2s/b8") for ln in cells), result.stdout
     tf32 = next(ln for ln in cells if "/tf32/" in ln)
     assert "skipped: " in tf32 and "does not apply to cpu" in tf32  # recorded as skipped, not an error
 
@@ -120,6 +165,7 @@ def test_the_step_bench_refuses_an_unknown_variant_in_one_line():
     (["--part", "nightly"], "--part 'nightly'"),
     (["--deadline", "soon"], "--deadline 'soon'"),
     (["--gpu"], "unknown argument '--gpu'"),
+    (["--resume", "/nonexistent/run"], "--resume '/nonexistent/run': no run.json there"),
 ])
 def test_gpu_check_bad_arguments_are_one_line_errors(args, needle):
     _one_line_usage_error(_gpu_check(*args), needle)

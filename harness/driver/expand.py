@@ -17,6 +17,7 @@ class PlannedCell:
     role: str = "cell"  # "baseline-start", "baseline-mid", "baseline-end" or "cell"
     skip_reason: str | None = None
     node: str | None = None  # a Ray node id: the cell must run there (each node's own baselines)
+    timeout_s: float | None = None  # the suite's cell table gave this cell its own limit
 
 
 def _spec(name: str, value: str | None) -> str:
@@ -36,6 +37,13 @@ def plugin_combinations(suite: Suite) -> list[list[str]]:
     # leave-one-out: every plugin (first value), then all but one
     everything = [opts[0] for opts in options]
     return [everything] + [[s for s in everything if s != left] for left in everything]
+
+
+def cell_timeouts(suite: Suite) -> list[float | None]:
+    """Per entry of plugin_combinations: the cell's own limit in seconds, None for the suite's."""
+    if suite.design == "explicit" and suite.cell_timeouts:
+        return list(suite.cell_timeouts)
+    return [None for _ in plugin_combinations(suite)]
 
 
 def batch_sizes(suite: Suite) -> list[list[int]]:
@@ -87,8 +95,9 @@ def expand(suite: Suite, this_machine: bool = True) -> list[PlannedCell]:
     # unless the suite lists one: its throughput still compares with the same plugins at the suite's.
     covered = {b for plugins, sizes in zip(combos, batches, strict=True) if not plugins for b in sizes}
     missing = [b for b in suite.batch if b not in covered]
+    timeouts = cell_timeouts(suite)
     if missing:
-        combos, batches = [[], *combos], [missing, *batches]
+        combos, batches, timeouts = [[], *combos], [missing, *batches], [None, *timeouts]
     # The suite's batch sizes first, so suites without per-cell batches keep their order.
     all_batches = list(dict.fromkeys([*suite.batch, *(b for bs in batches for b in bs)]))
     planned: list[PlannedCell] = []
@@ -97,7 +106,7 @@ def expand(suite: Suite, this_machine: bool = True) -> list[PlannedCell]:
         ends: list[PlannedCell] = []
         for preset, text_key, seconds, batch in itertools.product(suite.presets, suite.texts, suite.seconds,
                                                                     all_batches):
-            for plugins, sizes in zip(combos, batches, strict=True):
+            for plugins, sizes, timeout in zip(combos, batches, timeouts, strict=True):
                 if batch not in sizes:
                     continue
                 chosen = request_texts(text_key, texts)
@@ -119,11 +128,11 @@ def expand(suite: Suite, this_machine: bool = True) -> list[PlannedCell]:
                 seen.add(cell.cell_id)
                 role = "baseline-start" if not plugins else "cell"
                 item = PlannedCell(key=cell.cell_id, cell=cell, role=role,
-                                   skip_reason=_skip_reason(cell, this_machine))
+                                   skip_reason=_skip_reason(cell, this_machine), timeout_s=timeout)
                 planned.append(item)
                 if not plugins:
                     ends.append(PlannedCell(key=cell.cell_id + "@end", cell=cell, role="baseline-end",
-                                            skip_reason=item.skip_reason))
+                                            skip_reason=item.skip_reason, timeout_s=timeout))
         # Baselines run first (above, in order), again after every `baseline_every` other cells of their
         # conditions, and last: speedups then compare against the machine's speed when each cell ran.
         starts = [p for p in planned if p.cell.device == device and p.role == "baseline-start"]
@@ -158,5 +167,5 @@ def _interleave(others: list[PlannedCell], starts: list[PlannedCell], every: int
             repeats[k] += 1
             b = base_of[k]
             out.append(PlannedCell(key=f"{b.key}@{repeats[k]}", cell=b.cell, role="baseline-mid",
-                                   skip_reason=b.skip_reason))
+                                   skip_reason=b.skip_reason, timeout_s=b.timeout_s))
     return out

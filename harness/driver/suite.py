@@ -60,6 +60,8 @@ class Suite:
     cells: list[list[str]] = field(default_factory=list)
     # Per explicit cell: the batch sizes it runs at instead of `batch` (None: the suite's).
     cell_batches: list[list[int] | None] = field(default_factory=list)
+    # Per explicit cell: the seconds it may take instead of `timeout_s` (None: the suite's).
+    cell_timeouts: list[float | None] = field(default_factory=list)
 
 
 def load_texts() -> dict[str, str | list[str]]:
@@ -129,36 +131,48 @@ def _plugin_values(path: Path, name: str, raw: Any) -> list[str | None]:
     return out
 
 
-CELL_TABLE_KEYS = {"plugins", "batch"}
+CELL_TABLE_KEYS = {"plugins", "batch", "timeout_s"}
 
 
-def _explicit_cells(path: Path, raw: list[Any]) -> tuple[list[list[str]], list[list[int] | None]]:
-    """A cell is a list of plugin specs, or {plugins = [...], batch = N or [N, ...]}.
+def _explicit_cells(path: Path, raw: list[Any]) -> tuple[list[list[str]], list[list[int] | None], list[float | None]]:
+    """A cell is a list of plugin specs, or {plugins = [...], batch = N or [N, ...], timeout_s = S}.
 
     The table form runs one configuration at other batch sizes without multiplying every cell by
-    them, as a suite-level `batch` list would.
+    them, as a suite-level `batch` list would, or gives one cell (a cold compile) a limit of its own.
     """
     cells: list[list[str]] = []
     batches: list[list[int] | None] = []
-    shape = "cells must be lists of 'name=value' strings or {plugins = [...], batch = N} tables"
+    timeouts: list[float | None] = []
+    shape = "cells must be lists of 'name=value' strings or {plugins = [...], batch = N, timeout_s = S} tables"
     for cell in raw:
         batch: list[int] | None = None
+        timeout: float | None = None
         if isinstance(cell, dict):
             for key in cell:
                 if key not in CELL_TABLE_KEYS:
                     raise _unknown(path, key, "a [suite] cells table", CELL_TABLE_KEYS)
-            if "batch" not in cell:
-                raise UsageError(f"{path}: [suite] cells: {cell!r} needs batch = N (or write the plugin list alone)")
-            value = cell["batch"]
-            batch = value if isinstance(value, list) else [value]
-            if not batch or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batch):
-                raise UsageError(f"{path}: [suite] cells: batch = {value!r} must be an integer >= 1 or a list of them")
+            if "batch" not in cell and "timeout_s" not in cell:
+                raise UsageError(f"{path}: [suite] cells: {cell!r} needs batch = N or timeout_s = S "
+                                 "(or write the plugin list alone)")
+            if "batch" in cell:
+                value = cell["batch"]
+                batch = value if isinstance(value, list) else [value]
+                if not batch or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batch):
+                    raise UsageError(f"{path}: [suite] cells: batch = {value!r} must be an integer >= 1 or a list "
+                                     "of them")
+            if "timeout_s" in cell:
+                timeout = cell["timeout_s"]
+                if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+                    raise UsageError(f"{path}: [suite] cells: timeout_s = {timeout!r}: give the seconds this cell "
+                                     "may take, > 0")
+                timeout = float(timeout)
             cell = cell.get("plugins", [])
         if not isinstance(cell, list) or not all(isinstance(s, str) for s in cell):
             raise UsageError(f"{path}: [suite] {shape} (got {cell!r})")
         cells.append(list(cell))
         batches.append(batch)
-    return cells, batches
+        timeouts.append(timeout)
+    return cells, batches, timeouts
 
 
 def parse_suite(path: Path) -> Suite:
@@ -201,7 +215,7 @@ def parse_suite(path: Path) -> Suite:
         raise UsageError(f"{path}: [suite] design = {suite.design!r}: choose one of {', '.join(DESIGNS)}")
     if suite.design == "explicit" and not suite.cells:
         raise UsageError(f"{path}: design 'explicit' needs cells = [[...], ...] in [suite]")
-    suite.cells, suite.cell_batches = _explicit_cells(path, suite.cells)
+    suite.cells, suite.cell_batches, suite.cell_timeouts = _explicit_cells(path, suite.cells)
     for cell in suite.cells:
         for spec in cell:
             name, value = split_spec(spec)

@@ -27,6 +27,10 @@ class Batch:
     extra_env: dict[str, str] = field(default_factory=dict)
     run_dir: Path | None = None  # where the records go (a Ray node checks whether it sees it)
 
+    def timeout_for(self, planned: PlannedCell) -> float:
+        """The cell's own limit where its suite gave one, else the suite's."""
+        return planned.timeout_s if planned.timeout_s is not None else self.timeout_s
+
 
 class Display(Protocol):
     def start(self, desc: str) -> None: ...

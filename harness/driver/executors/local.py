@@ -26,7 +26,7 @@ class LocalExecutor:
             if p.skip_reason:
                 rec = not_ok(p.cell, "skipped", p.skip_reason)
             else:
-                rec = run_isolated(p.cell, timeout_s=batch.timeout_s, on_progress=display.phase,
+                rec = run_isolated(p.cell, timeout_s=batch.timeout_for(p), on_progress=display.phase,
                                    extra_env=batch.extra_env)
             yield p, rec
 

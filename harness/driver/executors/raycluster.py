@@ -230,7 +230,7 @@ class RayExecutor:
         if p.node:
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(p.node, soft=False)
         run_dir = str(batch.run_dir.resolve()) if batch.run_dir else None
-        return _run_cell_task.options(**opts).remote(p.cell, p.key, batch.timeout_s, batch.extra_env, self.started,
+        return _run_cell_task.options(**opts).remote(p.cell, p.key, batch.timeout_for(p), batch.extra_env, self.started,
                                                      run_dir, token)
 
     def run(self, batch: Batch, display: Display) -> Iterator[tuple[PlannedCell, dict[str, Any]]]:

@@ -20,7 +20,7 @@ from typing import Any
 from dia_bench.optimizations.registry import apply_plan, resolve
 
 # engine=static by default: the same codes as transformers' generate (tests/test_static_engine.py) and
-# the faster loop wherever dia-bench measured both (README: engine=static; suites/engine-cpu.toml).
+# the faster loop wherever dia-bench measured both (docs/static-engine.md; suites/engine-cpu.toml).
 GPU_DEFAULT = ["dtype=bf16", "sdpa=flash", "engine=static", "compile"]
 
 

@@ -1,6 +1,6 @@
 """`engine=static` against transformers' `generate`: the same codes, the same logits, the same
 distributions, and the other plugins composed with it. The real tiny pipeline; dia-1.6b synthetic
-where marked `slow` (`pytest -m slow`, README: tests)."""
+where marked `slow` (`pytest -m slow`, or `nox -s tests-slow`)."""
 
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ def test_intervals_cover_the_truth(noise, kind, n):
 @pytest.mark.parametrize("n", SIZES)
 def test_absolute_rtf_interval_under_skewed_noise_falls_short_by_little(n):
     """One cell's RTF alone has no partner to cancel its skew: its interval covers about 92%, not 95%.
-    The README's statistics section gives this table; if a change makes it worse, this fails."""
+    docs/statistics.md explains this table; if a change makes it worse, this fails."""
     assert coverage(NOISE["right-skewed"], n, "rtf", cells=1500, seed=n) >= 0.90
 
 

@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tolerance", type=_percent, default=3.0, help="allowed difference in percent")
     check.add_argument("--rounds", type=_count, default=2, help="rounds of both, alternating which goes first")
 
+    schema = sub.add_parser("schema", help="the record's fields and the schema's versions, as Markdown")
+    schema.add_argument("-o", "--output", default=None, help="write it here (default: standard output)")
+
     env = sub.add_parser("env", help="what this machine offers")
     env.add_argument("--json", action="store_true")
 
@@ -448,6 +451,19 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from dia_bench.harness.driver.outputs import output_file
+    from dia_bench.harness.record_schema import markdown
+
+    if args.output:
+        out = output_file(args.output, "-o")
+        out.write_text(markdown())
+        print(f"record schema: {out}")
+    else:
+        print(markdown(), end="")
+    return EXIT_OK
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     import torch
 
@@ -475,7 +491,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare, "history": cmd_history, "export": cmd_export,
             "report": cmd_report, "recommend": cmd_recommend,
-            "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
+            "schema": cmd_schema, "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
 
 
 def _interrupt(signum: int, frame: Any) -> NoReturn:

@@ -1,4 +1,5 @@
-"""The JSON record of one cell: versioned, documented in the README, one file per cell."""
+"""The JSON record of one cell: versioned, one file per cell; its fields are typed and documented in
+harness/record_schema.py (docs/record.md is generated from there)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 from dia_bench import harness
 from dia_bench.harness.cell import Cell
+from dia_bench.harness.record_schema import SCHEMA_VERSION
 
-SCHEMA_VERSION = 2  # 2: fidelity on sampled distributions, memory per phase, long-form RTF
 STATUSES = ("ok", "failed", "skipped")
 # Starts each progress line the worker writes to stderr (JSON after it); the parent's display reads them.
 PROGRESS_PREFIX = "@dia-bench "

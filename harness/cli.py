@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tolerance", type=_percent, default=3.0, help="allowed difference in percent")
     check.add_argument("--rounds", type=_count, default=2, help="rounds of both, alternating which goes first")
 
+    upgrade = sub.add_parser("upgrade", help="rewrite older run directories in place to the current record schema")
+    upgrade.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                         help="run directories, or folders holding them at any depth")
+
     schema = sub.add_parser("schema", help="the record's fields and the schema's versions, as Markdown")
     schema.add_argument("-o", "--output", default=None, help="write it here (default: standard output)")
 
@@ -451,6 +455,22 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _shown(path: Path) -> str:
+    """A path as the user would type it here: relative to the working directory when below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from dia_bench.harness import rundir
+
+    for d in rundir.find(args.run_dirs):
+        print(rundir.upgrade(d).line(_shown(d)), flush=True)
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from dia_bench.harness.driver.outputs import output_file
     from dia_bench.harness.record_schema import markdown
@@ -491,7 +511,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare, "history": cmd_history, "export": cmd_export,
             "report": cmd_report, "recommend": cmd_recommend,
-            "schema": cmd_schema, "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
+            "upgrade": cmd_upgrade, "schema": cmd_schema,
+            "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
 
 
 def _interrupt(signum: int, frame: Any) -> NoReturn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterable
@@ -12,7 +13,9 @@ from typing import Any
 
 from dia_bench.harness.errors import UsageError
 from dia_bench.harness.jsonio import read_json, write_json_atomic
-from dia_bench.harness.record import SCHEMA_VERSION, now
+from dia_bench.harness.record import now
+from dia_bench.harness.record_schema import OLDEST_UPGRADABLE, SCHEMA_VERSION
+from dia_bench.harness.record_schema import upgrade as upgrade_document
 
 RUN_FILE = "run.json"
 CELLS_DIR = "cells"
@@ -45,11 +48,32 @@ def read_meta(path: Path) -> dict[str, Any]:
         meta = read_json(path / RUN_FILE)
     except ValueError as exc:
         raise UsageError(f"{path / RUN_FILE} is not valid JSON ({exc})") from None
-    version = meta.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    _check_version(path, meta)
+    return meta
+
+
+def _version(path: Path, meta: Any) -> int:
+    version = meta.get("schema_version") if isinstance(meta, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UsageError(f"{path / RUN_FILE} has no schema_version ({version!r}): it was not written by "
+                         "`dia-bench sweep`")
+    if version > SCHEMA_VERSION:
         raise UsageError(f"{path} was written with record schema {version!r}, newer than this dia-bench "
                          f"understands ({SCHEMA_VERSION}); upgrade dia-bench to read it")
-    return meta
+    if version < OLDEST_UPGRADABLE:
+        raise UsageError(f"{path} was written with record schema {version}, which this dia-bench can neither read "
+                         f"nor upgrade (it lacks what schema {OLDEST_UPGRADABLE} added): measure the suite again")
+    return version
+
+
+def _check_version(path: Path, meta: dict[str, Any]) -> None:
+    """Readers take the current schema only: an older run is upgraded once, in place, not patched by
+    every reader."""
+    version = _version(path, meta)
+    if version < SCHEMA_VERSION:
+        raise UsageError(f"{path} was written with record schema {version}, older than this dia-bench reads "
+                         f"({SCHEMA_VERSION}): run `dia-bench upgrade {path}` first (it rewrites the run in place "
+                         "and keeps the originals)")
 
 
 def create(path: Path, meta: dict[str, Any]) -> None:
@@ -150,3 +174,79 @@ def find(paths: Iterable[str | Path]) -> list[Path]:
             raise UsageError(f"{path} holds no dia-bench run directory (no {RUN_FILE} in it or below it); "
                              "give directories written by `dia-bench sweep`")
     return list(found)
+
+
+BACKUP_PREFIX = ".backup-v"  # RUN_DIR/.backup-vN/: the files `upgrade` rewrote, as schema N wrote them
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """What `upgrade` did to one run directory."""
+
+    path: Path
+    from_version: int
+    records: int  # rewritten
+    changes: dict[str, int]  # what changed, and in how many records
+    backup: Path | None
+    unreadable: int
+
+    def line(self, shown: str | None = None) -> str:
+        where = shown or str(self.path)
+        left = f"; {self.unreadable} unreadable record(s) left as they are" if self.unreadable else ""
+        if self.backup is None:
+            return f"{where}: already schema {SCHEMA_VERSION}, nothing changed{left}"
+        what = "; ".join(f"{c} ({n} record{'s' if n != 1 else ''})" for c, n in self.changes.items())
+        return (f"{where}: schema {self.from_version} -> {SCHEMA_VERSION}, run.json and {self.records} record(s) "
+                f"rewritten{': ' + what if what else ''}; originals in "
+                f"{Path(where) / self.backup.relative_to(self.path)}/{left}")
+
+
+def upgrade(path: Path) -> Upgrade:
+    """Rewrites an older run directory in place to the current schema: run.json and every record.
+
+    Nothing is written until every document has been read and upgraded in memory. The originals of the
+    files rewritten go to RUN_DIR/.backup-vN/ first (a file already there is kept: it is the original
+    of an upgrade cut short); each file is then replaced atomically, records first and run.json last,
+    so run.json's version says whether the whole run is current. A current run is left untouched.
+    """
+    if not is_run_dir(path):
+        raise UsageError(f"{path} is not a dia-bench run directory (no {RUN_FILE}); give a directory "
+                         "written by `dia-bench sweep`")
+    try:
+        meta = read_json(path / RUN_FILE)
+    except ValueError as exc:
+        raise UsageError(f"{path / RUN_FILE} is not valid JSON ({exc})") from None
+    from_version = _version(path, meta)
+    records, bad = [], []
+    for p in sorted((path / CELLS_DIR).glob("*.json")):
+        try:
+            rec = read_json(p)
+        except (OSError, ValueError):
+            bad.append(p)  # `sweep --resume` sets such a file aside and measures its cell again
+            continue
+        if not isinstance(rec, dict) or not isinstance(rec.get("status"), str):
+            bad.append(p)
+            continue
+        version = rec.get("schema_version")
+        if version == SCHEMA_VERSION:
+            continue
+        if not isinstance(version, int) or not OLDEST_UPGRADABLE <= version < SCHEMA_VERSION:
+            raise UsageError(f"{p} holds a record of schema {version!r}, which this dia-bench cannot upgrade "
+                             f"(it upgrades {OLDEST_UPGRADABLE} to {SCHEMA_VERSION}); nothing was changed")
+        records.append((p, rec, upgrade_document(rec, "record")))
+    if from_version == SCHEMA_VERSION and not records:
+        return Upgrade(path, from_version, 0, {}, None, len(bad))
+    upgrade_document(meta, "run")
+    backup = path / f"{BACKUP_PREFIX}{from_version}"
+    for p in [path / RUN_FILE, *(p for p, _, _ in records)]:
+        kept = backup / p.relative_to(path)
+        if not kept.exists():
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, kept)
+    changes: dict[str, int] = {}
+    for p, rec, changed in records:
+        write_json_atomic(p, rec)
+        for c in changed:
+            changes[c] = changes.get(c, 0) + 1
+    write_json_atomic(path / RUN_FILE, meta)
+    return Upgrade(path, from_version, len(records), changes, backup, len(bad))

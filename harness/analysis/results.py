@@ -84,10 +84,10 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "encoder_prefill_s": (rec.get("stages") or {}).get("encoder_prefill_s"),
         "decode_s": (rec.get("stages") or {}).get("decode_s"),
         "codec_decode_s": (rec.get("stages") or {}).get("codec_decode_s"),
-        # Weights and attention caches; records before the caches were counted have the weights alone.
-        "fraction_of_bandwidth": roof.get("fraction_of_bandwidth") if "cache_bytes_per_step" in roof else None,
-        "weights_fraction_of_bandwidth": roof.get("weights_fraction_of_bandwidth",
-                                                  roof.get("fraction_of_bandwidth")),
+        # Weights and attention caches; None in runs upgraded from records that never counted the caches,
+        # which have the weights alone (harness/record_schema.py, schema 3).
+        "fraction_of_bandwidth": roof.get("fraction_of_bandwidth"),
+        "weights_fraction_of_bandwidth": roof.get("weights_fraction_of_bandwidth"),
         "bandwidth_unsteady": bool(roof.get("bandwidth_unsteady")),
         "roofline_problem": bool(roof.get("problem")),
         "long_form_rtf_repeats": lf.get("rtf_repeats") or [],

@@ -9,16 +9,21 @@ from dia_bench.optimizations.base import Expectation, Plugin
 
 BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH",
             "cudnn": "CUDNN_ATTENTION"}
+# torch's CPU build has kernels for these only: allowing another alone leaves SDPA no backend at all.
+CPU_BACKENDS = ("flash", "math")
 
 
 class Sdpa(Plugin):
     name = "sdpa"
-    description = "Allow only one SDPA backend (flash, efficient, math or cudnn); a backend that cannot run fails"
+    description = ("Allow only one SDPA backend (flash, efficient, math or cudnn; the CPU has flash and math); a "
+                   "backend that cannot run these shapes fails the cell")
     expectation = Expectation(section="3. Flash Attention", speedup=(1.2, 1.5), note="long sequences")
     values = tuple(BACKENDS)
     default = "flash"
 
     def incompatibility(self, value: str, device: str, others: dict[str, Any]) -> str | None:
+        if not device.startswith("cuda") and value not in CPU_BACKENDS:
+            return f"SDPA's {value} backend runs on CUDA only; on the CPU choose sdpa={' or sdpa='.join(CPU_BACKENDS)}"
         if device.startswith("cuda") and value == "flash" and not half_precision(others):
             return "flash attention on CUDA needs fp16 or bf16 (add dtype=bf16 or autocast=bf16)"
         return None

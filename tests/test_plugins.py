@@ -120,10 +120,11 @@ def test_sdpa_math_runs_no_flash_kernel(tmp_path):
     assert rec["profile"]["wall_ms"] > 0 and rec["profile"]["device_busy_fraction"] is None  # a GPU's figure
 
 
-def test_forcing_a_backend_that_cannot_run_fails_the_cell_with_the_reason():
-    rec = run_isolated(tiny_cell(plugins=["sdpa=efficient"]), timeout_s=300)
-    assert rec["status"] == "failed"
-    assert "No viable backend" in rec["reason"]
+def test_a_backend_the_cpu_lacks_is_refused_before_anything_runs():
+    """SDPA's efficient and cuDNN backends have no CPU kernel: forcing one alone would leave no backend."""
+    result = run_cli("run", "--preset", "dia-tiny", "--device", "cpu", "--opt", "sdpa=efficient")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "sdpa=flash or sdpa=math" in result.stderr.strip().splitlines()[-1]
 
 
 def test_compile_really_compiles_keeps_compile_time_apart_and_its_cache_outlives_the_run(tmp_path):
@@ -183,6 +184,8 @@ def test_channels_last_says_it_had_nothing_to_act_on():
     (["cudnn-benchmark"], "cpu", "does not apply to cpu"),
     (["ipex"], "cuda", "does not apply to cuda"),
     (["sdpa=flash"], "cuda", "needs fp16 or bf16"),
+    (["sdpa=efficient"], "cpu", "CUDA only; on the CPU choose sdpa=flash or sdpa=math"),
+    (["sdpa=cudnn", "dtype=bf16"], "cpu", "CUDA only"),
     (["autocast=fp16", "int8=dynamic"], "cpu", "fp16 autocast cannot feed int8"),
     (["int8=dynamic"], "cuda", "CPU kernels only"),
     (["cfg=3", "cfg=0"], "cpu", "given twice"),

@@ -158,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="the record's fields and the schema's versions, as Markdown")
     schema.add_argument("-o", "--output", default=None, help="write it here (default: standard output)")
 
+    readme = sub.add_parser("readme", help="a README.md for a run directory, or an index of run directories")
+    readme.add_argument("run_dirs", nargs="*", metavar="RUN_DIR")
+    readme.add_argument("--out", default=None, metavar="FILE",
+                        help="with one RUN_DIR: write here instead of RUN_DIR/README.md; with --index: write here "
+                             "instead of standard output, links relative to FILE's folder")
+    readme.add_argument("--index", default=None, metavar="PARENT",
+                        help="a Markdown list of the run directories directly in PARENT, each with a link to its "
+                             "README.md")
+
     env = sub.add_parser("env", help="what this machine offers")
     env.add_argument("--json", action="store_true")
 
@@ -484,6 +493,35 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_readme(args: argparse.Namespace) -> int:
+    from dia_bench.harness.driver.outputs import output_file
+    from dia_bench.reports import readme
+
+    if args.index is not None:
+        if args.run_dirs:
+            raise UsageError("--index PARENT lists the run directories in PARENT: give no RUN_DIR with it")
+        parent = Path(args.index)
+        if not parent.is_dir():
+            raise UsageError(f"--index {parent}: no such directory; give the folder that holds the run directories")
+        if args.out:
+            out = output_file(args.out, "--out")
+            out.write_text(readme.index(parent, out.resolve().parent))
+            print(f"index: {out}")
+        else:
+            print(readme.index(parent, Path.cwd()), end="")
+        return EXIT_OK
+    if not args.run_dirs:
+        raise UsageError("give a RUN_DIR (or --index PARENT); see `dia-bench readme --help`")
+    if args.out and len(args.run_dirs) > 1:
+        raise UsageError(f"--out names one file, and {len(args.run_dirs)} run directories were given: "
+                         "leave --out out to write each RUN_DIR/README.md")
+    for d in _run_dirs(args.run_dirs):
+        out = output_file(args.out, "--out") if args.out else d / "README.md"
+        out.write_text(readme.render(d))
+        print(f"readme: {out}")
+    return EXIT_OK
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     import torch
 
@@ -511,7 +549,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare, "history": cmd_history, "export": cmd_export,
             "report": cmd_report, "recommend": cmd_recommend,
-            "upgrade": cmd_upgrade, "schema": cmd_schema,
+            "upgrade": cmd_upgrade, "schema": cmd_schema, "readme": cmd_readme,
             "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
 
 

@@ -61,6 +61,7 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "node": (rec.get("node") or {}).get("id"),
         "node_name": _node_name(rec.get("node")),
         "beside": rec.get("beside") or [],
+        "executor": rec.get("executor"),
         "plugins": "+".join(rec.get("plugins") or []) or "baseline",
         "text_label": cell.get("label"),
         "seconds": cell.get("seconds"),

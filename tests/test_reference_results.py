@@ -41,6 +41,8 @@ def test_each_reference_result_is_a_current_run_directory_with_its_generated_rea
         assert rec["schema_version"] == record_schema.SCHEMA_VERSION
         assert record_schema.problems(rec) == [], rec.get("key")
     assert (run / "README.md").read_text() == readme.render(run), f"README.md is out of date: {FIX}"
+    # What users read names no tracker issue or work session: a suite's recorded description says what it measures.
+    assert not re.search(r"\bissue\s*#?\d+|\bthis session\b", (run / "README.md").read_text(), re.I)
 
 
 def test_the_results_page_lists_exactly_the_reference_results():

@@ -97,13 +97,13 @@ def speedup_rows(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VAR
                     "exp_low": exp["low"], "exp_high": exp["high"], "device": device, "note": exp["note"],
                     "section": exp["section"], "measured": None, "low": None, "high": None, "cell": None,
                     "also_measured": []}
+            if exp["plugins"] == ["gpu-vs-cpu"]:  # one comparison across devices, not one per device
+                rows.append({**base, **_gpu_vs_cpu(ok, max_tv)})
+                break
             if exp["device"] not in ("any", device):
                 rows.append({**base, "verdict": f"not applicable on {device}"})
                 continue
             on_device = ok[ok["device"].map(_device_type) == device]
-            if exp["plugins"] == ["gpu-vs-cpu"]:
-                rows.append({**base, **_gpu_vs_cpu(ok, max_tv)})
-                continue
             if exp["plugins"] == ["*"]:
                 candidates = on_device[on_device["plugins"].str.contains(r"\+", regex=True)]
             else:
@@ -124,14 +124,7 @@ def speedup_rows(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VAR
                          "also_measured": others,
                          "verdict": _verdict(_float(chosen["speedup_low"]), _float(chosen["speedup_high"]),
                                              exp["low"], exp["high"])})
-    # "GPU over CPU" is one comparison, not one per device.
-    seen, out = set(), []
-    for r in rows:
-        key = (r["technique"], r["device"] if r["technique"] != "GPU over CPU" else "")
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
-    return out
+    return rows
 
 
 def best_eligible(group: pd.DataFrame, max_tv: float, column: str = "rtf") -> pd.Series | None:

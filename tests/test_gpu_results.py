@@ -1,0 +1,51 @@
+"""The GPU rows of the guide's tables, read from committed H200 records beside a CPU run: no GPU needed.
+
+What a user reads after a GPU machine measured: the guide's GPU claims with verdicts, "GPU over CPU" at
+batch 1 once both devices measured dia-1.6b, and a recommendation for each device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dia_bench.harness.analysis import results
+from dia_bench.reports import recommend, verdicts
+
+REFERENCE = Path(__file__).resolve().parent.parent / "reference-results"
+GPU_RUN = REFERENCE / "2026-11-27-h200-gpu-engine"
+CPU_RUN = REFERENCE / "2026-11-28-zen4-engine-cpu"
+VERDICTS = ("below", "above", "reproduced", "inconclusive")
+
+
+def _rows() -> list[dict]:
+    return verdicts.speedup_rows(results.load([GPU_RUN, CPU_RUN]))
+
+
+def test_the_guides_gpu_claims_get_a_verdict_from_gpu_records():
+    rows = _rows()
+    half = next(r for r in rows if r["technique"] == "FP16/BF16" and r["device"] == "cuda")
+    assert half["measured"] is not None and half["verdict"].startswith(VERDICTS), half
+    assert "/cuda/" in half["cell"] and "dtype=bf16" in half["cell"]
+    # A claim the run did not measure says so, on the device it is about.
+    flash = next(r for r in rows if r["technique"] == "Flash Attention" and r["device"] == "cuda")
+    assert flash["verdict"].startswith("not measured")
+
+
+def test_gpu_over_cpu_is_one_comparison_of_batch_1_cells_on_both_devices():
+    rows = [r for r in _rows() if r["technique"] == "GPU over CPU"]
+    assert len(rows) == 1
+    (row,) = rows
+    assert row["measured"] is not None and row["verdict"].startswith(VERDICTS), row
+    gpu_cell, cpu_cell = row["cell"].split(" vs ")
+    assert "/cuda/" in gpu_cell and gpu_cell.split(" ")[0].endswith("/b1")
+    assert "/cpu/" in cpu_cell and cpu_cell.split(" ")[0].endswith("/b1")
+    # One device alone cannot answer it.
+    (alone,) = [r for r in verdicts.speedup_rows(results.load([CPU_RUN])) if r["technique"] == "GPU over CPU"]
+    assert alone["measured"] is None and alone["verdict"].startswith("not measured")
+
+
+def test_recommend_gives_one_recommendation_per_device():
+    rows = recommend.recommendations(results.load([GPU_RUN, CPU_RUN]))
+    assert {r["device"] for r in rows} == {"cuda", "cpu"}
+    markdown = recommend.render_markdown([GPU_RUN, CPU_RUN])
+    assert "NVIDIA H200" in markdown and "| cuda |" in markdown and "| cpu |" in markdown

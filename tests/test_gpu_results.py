@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dia_bench.harness.analysis import results
+import pytest
+
+from dia_bench.harness.analysis import quality, results
 from dia_bench.reports import recommend, verdicts
 
 REFERENCE = Path(__file__).resolve().parent.parent / "reference-results"
@@ -31,8 +33,12 @@ def test_the_guides_gpu_claims_get_a_verdict_from_gpu_records():
     assert flash["verdict"].startswith("not measured")
 
 
-def test_gpu_over_cpu_is_one_comparison_of_batch_1_cells_on_both_devices():
-    rows = [r for r in _rows() if r["technique"] == "GPU over CPU"]
+@pytest.mark.parametrize("max_tv", [quality.DEFAULT_MAX_TOTAL_VARIATION, 10.0])
+def test_gpu_over_cpu_is_one_comparison_of_batch_1_cells_on_both_devices(max_tv):
+    """With the quality bar lifted, the H200 run's batch-16 bf16 cell has the lowest RTF of all: a
+    batch's aggregate still never stands for a single request."""
+    rows = [r for r in verdicts.speedup_rows(results.load([GPU_RUN, CPU_RUN]), max_tv)
+            if r["technique"] == "GPU over CPU"]
     assert len(rows) == 1
     (row,) = rows
     assert row["measured"] is not None and row["verdict"].startswith(VERDICTS), row

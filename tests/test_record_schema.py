@@ -12,6 +12,7 @@ import pytest
 from dia_bench.harness import record_schema, rundir
 from dia_bench.harness.analysis import results
 from dia_bench.harness.cell import Cell
+from dia_bench.harness.cli import _shown
 from tests.conftest import cli, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,9 +119,10 @@ def test_upgrade_brings_a_schema_2_run_forward_and_keeps_the_originals(tiny_run,
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2, result.stdout  # one line per run directory
-    (changed,) = [ln for ln in lines if str(old) in ln or ln.startswith("old")]
+    shown = _shown(old)  # relative where the run lies under the working directory (CI's temp dir does)
+    (changed,) = [ln for ln in lines if ln.startswith(f"{shown}:")]
     assert "schema 2 -> 3" in changed and "4 record(s) rewritten" in changed
-    assert f"originals in {old}/.backup-v2/" in changed
+    assert f"originals in {shown}/.backup-v2/" in changed
     assert "roofline.fraction_of_bandwidth -> weights_fraction_of_bandwidth" in changed
     (same,) = [ln for ln in lines if ln is not changed]
     assert "already schema 3, nothing changed" in same
@@ -154,7 +156,7 @@ def test_upgrade_twice_changes_nothing_the_second_time(tiny_run, tmp_path):
     files = _files(old)
     again = cli("upgrade", str(old))
     assert again.returncode == 0, again.stderr
-    assert again.stdout.strip() == f"{old}: already schema 3, nothing changed"
+    assert again.stdout.strip() == f"{_shown(old)}: already schema 3, nothing changed"
     assert _files(old) == files  # bytes and modification times
 
 

@@ -40,6 +40,10 @@ class Plugin:
     conflicts: ClassVar[frozenset[str]] = frozenset()
     requires: ClassVar[frozenset[str]] = frozenset()  # plugin names, or name=value where one value will do
     order: ClassVar[int] = 50
+    # True where the plugin changes no arithmetic at all (where memory lives, not what is computed): its
+    # cells produce the reference's output, so a run without fidelity may still recommend them. Anything
+    # that can reorder a sum (threads, another kernel, a compiled graph) stays False and must be judged.
+    preserves_numerics: ClassVar[bool] = False
     # True where the plugin prepares work for the shapes it first sees (a compiled graph, cuDNN's
     # autotuned algorithms): the warmup must then be a request of the measured length.
     warms_per_shape: ClassVar[bool] = False

@@ -17,6 +17,7 @@ from dia_bench.optimizations.base import Expectation, Plugin
 
 class HugePages(Plugin):
     name = "hugepages"
+    preserves_numerics = True  # where tensors live, not what is computed
     description = ("torch's CPU tensors of 2 MB and more in transparent huge pages (THP_MEM_ALLOC_ENABLE=1): "
                    "fewer TLB misses where a decode step streams its weights")
     expectation = Expectation(section="(not in the guide: harness/runtime/hugepages.py)",

@@ -194,6 +194,7 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
         "weights": [{"words": WEIGHT_WORDS.get(s, s) + (f"; {REAL_WEIGHTS_HINT}" if s == "synthetic" else ""),
                      "noise": s == "synthetic"} for s in sources],
         "max_tv": max_tv,
+        "unmeasured": quality.unmeasured_note(df, max_tv) if not df.empty else None,
         "statistics": stats.METHOD,
         "best": _best(df, max_tv) if not df.empty else [],
         "guide": guide,

@@ -25,6 +25,8 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
     # On a cluster a cell may share its node: its time is then not the node's alone.
     for _, r in df[df["beside"].map(bool)].iterrows():
         lines.append(f"- measured beside other cells on its node: {r['description']} (beside {', '.join(r['beside'])})")
+    if note := quality.unmeasured_note(df, max_tv):
+        lines.append(f"- **{note}**")
     sources = sorted(s for s in df["weights_source"].dropna().unique())
     lines += [f"- weights: {', '.join(WEIGHTS.get(s, s) for s in sources) or 'unknown'}",
               "- RTF = compute / audio (lower is better), geometric mean of the repeats; x real time = audio / "
@@ -33,8 +35,10 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
               f"speedup against the baseline of the same device, length and batch, interpolated to when the cell "
               f"ran; 95% intervals: {stats.METHOD}, none below 3 repeats (* = beyond noise)",
               f"- quality: `passes` when the sampled distributions stay within a mean total variation of {max_tv:g} "
-              "from the fp32 reference's (teacher-forced on the run's shared history); `unjudged` when it does "
-              "not, but the reference's own weights move as far under a fraction of bf16's rounding",
+              "from the fp32 reference's (teacher-forced on the run's shared history); `exact` when the plugins "
+              "change no arithmetic; `unjudged` when it does not pass but moves no further than the reference's own "
+              "weights do under a fraction of bf16's rounding; `unmeasured` without fidelity. Only `passes` and "
+              "`exact` are recommended",
               "- roofline: the decode step's bytes (weights and the attention caches it must read) over the machine's "
               "measured bandwidth, scaled by probes just before and after the repeats (? = they differed by over 10%; "
               "! = the step read faster than that: the figure is wrong, not the step fast)",

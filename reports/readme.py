@@ -180,6 +180,7 @@ def render(run_dir: Path, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -
         *_machine_lines(meta),
         _software_line(meta),
         f"- weights: {', '.join(WEIGHTS.get(s, s) for s in sources) or 'none loaded'}",
+        *([f"- **{note}**"] if (note := quality.unmeasured_note(df, max_tv) if not df.empty else None) else []),
         "",
         "## Run it again",
         "",

@@ -15,18 +15,41 @@ from dia_bench.reports import figures
 from dia_bench.reports.html import _env
 from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note
 
+UNVERIFIED_SHOWN = 3  # the fastest few make the point; every cell is in the report
+
 
 def _speedup(r: pd.Series) -> float:
     return 1.0 if r["plugins"] == "baseline" or r["speedup"] is None or r["speedup"] != r["speedup"] \
         else float(r["speedup"])
 
 
-def _trades(group: pd.DataFrame, best: pd.Series, max_tv: float) -> list[str]:
+def _faster(group: pd.DataFrame, best: pd.Series) -> pd.DataFrame:
     """Cells with a higher speedup than the recommendation (against the baseline as fast as the machine
-    was then) that the quality bar held back, each with what it would cost."""
+    was then)."""
+    return group[group.apply(_speedup, axis=1) > _speedup(best)] if not group.empty else group
+
+
+def _unverified(group: pd.DataFrame, best: pd.Series, max_tv: float) -> list[str]:
+    """Faster cells whose quality no one checked (fidelity off, or weights that cannot judge it): shown
+    apart, never recommended, with the reason."""
     out = []
-    held = group[~quality.eligible(group, max_tv)]
-    held = held[held.apply(_speedup, axis=1) > _speedup(best)] if not held.empty else held
+    faster = _faster(group[quality.unverified(group, max_tv)], best).sort_values("rtf")
+    for _, r in faster.head(UNVERIFIED_SHOWN).iterrows():
+        low, high = r["speedup_low"], r["speedup_high"]
+        interval = f" [{low:.2f}, {high:.2f}]" if low is not None and low == low else ""
+        out.append(f"{r['plugins']}: {_speedup(r):.2f}x{interval} against the baseline (the recommendation: "
+                   f"{_speedup(best):.2f}x); {quality.assess(r, max_tv)['why']}")
+    if len(faster) > UNVERIFIED_SHOWN:
+        out.append(f"and {len(faster) - UNVERIFIED_SHOWN} more, slower than these (the report lists every cell)")
+    return out
+
+
+def _trades(group: pd.DataFrame, best: pd.Series, max_tv: float) -> list[str]:
+    """Faster cells that failed the quality bar, each with what it would cost."""
+    out = []
+    failed = group[group.apply(lambda r: quality.assess(r, max_tv)["status"] == "fails", axis=1)] \
+        if not group.empty else group
+    held = _faster(failed, best)
     for _, r in held.sort_values("rtf").iterrows():
         low, high = r["speedup_low"], r["speedup_high"]
         interval = f" [{low:.2f}, {high:.2f}]" if low is not None and low == low else ""
@@ -67,6 +90,7 @@ def recommendations(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_
             "quality": assessed["status"], "quality_why": assessed["why"],
             "note": not_beaten_note(pool, best, max_tv),
             "trades": _trades(g, best, max_tv),
+            "unverified": _unverified(g, best, max_tv),
             "guide": h.get("guide"), "guide_range": h.get("guide_range"),
             "verdict": h.get("verdict", "not comparable: other hardware"),
             "weights": best["weights_source"],
@@ -117,6 +141,10 @@ def render_markdown(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MA
     notes = [r for r in rows if r["note"]]
     if notes:
         lines += [""] + [f"- {r['machine']} {r['device']} {r['seconds']:g} s: {r['note']}" for r in notes]
+    unverified = [(r, t) for r in rows for t in r["unverified"]]
+    if unverified:
+        lines += ["", "Fastest, quality not verified (not recommended until a run judges it):", ""]
+        lines += [f"- {r['machine']} {r['device']} {r['seconds']:g} s: {t}" for r, t in unverified]
     trades = [(r, t) for r in rows for t in r["trades"]]
     if trades:
         lines += ["", "Faster, but held back by the quality bar:", ""]

@@ -81,19 +81,39 @@ def test_guidance_off_is_exact_arithmetic_and_a_different_distribution(judged):
     assert quality.assess(row)["status"] == "fails"
 
 
-def test_the_reference_measures_its_own_sensitivity_and_a_chaotic_one_cannot_fail_a_cell(judged):
+def test_a_chaotic_reference_leaves_a_cell_within_its_own_sensitivity_unjudged_never_recommended(judged):
     _, recs = judged
     sens = recs["sdpa=math"]["fidelity"]["history"]["sensitivity"]
     # dia-tiny is well conditioned: noise at a fraction of bf16's rounding barely moves it.
     assert sens["linear_output_noise"] == fidelity.SENSITIVITY_NOISE and 0 < sens["total_variation"] < 0.01
     row = results.load_records([recs["sdpa=math"]]).iloc[0]
     assert row["reference_sensitivity_tv"] == sens["total_variation"]
-    row["total_variation"] = 0.6  # a drift the bar would fail ...
+    row["total_variation"] = 0.3  # a drift the bar would fail ...
     assert quality.assess(row)["status"] == "fails"
     row["reference_sensitivity_tv"] = 0.4  # ... unless the reference moves that far on its own
     verdict = quality.assess(row)
     assert verdict["status"] == "unjudged" and "real weights" in verdict["why"], verdict
-    assert bool(quality.eligible(row.to_frame().T).iloc[0])  # shown with its why-line, not held back
+    # Unjudged is absence of evidence: shown apart as not verified, never recommended.
+    assert not bool(quality.eligible(row.to_frame().T).iloc[0])
+    assert bool(quality.unverified(row.to_frame().T).iloc[0])
+    row["total_variation"] = 0.6  # further than the reference's own sensitivity: the plugin moved it
+    verdict = quality.assess(row)
+    assert verdict["status"] == "fails" and "further than the reference's own sensitivity" in verdict["why"]
+
+
+def test_only_evidence_makes_a_cell_recommendable(judged):
+    """Fidelity off: a cell whose plugins change no arithmetic (huge pages) is the reference's output; any
+    other is unmeasured, fast perhaps, but not recommended."""
+    _, recs = judged
+    row = results.load_records([recs["sdpa=math"]]).iloc[0]
+    for column in ("total_variation", "top1_agreement", "reference_sensitivity_tv"):
+        row[column] = None
+    assert quality.assess(row)["status"] == "unmeasured"
+    assert not bool(quality.eligible(row.to_frame().T).iloc[0])
+    row["plugins"] = "hugepages"
+    assert quality.assess(row)["status"] == "exact" and bool(quality.eligible(row.to_frame().T).iloc[0])
+    row["plugins"] = "hugepages+threads=1"  # threads reorder sums
+    assert quality.assess(row)["status"] == "unmeasured"
 
 
 def test_measuring_the_sensitivity_leaves_the_model_as_it_was(tiny_pipeline):

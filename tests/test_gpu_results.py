@@ -55,3 +55,15 @@ def test_recommend_gives_one_recommendation_per_device():
     assert {r["device"] for r in rows} == {"cuda", "cpu"}
     markdown = recommend.render_markdown([GPU_RUN, CPU_RUN])
     assert "NVIDIA H200" in markdown and "| cuda |" in markdown and "| cpu |" in markdown
+
+
+def test_recommend_puts_forward_only_configurations_whose_quality_was_judged():
+    """The Zen 4 engine run measured no fidelity: its faster cells are listed apart as not verified, and
+    the recommendation is what the evidence supports, the reference itself."""
+    (row,) = recommend.recommendations(results.load([CPU_RUN]))
+    assert row["settings"] == "baseline" and row["quality"] == "reference"
+    assert 1 <= len(row["unverified"]) <= recommend.UNVERIFIED_SHOWN + 1
+    assert all("quality not verified" in t for t in row["unverified"][:recommend.UNVERIFIED_SHOWN])
+    markdown = recommend.render_markdown([CPU_RUN])
+    head, _, rest = markdown.partition("Fastest, quality not verified")
+    assert "int4" not in head and "int4" in rest  # never under the quality bar's header

@@ -27,6 +27,18 @@ def _num(v: Any) -> float | None:
     return float(v)
 
 
+def preserves_numerics(plugins: str) -> bool:
+    """Plugins that change no arithmetic (plugin.preserves_numerics): their output is the reference's."""
+    from dia_bench.optimizations.registry import get_plugin, split_spec
+
+    if plugins == "baseline":
+        return True
+    try:
+        return all(get_plugin(split_spec(spec)[0]).preserves_numerics for spec in plugins.split("+"))
+    except Exception:  # a plugin of another installation: it must show its figures
+        return False
+
+
 def changes_sampling_by_design(plugins: str) -> bool:
     """Plugins that change what is sampled on purpose (a CFG scale other than Dia's): no numeric
     precision makes them the same model."""
@@ -46,8 +58,10 @@ def changes_sampling_by_design(plugins: str) -> bool:
 
 
 def assess(row: pd.Series, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> dict[str, str]:
-    """`status`: reference, passes, fails, unjudged (the reference's own weights are too sensitive for
-    the bar to blame the plugin) or unmeasured; `why`: one line a reader can check."""
+    """`status`: reference, exact (its plugins change no arithmetic), passes, fails, unjudged (it moves no
+    further than the reference's own weights do under a fraction of bf16's rounding, and those move
+    past the bar: these weights cannot judge it) or unmeasured; `why`: one line a reader can check.
+    Only the reference, exact and passes are evidence enough to recommend (`eligible`)."""
     if row["plugins"] == "baseline":
         return {"status": "reference", "why": "the unoptimized fp32 reference"}
     tv = _num(row.get("total_variation"))
@@ -56,7 +70,9 @@ def assess(row: pd.Series, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> dict[
     if tv is None:
         if changes_sampling_by_design(row["plugins"]):
             return {"status": "fails", "why": "changes what is sampled by design (fidelity not measured)"}
-        return {"status": "unmeasured", "why": "fidelity not measured in this run"}
+        if preserves_numerics(row["plugins"]):
+            return {"status": "exact", "why": "its plugins change no arithmetic: the reference's output"}
+        return {"status": "unmeasured", "why": "quality not verified: fidelity was not measured in this run"}
     top1 = _num(row.get("top1_agreement"))
     detail = f"total variation {tv:.3f}" + (f", top-1 agreement {top1:.3f}" if top1 is not None else "")
     snr = _num(row.get("codec_same_codes_snr_db"))
@@ -73,16 +89,28 @@ def assess(row: pd.Series, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> dict[
     sensitivity = _num(row.get("reference_sensitivity_tv"))
     if sensitivity is not None and sensitivity > max_tv:
         noise = _num(row.get("reference_sensitivity_noise"))
-        return {"status": "unjudged", "why": f"{detail}; but the reference itself moves {sensitivity:.3f} when its "
-                                             f"layers' outputs change by {noise:g}, a fraction of bf16's rounding, so "
-                                             "these weights cannot judge precision: judge quality on real weights"}
+        moved = f"the reference itself moves {sensitivity:.3f} when its layers' outputs change by {noise:g}, a " \
+                "fraction of bf16's rounding"
+        if tv <= sensitivity:
+            return {"status": "unjudged", "why": f"quality not verified: {detail}; but {moved}, so these weights "
+                                                 "cannot judge precision: judge quality on real weights"}
+        return {"status": "fails", "why": f"{why}, and further than the reference's own sensitivity ({moved})"}
     return {"status": "fails", "why": why}
 
 
+RECOMMENDABLE = ("reference", "exact", "passes")
+UNVERIFIED = ("unmeasured", "unjudged")  # shown apart as "fastest, quality not verified", never recommended
+
+
 def eligible(df: pd.DataFrame, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> pd.Series:
-    """True for cells that may be recommended: the reference, cells that pass, and cells whose
-    fidelity was not measured or could not be judged (they say so wherever they appear)."""
-    return df.apply(lambda r: assess(r, max_tv)["status"] != "fails", axis=1) if not df.empty else \
+    """True for cells that may be recommended: those whose quality is evidence, not absence of it."""
+    return df.apply(lambda r: assess(r, max_tv)["status"] in RECOMMENDABLE, axis=1) if not df.empty else \
+        pd.Series(dtype=bool)
+
+
+def unverified(df: pd.DataFrame, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> pd.Series:
+    """True for cells whose quality was neither measured nor judgeable: fast, perhaps, but unproven."""
+    return df.apply(lambda r: assess(r, max_tv)["status"] in UNVERIFIED, axis=1) if not df.empty else \
         pd.Series(dtype=bool)
 
 
@@ -106,3 +134,17 @@ def fidelity_text(row: pd.Series) -> str:
     if (free := _num(row.get("free_running_audio_snr_db"))) is not None:
         text += f"; free-running audio SNR {free:.1f} dB"
     return text
+
+
+def unmeasured_note(df: pd.DataFrame, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> str | None:
+    """A line for a report's first screen where some cells' quality was never measured (a suite with
+    `fidelity = false`): their speed can be read, but nothing says they still sound like Dia."""
+    ok = df[(df["status"] == "ok") & (df["plugins"] != "baseline")] if not df.empty else df
+    if ok.empty:
+        return None
+    unmeasured = ok[ok.apply(lambda r: assess(r, max_tv)["status"] == "unmeasured", axis=1)]
+    if unmeasured.empty:
+        return None
+    suites = ", ".join(sorted({str(s) for s in unmeasured["suite"].dropna()})) or "unknown"
+    return (f"Quality not measured for {len(unmeasured)} of {len(ok)} configurations (suite {suites} ran without "
+            "fidelity): their speed stands, but none of them is recommended until a run with fidelity judges it.")

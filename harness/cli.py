@@ -130,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="an HTML report of one or more runs, beside the guide's tables")
     report.add_argument("run_dirs", nargs="+")
     report.add_argument("-o", "--output", default=None)
-    report.add_argument("--markdown", action="store_true", help="a compact Markdown summary instead")
+    report.add_argument("--markdown", action="store_true", help="a compact Markdown summary (--format markdown)")
+    report.add_argument("--format", choices=FORMATS, default=None,
+                        help="html (default), markdown, or json: the tables and verdicts as data, with intervals "
+                             "and the reason for each choice")
     report.add_argument("--max-tv", type=_quality_bar, default=None, metavar="TV",
                         help="quality bar: the largest mean total variation from the fp32 reference's sampled "
                              "distributions a recommended configuration may have (default 0.05)")
@@ -138,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("recommend", help="hardware recommendations merged from runs on many machines")
     rec.add_argument("run_dirs", nargs="+")
     rec.add_argument("-o", "--output", default=None)
-    rec.add_argument("--markdown", action="store_true")
+    rec.add_argument("--markdown", action="store_true", help="Markdown instead of HTML (--format markdown)")
+    rec.add_argument("--format", choices=FORMATS, default=None, help="html (default), markdown or json")
     rec.add_argument("--max-tv", type=_quality_bar, default=None, metavar="TV",
                      help="quality bar (see `dia-bench report --help`; default 0.05)")
 
@@ -437,11 +441,25 @@ def _run_dirs(paths: list[str]) -> list[Path]:
     return dirs
 
 
+FORMATS = ("html", "markdown", "json")
+
+
+def _format(args: argparse.Namespace) -> str:
+    if args.markdown and args.format not in (None, "markdown"):
+        raise UsageError(f"--markdown and --format {args.format} ask for two formats: keep one")
+    return "markdown" if args.markdown else (args.format or "html")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from dia_bench.harness.driver.outputs import output_file
 
+    fmt = _format(args)
     dirs = _run_dirs(args.run_dirs)
-    if args.markdown:
+    if fmt == "json":
+        from dia_bench.reports import as_json
+
+        out = as_json.write(as_json.report(dirs, _max_tv(args)), output_file(args.output or "report.json", "-o"))
+    elif fmt == "markdown":
         from dia_bench.reports.markdown import write as write_markdown
 
         out = write_markdown(dirs, output_file(args.output or "report.md", "-o"), _max_tv(args))
@@ -457,9 +475,16 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from dia_bench.harness.driver.outputs import output_file
     from dia_bench.reports.recommend import write
 
+    fmt = _format(args)
     dirs = _run_dirs(args.run_dirs)
-    output = output_file(args.output or ("recommend.md" if args.markdown else "recommend.html"), "-o")
-    out = write(dirs, output, markdown=args.markdown, max_tv=_max_tv(args))
+    output = output_file(args.output or {"html": "recommend.html", "markdown": "recommend.md",
+                                         "json": "recommend.json"}[fmt], "-o")
+    if fmt == "json":
+        from dia_bench.reports import as_json
+
+        out = as_json.write(as_json.recommendations(dirs, _max_tv(args)), output)
+    else:
+        out = write(dirs, output, markdown=fmt == "markdown", max_tv=_max_tv(args))
     print(f"recommendations: {out}")
     return EXIT_OK
 

@@ -1,4 +1,5 @@
-"""The GPU rows of the guide's tables, read from committed H200 records beside a CPU run: no GPU needed.
+"""Answers read from committed records: the guide's GPU rows from H200 records beside a CPU run (no GPU
+needed), recommendations only with evidence, and the same answers as JSON.
 
 What a user reads after a GPU machine measured: the guide's GPU claims with verdicts, "GPU over CPU" at
 batch 1 once both devices measured dia-1.6b, and a recommendation for each device.
@@ -6,12 +7,14 @@ batch 1 once both devices measured dia-1.6b, and a recommendation for each devic
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from dia_bench.harness.analysis import quality, results
-from dia_bench.reports import recommend, verdicts
+from dia_bench.reports import as_json, recommend, verdicts
+from tests.conftest import cli, run_cli
 
 REFERENCE = Path(__file__).resolve().parent.parent / "reference-results"
 GPU_RUN = REFERENCE / "2026-11-27-h200-gpu-engine"
@@ -67,3 +70,30 @@ def test_recommend_puts_forward_only_configurations_whose_quality_was_judged():
     markdown = recommend.render_markdown([CPU_RUN])
     head, _, rest = markdown.partition("Fastest, quality not verified")
     assert "int4" not in head and "int4" in rest  # never under the quality bar's header
+
+
+def test_report_and_recommend_give_their_answers_as_json(tmp_path):
+    """The same tables and verdicts as the pages, as data: every figure with its interval, every cell's
+    quality with its reason, strict JSON (no NaN) that a CI job can read."""
+    report = tmp_path / "report.json"
+    assert cli("report", str(GPU_RUN), str(CPU_RUN), "--format", "json", "-o", str(report)).returncode == 0
+    doc = json.loads(report.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in strict JSON"))
+    assert doc["format"] == as_json.FORMAT and doc["kind"] == "report"
+    assert doc["quality_bar"]["recommendable"] == list(quality.RECOMMENDABLE)
+    ok = [c for c in doc["cells"] if c["status"] == "ok"]
+    assert ok and all(c["quality"]["status"] and c["quality"]["why"] for c in ok)
+    timed = [c for c in ok if c["rtf_ci_low"] is not None]
+    assert timed and all(c["rtf_ci_low"] <= c["rtf"] <= c["rtf_ci_high"] for c in timed)
+    (gpu_over_cpu,) = [g for g in doc["guide_speedups"] if g["technique"] == "GPU over CPU"]
+    assert gpu_over_cpu["low"] <= gpu_over_cpu["measured"] <= gpu_over_cpu["high"]
+
+    rec = tmp_path / "recommend.json"
+    assert cli("recommend", str(CPU_RUN), "--format", "json", "-o", str(rec)).returncode == 0
+    (row,) = json.loads(rec.read_text())["recommendations"]
+    assert row["settings"] == "baseline" and row["unverified"]
+
+
+def test_two_formats_at_once_are_refused_in_one_line():
+    result = run_cli("report", str(CPU_RUN), "--markdown", "--format", "json")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--markdown and --format json ask for two formats" in result.stderr.strip().splitlines()[-1]

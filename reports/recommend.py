@@ -13,7 +13,7 @@ from dia_bench import harness
 from dia_bench.harness.analysis import quality, results
 from dia_bench.reports import figures
 from dia_bench.reports.html import _env
-from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note
+from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note, tie_note
 
 UNVERIFIED_SHOWN = 3  # the fastest few make the point; every cell is in the report
 
@@ -58,6 +58,19 @@ def _trades(group: pd.DataFrame, best: pd.Series, max_tv: float) -> list[str]:
     return out
 
 
+def _throughput(allowed: pd.DataFrame, max_tv: float) -> dict[str, Any] | None:
+    """The other question: the most audio per second of compute at any batch size (a server's), answered
+    apart from a single request's latency. None where only batch 1 was measured."""
+    if set(allowed["batch"].fillna(1).astype(int)) <= {1}:
+        return None
+    best = best_eligible(allowed, max_tv)
+    if best is None:
+        return None
+    return {"settings": best["plugins"], "batch": int(best["batch"]), "rtf": best["rtf"],
+            "rtf_low": best["rtf_ci_low"], "rtf_high": best["rtf_ci_high"], "xrt": best["xrt"],
+            "note": tie_note(allowed, best, max_tv)}
+
+
 def recommendations(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> list[dict[str, Any]]:
     """Per machine, device, model and audio length: the fastest configuration that clears the quality
     bar, what it allows, and the faster ones that trade quality for speed."""
@@ -88,7 +101,8 @@ def recommendations(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_
             "largest_real_time_batch": largest, "batches_measured": sorted(int(b) for b in g["batch"].unique()),
             "peak_rss_mb": best["peak_rss_mb"], "peak_vram_mb": best["peak_vram_mb"],
             "quality": assessed["status"], "quality_why": assessed["why"],
-            "note": not_beaten_note(pool, best, max_tv),
+            "note": not_beaten_note(pool, best, max_tv) or tie_note(pool, best, max_tv),
+            "throughput": _throughput(allowed, max_tv),
             "trades": _trades(g, best, max_tv),
             "unverified": _unverified(g, best, max_tv),
             "guide": h.get("guide"), "guide_range": h.get("guide_range"),
@@ -107,7 +121,12 @@ def _display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "xrt_text": figures.number(r["xrt"], ".2f", "x"), "rss": figures.number(r["peak_rss_mb"], ".0f"),
                     "vram": figures.number(r["peak_vram_mb"], ".0f"),
                     "largest": "none" if r["largest_real_time_batch"] is None else str(r["largest_real_time_batch"]),
-                    "batches": ", ".join(map(str, r["batches_measured"]))})
+                    "batches": ", ".join(map(str, r["batches_measured"])),
+                    "throughput": r["throughput"] and {
+                        **r["throughput"],
+                        "rtf_text": figures.interval(r["throughput"]["rtf"], r["throughput"]["rtf_low"],
+                                                     r["throughput"]["rtf_high"]),
+                        "xrt_text": figures.number(r["throughput"]["xrt"], ".2f", "x")}})
     return out
 
 
@@ -124,8 +143,9 @@ def render_markdown(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MA
     df = results.load([Path(d) for d in run_dirs])
     rows = _display(recommendations(df, max_tv)) if not df.empty else []
     lines = ["# dia-bench hardware recommendations", "",
-             f"Recommended: the fastest configuration whose sampled distributions stay within a mean total "
-             f"variation distance of {max_tv:g} from the fp32 reference (`--max-tv`). RTF = compute / audio. "
+             f"Recommended, for one request at a time: the fastest configuration whose sampled distributions stay "
+             f"within a mean total variation distance of {max_tv:g} from the fp32 reference (`--max-tv`), where "
+             "it beats the runner-up beyond noise; else the simplest of those tied. RTF = compute / audio. "
              "Long-form RTF: the cost per second of audio at the measured request's mean decode step (longer "
              "audio costs more: each step's attention reads a longer cache); fixed: "
              "the cost of a request beyond that.", "",
@@ -138,6 +158,17 @@ def render_markdown(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MA
                      f"{r['quality_why']} | {r['rtf_text']} | {r['long_form_text']} | {r['fixed_text']} | "
                      f"{r['xrt_text']} | {r['largest']} (of {r['batches']}) | {r['rss']} | {r['vram']} | "
                      f"{r['guide_range'] or '-'} | {r['verdict']} |")
+    served = [r for r in rows if r["throughput"]]
+    if served:
+        lines += ["", "Throughput, a separate question: the most audio per second of compute at any batch size "
+                  "measured (aggregate RTF over the batch's requests), for a server rather than one listener.", "",
+                  "| machine | device | audio s | settings | batch | aggregate RTF [95% CI] | x real time |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in served:
+            t = r["throughput"]
+            lines.append(f"| {r['machine']} | {r['device']} | {r['seconds']:g} | {t['settings']} | {t['batch']} | "
+                         f"{figures.interval(t['rtf'], t['rtf_low'], t['rtf_high'])} | "
+                         f"{figures.number(t['xrt'], '.2f', 'x')} |")
     notes = [r for r in rows if r["note"]]
     if notes:
         lines += [""] + [f"- {r['machine']} {r['device']} {r['seconds']:g} s: {r['note']}" for r in notes]

@@ -296,3 +296,32 @@ def test_the_roofline_column_marks_unsteady_and_impossible_fractions():
     # Faster than the measured bandwidth: the figure is wrong, and the cell says so instead of boasting.
     assert figures.roofline({"fraction_of_bandwidth": 1.09, "roofline_problem": True}) == "109% !"
     assert figures.roofline({"weights_fraction_of_bandwidth": 0.7}) == "70% (weights only)"
+
+
+def _answer_row(plugins: str, repeats: list[float], **extra) -> dict:
+    import math
+
+    return {"plugins": plugins, "repeats_seconds": repeats, "audio_seconds": 1.0, "status": "ok", "run": "r",
+            "role": "baseline-start" if plugins == "baseline" else "cell", "seconds": 1.0, "batch": 1,
+            "rtf": math.exp(sum(map(math.log, repeats)) / len(repeats)), "significant": True,
+            "total_variation": None if plugins == "baseline" else 0.01, "fidelity_error": None, **extra}
+
+
+def test_a_winner_is_declared_only_where_it_beats_the_runner_up():
+    """Two plugins stacked whose point estimate is lower but within noise of one plugin alone: the simpler
+    configuration is recommended, and the note says which faster ones it is tied with."""
+    import pandas as pd
+
+    from dia_bench.reports.verdicts import best_eligible, tie_note
+
+    base = _answer_row("baseline", [2.0, 2.02, 1.98])
+    one = _answer_row("dtype=bf16", [1.00, 1.04, 0.97])
+    two = _answer_row("dtype=bf16+engine=static", [0.99, 1.03, 0.96])
+    group = pd.DataFrame([base, one, two])
+    chosen = best_eligible(group, 0.05)
+    assert chosen["plugins"] == "dtype=bf16"
+    assert "tied with dtype=bf16+engine=static" in tie_note(group, chosen, 0.05)
+    # Beyond noise, the faster one wins and nothing is tied with it.
+    group = pd.DataFrame([base, one, _answer_row("dtype=bf16+engine=static", [0.50, 0.51, 0.49])])
+    chosen = best_eligible(group, 0.05)
+    assert chosen["plugins"] == "dtype=bf16+engine=static" and tie_note(group, chosen, 0.05) is None

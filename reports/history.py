@@ -238,9 +238,9 @@ def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFEC
 
 
 def render_html(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> str:
-    from dia_bench.reports.html import _env
+    from dia_bench.reports.templates import environment
 
-    return _env().get_template("history.html.j2").render(**context(run_dirs, min_effect))
+    return environment().get_template("history.html.j2").render(**context(run_dirs, min_effect))
 
 
 def md_cell(value: Any) -> str:

@@ -9,16 +9,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import pandas as pd
 
 from dia_bench import harness
 from dia_bench.harness import rundir, stats
 from dia_bench.harness.analysis import quality, results, scaling
 from dia_bench.harness.weights_dir import REAL_WEIGHTS_HINT
-from dia_bench.reports import charts, figures
+from dia_bench.reports import answers, charts, figures
 from dia_bench.reports import stacks as stack_table
 from dia_bench.reports.expectations import load as load_expectations
+from dia_bench.reports.templates import environment
 from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note, speedup_rows
 
 WEIGHT_WORDS = {
@@ -28,12 +28,6 @@ WEIGHT_WORDS = {
     "hf-cache": "real weights from the local Hugging Face cache",
 }
 AUDIO_CLIP_SECONDS = 5.0
-
-
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.PackageLoader("dia_bench.reports", "templates"),
-                              autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
-                              undefined=jinja2.StrictUndefined)
 
 
 def _rtf_text(r: pd.Series) -> str:
@@ -187,8 +181,11 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
     drift = results.baseline_drift(df) if not df.empty else pd.DataFrame()
     problems = sorted({f"{rec.get('description') or rec.get('cell_id')}: {rec['roofline']['problem']}"
                        for rec in records if (rec.get("roofline") or {}).get("problem")})
+    summary = answers.guide_summary(guide)
     return {
         "title": "dia-bench report",
+        "answers": answers.devices(df, max_tv) if not df.empty else [],
+        "guide_summary": summary,
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "version": harness.__version__,
         "runs": [{"path": str(d), "suite": rundir.read_meta(d).get("suite", {}).get("name"),
@@ -200,7 +197,7 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
         "unmeasured": quality.unmeasured_note(df, max_tv) if not df.empty else None,
         "statistics": stats.METHOD,
         "best": _best(df, max_tv) if not df.empty else [],
-        "guide": guide,
+        "guide": summary["measured"],
         "hardware": hardware,
         "scaling": _scaling(df) if not df.empty else [],
         "throughput": _throughput(df) if not df.empty else [],
@@ -215,7 +212,7 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
 
 
 def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> str:
-    return _env().get_template("report.html.j2").render(**build_context(run_dirs, max_tv))
+    return environment().get_template("report.html.j2").render(**build_context(run_dirs, max_tv))
 
 
 def write(run_dirs: Iterable[Path], output: Path, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dia_bench.harness import stats
 from dia_bench.harness.analysis import quality, results
-from dia_bench.reports import figures
+from dia_bench.reports import answers, figures
 from dia_bench.reports import stacks as stack_table
 
 WEIGHTS = {"synthetic": "synthetic weights: timings are real, audio is noise",
@@ -20,6 +20,8 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
     lines = ["# dia-bench summary", ""]
     if df.empty:
         return "\n".join([*lines, "No cells recorded."])
+    lines += answers.markdown(df, max_tv)
+    lines += ["## The cells", ""]
     for (host, device_name, node), _ in df.groupby(["hostname", "device_name", "node_name"], dropna=False):
         lines.append(f"- machine: {host}, {device_name}" + (f", Ray node {node}" if isinstance(node, str) else ""))
     # On a cluster a cell may share its node: its time is then not the node's alone.

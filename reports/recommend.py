@@ -12,7 +12,7 @@ import pandas as pd
 from dia_bench import harness
 from dia_bench.harness.analysis import quality, results
 from dia_bench.reports import figures
-from dia_bench.reports.html import _env
+from dia_bench.reports.templates import environment
 from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note, tie_note
 
 UNVERIFIED_SHOWN = 3  # the fastest few make the point; every cell is in the report
@@ -133,7 +133,7 @@ def _display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> str:
     df = results.load([Path(d) for d in run_dirs])
     rows = _display(recommendations(df, max_tv)) if not df.empty else []
-    return _env().get_template("recommend.html.j2").render(
+    return environment().get_template("recommend.html.j2").render(
         title="dia-bench hardware recommendations", rows=rows, version=harness.__version__, max_tv=max_tv,
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         runs=[str(d) for d in run_dirs])

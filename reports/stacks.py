@@ -34,8 +34,13 @@ def stack_label(df: pd.DataFrame, run: str) -> str:
 
 
 def is_stack_set(run_dirs: list[Path], df: pd.DataFrame) -> bool:
-    """Two or more runs whose software differs: what the table is for."""
+    """Two or more runs on one machine and device whose software differs: what the table is for. Runs on
+    different machines or devices differ in more than their software, and a CPU run beside a GPU run is
+    not two stacks."""
     if len(run_dirs) < 2 or df.empty:
+        return False
+    ok = df[df["status"] == "ok"]
+    if ok["machine"].nunique() > 1 or ok["device"].map(lambda d: str(d).split(":")[0]).nunique() > 1:
         return False
     labels = {stack_label(df, str(d)) for d in run_dirs}
     versions = {tuple(df[df["run"] == str(d)][["torch", "transformers"]].dropna().drop_duplicates()

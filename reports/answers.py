@@ -1,0 +1,93 @@
+"""The first screen of a report: per device, what to run for one request and for throughput, in words,
+and a one-line summary of what the run says about the guide. The detail follows it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pandas as pd
+
+from dia_bench.harness.analysis import quality
+from dia_bench.reports import recommend, verdicts
+
+QUALITY_WORDS = {
+    "reference": "the unoptimized fp32 reference itself",
+    "exact": "same output as the reference (its plugins change no arithmetic)",
+    "passes": "passes the quality bar",
+}
+# The verdicts a measured claim can get, in the order the summary names them.
+VERDICT_WORDS = ("reproduced", "below", "above", "inconclusive")
+
+
+def _xrt(xrt: Any, low: Any, high: Any) -> str:
+    """x real time with its interval, from the RTF's (the interval inverts with it)."""
+    if xrt is None or xrt != xrt:
+        return "-"
+    text = f"{float(xrt):.3g}x real time"
+    if low is not None and low == low and high is not None and high == high and float(low) > 0:
+        text += f" [{1 / float(high):.3g}, {1 / float(low):.3g}]"
+    return text
+
+
+def devices(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
+    """One entry per machine, device, model and length: the latency answer, the throughput answer, and the
+    fastest configuration no run has verified, each in a sentence's parts."""
+    out = []
+    for r in recommend.recommendations(df, max_tv):
+        entry = {
+            "machine": r["machine"], "device": r["device"], "preset": r["preset"], "seconds": r["seconds"],
+            "settings": r["settings"], "speed": _xrt(r["xrt"], r["rtf_low"], r["rtf_high"]),
+            "quality": QUALITY_WORDS.get(r["quality"], r["quality_why"]), "note": r["note"],
+            "weights": r["weights"], "throughput": None, "unverified": None,
+        }
+        if t := r["throughput"]:
+            entry["throughput"] = {"settings": t["settings"], "batch": t["batch"],
+                                   "speed": _xrt(t["xrt"], t["rtf_low"], t["rtf_high"]) + " in aggregate"}
+        if r["unverified"]:
+            entry["unverified"] = r["unverified"][0]
+        out.append(entry)
+    return out
+
+
+def guide_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many of the guide's claims the run measured and what they came to; the others named once."""
+    measured = [g for g in rows if g["measured"] is not None]
+    counts = Counter(next((w for w in VERDICT_WORDS if str(g["verdict"]).startswith(w)), "other") for g in measured)
+    parts = [f"{counts[w]} {w}" for w in VERDICT_WORDS if counts[w]]
+    if counts["other"]:
+        parts.append(f"{counts['other']} without a verdict")
+    unmeasured = sorted({g["technique"] for g in rows if g["measured"] is None}
+                        - {g["technique"] for g in measured})
+    if measured:
+        text = f"{len(measured)} of the guide's claims measured here: " + ", ".join(parts) + "."
+    else:
+        text = "None of the guide's claims was measured here."
+    others = sorted({str(g["verdict"]).split("(only on ", 1)[1].split(",")[0].rstrip(")")
+                     for g in rows if g["measured"] is None and "(only on " in str(g["verdict"])})
+    if others:
+        text += (f" The guide speaks of dia-1.6b; cells measured only on {', '.join(others)} are shown with the cells, "
+                 "never set against it.")
+    return {"text": text, "measured": measured, "unmeasured": unmeasured}
+
+
+def markdown(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> list[str]:
+    """The same first screen as Markdown lines, for the summary and a CI job page."""
+    if df.empty:
+        return []
+    lines = ["## The answers", ""]
+    for d in devices(df, max_tv):
+        where = f"**{d['machine']} ({d['device']}, {d['preset']}, {d['seconds']:g} s)**"
+        lines.append(f"- {where}: for one request, run `{d['settings']}`: {d['speed']}; quality: {d['quality']}."
+                     + (f" {d['note']}." if d["note"] else ""))
+        if d["throughput"]:
+            t = d["throughput"]
+            lines.append(f"  - throughput: `{t['settings']}` at batch {t['batch']}: {t['speed']}.")
+        if d["unverified"]:
+            lines.append(f"  - fastest, quality not verified: {d['unverified']}")
+    summary = guide_summary(verdicts.speedup_rows(df, max_tv))
+    lines.append(f"- the guide: {summary['text']}")
+    if summary["unmeasured"]:
+        lines.append(f"  - not measured here: {', '.join(summary['unmeasured'])}.")
+    return [*lines, ""]
+

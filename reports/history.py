@@ -238,7 +238,7 @@ def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFEC
 
 
 def render_html(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> str:
-    from dia_bench.reports.templates import environment
+    from dia_bench.reports.pages import environment
 
     return environment().get_template("history.html.j2").render(**context(run_dirs, min_effect))
 

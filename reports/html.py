@@ -18,7 +18,7 @@ from dia_bench.harness.weights_dir import REAL_WEIGHTS_HINT
 from dia_bench.reports import answers, charts, figures
 from dia_bench.reports import stacks as stack_table
 from dia_bench.reports.expectations import load as load_expectations
-from dia_bench.reports.templates import environment
+from dia_bench.reports.pages import environment
 from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note, speedup_rows
 
 WEIGHT_WORDS = {

@@ -12,7 +12,7 @@ import pandas as pd
 from dia_bench import harness
 from dia_bench.harness.analysis import quality, results
 from dia_bench.reports import figures
-from dia_bench.reports.templates import environment
+from dia_bench.reports.pages import environment
 from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note, tie_note
 
 UNVERIFIED_SHOWN = 3  # the fastest few make the point; every cell is in the report

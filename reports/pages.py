@@ -1,4 +1,4 @@
-"""The Jinja environment every HTML page renders with: templates from this package, every string
+"""The Jinja environment every HTML page renders with (templates/*.j2 in this package): every string
 escaped, and an undefined name an error rather than an empty cell."""
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
@@ -171,6 +172,37 @@ def scaling(df: pd.DataFrame) -> str | None:
     axes[1].axhline(1.0, color="grey", ls="--", lw=0.8)
     for ax in axes:
         ax.legend(fontsize=7)
+    return _uri(fig)
+
+
+VERDICT_COLOURS = {"reproduced": "#2a7d2a", "below": "#b22222", "above": "#1f5fa8", "inconclusive": "#888888"}
+
+
+def guide_forest(rows: list[dict[str, Any]]) -> str | None:
+    """Each measured claim of the guide as a row: the guide's expected range shaded, the measured speedup
+    and its 95% interval drawn over it, coloured by the verdict; on a log axis, since a speedup of 0.5x
+    is as far from 1 as one of 2x."""
+    measured = [g for g in rows if g.get("measured") is not None]
+    if not measured:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(measured) + 1))
+    labels = []
+    for y, g in enumerate(measured):
+        ax.fill_betweenx([y - 0.35, y + 0.35], g["exp_low"], g["exp_high"], color="#dddddd", lw=0)
+        verdict = next((v for v in VERDICT_COLOURS if str(g["verdict"]).startswith(v)), "inconclusive")
+        colour = VERDICT_COLOURS[verdict]
+        low, high = g.get("low"), g.get("high")
+        if low is not None and high is not None:
+            ax.plot([low, high], [y, y], color=colour, lw=3, solid_capstyle="butt")
+        ax.plot([g["measured"]], [y], "o", color=colour)
+        labels.append(f"{g['technique']} ({g['device']}): {verdict}")
+    ax.set_yticks(range(len(measured)), labels)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.axvline(1.0, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("speedup (log scale): grey band, the guide's range; line, the measured 95% interval; "
+                  "dashed, no change")
     return _uri(fig)
 
 

@@ -198,6 +198,7 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
         "statistics": stats.METHOD,
         "best": _best(df, max_tv) if not df.empty else [],
         "guide": summary["measured"],
+        "guide_chart": charts.guide_forest(summary["measured"]),
         "hardware": hardware,
         "scaling": _scaling(df) if not df.empty else [],
         "throughput": _throughput(df) if not df.empty else [],

@@ -97,3 +97,15 @@ def test_two_formats_at_once_are_refused_in_one_line():
     result = run_cli("report", str(CPU_RUN), "--markdown", "--format", "json")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--markdown and --format json ask for two formats" in result.stderr.strip().splitlines()[-1]
+
+
+def test_the_guide_verdicts_are_drawn_as_one_picture():
+    """Each measured claim: the guide's range, the measured interval over it, coloured by verdict. A run
+    that measured none of the guide's claims has no such picture."""
+    from dia_bench.reports import charts
+
+    rows = [r for r in verdicts.speedup_rows(results.load([GPU_RUN, CPU_RUN])) if r["measured"] is not None]
+    svg = charts.guide_forest(rows)
+    assert svg is not None and svg.startswith("data:image/svg+xml;base64,")
+    assert charts.guide_forest([r for r in verdicts.speedup_rows(results.load([CPU_RUN]))
+                                if r["technique"] == "GPU over CPU"]) is None

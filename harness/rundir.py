@@ -40,14 +40,19 @@ def is_run_dir(path: Path) -> bool:
     return (path / RUN_FILE).is_file()
 
 
-def read_meta(path: Path) -> dict[str, Any]:
+def _read_run_file(path: Path) -> dict[str, Any]:
+    """run.json as it is on disk, whatever its schema version."""
     if not is_run_dir(path):
         raise UsageError(f"{path} is not a dia-bench run directory (no {RUN_FILE}); give a directory "
                          "written by `dia-bench sweep`")
     try:
-        meta = read_json(path / RUN_FILE)
+        return read_json(path / RUN_FILE)
     except ValueError as exc:
         raise UsageError(f"{path / RUN_FILE} is not valid JSON ({exc})") from None
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    meta = _read_run_file(path)
     _check_version(path, meta)
     return meta
 
@@ -209,13 +214,7 @@ def upgrade(path: Path) -> Upgrade:
     of an upgrade cut short); each file is then replaced atomically, records first and run.json last,
     so run.json's version says whether the whole run is current. A current run is left untouched.
     """
-    if not is_run_dir(path):
-        raise UsageError(f"{path} is not a dia-bench run directory (no {RUN_FILE}); give a directory "
-                         "written by `dia-bench sweep`")
-    try:
-        meta = read_json(path / RUN_FILE)
-    except ValueError as exc:
-        raise UsageError(f"{path / RUN_FILE} is not valid JSON ({exc})") from None
+    meta = _read_run_file(path)
     from_version = _version(path, meta)
     records, bad = [], []
     for p in sorted((path / CELLS_DIR).glob("*.json")):

@@ -47,9 +47,7 @@ def _unverified(group: pd.DataFrame, best: pd.Series, max_tv: float) -> list[str
 def _trades(group: pd.DataFrame, best: pd.Series, max_tv: float) -> list[str]:
     """Faster cells that failed the quality bar, each with what it would cost."""
     out = []
-    failed = group[group.apply(lambda r: quality.assess(r, max_tv)["status"] == "fails", axis=1)] \
-        if not group.empty else group
-    held = _faster(failed, best)
+    held = _faster(group[quality.statuses(group, max_tv) == "fails"], best)
     for _, r in held.sort_values("rtf").iterrows():
         low, high = r["speedup_low"], r["speedup_high"]
         interval = f" [{low:.2f}, {high:.2f}]" if low is not None and low == low else ""

@@ -102,16 +102,20 @@ RECOMMENDABLE = ("reference", "exact", "passes")
 UNVERIFIED = ("unmeasured", "unjudged")  # shown apart as "fastest, quality not verified", never recommended
 
 
+def statuses(df: pd.DataFrame, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> pd.Series:
+    """Each cell's `assess` status, on the frame's index."""
+    return df.apply(lambda r: assess(r, max_tv)["status"], axis=1) if not df.empty else \
+        pd.Series(dtype=object, index=df.index)
+
+
 def eligible(df: pd.DataFrame, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> pd.Series:
     """True for cells that may be recommended: those whose quality is evidence, not absence of it."""
-    return df.apply(lambda r: assess(r, max_tv)["status"] in RECOMMENDABLE, axis=1) if not df.empty else \
-        pd.Series(dtype=bool)
+    return statuses(df, max_tv).isin(RECOMMENDABLE)
 
 
 def unverified(df: pd.DataFrame, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> pd.Series:
     """True for cells whose quality was neither measured nor judgeable: fast, perhaps, but unproven."""
-    return df.apply(lambda r: assess(r, max_tv)["status"] in UNVERIFIED, axis=1) if not df.empty else \
-        pd.Series(dtype=bool)
+    return statuses(df, max_tv).isin(UNVERIFIED)
 
 
 def fidelity_text(row: pd.Series) -> str:
@@ -142,7 +146,7 @@ def unmeasured_note(df: pd.DataFrame, max_tv: float = DEFAULT_MAX_TOTAL_VARIATIO
     ok = df[(df["status"] == "ok") & (df["plugins"] != "baseline")] if not df.empty else df
     if ok.empty:
         return None
-    unmeasured = ok[ok.apply(lambda r: assess(r, max_tv)["status"] == "unmeasured", axis=1)]
+    unmeasured = ok[statuses(ok, max_tv) == "unmeasured"]
     if unmeasured.empty:
         return None
     suites = ", ".join(sorted({str(s) for s in unmeasured["suite"].dropna()})) or "unknown"

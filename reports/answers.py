@@ -63,8 +63,7 @@ def guide_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         text = f"{len(measured)} of the guide's claims measured here: " + ", ".join(parts) + "."
     else:
         text = "None of the guide's claims was measured here."
-    others = sorted({str(g["verdict"]).split("(only on ", 1)[1].split(",")[0].rstrip(")")
-                     for g in rows if g["measured"] is None and "(only on " in str(g["verdict"])})
+    others = sorted({p for g in rows if g["measured"] is None for p in g["other_presets"]})
     if others:
         text += (f" The guide speaks of dia-1.6b; cells measured only on {', '.join(others)} are shown with the cells, "
                  "never set against it.")

@@ -102,7 +102,7 @@ def speedup_rows(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VAR
             base = {"technique": exp["technique"], "expected": f"{exp['low']:g}-{exp['high']:g}x",
                     "exp_low": exp["low"], "exp_high": exp["high"], "device": device, "note": exp["note"],
                     "section": exp["section"], "measured": None, "low": None, "high": None, "cell": None,
-                    "also_measured": []}
+                    "also_measured": [], "other_presets": []}
             if exp["plugins"] == ["gpu-vs-cpu"]:  # one comparison across devices, not one per device
                 rows.append({**base, **_gpu_vs_cpu(ok, max_tv)})
                 break
@@ -119,7 +119,7 @@ def speedup_rows(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VAR
             others = sorted(set(candidates["preset"]) - {GUIDE_PRESET})
             candidates = candidates[candidates["preset"] == GUIDE_PRESET]
             if candidates.empty:
-                rows.append({**base, "verdict": f"not measured on {GUIDE_PRESET}" + (
+                rows.append({**base, "other_presets": others, "verdict": f"not measured on {GUIDE_PRESET}" + (
                     f" (only on {', '.join(others)}, which the guide does not speak of)" if others else "")})
                 continue
             chosen = pick(candidates, all_combined=exp["plugins"] == ["*"])

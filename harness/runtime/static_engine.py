@@ -224,7 +224,7 @@ class StaticEngine:
         attend, rows = self._attend, tokens.shape[0]
         for i, layer in enumerate(decoder.layers):
             sa = layer.self_attention
-            q, k, v = self._qkv(i, layer.pre_sa_norm(x))
+            q, k, v = self._qkv(i, sa, layer.pre_sa_norm(x))
             q, k, v = (t.view(rows, 1, -1, sa.head_dim).transpose(1, 2) for t in (q, k, v))
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             req.keys[i].index_copy_(2, pos.view(1), k.to(req.keys[i].dtype))
@@ -242,10 +242,9 @@ class StaticEngine:
         logits = model.logits_dense(decoder.norm(x))
         return logits.view(rows, decoder.num_channels, decoder.vocab_size).float()
 
-    def _qkv(self, i: int, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Layer i's queries, keys and values of the normed hidden state `h`: one GEMM where they were
-        joined (`_fuse_qkv`), else the three modules."""
-        sa = self.model.model.decoder.layers[i].self_attention
+    def _qkv(self, i: int, sa: Any, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Layer i's queries, keys and values (its self-attention `sa`) of the normed hidden state `h`: one
+        GEMM where they were joined (`_fuse_qkv`), else the three modules."""
         joined = None if self.qkv is None else self.qkv[i]
         if joined is None:
             return sa.q_proj(h), sa.k_proj(h), sa.v_proj(h)

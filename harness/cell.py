@@ -41,6 +41,9 @@ class Cell:
     # percent of the centre, or `max_repeats` ran.
     target_ci_pct: float | None = None
     max_repeats: int | None = None
+    # The between-process term (variance, df, source) that interval includes: the run's prior for
+    # this machine; None, the default prior.
+    process_term: dict[str, Any] | None = None
     seed: int = 0
     weights_seed: int = 0
     weights: str | None = None

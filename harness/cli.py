@@ -197,6 +197,11 @@ def _cell_from_args(args: argparse.Namespace):
     )
     cell.validate()
     cell.device = check_device(args.device) if args.device else default_device()
+    if cell.target_ci_pct is not None:
+        from dia_bench.harness import env, process_noise
+
+        cell.process_term = process_noise.as_dict(process_noise.prior_for(env.collect("cpu"),
+                                                                          process_noise.device_kind(cell.device)))
     return cell
 
 
@@ -383,6 +388,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     failing = gate(table, changes, fail_on, threshold) if gating else []
     if args.format == "text":
         print_compare(table, changes)
+        if not table.empty:
+            print(f"intervals include the noise between processes: {table.iloc[0]['process_note']}")
     else:
         from dia_bench.reports.compare import render
 

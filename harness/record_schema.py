@@ -65,7 +65,14 @@ class Tool(TypedDict):
     version: F[str, Doc("dia-bench's version (harness.__version__)")]
 
 
-class CellSpec(TypedDict):
+class ProcessTerm(TypedDict):
+    """The between-process part of the noise on log times (`harness/stats.py`)."""
+    variance: F[float, Doc("variance of a process's effect on log time")]
+    df: F[float, Doc("degrees of freedom it rests on")]
+    source: F[str, Doc("where it came from, in words")]
+
+
+class CellSpecBase(TypedDict):
     """The configuration as the worker ran it (harness/cell.py's Cell.to_dict)."""
 
     preset: F[str, Doc("model preset: `dia-1.6b` or `dia-tiny`")]
@@ -100,6 +107,11 @@ class CellSpec(TypedDict):
     gpu_model: F[str | None, Doc("CUDA cells: the GPU model they must run on", none="any GPU, or a CPU cell")]
     frames: F[int, Doc("audio frames per request (86.13 a second)")]
     cell_id: F[str, Doc("stable hash of what is measured (not where outputs go): resume and compare match on it")]
+
+
+class CellSpec(CellSpecBase, total=False):
+    process_term: F[ProcessTerm | None, Doc("the between-process term adaptive repeats include",
+                                            none="the default prior", present="records since the term was added")]
 
 
 class StepLatencyBase(TypedDict):
@@ -276,13 +288,33 @@ class Roofline(TypedDict):
                                "fast", none="no problem")]
 
 
-class Adaptive(TypedDict):
+class ProcessSums(TypedDict):
+    """Sums of squares of log RTF over the configurations a run measured in several processes."""
+    ss_between: F[float, Doc("between processes")]
+    df_between: F[int, Doc("their degrees of freedom")]
+    ss_within: F[float, Doc("within processes")]
+    df_within: F[int, Doc("their degrees of freedom")]
+    n0_weight: F[float, Doc("sum of N - sum(n_i^2)/N over configurations (the expected mean square's weight)")]
+    processes: F[int, Doc("processes counted")]
+
+
+class AdaptiveBase(TypedDict):
     target_ci_pct: F[float, Doc("the interval asked for", "%")]
-    achieved_ci_pct: F[float | None, Doc("half-width of the 95% interval reached", "%", none="too few repeats")]
+    achieved_ci_pct: F[float | None, Doc("half-width of the 95% interval reached, the between-process term "
+                                         "included", "%", none="too few repeats")]
     target_met: F[bool, Doc("whether it was reached")]
     repeats_run: F[int, Doc("repeats it took")]
     min_repeats: F[int, Doc("the cell's `repeats`")]
     max_repeats: F[int | None, Doc("the most it could spend", none="no limit given")]
+
+
+class Adaptive(AdaptiveBase, total=False):
+    within_ci_pct: F[float | None, Doc("half-width of the repeats-only interval", "%", none="too few repeats",
+                                       present="records since the between-process term was added")]
+    process_term: F[ProcessTerm, Doc("the between-process term the interval included",
+                                     present="records since the term was added")]
+    unreachable: F[str | None, Doc("why more repeats could not reach the target (the between-process term alone "
+                                   "is wider)", none="reachable", present="records since the term was added")]
 
 
 class Sampled(TypedDict):
@@ -441,10 +473,11 @@ class RecordBase(TypedDict):
 
 class Record(RecordBase, total=False):
     # Sweeps add these to every record they write.
-    key: F[str, Doc("the record's file name in cells/: the cell id, with `@end` or `@N` for repeated baselines",
-                    present="sweeps")]
+    key: F[str, Doc("the record's file name in cells/: the cell id, with `@end` or `@N` for repeated baselines "
+                    "and `@pN` for a cell's process N", present="sweeps")]
     role: F[str, Doc("`cell`, or `baseline-start`, `baseline-mid`, `baseline-end` (the baseline measured "
-                     "again: a check on the machine)", present="sweeps")]
+                     "again: a check on the machine), or `cell-process` (another process of a cell, where the "
+                     "suite sets `processes`)", present="sweeps")]
     description: F[str, Doc("preset/device/plugins/text/seconds/batch, as tables name the cell", present="sweeps")]
     suite: F[str, Doc("the suite's name", present="sweeps")]
     executor: F[str, Doc("`local` or `ray`", present="sweeps")]
@@ -539,6 +572,12 @@ class RunMetaBase(TypedDict):
 
 class RunMeta(RunMetaBase, total=False):
     cells_total: F[int, Doc("cells the suite planned", present="the sweep reached its end once")]
+    process_noise_prior: F[dict[str, ProcessTerm], Doc("per device kind (`cpu`, `cuda`): the between-process term "
+                                                      "assumed before the run measured its own, from this machine's "
+                                                      "history or the default", present="sweeps that record it")]
+    process_noise: F[dict[str, ProcessSums], Doc("per device kind: what the run itself measured of the noise "
+                                                 "between processes", present="sweeps with a configuration measured "
+                                                 "in two or more processes")]
 
 
 # ---------------------------------------------------------------------------------------------------

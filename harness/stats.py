@@ -6,12 +6,23 @@ geometric mean, a ratio of two cells is a difference of means of logs (Welch, un
 The t distribution is what makes 3 repeats honest: its quantile at 2 degrees of freedom is 4.30,
 not the 1.96 a bootstrap or a normal interval silently uses. Below `MIN_REPEATS` no interval is
 claimed at all. `tests/test_stats.py` simulates cells of known truth and checks the coverage.
+
+Repeats inside one worker process share that process's luck: where its memory landed, which core
+it ran on, how warm the machine was. Two processes running the same configuration differ by far more
+than repeats inside one do, so an interval from one process's repeats alone is too narrow for any
+comparison between processes, which is every comparison a report makes. Each log time is therefore
+modelled as configuration + process effect + repeat noise (one-way random effects), and every
+interval carries a process term: its variance `ProcessNoise.variance` is estimated from the
+configurations a run measured in more than one process (the baseline: start, again, end), moderated
+by a prior where those processes are few (as limma moderates a gene's variance), and its degrees of
+freedom enter the interval's by Satterthwaite's approximation.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -21,7 +32,7 @@ CONFIDENCE = 0.95
 # Two repeats give one degree of freedom: an interval 12.7 standard errors wide, which says nothing
 # a reader can use; one repeat gives none. Three is the least the suites may rely on.
 MIN_REPEATS = 3
-METHOD = "Student-t on log times (geometric mean; Welch for ratios)"
+METHOD = ("Student-t on log times with a between-process term (geometric mean; Welch-Satterthwaite for ratios)")
 
 
 def median(values: Sequence[float]) -> float | None:
@@ -139,18 +150,160 @@ def _logs(values: Sequence[float]) -> np.ndarray:
     return np.log(arr)
 
 
-def location_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
-    """Geometric mean of positive repeats with its t-interval; no interval below MIN_REPEATS."""
-    logs = _logs(values)
-    n = int(logs.size)
-    if n == 0:
+@dataclass(frozen=True)
+class ProcessNoise:
+    """The variance of a process's effect on log time, with the degrees of freedom it rests on.
+
+    `variance` is on the natural-log scale: 0.01 means two processes of one configuration typically
+    differ by about exp(sqrt(2 x 0.01)) - 1 = 15%. `df` is infinite only for a term known exactly
+    (tests); `source` says in words where the figure came from, for the reports.
+    """
+
+    variance: float
+    df: float
+    source: str
+
+    @property
+    def sd_pct(self) -> float:
+        """One process's typical deviation, in percent."""
+        return (math.exp(math.sqrt(self.variance)) - 1) * 100
+
+
+# Where neither the run nor the machine's history has several processes of one configuration, this
+# is the term assumed, and said so. Pooled from the committed reference runs' baselines (`dia-bench
+# noise reference-results/*`), rounded up; its few degrees of freedom keep a t quantile wide.
+DEFAULT_PRIOR = ProcessNoise(variance=0.10 ** 2, df=4.0,
+                             source="the default prior (10% a process, 4 df): no machine history")
+NO_PROCESS_NOISE = ProcessNoise(variance=0.0, df=math.inf, source="within-process repeats only")
+
+
+@dataclass(frozen=True)
+class ProcessAnova:
+    """Sums of squares of log times split into between and within processes, poolable across
+    configurations (each configuration contributes only its own processes' spread)."""
+
+    ss_between: float = 0.0
+    df_between: int = 0
+    ss_within: float = 0.0
+    df_within: int = 0
+    n0_weight: float = 0.0  # sum over configurations of N - sum(n_i^2)/N: E[MSB] = s_w^2 + n0 s_b^2
+    processes: int = 0
+
+    def __add__(self, other: ProcessAnova) -> ProcessAnova:
+        return ProcessAnova(self.ss_between + other.ss_between, self.df_between + other.df_between,
+                            self.ss_within + other.ss_within, self.df_within + other.df_within,
+                            self.n0_weight + other.n0_weight, self.processes + other.processes)
+
+    def estimate(self, source: str) -> ProcessNoise | None:
+        """The process variance and its Satterthwaite degrees of freedom; None without two processes
+        of one configuration. A negative estimate (processes agreeing better than repeats) is 0, with
+        the between-process degrees of freedom."""
+        if self.df_between < 1 or self.df_within < 1 or self.n0_weight <= 0:
+            return None
+        msb, msw = self.ss_between / self.df_between, self.ss_within / self.df_within
+        n0 = self.n0_weight / self.df_between
+        variance = (msb - msw) / n0
+        if variance <= 0:
+            return ProcessNoise(0.0, float(self.df_between), source)
+        df = (msb - msw) ** 2 / (msb ** 2 / self.df_between + msw ** 2 / self.df_within)
+        return ProcessNoise(float(variance), float(df), source)
+
+
+def process_anova(processes: Sequence[Sequence[float]]) -> ProcessAnova:
+    """One configuration's processes (each a list of positive repeat times), as sums of squares of logs.
+    A process with no repeats is left out; fewer than two processes contribute within-process
+    spread only."""
+    groups = [_logs(p) for p in processes if len(p)]
+    if not groups:
+        return ProcessAnova()
+    sizes = np.array([g.size for g in groups], dtype=float)
+    total = sizes.sum()
+    grand = float(np.concatenate(groups).mean())
+    ss_b = float(sum(g.size * (g.mean() - grand) ** 2 for g in groups))
+    ss_w = float(sum(((g - g.mean()) ** 2).sum() for g in groups))
+    k = len(groups)
+    return ProcessAnova(ss_b if k > 1 else 0.0, k - 1, ss_w, int(total) - k,
+                        float(total - (sizes ** 2).sum() / total) if k > 1 else 0.0, k)
+
+
+def moderate(measured: ProcessNoise | None, prior: ProcessNoise, max_prior_df: float = 4.0) -> ProcessNoise:
+    """The measured process variance shrunk towards the prior, weighted by degrees of freedom.
+
+    The prior counts for at most `max_prior_df` degrees of freedom, so a run that measured many
+    processes speaks for itself; without a measurement the prior is the answer, and says so."""
+    d0 = min(prior.df, max_prior_df)
+    if measured is None or measured.df <= 0:
+        return ProcessNoise(prior.variance, d0, prior.source)
+    df = d0 + measured.df
+    variance = (d0 * prior.variance + measured.df * measured.variance) / df
+    return ProcessNoise(variance, df, f"{measured.source}, moderated by {prior.source}")
+
+
+def _satterthwaite(terms: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Sum of variance terms and its effective degrees of freedom; each term is (variance, df)."""
+    variance = sum(v for v, _ in terms)
+    denominator = sum(v * v / d for v, d in terms if v > 0 and math.isfinite(d))
+    return variance, (variance ** 2 / denominator if denominator > 0 else math.inf)
+
+
+Samples = Sequence[float] | Sequence[Sequence[float]]
+
+
+def _groups(values: Samples) -> list[np.ndarray]:
+    """Log times per process: a flat list is one process, a list of lists one list a process."""
+    if len(values) and isinstance(values[0], (list, tuple, np.ndarray)):
+        return [g for g in (_logs(v) for v in values) if g.size]
+    return [g for g in [_logs(values)] if g.size]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class _Estimate:
+    """A configuration's log centre (the mean of its processes' means) and the variance of it."""
+
+    log_center: float
+    within: float  # repeat noise's share of the centre's variance
+    within_df: int
+    processes: int
+    repeats: int
+
+    @classmethod
+    def of(cls, groups: list[np.ndarray]) -> _Estimate:
+        k = len(groups)
+        total = sum(g.size for g in groups)
+        df = total - k
+        pooled = sum(((g - g.mean()) ** 2).sum() for g in groups) / df if df > 0 else math.nan
+        within = pooled * sum(1 / g.size for g in groups) / k ** 2 if df > 0 else math.nan
+        return cls(float(np.mean([g.mean() for g in groups])), float(within), df, k, total)
+
+    def too_few(self) -> str | None:
+        """Why no interval: fewer than MIN_REPEATS repeats' worth of within-process spread."""
+        return too_few(self.repeats) if self.within_df < MIN_REPEATS - 1 else None
+
+
+def location_ci(values: Samples, confidence: float = CONFIDENCE,
+                process: ProcessNoise | None = None) -> dict[str, Any]:
+    """Geometric mean of positive repeats with its t-interval; no interval below MIN_REPEATS.
+
+    `values` is one process's repeats, or a list of processes' repeats (the centre is then the mean
+    of their means). With `process` the interval includes that between-process variance (`low`,
+    `high`); `within_low` and `within_high` keep the repeats-only interval beside it."""
+    groups = _groups(values)
+    if not groups:
         return {"center": None, "low": None, "high": None, "n": 0, "reason": "no repeats"}
-    center = float(math.exp(logs.mean()))
-    if n < MIN_REPEATS:
-        return {"center": center, "low": None, "high": None, "n": n, "reason": too_few(n)}
-    half = t_quantile(1 - (1 - confidence) / 2, n - 1) * logs.std(ddof=1) / math.sqrt(n)
-    return {"center": center, "low": float(math.exp(logs.mean() - half)),
-            "high": float(math.exp(logs.mean() + half)), "n": n, "reason": None}
+    est = _Estimate.of(groups)
+    out: dict[str, Any] = {"center": float(math.exp(est.log_center)), "low": None, "high": None,
+                           "within_low": None, "within_high": None, "n": est.repeats, "processes": est.processes,
+                           "reason": est.too_few()}
+    if out["reason"]:
+        return out
+    q = 1 - (1 - confidence) / 2
+    half = t_quantile(q, est.within_df) * math.sqrt(est.within)
+    out.update(within_low=float(math.exp(est.log_center - half)), within_high=float(math.exp(est.log_center + half)))
+    noise = process or NO_PROCESS_NOISE
+    variance, df = _satterthwaite([(est.within, est.within_df), (noise.variance / est.processes, noise.df)])
+    half = t_quantile(q, df) * math.sqrt(variance)
+    out.update(low=float(math.exp(est.log_center - half)), high=float(math.exp(est.log_center + half)))
+    return out
 
 
 def linear_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
@@ -166,41 +319,56 @@ def linear_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> dict[s
     return {"center": center, "low": center - half, "high": center + half, "n": n, "reason": None}
 
 
-def ratio_ci(base: Sequence[float], new: Sequence[float], confidence: float = CONFIDENCE,
-             base_after: Sequence[float] | None = None, weight: float = 0.0) -> dict[str, Any]:
-    """Speedup = geometric mean of `base` / geometric mean of `new`, with a Welch t-interval on logs.
+def ratio_ci(base: Samples, new: Samples, confidence: float = CONFIDENCE,
+             base_after: Samples | None = None, weight: float = 0.0,
+             process: ProcessNoise | None = None, new_process: ProcessNoise | None = None) -> dict[str, Any]:
+    """Speedup = geometric mean of `base` / geometric mean of `new`, with a Welch-Satterthwaite
+    t-interval on logs.
 
     With `base_after` the reference is the baseline interpolated in time: (1 - weight) x GM(base) +
     weight x GM(base_after), so a machine that drifted between two baseline measurements is compared
-    at the speed it had when `new` ran; its variance enters by the delta method. Every sample that
-    enters needs MIN_REPEATS values, else the point stands alone with the reason.
-    `significant` means the interval excludes 1: the difference is beyond the repeats' noise.
+    at the speed it had when `new` ran; its variance enters by the delta method. Each argument is
+    one process's repeats or a list of processes' repeats; with `process` every process that enters
+    adds its between-process variance, so two processes of one configuration are not "different";
+    `new_process` is the term of `new`'s processes where they ran elsewhere (another run), else `process`.
+    Every sample that enters needs MIN_REPEATS values, else the point stands alone with the reason.
+    `significant` means the interval excludes 1: the difference is beyond the noise (both parts).
     """
-    lb, ln = _logs(base), _logs(new)
-    la = _logs(base_after) if base_after is not None else np.array([])
-    w = float(weight) if la.size else 0.0
-    if lb.size == 0 or ln.size == 0 or (w > 0 and la.size == 0):
+    gb, gn = _groups(base), _groups(new)
+    ga = _groups(base_after) if base_after is not None else []
+    w = float(weight) if ga else 0.0
+    if not gb or not gn or (w > 0 and not ga):
         return {"speedup": None, "low": None, "high": None, "significant": None, "reason": "no repeats"}
-    gb, ga = math.exp(lb.mean()), (math.exp(la.mean()) if la.size else 0.0)
-    reference = (1 - w) * gb + w * ga
-    # d log(reference) / d mean(log base) and / d mean(log base_after): the weights each sample's
-    # noise carries into the log of the interpolated reference.
-    parts = [(lb, (1 - w) * gb / reference), (la, w * ga / reference), (ln, -1.0)]
-    parts = [(x, c) for x, c in parts if c != 0]
-    log_ratio = math.log(reference) - ln.mean()
+    eb, en = _Estimate.of(gb), _Estimate.of(gn)
+    ea = _Estimate.of(ga) if ga else None
+    mb, ma = math.exp(eb.log_center), (math.exp(ea.log_center) if ea else 0.0)
+    reference = (1 - w) * mb + w * ma
+    # d log(reference) / d (log centre of base) and / d (log centre of base_after): the weights each
+    # sample's noise carries into the log of the interpolated reference.
+    parts = [(eb, (1 - w) * mb / reference), (ea, w * ma / reference), (en, -1.0)]
+    parts = [(e, c) for e, c in parts if e is not None and c != 0]
+    log_ratio = math.log(reference) - en.log_center
     out: dict[str, Any] = {"speedup": float(math.exp(log_ratio)), "low": None, "high": None, "significant": None,
-                           "reason": None}
-    smallest = min(x.size for x, _ in parts)
-    if smallest < MIN_REPEATS:
-        out["reason"] = too_few(smallest)
-        return out
-    terms = [c * c * x.var(ddof=1) / x.size for x, c in parts]
-    variance = sum(terms)
-    if variance == 0:  # identical repeats: no spread to widen the interval
-        out.update(low=out["speedup"], high=out["speedup"], significant=out["speedup"] != 1)
-        return out
-    df = variance ** 2 / sum(t * t / (x.size - 1) for t, (x, _) in zip(terms, parts, strict=True) if t > 0)
-    half = t_quantile(1 - (1 - confidence) / 2, df) * math.sqrt(variance)
-    low, high = math.exp(log_ratio - half), math.exp(log_ratio + half)
-    out.update(low=float(low), high=float(high), significant=bool(low > 1 or high < 1))
+                           "within_low": None, "within_high": None, "reason": None}
+    for e, _ in parts:
+        if reason := e.too_few():
+            out["reason"] = reason
+            return out
+    within = [(c * c * e.within, e.within_df) for e, c in parts]
+    noise = process or NO_PROCESS_NOISE
+    other = new_process or noise
+    between = [(noise.variance * sum(c * c / e.processes for e, c in parts if e is not en), noise.df),
+               (other.variance / en.processes, other.df)]
+    if other is noise:
+        between = [(between[0][0] + between[1][0], noise.df)]
+    q = 1 - (1 - confidence) / 2
+    for key, terms in (("within", within), ("", [*within, *between])):
+        variance, df = _satterthwaite(terms)
+        if variance == 0:  # identical repeats and no process term: no spread to widen the interval
+            low = high = out["speedup"]
+        else:
+            half = t_quantile(q, df) * math.sqrt(variance)
+            low, high = math.exp(log_ratio - half), math.exp(log_ratio + half)
+        out[f"{key}_low".lstrip("_")], out[f"{key}_high".lstrip("_")] = float(low), float(high)
+    out["significant"] = bool(out["low"] > 1 or out["high"] < 1) if out["low"] != out["high"] else out["speedup"] != 1
     return out

@@ -30,6 +30,8 @@ def interval(point: Any, low: Any, high: Any, spec: str = ".3f", suffix: str = "
 
 def speedup(row: Any) -> str:
     """`1.52x [1.40, 1.65]*`, the star where the interval excludes 1 (a row of a results table or a dict)."""
+    if row.get("baseline_ref") == "baseline-start" and row.get("role") == "baseline-start":
+        return "1.00x (the reference)"
     sig = row.get("significant")
     star = "*" if not absent(sig) and bool(sig) and not absent(row.get("speedup_low")) else ""
     return interval(row.get("speedup"), row.get("speedup_low"), row.get("speedup_high"), ".2f", "x") + star

@@ -126,7 +126,8 @@ def _point(run: Run, r: pd.Series) -> Point:
     point = Point(run, r["status"], samples, peak_rss_mb=r["peak_rss_mb"], peak_vram_mb=r["peak_vram_mb"],
                   weights=r["weights_source"])
     if samples:
-        ci = stats.location_ci(samples)
+        # The run's own between-process term: one run's point is one process of its configuration.
+        ci = stats.location_ci(samples, process=results.process_term(r))
         point.rtf, point.low, point.high = ci["center"], ci["low"], ci["high"]
     return point
 

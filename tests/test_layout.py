@@ -29,7 +29,8 @@ FOLDERS = ("harness", "optimizations", "reports", "suites")
 # What every package may use. A new module at harness/ itself must be added here on purpose, which is the
 # question to answer first: which role does it serve, or is it part of the cell or the record format?
 SHARED = {f"{NS}.harness{m}" for m in ("", ".caches", ".cell", ".devices", ".env", ".errors", ".jsonio", ".paths",
-                                         ".presets", ".record", ".record_schema", ".rundir", ".stats", ".weights_dir",
+                                         ".presets", ".process_noise", ".record", ".record_schema", ".rundir", ".stats",
+                                         ".weights_dir",
                                          ".import_env", ".lifetime")}
 ROLES = ("runtime", "kernels", "worker", "driver", "analysis")
 FACADES = {f"{NS}.harness.cli": "cli", f"{NS}.harness.api": "api"}  # entry points; nothing imports them

@@ -50,22 +50,34 @@ def differences(a: dict[str, Any], b: dict[str, Any], fields: dict[str, Any] | N
 
 
 def compare_runs(base_dir: Path, new_dir: Path) -> pd.DataFrame:
-    base = results.load(base_dir, with_stats=False)
-    new = results.load(new_dir, with_stats=False)
-    base = base[base["status"] == "ok"].set_index("key")
-    new = new[new["status"] == "ok"].set_index("key")
+    """Each configuration both runs measured: the new run's speed against the base run's, with both
+    runs' between-process terms in the interval (each configuration ran in its own processes)."""
+    base, new = (d[(d["status"] == "ok") & ~d["role"].isin(results.EXTRA_PROCESS_ROLES)].set_index("key")
+                 for d in (results.load(base_dir), results.load(new_dir)))
     rows = []
     for key in base.index.intersection(new.index):
         b, n = base.loc[key], new.loc[key]
-        r = stats.ratio_ci(results.rtf_samples(b), results.rtf_samples(n))
+        r = stats.ratio_ci(b["processes"], n["processes"], process=results.process_term(b),
+                           new_process=results.process_term(n))
         change_pct = (1 / r["speedup"] - 1) * 100  # positive: the new run takes longer
         verdict = "same" if r["significant"] is False else "too few repeats to tell"
         if r["significant"]:
             verdict = "faster" if r["speedup"] > 1 else "slower"
         rows.append({"key": key, "description": n["description"], "base_rtf": b["rtf"], "new_rtf": n["rtf"],
                      "speedup": r["speedup"], "speedup_low": r["low"], "speedup_high": r["high"],
-                     "change_pct": change_pct, "significant": r["significant"], "verdict": verdict})
+                     "change_pct": change_pct, "significant": r["significant"], "verdict": verdict,
+                     "process_note": process_note(b, n)})
     return pd.DataFrame(rows)
+
+
+def process_note(b: pd.Series, n: pd.Series) -> str:
+    """Which between-process terms a comparison's interval carries, in words."""
+    parts = []
+    for name, row in (("base", b), ("new", n)):
+        term = results.process_term(row)
+        parts.append(f"{name} {term.sd_pct:.1f}% a process ({term.df:.1f} df; {term.source})" if term
+                     else f"{name}: none recorded")
+    return "; ".join(parts)
 
 
 def regressions(table: pd.DataFrame, max_regression_pct: float) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from dia_bench.harness import rundir, stats
+from dia_bench.harness import process_noise, rundir, stats
 
 # Cells are compared against the baseline measured under the same conditions, on the same node (a Ray
 # sweep measures each node's own baselines; a local run has one node, None).
@@ -16,6 +16,10 @@ BASELINE_KEYS = ("run", "node", "preset", "device", "seconds", "batch", "text_la
 BASELINE_ROLES = ("baseline-start", "baseline-mid", "baseline-end")
 # The baseline measured again: a check on the machine, not another configuration.
 REPEATED_BASELINE_ROLES = ("baseline-mid", "baseline-end")
+# More processes of a configuration that has its own row (a suite's `processes = N`).
+EXTRA_PROCESS_ROLES = ("cell-process",)
+# What a table of configurations leaves out: each is measured again in another row's name.
+NOT_A_CONFIGURATION = REPEATED_BASELINE_ROLES + EXTRA_PROCESS_ROLES
 
 
 def _measured_at(rec: dict[str, Any]) -> pd.Timestamp:
@@ -125,7 +129,7 @@ def load(run_dirs: str | Path | Iterable[str | Path], with_stats: bool = True) -
         meta = rundir.read_meta(path)
         # In the order they ran, as the sweep showed them (files are named by cell id).
         in_order = sorted(rundir.records(path), key=lambda rec: rec.get("finished_at") or "")
-        rows.extend(_row(path, meta, rec) for rec in in_order)
+        rows.extend(_with_noise(in_order, meta, [_row(path, meta, rec) for rec in in_order]))
     df = _with_machine(pd.DataFrame(rows))
     if with_stats and not df.empty:
         df = add_statistics(df)
@@ -143,10 +147,29 @@ def _with_machine(df: pd.DataFrame) -> pd.DataFrame:
 
 def load_records(records: Iterable[dict[str, Any]], with_stats: bool = True) -> pd.DataFrame:
     """Records that belong to no run directory (`dia-bench run --json` files), as one table."""
-    df = _with_machine(pd.DataFrame([_row(Path("-"), {}, rec) for rec in records]))
+    records = list(records)
+    df = _with_machine(pd.DataFrame(_with_noise(records, {}, [_row(Path("-"), {}, rec) for rec in records])))
     if with_stats and not df.empty:
         df = add_statistics(df)
     return df
+
+
+def _with_noise(records: list[dict[str, Any]], meta: dict[str, Any],
+                rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row with its run's between-process term (`harness/process_noise.py`)."""
+    noise = process_noise.run_noise(records, meta)
+    for rec, row in zip(records, rows, strict=True):
+        term = noise[((rec.get("node") or {}).get("id"), process_noise.device_kind(rec.get("device")))]
+        row.update(process_variance=term.variance, process_df=term.df, process_source=term.source)
+    return rows
+
+
+def process_term(row: pd.Series) -> stats.ProcessNoise | None:
+    """The row's between-process term; None for rows loaded without one."""
+    variance = row.get("process_variance")
+    if variance is None or variance != variance:
+        return None
+    return stats.ProcessNoise(float(variance), float(row["process_df"]), str(row["process_source"]))
 
 
 def rtf_samples(row: pd.Series) -> list[float]:
@@ -155,8 +178,8 @@ def rtf_samples(row: pd.Series) -> list[float]:
 
 
 def ok_cells(df: pd.DataFrame) -> pd.DataFrame:
-    """Measured cells, each configuration once (the baseline's repeats left out)."""
-    return df[(df["status"] == "ok") & ~df["role"].isin(REPEATED_BASELINE_ROLES)]
+    """Measured cells, each configuration once (the baseline's repeats and extra processes left out)."""
+    return df[(df["status"] == "ok") & ~df["role"].isin(NOT_A_CONFIGURATION)]
 
 
 def add_statistics(df: pd.DataFrame) -> pd.DataFrame:
@@ -171,20 +194,23 @@ def add_statistics(df: pd.DataFrame) -> pd.DataFrame:
     """
     df = df.copy()
     df["rtf_median"] = df["rtf"]
-    for col in ("rtf_ci_low", "rtf_ci_high", "rtf_ci_reason", "long_form_rtf", "long_form_rtf_low",
-                "long_form_rtf_high", "fixed_seconds", "fixed_seconds_low", "fixed_seconds_high"):
+    for col in ("rtf_ci_low", "rtf_ci_high", "rtf_ci_reason", "rtf_within_low", "rtf_within_high", "long_form_rtf",
+                "long_form_rtf_low", "long_form_rtf_high", "fixed_seconds", "fixed_seconds_low", "fixed_seconds_high"):
         df[col] = None
+    if "process_variance" not in df:
+        df["process_variance"], df["process_df"], df["process_source"] = None, None, None
     df["rtf"] = df["rtf"].astype(object)
+    df["processes"] = _process_samples(df)
     for idx, r in df.iterrows():
         if r["status"] != "ok":
             continue
-        samples = rtf_samples(r)
-        if samples:
-            ci = stats.location_ci(samples)
-            df.loc[idx, ["rtf", "rtf_ci_low", "rtf_ci_high", "rtf_ci_reason"]] = (
-                ci["center"], ci["low"], ci["high"], ci["reason"])
+        term = process_term(r)
+        if r["processes"]:
+            ci = stats.location_ci(r["processes"], process=term)
+            df.loc[idx, ["rtf", "rtf_ci_low", "rtf_ci_high", "rtf_ci_reason", "rtf_within_low", "rtf_within_high"]] = (
+                ci["center"], ci["low"], ci["high"], ci["reason"], ci["within_low"], ci["within_high"])
         if r["long_form_rtf_repeats"]:
-            lf = stats.location_ci(r["long_form_rtf_repeats"])
+            lf = stats.location_ci(r["long_form_rtf_repeats"], process=term)
             fixed = stats.linear_ci(r["fixed_seconds_repeats"])
             df.loc[idx, ["long_form_rtf", "long_form_rtf_low", "long_form_rtf_high", "fixed_seconds",
                          "fixed_seconds_low", "fixed_seconds_high"]] = (
@@ -192,7 +218,8 @@ def add_statistics(df: pd.DataFrame) -> pd.DataFrame:
     df["xrt"] = [1 / v if isinstance(v, (int, float)) and v and v == v else None for v in df["rtf"]]
     df["rtf_iqr"] = [stats.iqr(rtf_samples(r)) if r["status"] == "ok" else None for _, r in df.iterrows()]
     df["disturbed"] = [stats.disturbance(rtf_samples(r)) if r["status"] == "ok" else None for _, r in df.iterrows()]
-    for col in ("speedup", "speedup_low", "speedup_high", "baseline_ref", "speedup_reason"):
+    for col in ("speedup", "speedup_low", "speedup_high", "speedup_within_low", "speedup_within_high", "baseline_ref",
+                "speedup_reason"):
         df[col] = None
     df["significant"] = None
     ok = df[df["status"] == "ok"]
@@ -203,13 +230,40 @@ def add_statistics(df: pd.DataFrame) -> pd.DataFrame:
         start = base.iloc[0]
         timeline = group[group["role"].isin(BASELINE_ROLES) & group["measured_at"].notna()].sort_values("measured_at")
         for idx, row in group.iterrows():
+            if row["role"] in EXTRA_PROCESS_ROLES:
+                continue
             before, after, weight = _neighbours(timeline, row, start) if row["role"] == "cell" else (start, None, 0.0)
-            r = stats.ratio_ci(rtf_samples(before), rtf_samples(row),
-                               base_after=rtf_samples(after) if after is not None else None, weight=weight)
+            if row["role"] == "baseline-start":  # the reference itself: 1 by definition, nothing to test
+                df.loc[idx, ["speedup", "significant", "baseline_ref"]] = (1.0, False, "baseline-start")
+                continue
+            r = stats.ratio_ci(rtf_samples(before), row["processes"],
+                               base_after=rtf_samples(after) if after is not None else None, weight=weight,
+                               process=process_term(row))
             ref = before["role"] if after is None else f"{before['role']}..{after['role']} @{weight:.2f}"
-            df.loc[idx, ["speedup", "speedup_low", "speedup_high", "significant", "baseline_ref",
-                         "speedup_reason"]] = (r["speedup"], r["low"], r["high"], r["significant"], ref, r["reason"])
+            df.loc[idx, ["speedup", "speedup_low", "speedup_high", "speedup_within_low", "speedup_within_high",
+                         "significant", "baseline_ref", "speedup_reason"]] = (
+                r["speedup"], r["low"], r["high"], r.get("within_low"), r.get("within_high"), r["significant"], ref,
+                r["reason"])
     return df
+
+
+def _process_samples(df: pd.DataFrame) -> list[list[list[float]]]:
+    """Per row, the RTF repeats of each process that measured its configuration: its own, and for a
+    cell row those of its extra processes (`processes = N`), in the order they ran."""
+    extra: dict[tuple[Any, ...], list[list[float]]] = {}
+    for _, r in df.iterrows():
+        if r["status"] == "ok" and r["role"] in EXTRA_PROCESS_ROLES and (samples := rtf_samples(r)):
+            extra.setdefault(_process_key(r), []).append(samples)
+    out = []
+    for _, r in df.iterrows():
+        own = [rtf_samples(r)] if r["status"] == "ok" and rtf_samples(r) else []
+        more = extra.get(_process_key(r), []) if r["role"] == "cell" else []
+        out.append(own + more)
+    return out
+
+
+def _process_key(r: pd.Series) -> tuple[Any, ...]:
+    return r["run"], r["node"] if isinstance(r["node"], str) else None, r["cell_id"]
 
 
 def _neighbours(timeline: pd.DataFrame, row: pd.Series,
@@ -253,7 +307,7 @@ def baseline_drift(df: pd.DataFrame) -> pd.DataFrame:
                          "baseline_measurements": len(group), "significant": None})
             continue
         start_samples = rtf_samples(start.iloc[0])
-        r = stats.ratio_ci(rtf_samples(end.iloc[0]), start_samples)
+        r = stats.ratio_ci(rtf_samples(end.iloc[0]), start_samples, process=process_term(start.iloc[0]))
         repeats = group[group["role"].isin(REPEATED_BASELINE_ROLES)]
         drifts = [(row["rtf"] / start.iloc[0]["rtf"] - 1) * 100 for _, row in repeats.iterrows()]
         rows.append({**dict(zip(BASELINE_KEYS, keys, strict=True)), "start_rtf": start.iloc[0]["rtf"],

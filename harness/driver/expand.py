@@ -14,7 +14,7 @@ from dia_bench.harness.errors import UsageError
 class PlannedCell:
     key: str  # unique within a run: the cell id, plus "@end" for the closing baseline
     cell: Cell
-    role: str = "cell"  # "baseline-start", "baseline-mid", "baseline-end" or "cell"
+    role: str = "cell"  # "baseline-start", "baseline-mid", "baseline-end", "cell" or "cell-process"
     skip_reason: str | None = None
     node: str | None = None  # a Ray node id: the cell must run there (each node's own baselines)
     timeout_s: float | None = None  # the suite's cell table gave this cell its own limit
@@ -136,10 +136,20 @@ def expand(suite: Suite, this_machine: bool = True) -> list[PlannedCell]:
         # Baselines run first (above, in order), again after every `baseline_every` other cells of their
         # conditions, and last: speedups then compare against the machine's speed when each cell ran.
         starts = [p for p in planned if p.cell.device == device and p.role == "baseline-start"]
-        others = [p for p in planned if p.cell.device == device and p.role == "cell"]
+        others = _rounds([p for p in planned if p.cell.device == device and p.role == "cell"], suite.processes)
         planned = [p for p in planned if p.cell.device != device] + starts + _interleave(others, starts,
                                                                                        suite.baseline_every) + ends
     return planned
+
+
+def _rounds(cells: list[PlannedCell], processes: int) -> list[PlannedCell]:
+    """The cells once per process, a whole round at a time (pyperf's interleaving): a machine that
+    slows down for a minute then touches one process of many cells, not every process of one."""
+    out = list(cells)
+    for i in range(2, processes + 1):
+        out += [PlannedCell(key=f"{p.key}@p{i}", cell=p.cell, role="cell-process", skip_reason=p.skip_reason,
+                            node=p.node, timeout_s=p.timeout_s) for p in cells]
+    return out
 
 
 def _conditions(cell: Cell) -> tuple:

@@ -25,7 +25,7 @@ SUITE_KEYS: dict[str, type | tuple[type, ...]] = {
     "warmup": int, "repeats": int, "min_repeats": int, "time_budget_s": (int, float), "seed": int,
     "timeout_s": (int, float), "fidelity": bool, "design": str, "cells": list, "weights": str,
     "codec_weights": str, "baseline_every": int, "target_ci_pct": (int, float), "max_repeats": int,
-    "gpu_model": str, "warmup_seconds": (int, float),
+    "gpu_model": str, "warmup_seconds": (int, float), "processes": int,
 }
 TOP_KEYS = {"suite", "plugins"}
 
@@ -51,6 +51,9 @@ class Suite:
     seed: int = 0
     timeout_s: float = 1800.0
     baseline_every: int = 0  # repeat the baseline after every N cells (0: only first and last)
+    # Each cell measured in this many worker processes, a round of all cells per process, so that
+    # its interval rests on the spread between processes it showed, not on the machine's prior alone.
+    processes: int = 1
     fidelity: bool = True
     design: str = "one-at-a-time"
     weights: str | None = None  # else the HF cache, else synthetic
@@ -261,6 +264,9 @@ def parse_suite(path: Path) -> Suite:
         if any(split_spec(spec)[0] == "compile" for cell in plugin_combinations(suite) for spec in cell):
             raise UsageError(f"{path}: [suite] warmup = 0 with a compile cell would time compilation as "
                              "generation: set warmup = 1 or more")
+    if suite.processes < 1:
+        raise UsageError(f"{path}: [suite] processes = {suite.processes}: give how many worker processes measure "
+                         "each cell, 1 or more")
     if suite.baseline_every < 0:
         raise UsageError(f"{path}: [suite] baseline_every = {suite.baseline_every}: give 0 (baselines first "
                          "and last only) or N >= 1 (a baseline again after every N cells)")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dia_bench.harness import rundir
+from dia_bench.harness import process_noise, rundir
 from dia_bench.harness.driver import overlap
 from dia_bench.harness.driver.executors import Batch, Executor
 from dia_bench.harness.driver.expand import PlannedCell, expand
@@ -20,7 +20,8 @@ from dia_bench.harness.record import now
 def describe(p: PlannedCell) -> str:
     c = p.cell
     plugins = "+".join(c.plugins) or "baseline"
-    end = {"baseline-end": " (end)", "baseline-mid": f" (again, {p.key.rsplit('@', 1)[-1]})"}.get(p.role, "")
+    end = {"baseline-end": " (end)", "baseline-mid": f" (again, {p.key.rsplit('@', 1)[-1]})",
+           "cell-process": f" (process {p.key.rsplit('@p', 1)[-1]})"}.get(p.role, "")
     device = f"{c.device}({c.gpu_model})" if c.gpu_model else c.device
     return f"{c.preset}/{device}/{plugins}/{c.label or 'text'}/{c.seconds:g}s/b{c.batch}{end}"
 
@@ -46,10 +47,13 @@ def prepare_run_dir(out: Path, suite: Suite, resume: bool) -> None:
 
     from dia_bench.harness import env
 
+    machine = env.collect("cpu")
     rundir.create(out, {
         "suite": {"name": suite.name, "path": str(suite.path), "text_hash": suite.text_hash,
                   "text": suite.path.read_text()},
-        "machine": env.collect("cpu"),
+        "machine": machine,
+        # Fixed when the run starts, so the run's intervals do not change as the history grows.
+        "process_noise_prior": process_noise.priors_for(machine, ["cpu", "cuda"]),
         # What `dia-bench export` hands to pytest-benchmark: its own view of the measuring machine.
         "pytest_benchmark_machine_info": pytest_benchmark_generate_machine_info(),
     })
@@ -80,8 +84,11 @@ def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = 
     # The compile cache outlives the run (harness/caches.py); --cold gives every cell an empty one.
     from dia_bench.harness.caches import COLD_ENV
 
+    priors = rundir.read_meta(out).get("process_noise_prior") or {}
     for p in todo:
         p.cell.audio_dir = str((out / "audio").resolve())
+        # Adaptive repeats stop on an interval that includes the noise between processes.
+        p.cell.process_term = priors.get(process_noise.device_kind(p.cell.device))
         # One fp32 history per condition for the whole run: every cell is judged on the same one.
         p.cell.fidelity_dir = str((out / "fidelity").resolve())
     batch = Batch(todo, timeout_s=suite.timeout_s, extra_env={COLD_ENV: "1"} if cold else {}, run_dir=out)
@@ -94,6 +101,11 @@ def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = 
             display.finish(rec)
     overlap.annotate(out)
     rundir.update_meta(out, finished_at=now(), cells_total=len(planned))
+    if executor.runs_here:  # a cluster's nodes are other machines, with histories of their own
+        every = list(rundir.records(out))
+        process_noise.remember(out, every, rundir.read_meta(out).get("machine") or {})
+        if sums := process_noise.sums_by_kind(every):
+            rundir.update_meta(out, process_noise=sums)
     return records
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,22 +55,39 @@ def _stage_medians(outputs: list[PipelineOutput]) -> dict[str, Any]:
     return stages
 
 
-def interval_pct(times: list[float]) -> float | None:
-    """Half the width of the 95% interval of the repeats, in percent of their centre."""
-    ci = stats.location_ci(times)
-    if ci["low"] is None:
+def process_term(cell: Cell) -> stats.ProcessNoise:
+    t = cell.process_term
+    return stats.ProcessNoise(float(t["variance"]), float(t["df"]), str(t["source"])) if t else stats.DEFAULT_PRIOR
+
+
+def interval_pct(times: list[float], process: stats.ProcessNoise | None = None, within: bool = False) -> float | None:
+    """Half the width of the 95% interval of the repeats, in percent of their centre: with the
+    between-process term `process`, or the repeats-only interval with `within`."""
+    ci = stats.location_ci(times, process=process)
+    low, high = (ci["within_low"], ci["within_high"]) if within else (ci["low"], ci["high"])
+    if low is None:
         return None
-    return (ci["high"] - ci["low"]) / 2 / ci["center"] * 100
+    return (high - low) / 2 / ci["center"] * 100
+
+
+def process_floor_pct(process: stats.ProcessNoise) -> float:
+    """The narrowest interval any number of repeats in one process can reach: the process term's own."""
+    if process.variance <= 0:
+        return 0.0
+    half = stats.t_quantile(1 - (1 - stats.CONFIDENCE) / 2, process.df) * math.sqrt(process.variance)
+    return (math.exp(half) - math.exp(-half)) / 2 * 100
 
 
 def _more(cell: Cell, outputs: list[PipelineOutput], elapsed: float) -> bool:
-    """After the minimum: one more repeat while the interval is wider than the target (up to
-    max_repeats), or while a time budget lasts."""
+    """After the minimum: one more repeat while the interval (the between-process term included) is
+    wider than the target, up to max_repeats, and while more repeats can still narrow it; or while a
+    time budget lasts."""
     if cell.target_ci_pct is not None:
         if len(outputs) >= (cell.max_repeats or cell.repeats):
             return False
-        pct = interval_pct([o.times.generate_s for o in outputs])
-        return pct is None or pct > cell.target_ci_pct
+        term = process_term(cell)
+        pct = interval_pct([o.times.generate_s for o in outputs], term)
+        return (pct is None or pct > cell.target_ci_pct) and process_floor_pct(term) < cell.target_ci_pct
     return bool(cell.time_budget_s) and elapsed < cell.time_budget_s and len(outputs) < MAX_REPEATS
 
 
@@ -210,10 +228,17 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         "codec": cell.codec,
     }
     if cell.target_ci_pct is not None:
-        achieved = interval_pct(gen)
+        term = process_term(cell)
+        achieved, floor = interval_pct(gen, term), process_floor_pct(term)
         rec["adaptive"] = {"target_ci_pct": cell.target_ci_pct, "achieved_ci_pct": achieved,
                            "target_met": achieved is not None and achieved <= cell.target_ci_pct,
-                           "repeats_run": len(gen), "min_repeats": cell.repeats, "max_repeats": cell.max_repeats}
+                           "repeats_run": len(gen), "min_repeats": cell.repeats, "max_repeats": cell.max_repeats,
+                           "within_ci_pct": interval_pct(gen, within=True),
+                           "process_term": {"variance": term.variance, "df": term.df, "source": term.source},
+                           "unreachable": None if floor < cell.target_ci_pct else (
+                               f"the noise between processes alone gives +-{floor:.1f}% ({term.source}); more "
+                               "repeats in one process cannot narrow that: measure in more processes "
+                               "(a suite's `processes`) or widen the target")}
     if memory.nvml is not None and (joules := memory.nvml.energy_joules()) is not None:
         # Per repeat actually run: a time budget may run more than `cell.repeats`.
         rec["energy_joules_per_audio_second"] = joules / (audio_seconds * len(outputs))

@@ -1,0 +1,132 @@
+"""How much one process differs from another on this machine: measured per run, kept per machine.
+
+Every configuration a run measures in more than one worker process (the baseline at the start,
+again and at the end; every cell of a suite with `processes = N`) shows the between-process part of
+the noise (`harness/stats.py`). A run's estimate rests on few processes, so it is moderated by a
+prior: the pooled estimate of earlier runs on the same machine (kept in the cache directory, as
+`dia-bench noise` shows), else `stats.DEFAULT_PRIOR`. The prior a sweep used is written into its
+run.json, so a report rendered elsewhere computes the same intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from dia_bench.harness import stats
+from dia_bench.harness.paths import cache_dir
+
+# Roles whose records are one more process of a configuration measured in another record.
+PROCESS_ROLES = ("baseline-start", "baseline-mid", "baseline-end", "cell", "cell-process")
+# A machine's history keeps its newest runs: older ones may describe a machine since changed.
+HISTORY_RUNS = 20
+
+
+def device_kind(device: str | None) -> str:
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+def rtf_repeats(rec: dict[str, Any]) -> list[float]:
+    audio = rec.get("audio_seconds")
+    return [t / audio for t in rec.get("repeats_seconds") or []] if audio else []
+
+
+def anova_by_kind(records: Iterable[dict[str, Any]]) -> dict[tuple[str | None, str], stats.ProcessAnova]:
+    """Per (node, device kind): the sums of squares of every configuration measured in several processes."""
+    processes: dict[tuple[Any, ...], list[list[float]]] = defaultdict(list)
+    for rec in records:
+        if rec.get("status") != "ok" or rec.get("role", "cell") not in PROCESS_ROLES:
+            continue
+        node = (rec.get("node") or {}).get("id")
+        if samples := rtf_repeats(rec):
+            processes[(node, device_kind(rec.get("device")), rec.get("cell_id"))].append(samples)
+    out: dict[tuple[str | None, str], stats.ProcessAnova] = defaultdict(stats.ProcessAnova)
+    for (node, kind, _), groups in processes.items():
+        if len(groups) > 1:
+            out[(node, kind)] = out[(node, kind)] + stats.process_anova(groups)
+    return dict(out)
+
+
+def sums_by_kind(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What a run measured of the noise between processes, per device kind (nodes pooled), for run.json."""
+    out: dict[str, stats.ProcessAnova] = defaultdict(stats.ProcessAnova)
+    for (_, kind), anova in anova_by_kind(records).items():
+        out[kind] = out[kind] + anova
+    return {kind: dataclasses.asdict(a) for kind, a in sorted(out.items())}
+
+
+def _from_dict(d: dict[str, Any] | None) -> stats.ProcessNoise | None:
+    if not d or d.get("variance") is None:
+        return None
+    return stats.ProcessNoise(float(d["variance"]), float(d["df"]), str(d.get("source") or "recorded prior"))
+
+
+def as_dict(noise: stats.ProcessNoise) -> dict[str, Any]:
+    return {"variance": noise.variance, "df": noise.df, "source": noise.source}
+
+
+def run_noise(records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[tuple[str | None, str], stats.ProcessNoise]:
+    """The process term per (node, device kind) of one run: what it measured, moderated by its prior."""
+    priors = meta.get("process_noise_prior") or {}
+    measured = anova_by_kind(records)
+    keys = set(measured) | {((rec.get("node") or {}).get("id"), device_kind(rec.get("device"))) for rec in records}
+    out = {}
+    for key in keys:
+        anova = measured.get(key)
+        est = anova.estimate(f"measured in this run ({anova.processes} processes)") if anova else None
+        out[key] = stats.moderate(est, _from_dict(priors.get(key[1])) or stats.DEFAULT_PRIOR)
+    return out
+
+
+def history_path() -> Path:
+    return cache_dir() / "process-noise.json"
+
+
+def machine_id(machine: dict[str, Any]) -> str:
+    """CPU model, cores and GPUs: what makes two runs the same machine for the history."""
+    cpu = machine.get("cpu") or {}
+    gpus = ",".join(g.get("name", "?") for g in machine.get("gpus") or []) or "no GPU"
+    return f"{cpu.get('model')} | {cpu.get('logical_cores')} cores | {gpus}"
+
+
+def _read_history() -> dict[str, Any]:
+    try:
+        return json.loads(history_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def prior_for(machine: dict[str, Any], kind: str) -> stats.ProcessNoise:
+    """The pooled estimate of this machine's stored runs, else the default prior."""
+    runs = (_read_history().get(machine_id(machine)) or {}).get(kind) or []
+    pooled = sum((stats.ProcessAnova(**r["anova"]) for r in runs[-HISTORY_RUNS:]), stats.ProcessAnova())
+    est = pooled.estimate(f"this machine's history ({len(runs[-HISTORY_RUNS:])} runs, {pooled.processes} processes)")
+    return est if est is not None and est.df >= 2 else stats.DEFAULT_PRIOR
+
+
+def priors_for(machine: dict[str, Any], kinds: Iterable[str]) -> dict[str, dict[str, Any]]:
+    return {kind: as_dict(prior_for(machine, kind)) for kind in sorted(set(kinds))}
+
+
+def remember(run_dir: Path, records: list[dict[str, Any]], machine: dict[str, Any]) -> int:
+    """Adds a finished run's measured sums of squares to the machine's history (once per run);
+    returns how many device kinds it added."""
+    history = _read_history()
+    mine = history.setdefault(machine_id(machine), {})
+    added = 0
+    for (_, kind), anova in anova_by_kind(records).items():
+        runs = [r for r in mine.setdefault(kind, []) if r.get("run") != str(run_dir.resolve())]
+        runs.append({"run": str(run_dir.resolve()), "anova": dataclasses.asdict(anova)})
+        mine[kind] = runs[-HISTORY_RUNS:]
+        added += 1
+    if added:
+        path = history_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(history, indent=1))
+        tmp.replace(path)
+    return added

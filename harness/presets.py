@@ -116,3 +116,11 @@ def decode_steps(frames: int, delays: list[int] = DELAY_PATTERN) -> int:
     The one place this is counted: the validator's limit, `generate`'s max_new_tokens and the static
     engine's loop must agree, or the two engines would do different work."""
     return frames + max(delays) + 1
+
+
+def frames_complete(steps_done: int, frames: int, delays: list[int] = DELAY_PATTERN) -> int:
+    """Audio frames whose codes are all known after `steps_done` decode steps.
+
+    Channel c's frame f comes at step f + delay[c] + 1, so the most delayed channel holds every
+    frame back by max(delays) steps: what a stream must wait for before it can decode a frame."""
+    return max(0, min(frames, steps_done - max(delays)))

@@ -76,6 +76,38 @@ class DescriptDac:
         return self.model.decode(z).float().reshape(codes.shape[0], -1)
 
 
+def decoder_context_frames(codec: Codec) -> int:
+    """Frames of context, on each side, that decoding a stretch of frames needs to give exactly the samples
+    the whole utterance's decode gives there: the decoder's receptive field, in frames.
+
+    Both backends decode with DAC's decoder: stride-1 convolutions and transposed convolutions with
+    zero padding, and pointwise activations, so a sample depends on a bounded stretch of frames. That
+    stretch is followed back through the layers, last to first, from the samples of one frame (10
+    frames each side for DAC 44.1 kHz: its dilated residual units at 8 samples a frame reach furthest)."""
+    from torch import nn
+
+    decoder = getattr(getattr(codec, "model", None), "decoder", None)
+    if decoder is None:
+        raise TypeError(f"codec {getattr(codec, 'name', type(codec).__name__)!r} has no DAC decoder to read")
+    layers = [m for m in decoder.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
+    hop = 1
+    for m in layers:
+        if isinstance(m, nn.ConvTranspose1d):
+            hop *= m.stride[0]
+        elif m.stride[0] != 1:
+            raise TypeError("a strided convolution in the codec's decoder: its receptive field is not followed here")
+    # Far from the edges, so that no index is clipped: the result does not depend on where the frame is.
+    frame = 1 << 20
+    lo, hi = frame * hop, (frame + 1) * hop - 1
+    for m in reversed(layers):
+        k, s, p, d = m.kernel_size[0], m.stride[0], m.padding[0], m.dilation[0]
+        if isinstance(m, nn.ConvTranspose1d):  # output n reads inputs i with n = i*s - p + j*d, 0 <= j < k
+            lo, hi = -(-(lo + p - (k - 1) * d) // s), (hi + p) // s
+        else:  # output n reads inputs n - p + j*d
+            lo, hi = lo - p, hi - p + (k - 1) * d
+    return max(frame - lo, hi - frame)
+
+
 def _codec_leaves(root) -> list:
     """The modules holding a codec's weights, in the order both implementations build them."""
     from torch import nn

@@ -61,16 +61,37 @@ class PipelineOutput:
 
 
 class StepClock:
-    """A `generate` streamer that only records when each step finished."""
+    """A `generate` streamer that records when each step finished and, where `on_row` is given, hands it
+    each step's delayed codes, (batch, channels), as they come.
 
-    def __init__(self) -> None:
+    `generate` puts the decoder's start row first and then each step's tokens, flattened to batch x
+    channels; the static engine stamps the clock itself and calls `on_row` with the same rows."""
+
+    def __init__(self, on_row: Callable[[torch.Tensor], None] | None = None) -> None:
         self.stamps: list[float] = []
+        self.on_row = on_row
+        self._started = False
 
     def put(self, value: torch.Tensor) -> None:
         self.stamps.append(time.perf_counter())
+        if self.on_row is None:
+            return
+        if not self._started:  # the start row is BOS, not a step
+            self._started = True
+            return
+        self.on_row(value.reshape(-1, len(DELAY_PATTERN)))
 
     def end(self) -> None:
         pass
+
+
+def undelay_frames(delayed: torch.Tensor, start: int, stop: int, delays: list[int] = DELAY_PATTERN) -> torch.Tensor:
+    """Aligned codes (batch, channels, stop - start) of frames [start, stop) from delayed codes (batch, steps,
+    channels) as `generate` returns them, row 0 the start row; only the rows those frames need must be
+    filled, so a stream can undelay frames while later steps are still to come (`frames_complete`)."""
+    frames = torch.arange(start, stop, device=delayed.device)[:, None]
+    rows = frames + 1 + torch.tensor(delays, device=delayed.device)[None, :]  # (frames, channels)
+    return delayed.gather(1, rows[None].expand(delayed.shape[0], -1, -1)).transpose(1, 2)
 
 
 def _sync(device: torch.device) -> None:

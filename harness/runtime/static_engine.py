@@ -307,12 +307,16 @@ class StaticEngine:
         self.pipeline.cache_dtype = req.keys[0].dtype
         out = torch.full((texts, steps + 1, channels), BOS, dtype=torch.long, device=device)
         positions = torch.arange(steps, device=device)
+        # A streaming clock reads each step's codes; reading them waits for the device, so only where asked.
+        on_row = getattr(clock, "on_row", None)
         timer.mark()  # the encoder and cross-attention keys and values are done
         with contextlib.ExitStack() as settled:
             for t in range(steps):
                 out[:, t + 1, :] = self.decode(out[:, t, :], positions[t], req, req.forced[t], sampling,
                                                self._span(t))[0]
                 timer.mark()
+                if on_row is not None:
+                    on_row(out[:, t + 1, :])
                 if t == 0 and self.compiled:
                     # The first step checked every guard, and so ran (or compiled) the step for this
                     # request's shapes; the later ones differ from it in tensor values only. Their guards

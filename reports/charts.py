@@ -20,12 +20,15 @@ import pandas as pd
 
 from dia_bench.harness.analysis import results
 
-plt.rcParams.update({"svg.fonttype": "path", "figure.dpi": 100, "font.size": 9})
+# Text as SVG text, not as glyph outlines: each outlined character costs about 60 bytes, which put a
+# 40-cell report's charts over 1.5 MB; the viewer's own font draws it (DejaVu Sans, else any sans-serif).
+plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 100, "font.size": 9})
 
 
 def _uri(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    # No date in the metadata: the same run draws the same bytes.
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
 
@@ -35,8 +38,11 @@ def _legend_below(ax) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
 
 
-def _label(row: pd.Series) -> str:
-    return f"{row['plugins']} ({row['device']}, {row['seconds']:g}s, b{row['batch']})"
+def _label(row: pd.Series, machine: bool = False, device: bool = True) -> str:
+    parts = [str(row["machine"])] if machine else []
+    parts += [str(row["device"])] if device else []
+    parts += [f"{row['seconds']:g}s", f"b{row['batch']}"]
+    return f"{row['plugins']} ({', '.join(parts)})"
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
@@ -53,22 +59,72 @@ def _config_axes(rows: pd.DataFrame, top_down: bool = True):
     return fig, ax, y
 
 
+def _per_device(ok: pd.DataFrame, sort_by: str):
+    """A figure with one panel per device, each with its own axis and one labelled row per configuration,
+    sorted by `sort_by`, first at the top. A GPU's seconds and a CPU's differ a thousandfold: on one axis
+    the GPU's bars would not show."""
+    groups = [(device, g.sort_values(sort_by)) for device, g in ok.groupby("device", sort=True)]
+    labels, titles = [], []
+    for device, g in groups:
+        machines = sorted(str(m) for m in g["machine"].dropna().unique())
+        # The panel's title names the device; the machine goes into a label only where two share a panel.
+        labels.append([_label(r, machine=len(machines) > 1, device=False) for _, r in g.iterrows()])
+        titles.append(f"{device}: {', '.join(machines)}")
+    heights = [0.3 * len(g) + 0.9 for _, g in groups]
+    # Wide enough for the longest label beside a 5-inch plot: the layout would otherwise shrink the plot.
+    width = 5 + 0.07 * max(len(t) for rows in labels for t in rows)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(width, sum(heights)), squeeze=False, layout="constrained",
+                             gridspec_kw={"height_ratios": heights})
+    panels = []
+    for ax, (_, g), names, title in zip(axes[:, 0], groups, labels, titles, strict=True):
+        y = np.arange(len(g))
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        ax.set_title(title, loc="left", fontsize=9, fontweight="bold")
+        panels.append((ax, g, y))
+    return fig, panels
+
+
+def _plain_log_axis(ax) -> None:
+    """A log x axis ticked 1, 2, 5 per decade in plain numbers: even within one decade it has ticks to read,
+    and no 10^-2 superscripts."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def rtf_per_config(df: pd.DataFrame) -> str | None:
-    ok = _ok(df).sort_values("rtf")
+    """RTF per configuration with its 95% interval, a panel per device, each bar labelled with its x real
+    time (the other convention, so neither reader has to invert)."""
+    ok = _ok(df)
     if ok.empty:
         return None
-    fig, ax, y = _config_axes(ok)
-    rtf = ok["rtf"].astype(float)
-    # No bar where there is no interval (fewer than 3 repeats), rather than a bar of zero width.
-    err = [(rtf - ok["rtf_ci_low"].astype(float)).fillna(0), (ok["rtf_ci_high"].astype(float) - rtf).fillna(0)]
-    ax.barh(y, rtf, xerr=err, color="#4c72b0", capsize=2)
-    ax.axvline(1.0, color="grey", ls="--", lw=0.8)
-    label = "RTF = compute / audio (lower is better; dashed: real time), 95% CI"
-    if rtf.max() > 10 * rtf.min() > 0:
-        # A GPU's 0.02 beside a CPU's 60 on one linear axis leaves the fast bars invisible.
-        ax.set_xscale("log")
-        label += ", log scale"
-    ax.set_xlabel(label)
+    fig, panels = _per_device(ok, "rtf")
+    for ax, rows, y in panels:
+        rtf = rows["rtf"].astype(float)
+        low, high = rows["rtf_ci_low"].astype(float), rows["rtf_ci_high"].astype(float)
+        # No bar where there is no interval (fewer than 3 repeats), rather than a bar of zero width.
+        ax.barh(y, rtf, xerr=[(rtf - low).fillna(0), (high - rtf).fillna(0)], color="#4c72b0", capsize=2)
+        right = high.fillna(rtf)
+        log = rtf.max() > 10 * rtf.min() > 0
+        notes = ["lower is better"]
+        if right.max() >= 1.0:
+            # Only where some bar reaches it: a line at 1 beside GPU bars of 0.02 would squash them.
+            ax.axvline(1.0, color="grey", ls="--", lw=0.8)
+            notes.append("dashed: real time")
+        if log:
+            # Within one device too: a 0.5 beside a 60 on one linear axis leaves the fast bars invisible.
+            _plain_log_axis(ax)
+            notes.append("log scale")
+        ax.set_xlabel(f"RTF = compute / audio, 95% CI ({'; '.join(notes)})\n"
+                      "beside each bar: x real time = audio / compute")
+        for yi, xrt, x in zip(y, rows["xrt"].astype(float), right, strict=True):
+            ax.annotate(f"{xrt:.3g}x", (x, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7,
+                        color="#333333")
+        # Room for those labels right of the longest bar.
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(lo, hi * 2 if log else hi * 1.15)
     return _uri(fig)
 
 
@@ -128,15 +184,17 @@ def stages(df: pd.DataFrame) -> str | None:
     ok = _ok(df)
     if ok.empty:
         return None
-    fig, ax, y = _config_axes(ok)
-    left = np.zeros(len(ok))
-    for col, label in (("encoder_prefill_s", "encoder + prefill"), ("decode_s", "decode loop"),
-                       ("codec_decode_s", "codec decode")):
-        vals = ok[col].fillna(0).to_numpy(dtype=float)
-        ax.barh(y, vals, left=left, label=label)
-        left += vals
-    ax.set_xlabel("seconds per repeat (median)")
-    _legend_below(ax)
+    fig, panels = _per_device(ok, "generation_seconds")
+    for i, (ax, rows, y) in enumerate(panels):
+        left = np.zeros(len(rows))
+        for col, label in (("encoder_prefill_s", "encoder + prefill"), ("decode_s", "decode loop"),
+                           ("codec_decode_s", "codec decode")):
+            vals = rows[col].fillna(0).to_numpy(dtype=float)
+            ax.barh(y, vals, left=left, label=label)
+            left += vals
+        ax.set_xlabel("seconds per repeat (median)")
+        if i == len(panels) - 1:
+            _legend_below(ax)
     return _uri(fig)
 
 

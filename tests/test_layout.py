@@ -3,11 +3,12 @@
 harness/ holds the shared modules (the cell, the record and run directory formats, presets, stats) and
 one package per role: runtime/ (the model runtime: pipeline, codec, static engine, weights), kernels/
 (the C kernels, their builder and operators), worker/ (what measures inside a cell's isolated process),
-driver/ (what orchestrates cells from the parent), analysis/ (reading runs back). harness/api.py is the
-guide's API for a user's own process and harness/cli.py dispatches to all of them; nothing imports
-either. Plugins (optimizations/) act on the runtime and may use the kernels, never the worker; reports/
-read runs through analysis/, never the driver. Read from the source with ast, so an import inside a
-function counts as much as one at the top. The four folders install as `dia_bench.<folder>`.
+driver/ (what orchestrates cells from the parent), analysis/ (reading runs back), serving/ (load against a
+streaming target: time to first audio and latency under load). harness/api.py is the guide's API for a
+user's own process and harness/cli.py dispatches to all of them; nothing imports either. Plugins
+(optimizations/) act on the runtime and may use the kernels, never the worker; reports/ read runs
+through analysis/, never the driver. Read from the source with ast, so an import inside a function
+counts as much as one at the top. The four folders install as `dia_bench.<folder>`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ SHARED = {f"{NS}.harness{m}" for m in ("", ".caches", ".cell", ".devices", ".env
                                          ".presets", ".process_noise", ".record", ".record_schema", ".rundir", ".stats",
                                          ".weights_dir",
                                          ".import_env", ".lifetime")}
-ROLES = ("runtime", "kernels", "worker", "driver", "analysis")
+ROLES = ("runtime", "kernels", "worker", "driver", "analysis", "serving")
 FACADES = {f"{NS}.harness.cli": "cli", f"{NS}.harness.api": "api"}  # entry points; nothing imports them
 
 
@@ -59,12 +60,13 @@ ALLOWED = {
     "optimizations": {"shared", "kernels", "runtime"},
     "worker": {"shared", "kernels", "runtime", "optimizations"},
     "analysis": {"shared", "optimizations"},  # a cell's plugins, read back (quality's per-plugin verdicts)
+    "serving": {"shared", "runtime"},  # the load generator and its targets: a pipeline built by its caller
     "driver": {"shared", "optimizations", "suites"},
     "reports": {"shared", "analysis", "optimizations", "suites"},
     "suites": set(),
     "api": {"shared", "kernels", "runtime", "optimizations"},
-    "cli": {"shared", "kernels", "runtime", "optimizations", "worker", "driver", "analysis", "reports", "suites",
-            "api"},
+    "cli": {"shared", "kernels", "runtime", "optimizations", "worker", "driver", "analysis", "serving", "reports",
+            "suites", "api"},
 }
 
 

@@ -30,6 +30,19 @@ def _xrt(xrt: Any, low: Any, high: Any) -> str:
     return text
 
 
+def compare_order(df: pd.DataFrame) -> pd.DataFrame:
+    """Cells in the order a reader compares them: by device (a CPU's figures are never weighed against a
+    GPU's), then model, then the fastest first by x real time; cells that measured nothing close their
+    device's list. Ties keep the order the cells ran in."""
+    if df.empty:
+        return df
+    key = pd.DataFrame({"device": df["device"].astype(str).to_numpy(), "preset": df["preset"].astype(str).to_numpy(),
+                        "failed": (df["status"] != "ok").to_numpy(),
+                        "slowest": -pd.to_numeric(df["xrt"], errors="coerce").to_numpy()})
+    order = key.sort_values(["device", "preset", "failed", "slowest"], kind="stable", na_position="last").index
+    return df.iloc[order]
+
+
 def devices(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
     """One entry per machine, device, model and length: the latency answer, the throughput answer, and the
     fastest configuration no run has verified, each in a sentence's parts."""

@@ -15,10 +15,9 @@ from dia_bench import harness
 from dia_bench.harness import rundir, stats
 from dia_bench.harness.analysis import quality, results, scaling
 from dia_bench.harness.weights_dir import REAL_WEIGHTS_HINT
-from dia_bench.reports import answers, charts, figures
+from dia_bench.reports import answers, charts, figures, pages
 from dia_bench.reports import stacks as stack_table
 from dia_bench.reports.expectations import load as load_expectations
-from dia_bench.reports.pages import environment
 from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note, speedup_rows
 
 WEIGHT_WORDS = {
@@ -44,10 +43,11 @@ def _long_form_text(r: pd.Series) -> str:
 
 def _cells(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
     out = []
-    for _, r in df.iterrows():
+    for _, r in answers.compare_order(df).iterrows():
         ok = r["status"] == "ok"
         out.append({
-            "description": r["description"] or r["key"], "status": r["status"], "reason": r["reason"] or "",
+            "machine": r["machine"], "description": r["description"] or r["key"], "status": r["status"],
+            "reason": r["reason"] or "",
             "rtf": _rtf_text(r) if ok else "", "long_form": _long_form_text(r) if ok else "",
             "xrt": figures.number(r["xrt"], ".3f", "x") if ok else "",
             "speedup": figures.speedup(r) if ok else "",
@@ -71,7 +71,7 @@ def _best(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
     held back. The baseline's repeats only measure drift; they are not configurations to recommend."""
     ok = results.ok_cells(df)
     rows = []
-    for (_, device), g in ok.groupby(["machine", "device"]):
+    for (device, _), g in ok.groupby(["device", "machine"]):
         # The best for one request: a batch's aggregate speed answers throughput, shown in its own table.
         single = g[g["batch"].fillna(1).astype(int) == 1]
         g = single if not single.empty else g
@@ -119,10 +119,11 @@ def _throughput(df: pd.DataFrame) -> list[dict[str, Any]]:
             high = 1 / r["rtf_ci_low"] if r["rtf_ci_low"] == r["rtf_ci_low"] and r["rtf_ci_low"] else None
             per_batch.append(f"b{int(r['batch'])}: {figures.interval(r['xrt'], low, high, '.2f', 'x')}")
         named = dict(zip(keys, k, strict=True))
-        out.append({"config": f"{named['preset']}/{named['device']}/{named['plugins']}",
-                    "text": named["text_label"] or "-", "seconds": f"{named['seconds']:g}",
-                    "machine": named["machine"], "batches": per_batch})
-    return out
+        # Each device's configurations, the one with the highest aggregate first.
+        out.append(((str(named["device"]), -float(g["xrt"].max())), {
+            "config": f"{named['preset']}/{named['device']}/{named['plugins']}", "text": named["text_label"] or "-",
+            "seconds": f"{named['seconds']:g}", "machine": named["machine"], "batches": per_batch}))
+    return [row for _, row in sorted(out, key=lambda o: o[0])]
 
 
 def _machines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -172,7 +173,10 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
     guide = speedup_rows(df, max_tv) if not df.empty else []
     for g in guide:
         g["measured_text"] = figures.interval(g["measured"], g["low"], g["high"], ".2f", "x")
-    hardware = hardware_rows(df, max_tv) if not df.empty else []
+    # Each device's machines, the fastest first.
+    hardware = sorted(hardware_rows(df, max_tv) if not df.empty else [],
+                      key=lambda h: (str(h["device"]), str(h["preset"]),
+                                     -h["xrt"] if not figures.absent(h["xrt"]) else float("inf")))
     for h in hardware:
         h["rtf_text"] = figures.interval(h["rtf"], h["rtf_low"], h["rtf_high"])
         h["long_form_text"] = figures.interval(h["long_form_rtf"], h["long_form_low"], h["long_form_high"])
@@ -204,8 +208,10 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
         "throughput": _throughput(df) if not df.empty else [],
         "published": load_expectations()["published"],
         "charts": charts.all_charts(df, latencies, max_tv) if not df.empty else [],
+        "sortable": pages.inline_script("_sortable.js.j2"),
         "audio": _audio(records),
         "cells": _cells(df, max_tv) if not df.empty else [],
+        "several_machines": not df.empty and df["machine"].nunique() > 1,
         "drift": [results.drift_text(d) for _, d in drift.iterrows()],
         "roofline_problems": problems,
         "stacks": stack_table.build(run_dirs, df) if stack_table.is_stack_set(run_dirs, df) else None,
@@ -213,7 +219,7 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
 
 
 def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> str:
-    return environment().get_template("report.html.j2").render(**build_context(run_dirs, max_tv))
+    return pages.environment().get_template("report.html.j2").render(**build_context(run_dirs, max_tv))
 
 
 def write(run_dirs: Iterable[Path], output: Path, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> Path:

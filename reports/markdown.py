@@ -48,7 +48,7 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
     lines.append("| cell | status | RTF [95% CI] | long-form RTF [95% CI] | x real time | speedup | step p50 ms | "
                  "roofline | peak RSS MB | quality | fidelity |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for _, r in df.iterrows():
+    for _, r in answers.compare_order(df).iterrows():
         if r["status"] == "ok":
             speed = figures.speedup(r)
             fixed = "" if r["fixed_seconds"] is None else f" + {r['fixed_seconds']:.2f} s"

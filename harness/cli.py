@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--min-step", type=_percent, default=None, metavar="PCT",
                       help="the smallest change between runs called a step (default 5)")
 
+    noise = sub.add_parser("noise", help="how much worker processes differ on a machine: what runs measured, the "
+                                         "prior a new run starts from")
+    noise.add_argument("run_dirs", nargs="*", metavar="RUN_DIR_OR_PARENT",
+                       help="run directories, or folders holding them at any depth")
+    noise.add_argument("--remember", action="store_true",
+                       help="add the runs to their machine's history, from which later runs take their prior")
+
     export = sub.add_parser("export", help="write a run in another tool's format")
     export.add_argument("run_dir")
     export.add_argument("--format", choices=["pytest-benchmark"], default="pytest-benchmark")
@@ -200,8 +207,8 @@ def _cell_from_args(args: argparse.Namespace):
     if cell.target_ci_pct is not None:
         from dia_bench.harness import env, process_noise
 
-        cell.process_term = process_noise.as_dict(process_noise.prior_for(env.collect("cpu"),
-                                                                          process_noise.device_kind(cell.device)))
+        kind = process_noise.noise_kind(cell.device, cell.preset)
+        cell.process_term = process_noise.as_dict(process_noise.prior_for(env.collect("cpu"), kind))
     return cell
 
 
@@ -421,6 +428,26 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_noise(args: argparse.Namespace) -> int:
+    from dia_bench.harness import env, process_noise, rundir
+
+    dirs = rundir.find(args.run_dirs) if args.run_dirs else []
+    for line in process_noise.describe_runs(dirs):
+        print(line)
+    if args.remember:
+        added = sum(process_noise.remember(d, list(rundir.records(d)), rundir.read_meta(d).get("machine") or {})
+                    for d in dirs)
+        print(f"remembered {added} measurement(s) in {_shown(process_noise.history_path())}")
+    machine = env.collect("cpu")
+    from dia_bench.harness.presets import PRESETS
+
+    for kind in (process_noise.noise_kind(d, p) for d in ("cpu", "cuda") for p in PRESETS):
+        prior = process_noise.prior_for(machine, kind)
+        print(f"a new {kind} run on this machine starts from {prior.sd_pct:.1f}% a process ({prior.df:.1f} df): "
+              f"{prior.source}")
+    return EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from dia_bench.harness.driver.outputs import output_file
     from dia_bench.harness.jsonio import write_json_atomic
@@ -581,7 +608,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare, "history": cmd_history, "export": cmd_export,
             "report": cmd_report, "recommend": cmd_recommend,
-            "upgrade": cmd_upgrade, "schema": cmd_schema, "readme": cmd_readme,
+            "upgrade": cmd_upgrade, "schema": cmd_schema, "noise": cmd_noise, "readme": cmd_readme,
             "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
 
 

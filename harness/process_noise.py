@@ -26,8 +26,23 @@ PROCESS_ROLES = ("baseline-start", "baseline-mid", "baseline-end", "cell", "cell
 HISTORY_RUNS = 20
 
 
+# A history whose repeats are noisier than its processes differ cannot tell a small process term
+# from none; it is not trusted below this (2% a process, under any difference a report calls one).
+MIN_PRIOR_VARIANCE = 0.02 ** 2
+
+
 def device_kind(device: str | None) -> str:
     return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+def noise_kind(device: str | None, preset: str | None) -> str:
+    """What a process term is kept for: the device kind and the preset (`cpu dia-1.6b`); dia-tiny's
+    processes, dominated by fixed costs, say little about dia-1.6b's."""
+    return f"{device_kind(device)} {preset}"
+
+
+def record_kind(rec: dict[str, Any]) -> str:
+    return noise_kind(rec.get("device"), rec.get("preset") or (rec.get("cell") or {}).get("preset"))
 
 
 def rtf_repeats(rec: dict[str, Any]) -> list[float]:
@@ -36,14 +51,14 @@ def rtf_repeats(rec: dict[str, Any]) -> list[float]:
 
 
 def anova_by_kind(records: Iterable[dict[str, Any]]) -> dict[tuple[str | None, str], stats.ProcessAnova]:
-    """Per (node, device kind): the sums of squares of every configuration measured in several processes."""
+    """Per (node, `noise_kind`): the sums of squares of every configuration measured in several processes."""
     processes: dict[tuple[Any, ...], list[list[float]]] = defaultdict(list)
     for rec in records:
         if rec.get("status") != "ok" or rec.get("role", "cell") not in PROCESS_ROLES:
             continue
         node = (rec.get("node") or {}).get("id")
         if samples := rtf_repeats(rec):
-            processes[(node, device_kind(rec.get("device")), rec.get("cell_id"))].append(samples)
+            processes[(node, record_kind(rec), rec.get("cell_id"))].append(samples)
     out: dict[tuple[str | None, str], stats.ProcessAnova] = defaultdict(stats.ProcessAnova)
     for (node, kind, _), groups in processes.items():
         if len(groups) > 1:
@@ -52,7 +67,7 @@ def anova_by_kind(records: Iterable[dict[str, Any]]) -> dict[tuple[str | None, s
 
 
 def sums_by_kind(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """What a run measured of the noise between processes, per device kind (nodes pooled), for run.json."""
+    """What a run measured of the noise between processes, per `noise_kind` (nodes pooled), for run.json."""
     out: dict[str, stats.ProcessAnova] = defaultdict(stats.ProcessAnova)
     for (_, kind), anova in anova_by_kind(records).items():
         out[kind] = out[kind] + anova
@@ -70,16 +85,20 @@ def as_dict(noise: stats.ProcessNoise) -> dict[str, Any]:
 
 
 def run_noise(records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[tuple[str | None, str], stats.ProcessNoise]:
-    """The process term per (node, device kind) of one run: what it measured, moderated by its prior."""
-    priors = meta.get("process_noise_prior") or {}
+    """The process term per (node, `noise_kind`) of one run: what it measured, moderated by its prior."""
     measured = anova_by_kind(records)
-    keys = set(measured) | {((rec.get("node") or {}).get("id"), device_kind(rec.get("device"))) for rec in records}
+    keys = set(measured) | {((rec.get("node") or {}).get("id"), record_kind(rec)) for rec in records}
     out = {}
     for key in keys:
         anova = measured.get(key)
         est = anova.estimate(f"measured in this run ({anova.processes} processes)") if anova else None
-        out[key] = stats.moderate(est, _from_dict(priors.get(key[1])) or stats.DEFAULT_PRIOR)
+        out[key] = stats.moderate(est, run_prior(meta, key[1]))
     return out
+
+
+def run_prior(meta: dict[str, Any], kind: str) -> stats.ProcessNoise:
+    """The prior a run started from (recorded in its run.json), else the default."""
+    return _from_dict((meta.get("process_noise_prior") or {}).get(kind)) or stats.DEFAULT_PRIOR
 
 
 def history_path() -> Path:
@@ -105,7 +124,9 @@ def prior_for(machine: dict[str, Any], kind: str) -> stats.ProcessNoise:
     runs = (_read_history().get(machine_id(machine)) or {}).get(kind) or []
     pooled = sum((stats.ProcessAnova(**r["anova"]) for r in runs[-HISTORY_RUNS:]), stats.ProcessAnova())
     est = pooled.estimate(f"this machine's history ({len(runs[-HISTORY_RUNS:])} runs, {pooled.processes} processes)")
-    return est if est is not None and est.df >= 2 else stats.DEFAULT_PRIOR
+    if est is None or est.df < 2:
+        return stats.DEFAULT_PRIOR
+    return stats.ProcessNoise(max(est.variance, MIN_PRIOR_VARIANCE), est.df, est.source)
 
 
 def priors_for(machine: dict[str, Any], kinds: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -130,3 +151,31 @@ def remember(run_dir: Path, records: list[dict[str, Any]], machine: dict[str, An
         tmp.write_text(json.dumps(history, indent=1))
         tmp.replace(path)
     return added
+
+
+def describe_runs(run_dirs: Iterable[Path]) -> list[str]:
+    """A line per run and device kind with what it measured, then the pool per machine and kind."""
+    from dia_bench.harness import rundir
+
+    lines, pooled = [], defaultdict(stats.ProcessAnova)
+    for d in run_dirs:
+        records = list(rundir.records(d))
+        machine = machine_id(rundir.read_meta(d).get("machine") or {})
+        by_kind = defaultdict(stats.ProcessAnova)
+        for (_, kind), anova in anova_by_kind(records).items():
+            by_kind[kind] = by_kind[kind] + anova
+        if not by_kind:
+            lines.append(f"{d}: no configuration measured in two or more processes")
+        for kind, anova in sorted(by_kind.items()):
+            pooled[(machine, kind)] = pooled[(machine, kind)] + anova
+            lines.append(f"{d}: {kind}: {_said(anova)}")
+    for (machine, kind), anova in sorted(pooled.items()):
+        lines.append(f"pooled, {machine}, {kind}: {_said(anova)}")
+    return lines
+
+
+def _said(anova: stats.ProcessAnova) -> str:
+    est = anova.estimate("")
+    if est is None:
+        return f"{anova.processes} processes: too few to estimate"
+    return f"{est.sd_pct:.1f}% a process ({est.df:.1f} df, {anova.processes} processes)"

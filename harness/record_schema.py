@@ -572,12 +572,12 @@ class RunMetaBase(TypedDict):
 
 class RunMeta(RunMetaBase, total=False):
     cells_total: F[int, Doc("cells the suite planned", present="the sweep reached its end once")]
-    process_noise_prior: F[dict[str, ProcessTerm], Doc("per device kind (`cpu`, `cuda`): the between-process term "
-                                                      "assumed before the run measured its own, from this machine's "
-                                                      "history or the default", present="sweeps that record it")]
-    process_noise: F[dict[str, ProcessSums], Doc("per device kind: what the run itself measured of the noise "
-                                                 "between processes", present="sweeps with a configuration measured "
-                                                 "in two or more processes")]
+    process_noise_prior: F[dict[str, ProcessTerm], Doc(
+        "per device kind and preset (`cpu dia-1.6b`): the between-process term assumed before the run measured its "
+        "own, from this machine's history or the default", present="sweeps that record it")]
+    process_noise: F[dict[str, ProcessSums], Doc(
+        "per device kind and preset: what the run itself measured of the noise between processes",
+        present="sweeps with a configuration measured in two or more processes")]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -301,7 +301,9 @@ def location_ci(values: Samples, confidence: float = CONFIDENCE,
     out.update(within_low=float(math.exp(est.log_center - half)), within_high=float(math.exp(est.log_center + half)))
     noise = process or NO_PROCESS_NOISE
     variance, df = _satterthwaite([(est.within, est.within_df), (noise.variance / est.processes, noise.df)])
-    half = t_quantile(q, df) * math.sqrt(variance)
+    # Satterthwaite's df can grow with an added term by more than its variance does: never let the
+    # process term narrow the interval of the repeats alone.
+    half = max(half, t_quantile(q, df) * math.sqrt(variance))
     out.update(low=float(math.exp(est.log_center - half)), high=float(math.exp(est.log_center + half)))
     return out
 
@@ -369,6 +371,8 @@ def ratio_ci(base: Samples, new: Samples, confidence: float = CONFIDENCE,
         else:
             half = t_quantile(q, df) * math.sqrt(variance)
             low, high = math.exp(log_ratio - half), math.exp(log_ratio + half)
+        if key == "":  # never narrower than the repeats alone (see location_ci)
+            low, high = min(low, out["within_low"]), max(high, out["within_high"])
         out[f"{key}_low".lstrip("_")], out[f"{key}_high".lstrip("_")] = float(low), float(high)
     out["significant"] = bool(out["low"] > 1 or out["high"] < 1) if out["low"] != out["high"] else out["speedup"] != 1
     return out

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dia_bench.harness import stats
 from dia_bench.harness.cell import Cell, text_tokens
 from dia_bench.harness.driver.launcher import run_isolated
 from dia_bench.harness.presets import PRESETS
@@ -127,9 +128,24 @@ def test_adaptive_repeats_stop_at_the_target_or_at_the_limit():
     loose = run_isolated(tiny_cell(repeats=3, max_repeats=6, target_ci_pct=1000.0, fidelity=False), timeout_s=300)
     assert loose["status"] == "ok", loose.get("reason")
     assert loose["adaptive"]["target_met"] and loose["adaptive"]["repeats_run"] == 3
-    strict = run_isolated(tiny_cell(repeats=3, max_repeats=5, target_ci_pct=1e-6, fidelity=False), timeout_s=300)
+    assert loose["adaptive"]["process_term"]["source"] == stats.DEFAULT_PRIOR.source
+    # A machine whose processes never differ: only the repeats' own noise is left to narrow.
+    quiet = {"variance": 0.0, "df": 1e9, "source": "no noise between processes (test)"}
+    strict = run_isolated(tiny_cell(repeats=3, max_repeats=5, target_ci_pct=1e-6, fidelity=False,
+                                    process_term=quiet), timeout_s=300)
     assert strict["adaptive"]["repeats_run"] == 5 == len(strict["repeats_seconds"])
     assert not strict["adaptive"]["target_met"] and strict["adaptive"]["achieved_ci_pct"] > 1e-6
+    assert strict["adaptive"]["unreachable"] is None
+
+
+def test_adaptive_repeats_stop_where_the_noise_between_processes_alone_is_wider_than_the_target():
+    """More repeats in one process cannot narrow the process term: the worker stops at the minimum and
+    says what would help."""
+    rec = run_isolated(tiny_cell(repeats=3, max_repeats=8, target_ci_pct=5.0, fidelity=False), timeout_s=300)
+    assert rec["status"] == "ok", rec.get("reason")
+    adaptive = rec["adaptive"]
+    assert adaptive["repeats_run"] == 3 and not adaptive["target_met"]
+    assert "processes" in adaptive["unreachable"] and adaptive["achieved_ci_pct"] > adaptive["within_ci_pct"]
 
 
 def test_synthetic_weights_name_the_command_for_real_ones():

@@ -112,12 +112,117 @@ def test_t_quantiles_match_the_tables(df, expected):
     assert stats.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
 
 
+# Between processes: each simulated configuration runs in its own worker process, whose effect on
+# log time is drawn with the standard deviation PROCESS_SD; the run measures its baseline in
+# BASELINE_PROCESSES processes (start and end; start, again and end) and its interval carries the
+# process term moderated by a prior, as `harness/analysis/results.py` does.
+BASELINE_PROCESSES = (2, 3)
+
+
+def process_coverage(process_sd: float, n: int, processes: int, prior: stats.ProcessNoise | None,
+                     cells: int = 1500, seed: int = 0) -> tuple[float, float]:
+    """Coverage of the RTF and the speedup interval when every process adds its own effect; prior
+    None: the intervals of repeats alone, as before the process term."""
+    rng = np.random.default_rng(seed)
+
+    def process(true: float) -> np.ndarray:
+        return true * math.exp(rng.normal(0.0, process_sd)) * _lognormal(rng, n)
+
+    hits_rtf = hits_speedup = 0
+    for _ in range(cells):
+        baseline = [process(3.0) for _ in range(processes)]
+        term = None
+        if prior is not None:
+            term = stats.moderate(stats.process_anova(baseline).estimate("simulated run"), prior)
+        cell = process(2.0)
+        ci = stats.location_ci(cell, process=term)
+        r = stats.ratio_ci(baseline[0], cell, process=term)
+        hits_rtf += ci["low"] <= 2.0 <= ci["high"]
+        hits_speedup += r["low"] <= 1.5 <= r["high"]
+    return hits_rtf / cells, hits_speedup / cells
+
+
+@pytest.mark.parametrize("n", (3, 5))
+@pytest.mark.parametrize("processes", BASELINE_PROCESSES)
+@pytest.mark.parametrize("process_sd", (0.0, 0.05, 0.10))
+def test_intervals_with_the_process_term_cover_the_truth_when_processes_differ(process_sd, processes, n):
+    """Processes that differ by up to the default prior's 10%: RTF and speedup keep >= 93%."""
+    rtf, speedup = process_coverage(process_sd, n, processes, stats.DEFAULT_PRIOR, seed=processes * 10 + n)
+    assert rtf >= 0.93 and speedup >= 0.93, (rtf, speedup)
+
+
+def test_a_machine_history_carries_a_larger_process_noise_into_the_intervals():
+    """Processes 20% apart, where the machine's history (40 processes) has seen it: still >= 93%;
+    the default prior alone would fall short, which is why the history is kept."""
+    rng = np.random.default_rng(7)
+    history = sum((stats.process_anova([2.5 * math.exp(rng.normal(0, 0.20)) * _lognormal(rng, 3) for _ in range(4)])
+                   for _ in range(10)), stats.ProcessAnova())
+    prior = history.estimate("simulated history")
+    assert prior is not None and 0.12 < math.sqrt(prior.variance) < 0.30
+    for processes in BASELINE_PROCESSES:
+        rtf, speedup = process_coverage(0.20, 3, processes, prior, seed=processes)
+        assert rtf >= 0.93 and speedup >= 0.93, (processes, rtf, speedup)
+    assert process_coverage(0.20, 3, 2, stats.DEFAULT_PRIOR)[0] < 0.93
+
+
+def test_intervals_of_repeats_alone_miss_the_truth_when_processes_differ():
+    """Why the process term exists: with processes 10% apart, repeats-only intervals cover far less."""
+    rtf, speedup = process_coverage(0.10, 3, 2, None)
+    assert rtf < 0.6 and speedup < 0.6, (rtf, speedup)
+
+
+def test_the_anova_recovers_a_known_process_noise():
+    rng = np.random.default_rng(3)
+    groups = [2.0 * math.exp(rng.normal(0, 0.08)) * np.exp(rng.normal(0, 0.02, 5)) for _ in range(400)]
+    est = stats.process_anova(groups).estimate("simulated")
+    assert est is not None and math.sqrt(est.variance) == pytest.approx(0.08, rel=0.1)
+    assert est.df > 200
+    assert stats.process_anova([[1.0, 1.1, 1.05]]).estimate("one process") is None
+
+
+def test_moderation_leans_on_the_prior_only_while_the_run_measured_little():
+    prior = stats.ProcessNoise(0.01, 4.0, "prior")
+    assert stats.moderate(None, prior).variance == 0.01 and stats.moderate(None, prior).source == "prior"
+    little = stats.moderate(stats.ProcessNoise(0.0001, 1.0, "run"), prior)
+    assert little.variance > 0.007 and little.df == 5.0
+    much = stats.moderate(stats.ProcessNoise(0.0001, 400.0, "run"), prior)
+    assert much.variance < 0.0002 and "moderated" in much.source
+
+
+def test_the_process_term_never_narrows_an_interval():
+    """Satterthwaite's degrees of freedom can rise with an added term: the interval must not shrink."""
+    wild = [1.7, 1.26, 5.7]  # three repeats of a disturbed process
+    small = stats.ProcessNoise(0.0004, 50.0, "small")
+    ci = stats.location_ci(wild, process=small)
+    assert ci["low"] <= ci["within_low"] and ci["high"] >= ci["within_high"]
+    r = stats.ratio_ci(wild, [1.0, 1.1, 1.05], process=small)
+    assert r["low"] <= r["within_low"] and r["high"] >= r["within_high"]
+
+
+def test_a_to_a_pairs_of_processes_are_rarely_significant():
+    """The same configuration in two processes (an A/A pair): significant in at most 1 pair in 20."""
+    rng = np.random.default_rng(11)
+    significant = 0
+    pairs = 2000
+    for _ in range(pairs):
+        a, b = (2.0 * math.exp(rng.normal(0, 0.10)) * _lognormal(rng, 3) for _ in range(2))
+        significant += bool(stats.ratio_ci(a, b, process=stats.DEFAULT_PRIOR)["significant"])
+    assert significant / pairs <= 0.05
+
+
 if __name__ == "__main__":
     print(f"coverage of the 95% intervals, {SIMULATED_CELLS} simulated cells each ({stats.METHOD})")
     print("| noise | interval | " + " | ".join(f"n={n}" for n in SIZES) + " |")
     print("|---|---|" + "---|" * len(SIZES))
     for row in coverage_table():
         print(f"| {row['noise']} | {row['interval']} | " + " | ".join(f"{row[f'n={n}']:.3f}" for n in SIZES) + " |")
+    print("\nwith a per-process effect, 3 repeats, the default prior: coverage of RTF / speedup")
+    print("| process sd | " + " | ".join(f"{k} baseline processes" for k in BASELINE_PROCESSES) + " |")
+    print("|---|" + "---|" * len(BASELINE_PROCESSES))
+    for sd in (0.0, 0.05, 0.10, 0.15, 0.20):
+        cells = [process_coverage(sd, 3, k, stats.DEFAULT_PRIOR, cells=SIMULATED_CELLS) for k in BASELINE_PROCESSES]
+        print(f"| {sd:.0%} | " + " | ".join(f"{r:.3f} / {s:.3f}" for r, s in cells) + " |")
+    print(f"| 10%, repeats only | {process_coverage(0.10, 3, 2, None, cells=SIMULATED_CELLS)} |")
 
 
 def test_a_disturbed_cell_is_named_not_averaged_away():

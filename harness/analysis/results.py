@@ -159,17 +159,21 @@ def _with_noise(records: list[dict[str, Any]], meta: dict[str, Any],
     """Each row with its run's between-process term (`harness/process_noise.py`)."""
     noise = process_noise.run_noise(records, meta)
     for rec, row in zip(records, rows, strict=True):
-        term = noise[((rec.get("node") or {}).get("id"), process_noise.device_kind(rec.get("device")))]
-        row.update(process_variance=term.variance, process_df=term.df, process_source=term.source)
+        kind = process_noise.record_kind(rec)
+        term, prior = noise[((rec.get("node") or {}).get("id"), kind)], process_noise.run_prior(meta, kind)
+        row.update(process_variance=term.variance, process_df=term.df, process_source=term.source,
+                   prior_variance=prior.variance, prior_df=prior.df, prior_source=prior.source)
     return rows
 
 
-def process_term(row: pd.Series) -> stats.ProcessNoise | None:
-    """The row's between-process term; None for rows loaded without one."""
-    variance = row.get("process_variance")
+def process_term(row: pd.Series, prior: bool = False) -> stats.ProcessNoise | None:
+    """The row's between-process term (with `prior`, the one its run started from, before it measured
+    anything); None for rows loaded without one."""
+    name = "prior" if prior else "process"
+    variance = row.get(f"{name}_variance")
     if variance is None or variance != variance:
         return None
-    return stats.ProcessNoise(float(variance), float(row["process_df"]), str(row["process_source"]))
+    return stats.ProcessNoise(float(variance), float(row[f"{name}_df"]), str(row[f"{name}_source"]))
 
 
 def rtf_samples(row: pd.Series) -> list[float]:
@@ -197,8 +201,9 @@ def add_statistics(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("rtf_ci_low", "rtf_ci_high", "rtf_ci_reason", "rtf_within_low", "rtf_within_high", "long_form_rtf",
                 "long_form_rtf_low", "long_form_rtf_high", "fixed_seconds", "fixed_seconds_low", "fixed_seconds_high"):
         df[col] = None
-    if "process_variance" not in df:
-        df["process_variance"], df["process_df"], df["process_source"] = None, None, None
+    for col in ("process_variance", "process_df", "process_source", "prior_variance", "prior_df", "prior_source"):
+        if col not in df:
+            df[col] = None
     df["rtf"] = df["rtf"].astype(object)
     df["processes"] = _process_samples(df)
     for idx, r in df.iterrows():
@@ -307,7 +312,9 @@ def baseline_drift(df: pd.DataFrame) -> pd.DataFrame:
                          "baseline_measurements": len(group), "significant": None})
             continue
         start_samples = rtf_samples(start.iloc[0])
-        r = stats.ratio_ci(rtf_samples(end.iloc[0]), start_samples, process=process_term(start.iloc[0]))
+        # Against the prior: the run's own estimate of the noise between processes is made of these
+        # same baseline processes, so a drift would pass for that noise.
+        r = stats.ratio_ci(rtf_samples(end.iloc[0]), start_samples, process=process_term(start.iloc[0], prior=True))
         repeats = group[group["role"].isin(REPEATED_BASELINE_ROLES)]
         drifts = [(row["rtf"] / start.iloc[0]["rtf"] - 1) * 100 for _, row in repeats.iterrows()]
         rows.append({**dict(zip(BASELINE_KEYS, keys, strict=True)), "start_rtf": start.iloc[0]["rtf"],

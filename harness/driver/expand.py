@@ -136,17 +136,21 @@ def expand(suite: Suite, this_machine: bool = True) -> list[PlannedCell]:
         # Baselines run first (above, in order), again after every `baseline_every` other cells of their
         # conditions, and last: speedups then compare against the machine's speed when each cell ran.
         starts = [p for p in planned if p.cell.device == device and p.role == "baseline-start"]
-        others = _rounds([p for p in planned if p.cell.device == device and p.role == "cell"], suite.processes)
+        others = _rounds(starts, [p for p in planned if p.cell.device == device and p.role == "cell"],
+                         suite.processes)
         planned = [p for p in planned if p.cell.device != device] + starts + _interleave(others, starts,
                                                                                        suite.baseline_every) + ends
     return planned
 
 
-def _rounds(cells: list[PlannedCell], processes: int) -> list[PlannedCell]:
+def _rounds(starts: list[PlannedCell], cells: list[PlannedCell], processes: int) -> list[PlannedCell]:
     """The cells once per process, a whole round at a time (pyperf's interleaving): a machine that
-    slows down for a minute then touches one process of many cells, not every process of one."""
+    slows down for a minute then touches one process of many cells, not every process of one. Each
+    later round opens with the baseline again, which is then measured in as many processes."""
     out = list(cells)
     for i in range(2, processes + 1):
+        out += [PlannedCell(key=f"{b.key}@p{i}", cell=b.cell, role="baseline-mid", skip_reason=b.skip_reason,
+                            node=b.node, timeout_s=b.timeout_s) for b in starts]
         out += [PlannedCell(key=f"{p.key}@p{i}", cell=p.cell, role="cell-process", skip_reason=p.skip_reason,
                             node=p.node, timeout_s=p.timeout_s) for p in cells]
     return out

@@ -53,7 +53,8 @@ def prepare_run_dir(out: Path, suite: Suite, resume: bool) -> None:
                   "text": suite.path.read_text()},
         "machine": machine,
         # Fixed when the run starts, so the run's intervals do not change as the history grows.
-        "process_noise_prior": process_noise.priors_for(machine, ["cpu", "cuda"]),
+        "process_noise_prior": process_noise.priors_for(
+            machine, [process_noise.noise_kind(d, p) for d in ("cpu", "cuda") for p in suite.presets]),
         # What `dia-bench export` hands to pytest-benchmark: its own view of the measuring machine.
         "pytest_benchmark_machine_info": pytest_benchmark_generate_machine_info(),
     })
@@ -88,7 +89,7 @@ def run_suite(suite: Suite, out: Path, resume: bool = False, only: str | None = 
     for p in todo:
         p.cell.audio_dir = str((out / "audio").resolve())
         # Adaptive repeats stop on an interval that includes the noise between processes.
-        p.cell.process_term = priors.get(process_noise.device_kind(p.cell.device))
+        p.cell.process_term = priors.get(process_noise.noise_kind(p.cell.device, p.cell.preset))
         # One fp32 history per condition for the whole run: every cell is judged on the same one.
         p.cell.fidelity_dir = str((out / "fidelity").resolve())
     batch = Batch(todo, timeout_s=suite.timeout_s, extra_env={COLD_ENV: "1"} if cold else {}, run_dir=out)

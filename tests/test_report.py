@@ -335,35 +335,134 @@ def test_a_winner_is_declared_only_where_it_beats_the_runner_up():
 
 
 FIRST_SCREEN = """<!DOCTYPE html><html><body>
-<iframe id="f" src="report.html" style="width:1366px;height:768px;border:0"></iframe>
+<iframe id="f" src="report.html" SANDBOX style="width:1366px;height:768px;border:0"></iframe>
 <pre id="out">not loaded</pre>
 <script>
 document.getElementById('f').onload = function () {
   var d = document.getElementById('f').contentDocument;
   var configs = Array.from(d.querySelectorAll('.answers code.config'));
-  document.getElementById('out').textContent = JSON.stringify({
+  var charts = Array.from(d.querySelectorAll('figure img'));
+  var cells = d.getElementById('cells');
+  var heads = Array.from(cells.tHead.rows[0].cells);
+  var xrt = heads.findIndex(function (h) { return h.textContent.trim() === 'x real time'; });
+  function rows() {
+    return Array.from(cells.tBodies[0].rows).map(function (r) {
+      return [r.cells[0].textContent, r.cells[1].textContent.trim(), r.cells[xrt].textContent.trim()]; });
+  }
+  var found = {
     scrollWidth: d.documentElement.scrollWidth, clientWidth: d.documentElement.clientWidth,
-    configs: configs.map(function (c) { return [c.textContent, c.getBoundingClientRect().bottom]; })});
+    configs: configs.map(function (c) { return [c.textContent, c.getBoundingClientRect().bottom]; }),
+    tables: d.querySelectorAll('table').length, sortable: d.querySelectorAll('table.sortable').length,
+    buttons: d.querySelectorAll('th button').length,
+    charts: charts.filter(function (i) { return i.src.indexOf('data:image/svg+xml') === 0; }).length,
+    drawn: charts.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length,
+    rows: rows(), clicked: []};
+  var button = heads[xrt].querySelector('button');
+  if (button) {
+    button.click(); found.clicked.push(rows());
+    button.click(); found.clicked.push(rows());
+  }
+  document.getElementById('out').textContent = JSON.stringify(found);
 };
 </script></body></html>"""
 
 
+def _first_screen(browser: str, folder: Path, scripts: bool) -> dict:
+    """What a page beside the report (folder/report.html) measures in it at 1366x768. Without scripts the
+    report's frame is sandboxed without allow-scripts, which runs no script in that frame (its sorting
+    included) while the page beside it, of the same origin, can still read its layout. Chromium's own
+    switch (--blink-settings=scriptEnabled=false) cannot serve: headless Chromium reads a page for
+    --dump-dom and --screenshot by script, and with it prints nothing."""
+    sandbox = "" if scripts else 'sandbox="allow-same-origin"'
+    (folder / "measure.html").write_text(FIRST_SCREEN.replace("SANDBOX", sandbox))
+    # Chromium lets file pages read each other with the first flag.
+    dom = _headless(browser, "--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom",
+                    (folder / "measure.html").as_uri())
+    return json.loads(re.search(r'<pre id="out">([^<]*)</pre>', dom.stdout).group(1))
+
+
+def _xrt(text: str) -> float:
+    return float(text.rstrip("x"))
+
+
 @pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine (.ci/run installs Debian's)")
-def test_the_first_screen_answers_and_nothing_scrolls_sideways(tmp_path):
-    """At 1366x768, over the committed H200 and Zen 4 runs: each device's recommended configuration is on
-    the first screen, and the page is no wider than the window. A page beside the report measures it
-    (Chromium lets file pages read each other with the flag below)."""
+@pytest.mark.parametrize("scripts", [True, False], ids=["scripts", "no-scripts"])
+def test_the_first_screen_answers_and_nothing_scrolls_sideways(tmp_path, scripts):
+    """At 1366x768, over the committed H200 and Zen 4 runs, with scripts and without: each device's
+    recommended configuration is on the first screen, every table and chart is there, the page is no
+    wider than the window, and the cells read by device, the fastest first. Sorting by a column is the
+    script's, there only where scripts run."""
     from dia_bench.harness.analysis import results
     from dia_bench.reports import recommend
 
     runs = [REPO / "reference-results" / "2026-11-27-h200-gpu-engine",
             REPO / "reference-results" / "2026-11-28-zen4-engine-cpu"]
-    assert cli("report", *map(str, runs), "-o", str(tmp_path / "report.html")).returncode == 0
-    (tmp_path / "measure.html").write_text(FIRST_SCREEN)
-    dom = _headless(_chromium(), "--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom",
-                    (tmp_path / "measure.html").as_uri())
-    found = json.loads(re.search(r'<pre id="out">([^<]*)</pre>', dom.stdout).group(1))
+    page = tmp_path / "report.html"
+    assert cli("report", *map(str, runs), "-o", str(page)).returncode == 0
+    found = _first_screen(_chromium(), tmp_path, scripts)
     assert found["scrollWidth"] <= found["clientWidth"] == 1366, found
     expected = {r["settings"] for r in recommend.recommendations(results.load(runs))}
     first_screen = {text for text, bottom in found["configs"] if bottom <= 768}
     assert expected <= first_screen, found
+    assert found["tables"] >= 6 and found["sortable"] >= 5, found
+    assert found["charts"] >= 6 and found["drawn"] == found["charts"], found
+    # By device (the description's second part), then the fastest first among the measured cells.
+    ok = [(cell.split("/")[1], _xrt(xrt)) for cell, status, xrt in found["rows"] if status == "ok"]
+    assert [d for d, _ in ok] == sorted(d for d, _ in ok) and {d for d, _ in ok} == {"cpu", "cuda"}
+    for device in ("cpu", "cuda"):
+        speeds = [x for d, x in ok if d == device]
+        assert speeds == sorted(speeds, reverse=True)
+    if scripts:
+        assert found["buttons"] > 0
+        ascending, descending = ([_xrt(x) for _, status, x in rows if status == "ok"] for rows in found["clicked"])
+        assert ascending == sorted(ascending) and descending == sorted(ascending, reverse=True)
+    else:
+        assert found["buttons"] == 0 and found["clicked"] == []
+
+
+FORTY_CELLS_MAX_BYTES = 2_000_000
+
+
+def _forty_cell_run(tmp_path: Path) -> Path:
+    """The committed Zen 4 engine run (21 records, all measured) made a 40-cell run: no committed run has
+    40 cells. The missing ones are its configurations again under one more plugin each (`threads`, then
+    `hugepages`), as a sweep with one more plugin axis would have: each copy keeps its record's timings,
+    so every chart draws real spreads, and only their number and their names grow the page."""
+    import copy
+    import hashlib
+
+    run = tmp_path / "forty"
+    shutil.copytree(REPO / "reference-results" / "2026-11-28-zen4-engine-cpu", run)
+    records = [json.loads(p.read_text()) for p in sorted((run / "cells").glob("*.json"))]
+    cells = [r for r in records if r.get("role", "cell") == "cell"]
+    for i in range(40 - len(records)):
+        rec = copy.deepcopy(cells[i % len(cells)])
+        extra = ("threads", "hugepages")[i // len(cells)]
+        rec["plugins"] = [*rec["plugins"], extra]
+        parts = rec["description"].split("/")
+        parts[2] += f"+{extra}"
+        rec["description"] = "/".join(parts)
+        key = hashlib.sha256(f"{rec['key']}+{extra}".encode()).hexdigest()[:16]
+        rec["key"] = rec["cell_id"] = rec["cell"]["cell_id"] = key
+        rec["cell"]["plugins"] = rec["plugins"]
+        (run / "cells" / f"{key}.json").write_text(json.dumps(rec))
+    return run
+
+
+def test_a_report_of_40_cells_stays_under_2_mb(tmp_path):
+    """One file with every chart inside it, and it grows with the cells: a 40-cell run's page must still
+    open quickly and attach to an issue."""
+    from dia_bench.harness import rundir
+    from dia_bench.reports import html
+
+    run = _forty_cell_run(tmp_path)
+    assert len(rundir.records(run)) == 40
+    page = html.write([run], tmp_path / "report.html")
+    size = page.stat().st_size
+    assert size < FORTY_CELLS_MAX_BYTES, f"{size} bytes"
+    text = page.read_text()
+    # Every cell in the table, and every chart the run can have: RTF, speedup, memory, stages, step latency
+    # and the guide's picture (it measured no fidelity and one length and batch, so not the other two).
+    table = re.search(r'<table class="sortable" id="cells">.*?</table>', text, re.S).group(0)
+    assert table.count("<tr>") == 1 + 40
+    assert text.count('src="data:image/svg+xml;base64,') == 6

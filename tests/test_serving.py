@@ -12,7 +12,7 @@ import numpy as np
 
 from dia_bench.harness.presets import HOP_LENGTH, SAMPLE_RATE, frames_for_seconds
 from dia_bench.harness.runtime.pipeline import SamplingParams
-from dia_bench.harness.serving.loadgen import Chunk, Request, find_max_rate, run_load
+from dia_bench.harness.serving.loadgen import Chunk, Rejected, Request, find_max_rate, run_load
 from dia_bench.harness.serving.records import STATUSES
 from dia_bench.harness.serving.targets import EngineTarget, null_target
 
@@ -71,6 +71,21 @@ def test_arrivals_never_wait_for_completions():
     assert max(r.in_flight for r in run.records) == count - 1
 
 
+def test_a_failing_or_refusing_target_is_recorded_not_raised():
+    async def flaky(request: Request):
+        if request.index % 3 == 1:
+            raise ValueError("no voice for this text")
+        if request.index % 3 == 2:
+            raise Rejected("busy")
+        yield Chunk(audio_s=request.seconds)
+
+    run = asyncio.run(run_load(flaky, TEXTS, rate=500.0, requests=9, seed=2))
+    _complete_and_consistent(run)
+    assert [r.status for r in run.records] == ["ok", "error", "dropped"] * 3
+    assert run.records[1].error == "ValueError: no voice for this text" and run.records[2].error == "busy"
+    assert run.summary().counts == {"ok": 3, "timeout": 0, "error": 3, "dropped": 3}
+
+
 def test_engine_records_are_complete_and_its_chunks_are_the_pipelines_audio(tiny_pipeline):
     pipe, _ = tiny_pipeline
 
@@ -126,6 +141,21 @@ def test_past_capacity_latency_grows_and_every_request_is_accounted_for(tiny_pip
     # One server in arrival order: each completed request waited for every one before it.
     assert ok[-1].latency_s > ok[0].latency_s
     assert max(r.in_flight for r in run.records) >= 8
+
+
+def test_a_full_queue_drops_requests_and_loses_none(tiny_pipeline):
+    pipe, _ = tiny_pipeline
+
+    async def main():
+        async with EngineTarget(pipe, chunk_frames=CHUNK, max_queue=2) as target:
+            await target.warmup()
+            return await run_load(target, TEXTS, rate=2000.0, requests=10, seconds=SECONDS, seed=7, timeout_s=120)
+
+    run = asyncio.run(main())
+    _complete_and_consistent(run)
+    counts = run.summary().counts
+    assert counts["ok"] + counts["dropped"] == 10 and counts["ok"] >= 1 and counts["dropped"] >= 1
+    assert all(r.error == "queue full (2 waiting)" for r in run.records if r.status == "dropped")
 
 
 def test_the_engine_batches_requests_of_one_length(tiny_pipeline):

@@ -343,10 +343,17 @@ class Logits(TypedDict):
     min_cosine: F[float, Doc("lowest cosine similarity", "cosine")]
 
 
-class Sensitivity(TypedDict):
+class SensitivityBase(TypedDict):
     linear_output_noise: F[float, Doc("relative noise put on every Linear output of the reference", "fraction")]
-    total_variation: F[float, Doc("how far that moved the reference's sampled distributions", "fraction")]
-    top1_agreement: F[float, Doc("how many of its top-1 tokens stayed", "fraction")]
+    total_variation: F[float, Doc("how far that moved the reference's sampled distributions: the largest over "
+                                  "the draws", "fraction")]
+    top1_agreement: F[float, Doc("how many of its top-1 tokens stayed (the fewest over the draws)", "fraction")]
+
+
+class Sensitivity(SensitivityBase, total=False):
+    total_variation_draws: F[list[float], Doc("the total variation of each draw of the noise: their spread says "
+                                              "how sure the sensitivity is", "fraction",
+                                              present="histories measured over several draws")]
 
 
 class Sampling(TypedDict):

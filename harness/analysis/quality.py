@@ -89,8 +89,11 @@ def assess(row: pd.Series, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> dict[
     sensitivity = _num(row.get("reference_sensitivity_tv"))
     if sensitivity is not None and sensitivity > max_tv:
         noise = _num(row.get("reference_sensitivity_noise"))
-        moved = f"the reference itself moves {sensitivity:.3f} when its layers' outputs change by {noise:g}, a " \
-                "fraction of bf16's rounding"
+        draws = row.get("reference_sensitivity_draws")
+        spread = (f" (the largest of {len(draws)} draws: {min(draws):.3f} to {max(draws):.3f})"
+                  if isinstance(draws, list) and len(draws) > 1 else " (one draw of the noise)")
+        moved = f"the reference itself moves up to {sensitivity:.3f}{spread} when its layers' outputs change by " \
+                f"{noise:g}, a fraction of bf16's rounding"
         if tv <= sensitivity:
             return {"status": "unjudged", "why": f"quality not verified: {detail}; but {moved}, so these weights "
                                                  "cannot judge precision: judge quality on real weights"}

@@ -111,6 +111,7 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "history": (fid.get("history") or {}).get("id"),
         "reference_sensitivity_tv": sensitivity.get("total_variation"),
         "reference_sensitivity_noise": sensitivity.get("linear_output_noise"),
+        "reference_sensitivity_draws": sensitivity.get("total_variation_draws"),
         "weights_source": (rec.get("weights") or {}).get("source"),
         "torch": (env.get("software") or {}).get("torch"),
         "transformers": (env.get("software") or {}).get("transformers"),

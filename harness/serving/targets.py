@@ -79,6 +79,16 @@ class EngineTarget:
         if self._executor is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the worker."""
+        return len(self._waiting)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is decoding."""
+        return bool(self._running)
+
     async def warmup(self, text: str = "[S1] Warm up.", seconds: float = 0.25) -> None:
         """One request outside any measurement: the first generate pays one-time costs (allocations,
         kernel choices, compilation) that no later request does."""

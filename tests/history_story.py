@@ -57,14 +57,20 @@ def rewrite(real: Path, out: Path, i: int, machine: str, factor: float, rng: np.
     shift = when - dt.datetime.fromisoformat(meta["started_at"])
     for name in ("started_at", "finished_at"):
         meta[name] = _shifted(meta.get(name), shift)
+    # The story's machine knows its own noise between processes, as a machine's history would.
+    meta["process_noise_prior"] = {kind: {"variance": RUN_NOISE ** 2, "df": 20.0,
+                                          "source": "the story machine's history"}
+                                   for kind in meta.get("process_noise_prior") or {"cpu dia-tiny": None}}
     (out / "run.json").write_text(json.dumps(meta))
     run_level = factor * float(np.exp(rng.normal(0, RUN_NOISE)))
+    levels: dict[str, float] = {}  # one level a configuration: its processes differ by the story's noise only
     for p in sorted((out / "cells").glob("*.json")):
         rec = json.loads(p.read_text())
         rec["env"] = {**rec.get("env", {}), "software": software,
                       "cpu": {**(rec.get("env") or {}).get("cpu", {}), "model": machine}, "device_name": machine}
         if rec["status"] == "ok":
-            level = float(np.median(rec["repeats_seconds"])) * run_level
+            own = float(np.median(rec["repeats_seconds"])) * run_level
+            level = levels.setdefault(rec["cell_id"], own) * float(np.exp(rng.normal(0, RUN_NOISE)))
             times = [level * float(np.exp(rng.normal(0, REPEAT_NOISE))) for _ in rec["repeats_seconds"]]
             rec["repeats_seconds"] = times
             rec["generation_seconds"] = float(np.median(times))

@@ -72,6 +72,7 @@ def report(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
     return _plain({
         **_header("report", run_dirs, max_tv),
         "unmeasured_quality": quality.unmeasured_note(df, max_tv) if not df.empty else None,
+        "process_noise": results.process_notes(df) if not df.empty else [],
         "cells": cells(df, max_tv),
         "guide_speedups": verdicts.speedup_rows(df, max_tv) if not df.empty else [],
         "guide_hardware": verdicts.hardware_rows(df, max_tv) if not df.empty else [],

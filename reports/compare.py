@@ -35,7 +35,7 @@ def markdown(base: Path, new: Path, table: pd.DataFrame, changes: list[dict[str,
             verdict = {"slower": "**slower**", "faster": "faster"}.get(r["verdict"], r["verdict"])
             lines.append(f"| {md_cell(r['description'])} | {r['base_rtf']:.3f} | {r['new_rtf']:.3f} | "
                          f"{r['change_pct']:+.1f}% | {figures.speedup(r)} | {verdict} |")
-        lines += ["", f"\\* = beyond the repeats' noise (95% interval excludes 1; {stats.METHOD})"]
+        lines += ["", f"\\* = beyond the noise of repeats and processes (95% interval excludes 1; {stats.METHOD})"]
     if changes:
         lines += ["", "Status changed: " + "; ".join(f"{md_cell(c['description'])}: {c['base']} -> {c['new']}"
                                                       for c in changes)]

@@ -200,6 +200,7 @@ def build_context(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_
         "max_tv": max_tv,
         "unmeasured": quality.unmeasured_note(df, max_tv) if not df.empty else None,
         "statistics": stats.METHOD,
+        "process_notes": results.process_notes(df) if not df.empty else [],
         "best": _best(df, max_tv) if not df.empty else [],
         "guide": summary["measured"],
         "guide_chart": charts.guide_forest(summary["measured"]),

@@ -36,6 +36,7 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
               "(longer audio costs more: each step's attention reads a longer cache), + its fixed cost; "
               f"speedup against the baseline of the same device, length and batch, interpolated to when the cell "
               f"ran; 95% intervals: {stats.METHOD}, none below 3 repeats (* = beyond noise)",
+              *(f"- noise between processes, {n}" for n in results.process_notes(df)),
               f"- quality: `passes` when the sampled distributions stay within a mean total variation of {max_tv:g} "
               "from the fp32 reference's (teacher-forced on the run's shared history); `exact` when the plugins "
               "change no arithmetic; `unjudged` when it does not pass but moves no further than the reference's own "

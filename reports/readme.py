@@ -181,6 +181,7 @@ def render(run_dir: Path, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -
         _software_line(meta),
         f"- weights: {', '.join(WEIGHTS.get(s, s) for s in sources) or 'none loaded'}",
         *([f"- **{note}**"] if (note := quality.unmeasured_note(df, max_tv) if not df.empty else None) else []),
+        *(f"- noise between processes, {n}" for n in (results.process_notes(df) if not df.empty else [])),
         "",
         "## Run it again",
         "",

@@ -220,7 +220,7 @@ def print_sweep(run_dir: Path, console: Console | None = None) -> None:
         console.print(f"baseline drift {results.drift_text(d)}")
     for _, r in df[df["disturbed"].notna()].iterrows() if "disturbed" in df else []:
         console.print(f"[yellow]{escape(str(r['description']))}: {r['disturbed']}[/]")
-    console.print(f"* = beyond the repeats' noise (95% interval excludes 1; {stats.METHOD})")
+    console.print(f"* = beyond the noise of repeats and processes (95% interval excludes 1; {stats.METHOD})")
     console.print(f"run directory: {run_dir}")
 
 

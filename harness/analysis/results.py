@@ -177,6 +177,22 @@ def process_term(row: pd.Series, prior: bool = False) -> stats.ProcessNoise | No
     return stats.ProcessNoise(float(variance), float(row[f"{name}_df"]), str(row[f"{name}_source"]))
 
 
+def process_notes(df: pd.DataFrame) -> list[str]:
+    """What noise between processes the intervals carry, a line per device kind and preset (once
+    however many runs share it): the first thing a reader needs to weigh an interval."""
+    lines: list[str] = []
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    for _, r in ok.iterrows():
+        term = process_term(r)
+        if term is None:
+            continue
+        line = (f"{r['device']} {r['preset']}: intervals include {term.sd_pct:.1f}% a process "
+                f"({term.df:.1f} df; {term.source})")
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
 def rtf_samples(row: pd.Series) -> list[float]:
     audio = row["audio_seconds"]
     return [t / audio for t in row["repeats_seconds"]] if audio else []

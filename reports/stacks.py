@@ -90,7 +90,8 @@ def build(run_dirs: Iterable[Path], df: pd.DataFrame) -> dict[str, Any]:
                      + ("*" if row["significant"] is True else ""),
                      "vs_reference": "reference" if run == runs[0] else "- (not measured there)"}
             if run != runs[0] and ref is not None and ref["status"] == "ok":
-                r = stats.ratio_ci(results.rtf_samples(ref), results.rtf_samples(row))
+                r = stats.ratio_ci(results.rtf_samples(ref), results.rtf_samples(row),
+                                   process=results.process_term(ref), new_process=results.process_term(row))
                 entry["vs_reference"] = (_fmt(r["speedup"], r["low"], r["high"], ".2f", "x")
                                          + ("*" if r["significant"] else ""))
                 entry["vs_reference_value"] = r["speedup"]

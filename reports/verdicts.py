@@ -133,10 +133,12 @@ def speedup_rows(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VAR
     return rows
 
 
-def _samples(row: pd.Series, column: str) -> list[float]:
+def _samples(row: pd.Series, column: str) -> list[float] | list[list[float]]:
     if column == "long_form_rtf":
         return [float(v) for v in (row.get("long_form_rtf_repeats") or [])]
-    return results.rtf_samples(row)
+    # A configuration measured in several processes is weighed on all of them.
+    processes = row.get("processes")
+    return processes if isinstance(processes, list) and processes else results.rtf_samples(row)
 
 
 def _true(v: Any) -> bool:
@@ -149,9 +151,10 @@ def _plugin_count(row: pd.Series) -> int:
 
 
 def beats(fast: pd.Series, slow: pd.Series, column: str = "rtf") -> bool:
-    """Whether `fast` is faster than `slow` beyond the noise of their repeats (the interval of their
-    ratio excludes 1); without enough repeats on either side it is not."""
-    r = stats.ratio_ci(_samples(slow, column), _samples(fast, column))
+    """Whether `fast` is faster than `slow` beyond the noise of their repeats and processes (the
+    interval of their ratio excludes 1); without enough repeats on either side it is not."""
+    r = stats.ratio_ci(_samples(slow, column), _samples(fast, column), process=results.process_term(slow),
+                       new_process=results.process_term(fast))
     return r.get("significant") is True and r["speedup"] > 1
 
 
@@ -222,7 +225,8 @@ def _gpu_vs_cpu(ok: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARI
     if g is None or c is None:
         return {"verdict": f"not measured (needs {GUIDE_PRESET} runs on both a GPU and a CPU)",
                 "device": "cuda vs cpu"}
-    r = stats.ratio_ci(results.rtf_samples(c), results.rtf_samples(g))
+    r = stats.ratio_ci(results.rtf_samples(c), results.rtf_samples(g), process=results.process_term(c),
+                       new_process=results.process_term(g))
     return {"device": "cuda vs cpu", "measured": r["speedup"], "low": r["low"], "high": r["high"],
             "cell": f"{g['description']} vs {c['description']} "
                     "(each the fastest at batch 1 that clears the quality bar)",

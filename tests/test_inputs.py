@@ -145,7 +145,7 @@ def test_adaptive_repeats_stop_where_the_noise_between_processes_alone_is_wider_
     assert rec["status"] == "ok", rec.get("reason")
     adaptive = rec["adaptive"]
     assert adaptive["repeats_run"] == 3 and not adaptive["target_met"]
-    assert "processes" in adaptive["unreachable"] and adaptive["achieved_ci_pct"] > adaptive["within_ci_pct"]
+    assert "processes" in adaptive["unreachable"] and adaptive["achieved_ci_pct"] >= adaptive["within_ci_pct"]
 
 
 def test_synthetic_weights_name_the_command_for_real_ones():

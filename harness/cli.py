@@ -178,6 +178,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a Markdown list of the run directories directly in PARENT, each with a link to its "
                              "README.md")
 
+    load = sub.add_parser("load", help="time to first audio and latency under open-loop Poisson load, and the "
+                                       "highest rate that meets a TTFA target")
+    _engine_arguments(load)
+    load.add_argument("--url", default=None, help="load this POST endpoint (a `dia-bench serve` at "
+                                                  "http://HOST:PORT/v1/speech) instead of a pipeline in this process")
+    load.add_argument("--rates", required=True, metavar="R1,R2,...", help="offered rates in requests per second")
+    load.add_argument("--requests", type=_count, default=None, metavar="N", help="requests per rate")
+    load.add_argument("--duration", type=_positive_float, default=None, metavar="S",
+                      help="seconds of arrivals per rate (instead of --requests)")
+    load.add_argument("--seconds", type=_positive_float, default=1.0, help="audio asked for per request")
+    load.add_argument("--texts", default="short,medium", metavar="LABELS",
+                      help="the transcripts requests read, in a seeded order: short, medium, long")
+    load.add_argument("--seed", type=int, default=0, help="seeds the arrivals, the texts and the sampling")
+    load.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
+                      help="seconds a request may take before it counts as timed out")
+    load.add_argument("--target-ttfa", type=_positive_float, default=1.0, metavar="S",
+                      help="the p95 time to first audio the max-rate search holds each rate to")
+    load.add_argument("--criterion", choices=["upper-bound", "estimate"], default="upper-bound",
+                      help="what of p95 TTFA must meet the target: its 95%% interval's upper bound (the default; "
+                           "it needs 72 requests a rate) or the estimate itself")
+    load.add_argument("--out", required=True, metavar="DIR", help="where load.json goes")
+
+    serve = sub.add_parser("serve", help="serve speech over HTTP (POST /v1/speech) with the plugins applied; "
+                                         "needs the serve extra")
+    _engine_arguments(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="0 takes a free port (the URL is printed)")
+
     env = sub.add_parser("env", help="what this machine offers")
     env.add_argument("--json", action="store_true")
 
@@ -185,6 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--device", default=None)
     plugins.add_argument("--json", action="store_true")
     return parser
+
+
+def _engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """What builds a served pipeline, as `run` names it, and how requests are batched."""
+    parser.add_argument("--preset", default=None, help="dia-1.6b (default) or dia-tiny")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)")
+    parser.add_argument("--opt", action="append", default=[], metavar="NAME[=VALUE]",
+                        help="an optimization plugin (repeatable; see `dia-bench plugins`)")
+    parser.add_argument("--weights", default=None, help="a directory from DiaForConditionalGeneration.save_pretrained")
+    parser.add_argument("--codec-weights", default=None, help="a directory from DacModel.save_pretrained")
+    parser.add_argument("--weights-seed", type=int, default=0, help="seed of synthetic weights")
+    parser.add_argument("--batch", type=_count, default=None, metavar="B",
+                        help="the most requests of one length decoded together (default 1)")
+    parser.add_argument("--max-wait-ms", type=_argument(float, lambda v: math.isfinite(v) and v >= 0,
+                                                        "must be a number of milliseconds >= 0"),
+                        default=None, metavar="W", help="how long a batch waits to fill (default 0)")
+    parser.add_argument("--chunk-frames", type=_count, default=None, metavar="F",
+                        help="frames per streamed chunk (default 43, about half a second)")
 
 
 def _cell_from_args(args: argparse.Namespace):
@@ -581,6 +627,206 @@ def cmd_readme(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Skip(Exception):
+    """This machine cannot run the plugins asked for: the command exits 3 with the reason."""
+
+
+def _serving_cell(args: argparse.Namespace, texts: list[str], seconds: float):
+    from dia_bench.harness.cell import Cell
+    from dia_bench.harness.devices import check_device, default_device
+
+    cells = [Cell(preset=args.preset or "dia-1.6b", device="cpu", plugins=list(args.opt), text=text,
+                  seconds=seconds, weights=args.weights, codec_weights=args.codec_weights,
+                  weights_seed=args.weights_seed) for text in texts]
+    for cell in cells:  # each text against Dia's encoder, each length against its decoder
+        cell.validate()
+    cell = cells[0]
+    cell.device = check_device(args.device) if args.device else default_device()
+    check_cell_inputs(cell)
+    return cell
+
+
+def _served_pipeline(cell):
+    """The pipeline with the cell's plugins applied, loaded and transformed as the worker does for `run`
+    (harness/worker/measure.py), but in this process: a server keeps its pipeline for its lifetime."""
+    import os
+
+    from dia_bench.optimizations.registry import apply_plan, resolve
+
+    plan = resolve(cell.plugins, cell.device)
+    for step in plan.steps:
+        os.environ.update(step.plugin.process_env(step.value))
+    reasons = plan.unavailable(cell.device)
+    if reasons:
+        raise _Skip("; ".join(reasons))
+    import torch
+
+    from dia_bench.harness.worker.measure import load_pipeline, sampling_of
+
+    for step in plan.steps:
+        step.plugin.configure_torch(step.value)
+    index = torch.device(cell.device).index
+    if cell.device.startswith("cuda") and index is not None:
+        torch.cuda.set_device(index)
+    pipe, weights = load_pipeline(cell, plan.load_dtype() or torch.float32)
+    notes, _ = apply_plan(pipe, plan, cell.device)
+    return pipe, sampling_of(cell), {"plugins": plan.specs, "plugin_notes": notes, "weights": weights}
+
+
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    from dia_bench.harness.runtime.streaming import CHUNK_FRAMES
+
+    return {"max_batch": args.batch or 1, "max_wait_s": (args.max_wait_ms or 0.0) / 1000,
+            "chunk_frames": args.chunk_frames or CHUNK_FRAMES}
+
+
+def _web(flag: str):
+    import importlib
+
+    # The extra's packages by name first: importing web.py alone can succeed from a half-removed install.
+    for name in ("starlette", "uvicorn", "httpx"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise UsageError(f"{flag} needs the serve extra ({name} is missing): pip install 'dia-bench[serve]'") \
+                from None
+    from dia_bench.harness.serving import web
+
+    return web
+
+
+def _check_reachable(url: str) -> None:
+    import httpx
+
+    try:
+        httpx.get(url, timeout=5.0)  # any answer, even 405 for a GET, says a server is there
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"--url {url}: {exc}; give http://HOST:PORT/v1/speech") from None
+    except (httpx.HTTPError, ValueError) as exc:
+        raise UsageError(f"--url {url} is unreachable ({type(exc).__name__}); start `dia-bench serve` there "
+                         "first, or check the host and port") from None
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from dia_bench.harness import env
+    from dia_bench.harness.driver.outputs import output_dir
+    from dia_bench.harness.jsonio import write_bytes_atomic
+    from dia_bench.harness.serving import loadtest
+
+    rates = loadtest.parse_rates(args.rates)
+    labels = loadtest.parse_texts(args.texts)
+    if (args.requests is None) == (args.duration is None):
+        raise UsageError("give exactly one of --requests N (requests per rate) or --duration S (seconds of "
+                         "arrivals per rate)")
+    out = output_dir(args.out, "--out")
+    texts = [loadtest.TEXTS[label] for label in labels]
+    engine = _engine_options(args)
+    if args.url:
+        given = [f for f, v in (("--preset", args.preset), ("--opt", args.opt), ("--batch", args.batch),
+                                ("--max-wait-ms", args.max_wait_ms), ("--chunk-frames", args.chunk_frames),
+                                ("--weights", args.weights), ("--device", args.device)) if v]
+        if given:
+            raise UsageError(f"{given[0]} with --url: the server's own flags set that; give it to `dia-bench serve`")
+        web = _web("--url")
+        _check_reachable(args.url)
+        cell = None
+    else:
+        cell = _serving_cell(args, texts, args.seconds)
+    configuration: dict[str, Any] = {
+        "rates": rates, "requests": args.requests, "duration_s": args.duration, "seconds": args.seconds,
+        "texts": dict(zip(labels, texts, strict=True)), "seed": args.seed, "timeout_s": args.timeout,
+        "target_ttfa_s": args.target_ttfa, "criterion": args.criterion,
+        "arrivals": "open-loop Poisson, drawn ahead from the seed",
+    }
+
+    def progress(run: Any) -> None:
+        s = run.summary()
+        print(f"{run.offered_rps:g} req/s: {s.counts['ok']}/{s.requests} ok", file=sys.stderr, flush=True)
+
+    async def against(target: Any, warmup: Any) -> Any:
+        await warmup()
+        return await loadtest.run_rates(target, texts, rates, requests=args.requests, duration_s=args.duration,
+                                        seconds=args.seconds, seed=args.seed, timeout_s=args.timeout,
+                                        target_ttfa_s=args.target_ttfa, criterion=args.criterion,
+                                        progress=progress)
+
+    if args.url:
+        import httpx
+
+        from dia_bench.harness.serving.loadgen import Request
+
+        configuration.update(target="http", url=args.url)
+        includes = {"codec": True, "network": "HTTP to the server, whose batching and chunking are its own",
+                    "warmup": "one request before the first rate, outside every measurement"}
+
+        async def over_http() -> Any:
+            # No pool limit and no client timeout: a request waiting for a connection would close the loop.
+            async with httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None)) as client:
+                target = web.http_target(client, args.url)
+
+                async def warmup() -> None:
+                    async for _ in target(Request(-1, texts[0], args.seconds, seed=0)):
+                        pass
+                return await against(target, warmup)
+        test = asyncio.run(over_http())
+        machine = env.collect("cpu")
+    else:
+        from dia_bench.harness.serving.targets import EngineTarget
+
+        try:
+            pipe, sampling, built = _served_pipeline(cell)
+        except _Skip as exc:
+            print(f"dia-bench: skipped: {exc}", file=sys.stderr)
+            return EXIT_SKIPPED
+        configuration.update(target="engine", preset=cell.preset, device=cell.device, **built, **engine)
+        includes = {"codec": True, "chunk_frames": engine["chunk_frames"],
+                    "batch_policy": f"up to {engine['max_batch']} request(s) of one length, waiting up to "
+                                    f"{engine['max_wait_s'] * 1000:g} ms for a batch to fill",
+                    "network": False, "warmup": "one request before the first rate, outside every measurement"}
+
+        async def in_process() -> Any:
+            async with EngineTarget(pipe, sampling=sampling, **engine) as target:
+                return await against(target, lambda: target.warmup(texts[0], args.seconds))
+        test = asyncio.run(in_process())
+        machine = env.collect(cell.device)
+    doc = loadtest.document(test, machine, configuration, includes)
+    path = write_bytes_atomic(out / "load.json", (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode())
+    print(f"{machine.get('device_name') or machine['cpu'].get('model')}: "
+          f"{configuration.get('preset') or configuration['url']}")
+    print(loadtest.table(doc))
+    print(f"load: {path}")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    web = _web("dia-bench serve")
+    from dia_bench.harness.cell import DEFAULT_TEXT
+    from dia_bench.harness.serving.targets import EngineTarget
+
+    cell = _serving_cell(args, [DEFAULT_TEXT], 1.0)
+    try:
+        pipe, sampling, built = _served_pipeline(cell)
+    except _Skip as exc:
+        print(f"dia-bench: skipped: {exc}", file=sys.stderr)
+        return EXIT_SKIPPED
+    engine = _engine_options(args)
+
+    async def forever() -> None:
+        async with EngineTarget(pipe, sampling=sampling, **engine) as target:
+            await target.warmup()
+            async with web.serve(web.create_app(target), args.host, args.port) as base:
+                print(f"serving {cell.preset} ({', '.join(built['plugins']) or 'no plugins'}) on {cell.device} at "
+                      f"{base}/v1/speech; Ctrl-C stops", flush=True)
+                await asyncio.Event().wait()
+    asyncio.run(forever())
+    return EXIT_OK
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     import torch
 
@@ -609,7 +855,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare, "history": cmd_history, "export": cmd_export,
             "report": cmd_report, "recommend": cmd_recommend,
             "upgrade": cmd_upgrade, "schema": cmd_schema, "noise": cmd_noise, "readme": cmd_readme,
-            "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins}
+            "crosscheck": cmd_crosscheck, "env": cmd_env, "plugins": cmd_plugins, "load": cmd_load,
+            "serve": cmd_serve}
 
 
 def _interrupt(signum: int, frame: Any) -> NoReturn:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -101,8 +102,12 @@ def run_prior(meta: dict[str, Any], kind: str) -> stats.ProcessNoise:
     return _from_dict((meta.get("process_noise_prior") or {}).get(kind)) or stats.DEFAULT_PRIOR
 
 
+HISTORY_ENV = "DIA_BENCH_PROCESS_HISTORY"  # another history file: a machine shared by unlike workloads, tests
+
+
 def history_path() -> Path:
-    return cache_dir() / "process-noise.json"
+    explicit = os.environ.get(HISTORY_ENV)
+    return Path(explicit).expanduser().absolute() if explicit else cache_dir() / "process-noise.json"
 
 
 def machine_id(machine: dict[str, Any]) -> str:

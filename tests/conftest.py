@@ -20,6 +20,15 @@ from dia_bench.harness.cell import Cell
 TINY = dict(preset="dia-tiny", device="cpu", seconds=0.25, warmup=0, repeats=1)
 
 
+@pytest.fixture(autouse=True)
+def _own_process_noise_history(tmp_path_factory, monkeypatch) -> None:
+    """Every test starts from the default prior: the machine's history of noise between processes
+    would otherwise be whatever earlier tests' sweeps left in it, and a verdict would depend on the order."""
+    from dia_bench.harness.process_noise import HISTORY_ENV
+
+    monkeypatch.setenv(HISTORY_ENV, str(tmp_path_factory.mktemp("history") / "process-noise.json"))
+
+
 def tiny_cell(**kw) -> Cell:
     return Cell(**{**TINY, **kw})
 

@@ -103,11 +103,21 @@ def out_dir(tmp_path: Path) -> Path:
 def tiny_run(tmp_path_factory) -> Path:
     """One real sweep of the tiny suite (tests/test_sweep.py), shared read-only: tests that change a run
     change a copy."""
+    from dia_bench.harness.process_noise import HISTORY_ENV
     from tests.test_sweep import write_suite
 
     tmp = tmp_path_factory.mktemp("sweep")
     out = tmp / "run"
-    result = cli("sweep", str(write_suite(tmp)), "--out", str(out), "--quiet")
+    # Made before any test's own empty history is set (a session fixture comes first): give it one too.
+    before = os.environ.get(HISTORY_ENV)
+    os.environ[HISTORY_ENV] = str(tmp / "process-noise.json")
+    try:
+        result = cli("sweep", str(write_suite(tmp)), "--out", str(out), "--quiet")
+    finally:
+        if before is None:
+            os.environ.pop(HISTORY_ENV, None)
+        else:
+            os.environ[HISTORY_ENV] = before
     assert result.returncode == 0, result.stderr
     assert "speedup vs baseline" in result.stdout and "baseline drift" in result.stdout
     return out

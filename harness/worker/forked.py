@@ -58,7 +58,10 @@ def how_started() -> dict[str, Any]:
     replaced = os.environ.get(REPLACED_ENV)
     if replaced:
         return {"process": "fresh", "note": f"replaced its fork: {replaced} differ from the fork server's"}
-    return {"process": "fresh"}
+    if os.environ.get("DIA_BENCH_FORK") == "0":
+        return {"process": "fresh", "note": "a new interpreter: DIA_BENCH_FORK=0"}
+    return {"process": "fresh", "note": "a new interpreter: a CUDA cell, a platform without the fork server, or "
+                                        "a run outside a sweep"}
 
 
 def _child(request: dict[str, Any], out_fd: int, err_fd: int) -> None:

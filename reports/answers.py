@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from dia_bench.harness.analysis import quality
+from dia_bench.harness.analysis import quality, results
 from dia_bench.reports import recommend, verdicts
 
 QUALITY_WORDS = {
@@ -30,10 +30,20 @@ def _xrt(xrt: Any, low: Any, high: Any) -> str:
     return text
 
 
+def cell_name(r: pd.Series) -> str:
+    """A cell's description, with the number of processes where it ran in more than one."""
+    processes = r.get("processes")
+    many = isinstance(processes, list) and len(processes) > 1 and r.get("role") == "cell"
+    return f"{r['description'] or r['key']}" + (f" ({len(processes)} processes)" if many else "")
+
+
 def compare_order(df: pd.DataFrame) -> pd.DataFrame:
     """Cells in the order a reader compares them: by device (a CPU's figures are never weighed against a
     GPU's), then model, then the fastest first by x real time; cells that measured nothing close their
-    device's list. Ties keep the order the cells ran in."""
+    device's list. Ties keep the order the cells ran in. A cell's extra processes (`processes = N`) are
+    in its own row's figures, not rows of their own."""
+    if "role" in df:
+        df = df[~df["role"].isin(results.EXTRA_PROCESS_ROLES)].reset_index(drop=True)
     if df.empty:
         return df
     key = pd.DataFrame({"device": df["device"].astype(str).to_numpy(), "preset": df["preset"].astype(str).to_numpy(),

@@ -46,7 +46,7 @@ def _cells(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
     for _, r in answers.compare_order(df).iterrows():
         ok = r["status"] == "ok"
         out.append({
-            "machine": r["machine"], "description": r["description"] or r["key"], "status": r["status"],
+            "machine": r["machine"], "description": answers.cell_name(r), "status": r["status"],
             "reason": r["reason"] or "",
             "rtf": _rtf_text(r) if ok else "", "long_form": _long_form_text(r) if ok else "",
             "xrt": figures.number(r["xrt"], ".3f", "x") if ok else "",

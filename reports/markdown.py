@@ -57,7 +57,8 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
             if r.get("disturbed"):
                 rtf += f" ({r['disturbed']})"
             long_form = figures.interval(r["long_form_rtf"], r["long_form_rtf_low"], r["long_form_rtf_high"], ".3f")
-            lines.append(f"| {r['description']} | ok | {rtf} | {long_form}{fixed} | {figures.number(r['xrt'], '.3f')} "
+            lines.append(f"| {answers.cell_name(r)} | ok | {rtf} | {long_form}{fixed} | "
+                         f"{figures.number(r['xrt'], '.3f')} "
                          f"| {speed} | {figures.number(r['step_p50_ms'], '.1f')} | {figures.roofline(r)} | "
                          f"{figures.number(r['peak_rss_mb'], '.0f')} | "
                          f"{quality.assess(r, max_tv)['status']} | {quality.fidelity_text(r)} |")

@@ -170,8 +170,9 @@ class ProcessNoise:
 
 
 # Where neither the run nor the machine's history has several processes of one configuration, this
-# is the term assumed, and said so. Pooled from the committed reference runs' baselines (`dia-bench
-# noise reference-results/*`), rounded up; its few degrees of freedom keep a t quantile wide.
+# is the term assumed, and said so. The committed reference runs (`dia-bench noise reference-results`)
+# put dia-1.6b at about 4% a process on a CPU and 11.5% on an H200 (from two processes); 10% is a
+# middle, and its few degrees of freedom keep a t quantile wide until a machine has a history.
 DEFAULT_PRIOR = ProcessNoise(variance=0.10 ** 2, df=4.0,
                              source="the default prior (10% a process, 4 df): no machine history")
 NO_PROCESS_NOISE = ProcessNoise(variance=0.0, df=math.inf, source="within-process repeats only")

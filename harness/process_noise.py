@@ -67,15 +67,20 @@ def anova_by_kind(records: Iterable[dict[str, Any]]) -> dict[tuple[str | None, s
     return dict(out)
 
 
-def sums_by_kind(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """What a run measured of the noise between processes, per `noise_kind` (nodes pooled), for run.json."""
+def pooled_by_kind(records: Iterable[dict[str, Any]]) -> dict[str, stats.ProcessAnova]:
+    """`anova_by_kind` with its nodes pooled: what one run measured per `noise_kind`."""
     out: dict[str, stats.ProcessAnova] = defaultdict(stats.ProcessAnova)
     for (_, kind), anova in anova_by_kind(records).items():
         out[kind] = out[kind] + anova
-    return {kind: dataclasses.asdict(a) for kind, a in sorted(out.items())}
+    return dict(sorted(out.items()))
 
 
-def _from_dict(d: dict[str, Any] | None) -> stats.ProcessNoise | None:
+def sums_by_kind(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What a run measured of the noise between processes, per `noise_kind`, for run.json."""
+    return {kind: dataclasses.asdict(a) for kind, a in pooled_by_kind(records).items()}
+
+
+def from_dict(d: dict[str, Any] | None) -> stats.ProcessNoise | None:
     if not d or d.get("variance") is None:
         return None
     return stats.ProcessNoise(float(d["variance"]), float(d["df"]), str(d.get("source") or "recorded prior"))
@@ -99,7 +104,7 @@ def run_noise(records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[tuple
 
 def run_prior(meta: dict[str, Any], kind: str) -> stats.ProcessNoise:
     """The prior a run started from (recorded in its run.json), else the default."""
-    return _from_dict((meta.get("process_noise_prior") or {}).get(kind)) or stats.DEFAULT_PRIOR
+    return from_dict((meta.get("process_noise_prior") or {}).get(kind)) or stats.DEFAULT_PRIOR
 
 
 HISTORY_ENV = "DIA_BENCH_PROCESS_HISTORY"  # another history file: a machine shared by unlike workloads, tests
@@ -144,7 +149,7 @@ def remember(run_dir: Path, records: list[dict[str, Any]], machine: dict[str, An
     history = _read_history()
     mine = history.setdefault(machine_id(machine), {})
     added = 0
-    for (_, kind), anova in anova_by_kind(records).items():
+    for kind, anova in pooled_by_kind(records).items():
         runs = [r for r in mine.setdefault(kind, []) if r.get("run") != str(run_dir.resolve())]
         runs.append({"run": str(run_dir.resolve()), "anova": dataclasses.asdict(anova)})
         mine[kind] = runs[-HISTORY_RUNS:]
@@ -166,12 +171,10 @@ def describe_runs(run_dirs: Iterable[Path]) -> list[str]:
     for d in run_dirs:
         records = list(rundir.records(d))
         machine = machine_id(rundir.read_meta(d).get("machine") or {})
-        by_kind = defaultdict(stats.ProcessAnova)
-        for (_, kind), anova in anova_by_kind(records).items():
-            by_kind[kind] = by_kind[kind] + anova
+        by_kind = pooled_by_kind(records)
         if not by_kind:
             lines.append(f"{d}: no configuration measured in two or more processes")
-        for kind, anova in sorted(by_kind.items()):
+        for kind, anova in by_kind.items():
             pooled[(machine, kind)] = pooled[(machine, kind)] + anova
             lines.append(f"{d}: {kind}: {_said(anova)}")
     for (machine, kind), anova in sorted(pooled.items()):

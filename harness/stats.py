@@ -168,6 +168,10 @@ class ProcessNoise:
         """One process's typical deviation, in percent."""
         return (math.exp(math.sqrt(self.variance)) - 1) * 100
 
+    def describe(self) -> str:
+        """`9.8% a process (4.6 df; <source>)`, as reports and compare name the term."""
+        return f"{self.sd_pct:.1f}% a process ({self.df:.1f} df; {self.source})"
+
 
 # Where neither the run nor the machine's history has several processes of one configuration, this
 # is the term assumed, and said so. The committed reference runs (`dia-bench noise reference-results`)
@@ -365,15 +369,15 @@ def ratio_ci(base: Samples, new: Samples, confidence: float = CONFIDENCE,
     if other is noise:
         between = [(between[0][0] + between[1][0], noise.df)]
     q = 1 - (1 - confidence) / 2
-    for key, terms in (("within", within), ("", [*within, *between])):
+    for low_key, high_key, terms in (("within_low", "within_high", within), ("low", "high", [*within, *between])):
         variance, df = _satterthwaite(terms)
         if variance == 0:  # identical repeats and no process term: no spread to widen the interval
             low = high = out["speedup"]
         else:
             half = t_quantile(q, df) * math.sqrt(variance)
             low, high = math.exp(log_ratio - half), math.exp(log_ratio + half)
-        if key == "":  # never narrower than the repeats alone (see location_ci)
+        if low_key == "low":  # never narrower than the repeats alone (see location_ci)
             low, high = min(low, out["within_low"]), max(high, out["within_high"])
-        out[f"{key}_low".lstrip("_")], out[f"{key}_high".lstrip("_")] = float(low), float(high)
+        out[low_key], out[high_key] = float(low), float(high)
     out["significant"] = bool(out["low"] > 1 or out["high"] < 1) if out["low"] != out["high"] else out["speedup"] != 1
     return out

@@ -75,8 +75,7 @@ def process_note(b: pd.Series, n: pd.Series) -> str:
     parts = []
     for name, row in (("base", b), ("new", n)):
         term = results.process_term(row)
-        parts.append(f"{name} {term.sd_pct:.1f}% a process ({term.df:.1f} df; {term.source})" if term
-                     else f"{name}: none recorded")
+        parts.append(f"{name} {term.describe()}" if term else f"{name}: none recorded")
     return "; ".join(parts)
 
 

@@ -186,16 +186,14 @@ def process_notes(df: pd.DataFrame) -> list[str]:
         term = process_term(r)
         if term is None:
             continue
-        line = (f"{r['device']} {r['preset']}: intervals include {term.sd_pct:.1f}% a process "
-                f"({term.df:.1f} df; {term.source})")
+        line = f"{r['device']} {r['preset']}: intervals include {term.describe()}"
         if line not in lines:
             lines.append(line)
     return lines
 
 
 def rtf_samples(row: pd.Series) -> list[float]:
-    audio = row["audio_seconds"]
-    return [t / audio for t in row["repeats_seconds"]] if audio else []
+    return process_noise.rtf_repeats(row)
 
 
 def ok_cells(df: pd.DataFrame) -> pd.DataFrame:
@@ -278,7 +276,7 @@ def _process_samples(df: pd.DataFrame) -> list[list[list[float]]]:
             extra.setdefault(_process_key(r), []).append(samples)
     out = []
     for _, r in df.iterrows():
-        own = [rtf_samples(r)] if r["status"] == "ok" and rtf_samples(r) else []
+        own = [samples] if r["status"] == "ok" and (samples := rtf_samples(r)) else []
         more = extra.get(_process_key(r), []) if r["role"] == "cell" else []
         out.append(own + more)
     return out

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dia_bench.harness import stats
+from dia_bench.harness import process_noise, stats
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.presets import FRAMES_PER_SECOND, SAMPLE_RATE, get_preset
 from dia_bench.harness.record import now
@@ -56,8 +56,7 @@ def _stage_medians(outputs: list[PipelineOutput]) -> dict[str, Any]:
 
 
 def process_term(cell: Cell) -> stats.ProcessNoise:
-    t = cell.process_term
-    return stats.ProcessNoise(float(t["variance"]), float(t["df"]), str(t["source"])) if t else stats.DEFAULT_PRIOR
+    return process_noise.from_dict(cell.process_term) or stats.DEFAULT_PRIOR
 
 
 def interval_pct(times: list[float], process: stats.ProcessNoise | None = None, within: bool = False) -> float | None:
@@ -234,7 +233,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
                            "target_met": achieved is not None and achieved <= cell.target_ci_pct,
                            "repeats_run": len(gen), "min_repeats": cell.repeats, "max_repeats": cell.max_repeats,
                            "within_ci_pct": interval_pct(gen, within=True),
-                           "process_term": {"variance": term.variance, "df": term.df, "source": term.source},
+                           "process_term": process_noise.as_dict(term),
                            "unreachable": None if floor < cell.target_ci_pct else (
                                f"the noise between processes alone gives +-{floor:.1f}% ({term.source}); more "
                                "repeats in one process cannot narrow that: measure in more processes "

@@ -23,8 +23,10 @@ from dia_bench.harness.paths import cache_dir
 
 # Roles whose records are one more process of a configuration measured in another record.
 PROCESS_ROLES = ("baseline-start", "baseline-mid", "baseline-end", "cell", "cell-process")
-# A machine's history keeps its newest runs: older ones may describe a machine since changed.
-HISTORY_RUNS = 20
+# A machine's history keeps its newest runs until they hold this many degrees of freedom between
+# processes: older ones may describe a machine since changed. Counted in degrees of freedom, not runs,
+# so that a ten-process A/A run (9) is not pushed out by a few two-process runs (1 each).
+HISTORY_DF = 40
 
 
 # A history whose repeats are noisier than its processes differ cannot tell a small process term
@@ -129,11 +131,22 @@ def _read_history() -> dict[str, Any]:
         return {}
 
 
+def _newest(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest runs that together reach HISTORY_DF degrees of freedom between processes (all, if fewer)."""
+    kept, df = [], 0
+    for run in reversed(runs):
+        if df >= HISTORY_DF:
+            break
+        kept.append(run)
+        df += run["anova"].get("df_between", 0)
+    return kept[::-1]
+
+
 def prior_for(machine: dict[str, Any], kind: str) -> stats.ProcessNoise:
     """The pooled estimate of this machine's stored runs, else the default prior."""
-    runs = (_read_history().get(machine_id(machine)) or {}).get(kind) or []
-    pooled = sum((stats.ProcessAnova(**r["anova"]) for r in runs[-HISTORY_RUNS:]), stats.ProcessAnova())
-    est = pooled.estimate(f"this machine's history ({len(runs[-HISTORY_RUNS:])} runs, {pooled.processes} processes)")
+    runs = _newest((_read_history().get(machine_id(machine)) or {}).get(kind) or [])
+    pooled = sum((stats.ProcessAnova(**r["anova"]) for r in runs), stats.ProcessAnova())
+    est = pooled.estimate(f"this machine's history ({len(runs)} runs, {pooled.processes} processes)")
     if est is None or est.df < 2:
         return stats.DEFAULT_PRIOR
     return stats.ProcessNoise(max(est.variance, MIN_PRIOR_VARIANCE), est.df, est.source)
@@ -152,7 +165,7 @@ def remember(run_dir: Path, records: list[dict[str, Any]], machine: dict[str, An
     for kind, anova in pooled_by_kind(records).items():
         runs = [r for r in mine.setdefault(kind, []) if r.get("run") != str(run_dir.resolve())]
         runs.append({"run": str(run_dir.resolve()), "anova": dataclasses.asdict(anova)})
-        mine[kind] = runs[-HISTORY_RUNS:]
+        mine[kind] = _newest(runs)
         added += 1
     if added:
         path = history_path()

@@ -5,6 +5,7 @@ Run as a script (`python tests/test_stats.py`) for the whole coverage table.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -230,3 +231,32 @@ def test_a_disturbed_cell_is_named_not_averaged_away():
     said = stats.disturbance([9.1, 8.7, 33.1])
     assert said and "3.8x" in said and "measure again" in said
     assert stats.disturbance([5.0]) is None
+
+
+def _processes_run(n_processes: int, sd: float, rng: np.random.Generator) -> list[dict]:
+    """A run's records: the baseline in `n_processes` processes 'sd' apart, 3 repeats each."""
+    return [{"status": "ok", "role": "baseline-start" if i == 0 else "baseline-mid", "device": "cpu",
+             "preset": "dia-tiny", "cell_id": "baseline", "audio_seconds": 1.0,
+             "repeats_seconds": list(2.0 * math.exp(rng.normal(0, sd)) * _lognormal(rng, 3))}
+            for i in range(n_processes)]
+
+
+def test_a_machine_history_keeps_a_large_run_that_many_small_runs_follow(tmp_path, monkeypatch):
+    """The history holds its newest runs by degrees of freedom, not by count: twenty two-process runs
+    after a ten-process A/A run leave the A/A run in the prior (and a 60-df flood does push it out)."""
+    from dia_bench.harness import process_noise
+
+    monkeypatch.setenv(process_noise.HISTORY_ENV, str(tmp_path / "history.json"))
+    machine = {"cpu": {"model": "a test CPU", "logical_cores": 2}}
+    rng = np.random.default_rng(11)
+    process_noise.remember(tmp_path / "aa", _processes_run(10, 0.30, rng), machine)
+    for i in range(20):
+        process_noise.remember(tmp_path / f"small-{i}", _processes_run(2, 0.30, rng), machine)
+    prior = process_noise.prior_for(machine, "cpu dia-tiny")
+    assert "21 runs, 50 processes" in prior.source, prior.source
+    for i in range(20, 60):
+        process_noise.remember(tmp_path / f"small-{i}", _processes_run(2, 0.30, rng), machine)
+    prior = process_noise.prior_for(machine, "cpu dia-tiny")
+    assert f"{process_noise.HISTORY_DF} runs," in prior.source, prior.source
+    stored = json.loads((tmp_path / "history.json").read_text())
+    assert len(stored[process_noise.machine_id(machine)]["cpu dia-tiny"]) == process_noise.HISTORY_DF

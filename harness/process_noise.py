@@ -4,7 +4,7 @@ Every configuration a run measures in more than one worker process (the baseline
 again and at the end; every cell of a suite with `processes = N`) shows the between-process part of
 the noise (`harness/stats.py`). A run's estimate rests on few processes, so it is moderated by a
 prior: the pooled estimate of earlier runs on the same machine (kept in the cache directory, as
-`dia-bench noise` shows), else `stats.DEFAULT_PRIOR`. The prior a sweep used is written into its
+`dia-bench noise` shows), else a stated default (`default_prior`). The prior a sweep used is written into its
 run.json, so a report rendered elsewhere computes the same intervals.
 """
 
@@ -32,6 +32,19 @@ HISTORY_DF = 40
 # A history whose repeats are noisier than its processes differ cannot tell a small process term
 # from none; it is not trusted below this (2% a process, under any difference a report calls one).
 MIN_PRIOR_VARIANCE = 0.02 ** 2
+
+
+# dia-tiny's decode step takes about 2 ms, so where a process's memory and threads landed moves its
+# speed far more than dia-1.6b's: ten-process A/A runs on a 2-core AMD EPYC spread by 17-36% a
+# process on dia-tiny and 4% on dia-1.6b (`dia-bench noise reference-results/*-aa*`). Assumed at 10%,
+# dia-tiny's first runs on a machine marked about twice the false alarms they should.
+PRESET_PRIORS = {"dia-tiny": stats.ProcessNoise(
+    variance=0.25 ** 2, df=4.0, source="the default prior for dia-tiny (25% a process, 4 df): no machine history")}
+
+
+def default_prior(kind: str) -> stats.ProcessNoise:
+    """What is assumed for `kind` (a `noise_kind`) without a history: the preset's own, else `stats.DEFAULT_PRIOR`."""
+    return PRESET_PRIORS.get(kind.rsplit(" ", 1)[-1], stats.DEFAULT_PRIOR)
 
 
 def device_kind(device: str | None) -> str:
@@ -106,7 +119,7 @@ def run_noise(records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[tuple
 
 def run_prior(meta: dict[str, Any], kind: str) -> stats.ProcessNoise:
     """The prior a run started from (recorded in its run.json), else the default."""
-    return from_dict((meta.get("process_noise_prior") or {}).get(kind)) or stats.DEFAULT_PRIOR
+    return from_dict((meta.get("process_noise_prior") or {}).get(kind)) or default_prior(kind)
 
 
 HISTORY_ENV = "DIA_BENCH_PROCESS_HISTORY"  # another history file: a machine shared by unlike workloads, tests
@@ -148,7 +161,7 @@ def prior_for(machine: dict[str, Any], kind: str) -> stats.ProcessNoise:
     pooled = sum((stats.ProcessAnova(**r["anova"]) for r in runs), stats.ProcessAnova())
     est = pooled.estimate(f"this machine's history ({len(runs)} runs, {pooled.processes} processes)")
     if est is None or est.df < 2:
-        return stats.DEFAULT_PRIOR
+        return default_prior(kind)
     return stats.ProcessNoise(max(est.variance, MIN_PRIOR_VARIANCE), est.df, est.source)
 
 

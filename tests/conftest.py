@@ -29,6 +29,19 @@ def _own_process_noise_history(tmp_path_factory, monkeypatch) -> None:
     monkeypatch.setenv(HISTORY_ENV, str(tmp_path_factory.mktemp("history") / "process-noise.json"))
 
 
+def quiet_machine(run_dir: Path) -> None:
+    """Says in a run's run.json that it started from the history of a machine whose processes differ by
+    2%: for a test whose records it rewrote to a quiet machine's, so that a 2x change must stand out
+    (dia-tiny's own default prior, 25%, rightly hides much of one)."""
+    import json
+
+    meta_path = run_dir / "run.json"
+    meta = json.loads(meta_path.read_text())
+    meta["process_noise_prior"] = {kind: {"variance": 0.02 ** 2, "df": 40.0, "source": "a quiet machine's history"}
+                                   for kind in meta.get("process_noise_prior") or {}}
+    meta_path.write_text(json.dumps(meta))
+
+
 def tiny_cell(**kw) -> Cell:
     return Cell(**{**TINY, **kw})
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dia_bench.harness import stats
+from dia_bench.harness import process_noise
 from dia_bench.harness.cell import Cell, text_tokens
 from dia_bench.harness.driver.launcher import run_isolated
 from dia_bench.harness.presets import PRESETS
@@ -128,7 +128,7 @@ def test_adaptive_repeats_stop_at_the_target_or_at_the_limit():
     loose = run_isolated(tiny_cell(repeats=3, max_repeats=6, target_ci_pct=1000.0, fidelity=False), timeout_s=300)
     assert loose["status"] == "ok", loose.get("reason")
     assert loose["adaptive"]["target_met"] and loose["adaptive"]["repeats_run"] == 3
-    assert loose["adaptive"]["process_term"]["source"] == stats.DEFAULT_PRIOR.source
+    assert loose["adaptive"]["process_term"]["source"] == process_noise.default_prior("cpu dia-tiny").source
     # A machine whose processes never differ: only the repeats' own noise is left to narrow.
     quiet = {"variance": 0.0, "df": 1e9, "source": "no noise between processes (test)"}
     strict = run_isolated(tiny_cell(repeats=3, max_repeats=5, target_ci_pct=1e-6, fidelity=False,

@@ -16,7 +16,7 @@ from dia_bench.harness import rundir
 from dia_bench.harness.analysis import results
 from dia_bench.harness.driver.expand import expand, plugin_combinations
 from dia_bench.harness.driver.suite import parse_suite
-from tests.conftest import cli, run_cli
+from tests.conftest import cli, quiet_machine, run_cli
 
 TINY_SUITE = """
 [suite]
@@ -272,6 +272,7 @@ def test_compare_flags_only_significant_regressions(tiny_run, tmp_path):
                 rec["generation_seconds"] = mid * factor
                 rec["rtf"] = mid * factor / rec["audio_seconds"]
                 p.write_text(json.dumps(rec))
+        quiet_machine(out)
         return out
 
     steady, copy = rewritten("steady", 1.0), rewritten("copy", 1.0)  # the same measurements: nothing regressed
@@ -346,6 +347,7 @@ def test_speedup_compares_with_the_baseline_as_fast_as_the_machine_was_then(tiny
     # baseline was then (1.5x the start's times).
     changes = [(by_role["baseline-start"], "00:00", base), (cell_p, "10:00", [1.5 * t for t in base]),
                (by_role["baseline-end"], "20:00", [2 * t for t in base])]
+    quiet_machine(copy)
     for path, minute, times in changes:
         rec = recs[path]
         rec["measured_from"] = f"2026-01-01T00:{minute}.000+00:00"

@@ -56,7 +56,8 @@ def _stage_medians(outputs: list[PipelineOutput]) -> dict[str, Any]:
 
 
 def process_term(cell: Cell) -> stats.ProcessNoise:
-    return process_noise.from_dict(cell.process_term) or stats.DEFAULT_PRIOR
+    return (process_noise.from_dict(cell.process_term)
+            or process_noise.default_prior(process_noise.noise_kind(cell.device, cell.preset)))
 
 
 def interval_pct(times: list[float], process: stats.ProcessNoise | None = None, within: bool = False) -> float | None:

@@ -12,7 +12,7 @@ import pandas as pd
 from dia_bench import harness
 from dia_bench.harness.analysis import quality, results
 from dia_bench.reports import figures
-from dia_bench.reports.pages import environment
+from dia_bench.reports.pages import environment, inline_script
 from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note, tie_note
 
 UNVERIFIED_SHOWN = 3  # the fastest few make the point; every cell is in the report
@@ -134,7 +134,7 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
     return environment().get_template("recommend.html.j2").render(
         title="dia-bench hardware recommendations", rows=rows, version=harness.__version__, max_tv=max_tv,
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        runs=[str(d) for d in run_dirs])
+        runs=[str(d) for d in run_dirs], sortable=inline_script("_sortable.js.j2"))
 
 
 def render_markdown(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> str:

@@ -192,8 +192,10 @@ def print_plugins(device: str, as_json: bool = False) -> None:
 
 
 def print_sweep(run_dir: Path, console: Console | None = None) -> None:
-    """The table that closes a sweep: every cell, its RTF with CI, speedup against its baseline."""
+    """The table that closes a sweep: every cell, its RTF with CI, speedup against its baseline, in the
+    report's order (by device and model, the fastest first)."""
     from dia_bench.harness.analysis import results
+    from dia_bench.reports.answers import cell_name, compare_order
 
     console = console or _console()
     df = results.load(run_dir)
@@ -204,16 +206,16 @@ def print_sweep(run_dir: Path, console: Console | None = None) -> None:
     from dia_bench.harness import stats
     from dia_bench.harness.analysis import quality
 
-    for _, r in df.iterrows():
+    for _, r in compare_order(df).iterrows():
         if r["status"] == "ok":
             lf = "-" if r["long_form_rtf"] is None else figures.interval(
                 r["long_form_rtf"], r["long_form_rtf_low"], r["long_form_rtf_high"])
             q = quality.assess(r)
-            table.add_row(r["description"], "ok", figures.interval(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"]), lf,
+            table.add_row(cell_name(r), "ok", figures.interval(r["rtf"], r["rtf_ci_low"], r["rtf_ci_high"]), lf,
                           f"{r['xrt']:.3f}x", figures.speedup(r), f"{r['peak_rss_mb']:.0f}",
                           q["status"] if q["status"] == "reference" else f"{q['status']}: {quality.fidelity_text(r)}")
         else:
-            table.add_row(r["description"], r["status"], r["reason"] or "", "", "", "", "", "")
+            table.add_row(cell_name(r), r["status"], r["reason"] or "", "", "", "", "", "")
     console.print(table)
     drift = results.baseline_drift(df)
     for _, d in drift.iterrows():

@@ -420,6 +420,31 @@ def test_the_first_screen_answers_and_nothing_scrolls_sideways(tmp_path, scripts
         assert found["buttons"] == 0 and found["clicked"] == []
 
 
+WIDTH = """<!DOCTYPE html><html><body>
+<iframe id="f" src="recommend.html" style="width:1366px;height:768px;border:0"></iframe>
+<pre id="out">not loaded</pre>
+<script>
+document.getElementById('f').onload = function () {
+  var d = document.getElementById('f').contentDocument;
+  document.getElementById('out').textContent = JSON.stringify({
+    scrollWidth: d.documentElement.scrollWidth, clientWidth: d.documentElement.clientWidth,
+    sortable: d.querySelectorAll('table.sortable').length, buttons: d.querySelectorAll('th button').length});
+};
+</script></body></html>"""
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine (.ci/run installs Debian's)")
+def test_the_recommend_page_of_every_committed_run_fits_the_window_and_sorts(tmp_path):
+    runs = sorted((REPO / "reference-results").glob("20*"))
+    assert cli("recommend", *map(str, runs), "-o", str(tmp_path / "recommend.html")).returncode == 0
+    (tmp_path / "measure.html").write_text(WIDTH)
+    dom = _headless(_chromium(), "--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom",
+                    (tmp_path / "measure.html").as_uri())
+    found = json.loads(re.search(r'<pre id="out">([^<]*)</pre>', dom.stdout).group(1))
+    assert found["scrollWidth"] <= found["clientWidth"] == 1366, found
+    assert found["sortable"] >= 1 and found["buttons"] >= 17, found
+
+
 FORTY_CELLS_MAX_BYTES = 2_000_000
 
 
@@ -466,3 +491,17 @@ def test_a_report_of_40_cells_stays_under_2_mb(tmp_path):
     table = re.search(r'<table class="sortable" id="cells">.*?</table>', text, re.S).group(0)
     assert table.count("<tr>") == 1 + 40
     assert text.count('src="data:image/svg+xml;base64,') == 6
+
+
+def test_the_table_closing_a_sweep_reads_fastest_first_like_the_report():
+    """The terminal table lists the cells as the report does: the fastest first (one device, one model
+    here), whatever order they ran in."""
+    from rich.console import Console
+
+    from dia_bench.reports.summary import print_sweep
+
+    console = Console(record=True, width=400)
+    print_sweep(REPO / "reference-results" / "2026-11-28-zen4-engine-cpu", console)
+    rows = [ln.split("│") for ln in console.export_text().splitlines() if ln.startswith("│") and "│ ok " in ln]
+    speeds = [float(cells[5].strip().rstrip("x")) for cells in rows]
+    assert len(speeds) >= 5 and speeds == sorted(speeds, reverse=True), speeds

@@ -796,8 +796,11 @@ def cmd_load(args: argparse.Namespace) -> int:
     path = write_bytes_atomic(out / "load.json", (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode())
     print(f"{machine.get('device_name') or machine['cpu'].get('model')}: "
           f"{configuration.get('preset') or configuration['url']}")
-    print(loadtest.table(doc))
-    print(f"load: {path}")
+    from dia_bench.reports import load_page
+
+    print(load_page.table(doc))
+    page = load_page.write(path, out / "load.html")
+    print(f"load: {path}\npage: {page}")
     return EXIT_OK
 
 

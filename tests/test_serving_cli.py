@@ -62,6 +62,12 @@ def test_load_on_dia_tiny_writes_a_complete_load_json(tmp_path, capsys):
     assert includes["chunk_frames"] == 8 and "up to 2 request(s)" in includes["batch_policy"]
     assert doc["max_rate"]["criterion"] == "estimate"
     assert "p95 TTFA" in out and "max rate:" in out and "method:" in out
+    # The page beside it: the answer in a sentence, the chart against the rate, a row per rate.
+    page = (tmp_path / "load.html").read_text()
+    answer = ("None of the offered rates met" if doc["max_rate"]["max_rps"] is None
+              else f"Holds {doc['max_rate']['max_rps']:g} requests/s at p95 time to first audio &lt;= 30 s")
+    assert answer in page and page.count("data:image/svg+xml") == 1, page[:2000]
+    assert page.count('<tr><td class="n">0.5</td>') == 1 and page.count('<tr><td class="n">1</td>') == 1
 
 
 def _closed_port() -> int:

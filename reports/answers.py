@@ -63,6 +63,8 @@ def devices(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
             "settings": r["settings"], "speed": _xrt(r["xrt"], r["rtf_low"], r["rtf_high"]),
             "quality": QUALITY_WORDS.get(r["quality"], r["quality_why"]), "note": r["note"],
             "weights": r["weights"], "throughput": None, "unverified": None,
+            # The fastest that failed the bar: a first screen that says only "run the baseline" hides why.
+            "held_back": r["trades"][0] if r["trades"] else None,
         }
         if t := r["throughput"]:
             entry["throughput"] = {"settings": t["settings"], "batch": t["batch"],
@@ -107,6 +109,8 @@ def markdown(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATI
             lines.append(f"  - throughput: `{t['settings']}` at batch {t['batch']}: {t['speed']}.")
         if d["unverified"]:
             lines.append(f"  - fastest, quality not verified: {d['unverified']}")
+        if d["held_back"]:
+            lines.append(f"  - fastest held back by the quality bar: {d['held_back']}")
     summary = guide_summary(verdicts.speedup_rows(df, max_tv))
     lines.append(f"- the guide: {summary['text']}")
     if summary["unmeasured"]:

@@ -505,3 +505,16 @@ def test_the_table_closing_a_sweep_reads_fastest_first_like_the_report():
     rows = [ln.split("│") for ln in console.export_text().splitlines() if ln.startswith("│") and "│ ok " in ln]
     speeds = [float(cells[5].strip().rstrip("x")) for cells in rows]
     assert len(speeds) >= 5 and speeds == sorted(speeds, reverse=True), speeds
+
+
+def test_a_first_screen_that_recommends_the_baseline_says_what_the_bar_held_back():
+    """The default cpu suite on synthetic weights: every faster cell fails the bar, so the answer is the
+    baseline; the first screen then names the fastest held back and why, not the baseline alone."""
+    from dia_bench.harness.analysis import results
+    from dia_bench.reports import answers
+
+    df = results.load([REPO / "reference-results" / "2026-12-03-epyc-cpu"])
+    [answer] = answers.devices(df, 0.05)
+    assert answer["settings"] == "baseline", answer
+    assert "engine=static" in answer["held_back"] and "over the bar of 0.05" in answer["held_back"], answer
+    assert any("fastest held back by the quality bar: " in line for line in answers.markdown(df, 0.05))

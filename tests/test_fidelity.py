@@ -101,9 +101,16 @@ def test_a_chaotic_reference_leaves_a_cell_within_its_own_sensitivity_unjudged_n
     # Unjudged is absence of evidence: shown apart as not verified, never recommended.
     assert not bool(quality.eligible(row.to_frame().T).iloc[0])
     assert bool(quality.unverified(row.to_frame().T).iloc[0])
-    row["total_variation"] = 0.6  # further than the reference's own sensitivity: the plugin moved it
+    row["total_variation"] = 0.6  # further than the reference's own sensitivity: on real weights, the plugin moved it
+    row["weights_source"] = "hf-cache"
     verdict = quality.assess(row)
     assert verdict["status"] == "fails" and "further than the reference's own sensitivity" in verdict["why"]
+    # On synthetic weights that sensitive, a probe far below bf16's rounding says nothing of a larger change.
+    row["weights_source"] = "synthetic"
+    verdict = quality.assess(row)
+    assert verdict["status"] == "unjudged" and "synthetic weights" in verdict["why"], verdict
+    row["reference_sensitivity_tv"] = 0.004  # a well-conditioned reference (as dia-tiny's is) still judges it
+    assert quality.assess(row)["status"] == "fails"
 
 
 def test_only_evidence_makes_a_cell_recommendable(judged):

@@ -507,14 +507,19 @@ def test_the_table_closing_a_sweep_reads_fastest_first_like_the_report():
     assert len(speeds) >= 5 and speeds == sorted(speeds, reverse=True), speeds
 
 
-def test_a_first_screen_that_recommends_the_baseline_says_what_the_bar_held_back():
-    """The default cpu suite on synthetic weights: every faster cell fails the bar, so the answer is the
-    baseline; the first screen then names the fastest held back and why, not the baseline alone."""
+def test_a_first_screen_that_recommends_the_baseline_says_what_is_faster_and_why():
+    """The default cpu suite on synthetic dia-1.6b, whose reference noise far below bf16's rounding moves
+    past the bar: no precision change can be judged, so the answer is the baseline, and the first screen
+    names the fastest unverified configuration and the fastest the bar held back (cfg=0, which changes
+    what is sampled by design), each with why."""
     from dia_bench.harness.analysis import results
     from dia_bench.reports import answers
 
     df = results.load([REPO / "reference-results" / "2026-12-03-epyc-cpu"])
     [answer] = answers.devices(df, 0.05)
     assert answer["settings"] == "baseline", answer
-    assert "engine=static" in answer["held_back"] and "over the bar of 0.05" in answer["held_back"], answer
-    assert any("fastest held back by the quality bar: " in line for line in answers.markdown(df, 0.05))
+    assert "engine=static" in answer["unverified"] and "synthetic weights" in answer["unverified"], answer
+    assert answer["held_back"].startswith("cfg=0: ") and "changes what is sampled" in answer["held_back"], answer
+    lines = answers.markdown(df, 0.05)
+    assert any("fastest held back by the quality bar: cfg=0" in line for line in lines), lines
+    assert any("fastest, quality not verified: " in line and "engine=static" in line for line in lines), lines

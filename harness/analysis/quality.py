@@ -60,7 +60,8 @@ def changes_sampling_by_design(plugins: str) -> bool:
 def assess(row: pd.Series, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> dict[str, str]:
     """`status`: reference, exact (its plugins change no arithmetic), passes, fails, unjudged (it moves no
     further than the reference's own weights do under a fraction of bf16's rounding, and those move
-    past the bar: these weights cannot judge it) or unmeasured; `why`: one line a reader can check.
+    past the bar: these weights cannot judge it; on synthetic weights that sensitive, any precision change
+    is unjudged) or unmeasured; `why`: one line a reader can check.
     Only the reference, exact and passes are evidence enough to recommend (`eligible`)."""
     if row["plugins"] == "baseline":
         return {"status": "reference", "why": "the unoptimized fp32 reference"}
@@ -97,6 +98,12 @@ def assess(row: pd.Series, max_tv: float = DEFAULT_MAX_TOTAL_VARIATION) -> dict[
         if tv <= sensitivity:
             return {"status": "unjudged", "why": f"quality not verified: {detail}; but {moved}, so these weights "
                                                  "cannot judge precision: judge quality on real weights"}
+        if row.get("weights_source") == "synthetic":
+            # Random weights that noise far below bf16's rounding already moves past the bar say nothing of
+            # a change as large as bf16 or int8: moving further than that small probe is expected of any.
+            return {"status": "unjudged", "why": f"quality not verified: {detail}; synthetic weights, and {moved}: "
+                                                 "they cannot judge a change of precision: judge quality on real "
+                                                 "weights"}
         return {"status": "fails", "why": f"{why}, and further than the reference's own sensitivity ({moved})"}
     return {"status": "fails", "why": why}
 

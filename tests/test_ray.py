@@ -180,7 +180,10 @@ def _wait_for(condition, what: str, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
+# The two failure cases (a driver killed, a node lost) take about a minute of CI between them, most of it
+# waiting on Ray; they run with the slow tests (`nox -s tests-slow`), the rest of this file in CI.
 @needs_ray
+@pytest.mark.slow
 def test_a_driver_killed_mid_sweep_resumes_to_a_complete_run_without_duplicates(cluster, tmp_path):
     suite = write_suite(tmp_path)
     out = tmp_path / "killed"
@@ -261,6 +264,7 @@ def _raylet_of(resource: str):
 
 
 @needs_ray
+@pytest.mark.slow
 def test_a_node_lost_mid_cell_gives_a_failed_record_naming_it_and_the_sweep_goes_on(cluster, tmp_path):
     # Last in this file: it adds a third node and kills it.
     before = set(cluster.nodes())

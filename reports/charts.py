@@ -25,7 +25,7 @@ from dia_bench.harness.analysis import results
 plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 100, "font.size": 9})
 
 
-def _uri(fig) -> str:
+def svg_uri(fig) -> str:
     buf = io.BytesIO()
     # No date in the metadata: the same run draws the same bytes.
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
@@ -33,7 +33,7 @@ def _uri(fig) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _legend_below(ax) -> None:
+def legend_below(ax) -> None:
     # Bars fill the axes: a legend inside would hide some of them.
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
 
@@ -125,7 +125,7 @@ def rtf_per_config(df: pd.DataFrame) -> str | None:
         # Room for those labels right of the longest bar.
         lo, hi = ax.get_xlim()
         ax.set_xlim(lo, hi * 2 if log else hi * 1.15)
-    return _uri(fig)
+    return svg_uri(fig)
 
 
 def speedup(df: pd.DataFrame) -> str | None:
@@ -140,7 +140,7 @@ def speedup(df: pd.DataFrame) -> str | None:
     ax.barh(y, s, xerr=err, color=colours, capsize=2)
     ax.axvline(1.0, color="black", lw=0.8)
     ax.set_xlabel("speedup against the baseline (x), 95% t-interval (none below 3 repeats)")
-    return _uri(fig)
+    return svg_uri(fig)
 
 
 def memory(df: pd.DataFrame) -> str | None:
@@ -152,8 +152,8 @@ def memory(df: pd.DataFrame) -> str | None:
     if ok["peak_vram_mb"].notna().any():
         ax.barh(y + 0.2, ok["peak_vram_mb"].fillna(0), height=0.4, label="peak VRAM (allocator)")
     ax.set_xlabel("MB")
-    _legend_below(ax)
-    return _uri(fig)
+    legend_below(ax)
+    return svg_uri(fig)
 
 
 def speed_vs_fidelity(df: pd.DataFrame, max_tv: float | None = None) -> str | None:
@@ -176,8 +176,8 @@ def speed_vs_fidelity(df: pd.DataFrame, max_tv: float | None = None) -> str | No
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
     if max_tv is not None:
         ax.axhline(max_tv, color="#c44e52", lw=0.8, ls="--", label=f"quality bar ({max_tv:g})")
-        _legend_below(ax)
-    return _uri(fig)
+        legend_below(ax)
+    return svg_uri(fig)
 
 
 def stages(df: pd.DataFrame) -> str | None:
@@ -194,8 +194,8 @@ def stages(df: pd.DataFrame) -> str | None:
             left += vals
         ax.set_xlabel("seconds per repeat (median)")
         if i == len(panels) - 1:
-            _legend_below(ax)
-    return _uri(fig)
+            legend_below(ax)
+    return svg_uri(fig)
 
 
 def step_latency(df: pd.DataFrame, latencies: dict[str, list[float]]) -> str | None:
@@ -209,7 +209,7 @@ def step_latency(df: pd.DataFrame, latencies: dict[str, list[float]]) -> str | N
     ax.set_yticks(np.arange(1, len(data) + 1), [d for d, _ in data])
     ax.set_xlabel("decode step latency, ms (whiskers p1-p99)")
     ax.set_xscale("log")
-    return _uri(fig)
+    return svg_uri(fig)
 
 
 def scaling(df: pd.DataFrame) -> str | None:
@@ -230,7 +230,7 @@ def scaling(df: pd.DataFrame) -> str | None:
     axes[1].axhline(1.0, color="grey", ls="--", lw=0.8)
     for ax in axes:
         ax.legend(fontsize=7)
-    return _uri(fig)
+    return svg_uri(fig)
 
 
 VERDICT_COLOURS = {"reproduced": "#2a7d2a", "below": "#b22222", "above": "#1f5fa8", "inconclusive": "#888888"}
@@ -261,7 +261,7 @@ def guide_forest(rows: list[dict[str, Any]]) -> str | None:
     ax.axvline(1.0, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("speedup (log scale): grey band, the guide's range; line, the measured 95% interval; "
                   "dashed, no change")
-    return _uri(fig)
+    return svg_uri(fig)
 
 
 def all_charts(df: pd.DataFrame, latencies: dict[str, list[float]],
@@ -308,4 +308,4 @@ def history(line: Any) -> str:
     bottom.set_xlabel("run, in time order (numbers as in the runs table)")
     if rss or vram:
         bottom.legend(fontsize=7, loc="upper left", frameon=False)
-    return _uri(fig)
+    return svg_uri(fig)

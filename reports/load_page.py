@@ -11,7 +11,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from dia_bench import harness
-from dia_bench.reports.charts import _legend_below, _uri
+from dia_bench.reports.charts import legend_below, svg_uri
 from dia_bench.reports.pages import environment, inline_script
 
 QUANTILE_COLOURS = {"p50": "#4c72b0", "p95": "#dd8452", "p99": "#c44e52"}
@@ -50,14 +50,14 @@ def latency_by_rate(doc: dict[str, Any]) -> str | None:
         ax.set_title(title)
         ax.set_xlabel("offered requests / s")
         ax.set_ylim(bottom=0)
-        _legend_below(ax)
+        legend_below(ax)
     rates = [s["offered_rps"] for s in summaries]
     axes[2].plot(rates, [s["audio_throughput"] for s in summaries], marker="o", color="#55a868")
     axes[2].set_title("audio seconds served / s")
     axes[2].set_xlabel("offered requests / s")
     axes[2].set_ylim(bottom=0)
     fig.tight_layout()
-    return _uri(fig)
+    return svg_uri(fig)
 
 
 def _answer(doc: dict[str, Any]) -> str:

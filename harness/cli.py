@@ -116,9 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     hist = sub.add_parser("history", help="every configuration across runs in time order, with its change points")
     hist.add_argument("run_dirs", nargs="+", metavar="RUN_DIR_OR_PARENT",
-                      help="run directories, or folders holding them at any depth")
-    hist.add_argument("-o", "--output", default=None, help="default: history.html (history.md with --markdown)")
-    hist.add_argument("--markdown", action="store_true", help="a compact Markdown page instead")
+                      help="run directories (sweep or load), or folders holding them at any depth")
+    hist.add_argument("-o", "--output", default=None,
+                      help="default: history.html (history.md with --markdown, history.json with --format json)")
+    hist.add_argument("--markdown", action="store_true", help="a compact Markdown page instead (--format markdown)")
+    hist.add_argument("--format", choices=FORMATS, default=None, help="html (default), markdown or json")
     hist.add_argument("--min-step", type=_percent, default=None, metavar="PCT",
                       help="the smallest change between runs called a step (default 5)")
 
@@ -146,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "distributions a recommended configuration may have (default 0.05)")
 
     rec = sub.add_parser("recommend", help="hardware recommendations merged from runs on many machines")
-    rec.add_argument("run_dirs", nargs="+")
+    rec.add_argument("run_dirs", nargs="+", metavar="RUN_DIR_OR_PARENT",
+                     help="sweep and load run directories, or folders holding them at any depth")
     rec.add_argument("-o", "--output", default=None)
     rec.add_argument("--markdown", action="store_true", help="Markdown instead of HTML (--format markdown)")
     rec.add_argument("--format", choices=FORMATS, default=None, help="html (default), markdown or json")
@@ -425,9 +428,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from dia_bench.harness.analysis import load_runs
     from dia_bench.harness.analysis.comparison import compare_runs, context_differences, gate, status_changes
     from dia_bench.reports.summary import print_compare
 
+    loads = [load_runs.is_load_dir(Path(p).parent if Path(p).name == load_runs.LOAD_FILE else Path(p))
+             for p in (args.base, args.new)]
+    if any(loads):
+        return _compare_loads(args, loads)
     base, new = _run_dirs([args.base, args.new])
     if base.resolve() == new.resolve():
         raise UsageError(f"compare {base} {new}: the same run twice; give the run to compare against first, "
@@ -460,17 +468,52 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _compare_loads(args: argparse.Namespace, loads: list[bool]) -> int:
+    from dia_bench.harness.analysis import load_runs
+    from dia_bench.reports import load_compare
+
+    if not all(loads):
+        one, other = (args.base, args.new) if loads[0] else (args.new, args.base)
+        raise UsageError(f"compare {args.base} {args.new}: {one} is a load run and {other} is not; compare two "
+                         "load runs (dia-bench load) or two sweep runs")
+    base, new = load_runs.read(Path(args.base)), load_runs.read(Path(args.new))
+    if base.path.resolve() == new.path.resolve():
+        raise UsageError(f"compare {args.base} {args.new}: the same run twice; give the run to compare against "
+                         "first, then the new one")
+    gating = args.fail_on is not None or args.max_regression is not None
+    fail_on = (args.fail_on or "regression") if gating else None
+    table, differences, gate = load_compare.compare(base, new, fail_on, args.max_regression or 0.0)
+    print(load_compare.render(args.format, base, new, table, differences, gate), end="")
+    if differences:
+        print(f"dia-bench: the runs differ in more than the code ({'; '.join(differences)}): "
+              "a change may come from that", file=sys.stderr)
+    if gate["failing"]:
+        print(f"dia-bench: {len(gate['failing'])} load figure(s) failed --fail-on {fail_on}: "
+              f"{'; '.join(gate['failing'])}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def cmd_history(args: argparse.Namespace) -> int:
-    from dia_bench.harness import rundir
+    from dia_bench.harness.analysis import load_runs
     from dia_bench.harness.analysis.changepoints import MIN_EFFECT
     from dia_bench.harness.driver.outputs import output_file
-    from dia_bench.reports.history import write
+    from dia_bench.reports import history
 
-    dirs = rundir.find(args.run_dirs)
-    output = output_file(args.output or ("history.md" if args.markdown else "history.html"), "-o")
+    fmt = _format(args)
+    dirs, loads = load_runs.find(args.run_dirs)
+    for d in loads:
+        load_runs.read(d)  # a one-line error for a damaged load.json before anything is written
+    output = output_file(args.output or {"html": "history.html", "markdown": "history.md",
+                                         "json": "history.json"}[fmt], "-o")
     min_effect = MIN_EFFECT if args.min_step is None else args.min_step / 100
-    out = write(dirs, output, markdown=args.markdown, min_effect=min_effect)
-    print(f"history of {len(dirs)} run(s): {out}")
+    if fmt == "json":
+        from dia_bench.reports import as_json
+
+        out = as_json.write(as_json.plain(history.as_json(dirs, min_effect, loads)), output)
+    else:
+        out = history.write(dirs, output, markdown=fmt == "markdown", min_effect=min_effect, load_dirs=loads)
+    print(f"history of {len(dirs)} run(s) and {len(loads)} load run(s): {out}")
     return EXIT_OK
 
 
@@ -552,19 +595,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    from dia_bench.harness.analysis import load_runs
     from dia_bench.harness.driver.outputs import output_file
     from dia_bench.reports.recommend import write
 
     fmt = _format(args)
-    dirs = _run_dirs(args.run_dirs)
+    dirs, loads = load_runs.find(args.run_dirs)
+    dirs = _run_dirs([str(d) for d in dirs])
+    for d in loads:
+        load_runs.read(d)  # a one-line error for a damaged load.json before anything is written
     output = output_file(args.output or {"html": "recommend.html", "markdown": "recommend.md",
                                          "json": "recommend.json"}[fmt], "-o")
     if fmt == "json":
         from dia_bench.reports import as_json
 
-        out = as_json.write(as_json.recommendations(dirs, _max_tv(args)), output)
+        out = as_json.write(as_json.recommendations(dirs, _max_tv(args), loads), output)
     else:
-        out = write(dirs, output, markdown=fmt == "markdown", max_tv=_max_tv(args))
+        out = write(dirs, output, markdown=fmt == "markdown", max_tv=_max_tv(args), load_dirs=loads)
     print(f"recommendations: {out}")
     return EXIT_OK
 
@@ -742,6 +789,10 @@ def cmd_load(args: argparse.Namespace) -> int:
         "arrivals": "open-loop Poisson, drawn ahead from the seed",
     }
 
+    import datetime as dt
+
+    started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
     def progress(run: Any) -> None:
         s = run.summary()
         print(f"{run.offered_rps:g} req/s: {s.counts['ok']}/{s.requests} ok", file=sys.stderr, flush=True)
@@ -792,7 +843,11 @@ def cmd_load(args: argparse.Namespace) -> int:
                 return await against(target, lambda: target.warmup(texts[0], args.seconds))
         test = asyncio.run(in_process())
         machine = env.collect(cell.device)
-    doc = loadtest.document(test, machine, configuration, includes)
+    from dia_bench.harness import process_noise
+
+    kind = process_noise.noise_kind(configuration.get("device"), configuration.get("preset") or "")
+    doc = loadtest.document(test, machine, configuration, includes, started_at,
+                            process_noise.as_dict(process_noise.prior_for(machine, kind)))
     path = write_bytes_atomic(out / "load.json", (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode())
     print(f"{machine.get('device_name') or machine['cpu'].get('model')}: "
           f"{configuration.get('preset') or configuration['url']}")

@@ -29,12 +29,12 @@ CELL_COLUMNS = ("run", "suite", "key", "role", "description", "status", "reason"
                 "top1_agreement", "weights_source", "torch", "transformers", "git_commit")
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """JSON's own types: numpy scalars unwrapped, NaN and NaT as null, timestamps as ISO text."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, pd.Timestamp):
         return None if pd.isna(value) else value.isoformat()
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
@@ -69,7 +69,7 @@ def report(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
     run_dirs = [Path(d) for d in run_dirs]
     df = results.load(run_dirs)
     drift = results.baseline_drift(df) if not df.empty else pd.DataFrame()
-    return _plain({
+    return plain({
         **_header("report", run_dirs, max_tv),
         "unmeasured_quality": quality.unmeasured_note(df, max_tv) if not df.empty else None,
         "process_noise": results.process_notes(df) if not df.empty else [],
@@ -80,12 +80,13 @@ def report(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
     })
 
 
-def recommendations(run_dirs: Iterable[Path],
-                    max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> dict[str, Any]:
-    run_dirs = [Path(d) for d in run_dirs]
+def recommendations(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION,
+                    load_dirs: Iterable[Path] = ()) -> dict[str, Any]:
+    run_dirs, load_dirs = [Path(d) for d in run_dirs], [Path(d) for d in load_dirs]
     df = results.load(run_dirs)
-    return _plain({**_header("recommend", run_dirs, max_tv),
-                   "recommendations": recommend.recommendations(df, max_tv) if not df.empty else []})
+    return plain({**_header("recommend", run_dirs + load_dirs, max_tv),
+                  "recommendations": recommend.recommendations(df, max_tv) if not df.empty else [],
+                  "under_load": recommend.serving(load_dirs, df, max_tv)})
 
 
 def write(document: dict[str, Any], output: Path) -> Path:

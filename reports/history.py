@@ -18,9 +18,7 @@ import pandas as pd
 
 from dia_bench import harness
 from dia_bench.harness import rundir, stats
-from dia_bench.harness.analysis import changepoints, comparison, results
-
-# Charts cost a second and a few hundred kB each: configurations with a step come first, then each
+from dia_bench.harness.analysis import changepoints, comparison, load_runs, results
 from dia_bench.reports import figures
 
 # Charts cost a second and a few hundred kB each: configurations with a step come first, then each
@@ -103,7 +101,7 @@ def _timestamp(value: Any) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def load_runs(run_dirs: Iterable[Path]) -> list[Run]:
+def read_runs(run_dirs: Iterable[Path]) -> list[Run]:
     """The runs in time order (by their start; a run without one goes last)."""
     runs = []
     for d in run_dirs:
@@ -141,7 +139,7 @@ def _changed(before: Point, after: Point) -> list[str]:
 
 def build(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> tuple[list[Run], list[Series]]:
     """The runs in time order and every configuration's line across them, with its steps."""
-    runs = load_runs(run_dirs)
+    runs = read_runs(run_dirs)
     by_path = {str(r.path): r for r in runs}
     df = results.load([r.path for r in runs], with_stats=False)
     if df.empty:
@@ -211,7 +209,38 @@ def _series_row(i: int, line: Series) -> dict[str, Any]:
                        for p in line.points]}
 
 
-def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> dict[str, Any]:
+def _ttfa_text(run: load_runs.LoadRun) -> str:
+    e = load_runs.idle_ttfa(run)
+    if e is None:
+        return "-"
+    if e.get("censored"):
+        return f">timeout at {e['rate']:g} req/s"
+    return f"{figures.interval(e['value'], e['low'], e['high'], '.2f', ' s')} at {e['rate']:g} req/s"
+
+
+def load_lines(load_dirs: Iterable[Path]) -> list[dict[str, Any]]:
+    """Load runs (`dia-bench load`) as lines: one configuration, target and machine in time order, each run
+    with the rate it held, its quiet-server time to first audio, and what moved beyond noise since the run
+    before (`load_runs.compare`)."""
+    out = []
+    for line in load_runs.lines(load_runs.read(Path(d)) for d in load_dirs):
+        first = line[0]
+        points = []
+        for i, run in enumerate(line):
+            points.append({"date": run.started_at.strftime("%Y-%m-%d %H:%M UTC"), "commit": run.commit,
+                           "path": str(run.path), "held_rps": run.max_rate.get("max_rps"), "held": run.held,
+                           "idle_ttfa": _ttfa_text(run),
+                           "since_before": load_runs.step_text(line[i - 1], run) if i else "-"})
+        out.append({"machine": comparison.machine_label(first.machine), "description": first.description,
+                    "includes": first.includes, "target": line[-1].target_text, "runs": len(line),
+                    "first_held": first.held, "latest_held": line[-1].held,
+                    "changes": sum(p["since_before"] not in ("-", "no change beyond noise") for p in points),
+                    "points": points})
+    return out
+
+
+def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT,
+            load_dirs: Iterable[Path] = ()) -> dict[str, Any]:
     from dia_bench.reports import charts
 
     runs, series = build(run_dirs, min_effect)
@@ -235,13 +264,15 @@ def context(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFEC
         "min_effect_pct": min_effect * 100,
         "min_runs": changepoints.MIN_RUNS,
         "statistics": stats.METHOD,
+        "load_lines": load_lines(load_dirs),
     }
 
 
-def render_html(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> str:
+def render_html(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT,
+                load_dirs: Iterable[Path] = ()) -> str:
     from dia_bench.reports.pages import environment
 
-    return environment().get_template("history.html.j2").render(**context(run_dirs, min_effect))
+    return environment().get_template("history.html.j2").render(**context(run_dirs, min_effect, load_dirs))
 
 
 def md_cell(value: Any) -> str:
@@ -250,8 +281,27 @@ def md_cell(value: Any) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
 
 
-def render_markdown(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT) -> str:
+def _load_markdown(lines: list[dict[str, Any]]) -> list[str]:
+    out = ["", "## Under load", "",
+           "Load runs (`dia-bench load`) of one configuration on one machine, in time order: the rate each held "
+           "and the time to first audio on a quiet server; a change is named where it stands beyond both runs' "
+           "intervals and the noise between two processes.", ""]
+    for line in lines:
+        out += [f"### {md_cell(line['description'])}", "",
+                f"{md_cell(line['machine'])}; {md_cell(line['includes'])}; held at {md_cell(line['target'])}", "",
+                "| date | commit | held | p50 TTFA [95% CI] | since the run before |", "|---|---|---|---|---|"]
+        out += ["| " + " | ".join(md_cell(p[k]) for k in ("date", "commit", "held", "idle_ttfa", "since_before"))
+                + " |" for p in line["points"]]
+        out.append("")
+    return out
+
+
+def render_markdown(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT,
+                    load_dirs: Iterable[Path] = ()) -> str:
+    loads = load_lines(load_dirs)
     runs, series = build(run_dirs, min_effect)
+    if not runs:
+        return "\n".join(["# dia-bench history", *_load_markdown(loads)]).rstrip("\n") + "\n"
     machines = sorted({comparison.machine_label(r.machine) for r in runs})
     lines = ["# dia-bench history", "",
              f"- {len(runs)} run(s) on {len(machines)} machine(s), {len(series)} configuration line(s); "
@@ -277,12 +327,34 @@ def render_markdown(run_dirs: Iterable[Path], min_effect: float = changepoints.M
         row = _series_row(i, line)
         lines.append("| " + " | ".join(md_cell(v) for v in (
             row["machine"], row["description"], row["runs"], row["first"], row["latest"], row["steps"])) + " |")
-    return "\n".join(lines) + "\n"
+    if loads:
+        lines += _load_markdown(loads)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def as_json(run_dirs: Iterable[Path], min_effect: float = changepoints.MIN_EFFECT,
+            load_dirs: Iterable[Path] = ()) -> dict[str, Any]:
+    """`history --format json`: each line's runs with their intervals and steps, and the load lines."""
+    runs, series = build(run_dirs, min_effect)
+
+    def point(p: Point) -> dict[str, Any]:
+        return {"run": p.run.order, "date": p.run.date, "commit": p.run.commit, "status": p.status,
+                "rtf": p.rtf, "rtf_low": p.low, "rtf_high": p.high, "peak_rss_mb": p.peak_rss_mb,
+                "peak_vram_mb": p.peak_vram_mb, "weights": p.weights}
+
+    return {"format": "dia-bench-history", "format_version": 1, "kind": "history",
+            "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "dia_bench": harness.__version__, "statistics": stats.METHOD, "min_effect_pct": min_effect * 100,
+            "runs": [_run_row(r) for r in runs],
+            "series": [{"machine": line.machine, "description": line.description,
+                        "points": [point(p) for p in line.points],
+                        "steps": [_step_row(line, s) for s in line.steps]} for line in series],
+            "load_lines": load_lines(load_dirs)}
 
 
 def write(run_dirs: Iterable[Path], output: Path, markdown: bool = False,
-          min_effect: float = changepoints.MIN_EFFECT) -> Path:
+          min_effect: float = changepoints.MIN_EFFECT, load_dirs: Iterable[Path] = ()) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     render = render_markdown if markdown else render_html
-    output.write_text(render(list(run_dirs), min_effect), encoding="utf-8")
+    output.write_text(render(list(run_dirs), min_effect, list(load_dirs)), encoding="utf-8")
     return output

@@ -10,8 +10,9 @@ from typing import Any
 import pandas as pd
 
 from dia_bench import harness
-from dia_bench.harness.analysis import quality, results
+from dia_bench.harness.analysis import load_runs, quality, results
 from dia_bench.reports import figures
+from dia_bench.reports.history import md_cell
 from dia_bench.reports.pages import environment, inline_script
 from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note, tie_note
 
@@ -110,6 +111,73 @@ def recommendations(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_
     return rows
 
 
+def _plugin_set(plugins: str, device: str) -> frozenset[str]:
+    """A configuration's plugins as the registry orders and spells them, so that `compile` and
+    `compile=default` are one plugin; as written where the registry cannot resolve them."""
+    from dia_bench.optimizations.registry import resolve
+
+    specs = [] if plugins == "baseline" else plugins.split("+")
+    try:
+        return frozenset(resolve(specs, device).specs)
+    except Exception:  # a plugin this version does not know: compare the names as recorded
+        return frozenset(specs)
+
+
+def _judged(run: load_runs.LoadRun, df: pd.DataFrame, max_tv: float) -> dict[str, str]:
+    """The quality of a load run's configuration, from a sweep cell of the same plugins, model and machine
+    among the runs given; a load run measures none itself."""
+    if run.plugins == "baseline" and run.configuration.get("target") != "http":
+        return {"status": "reference", "why": "the unoptimized fp32 reference itself"}
+    if run.configuration.get("target") == "http":
+        return {"status": "unjudged", "why": "a server's own configuration: judge it with a sweep of its settings"}
+    if not df.empty:
+        ok = results.ok_cells(df)
+        device = str(run.device).split(":")[0]
+        wanted = _plugin_set(run.plugins, device)
+        same = ok[(ok["device_name"] == run.machine_name) & (ok["preset"] == run.preset)
+                  & (ok["device"].astype(str).str.split(":").str[0] == device)]
+        same = same[[_plugin_set(p, device) == wanted for p in same["plugins"]]]
+        if not same.empty:
+            assessed = quality.assess(same.iloc[0], max_tv)
+            return {"status": assessed["status"], "why": f"{assessed['why']} (sweep {Path(same.iloc[0]['run']).name})"}
+    return {"status": "unjudged", "why": "not judged: a load run measures no quality; give a sweep run of these "
+                                         "plugins, with fidelity, beside it"}
+
+
+def _held_key(run: load_runs.LoadRun) -> tuple[float, float]:
+    idle = load_runs.idle_ttfa(run) or {}
+    value = idle.get("value")
+    return (-(run.max_rate.get("max_rps") or 0.0), value if value is not None else float("inf"))
+
+
+def serving(load_dirs: Iterable[Path], df: pd.DataFrame,
+            max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> list[dict[str, Any]]:
+    """Per machine and model, each load run's answer to "how many requests a second does it hold at the
+    target": the highest first, with what the figure includes and whether its quality was judged."""
+    rows = []
+    for run in sorted((load_runs.read(Path(d)) for d in load_dirs),
+                      key=lambda r: (r.machine_name, str(r.preset), _held_key(r))):
+        idle = load_runs.idle_ttfa(run)
+        judged = _judged(run, df, max_tv)
+        rows.append({
+            "machine": run.machine_name if run.configuration.get("target") != "http"
+            else f"{run.configuration.get('url')} (from {run.machine_name})",
+            "device": run.device, "preset": run.preset or "-", "settings": run.plugins
+            if run.configuration.get("target") != "http" else "the server's own",
+            "held_rps": run.max_rate.get("max_rps"), "target": run.target_text,
+            "answer": f"holds {run.held} at {run.target_text}" if run.max_rate.get("max_rps") is not None
+            else f"holds none of the rates tried ({', '.join(f'{r:g}' for r in sorted(run.summaries()))} req/s) "
+                 f"at {run.target_text}",
+            "idle_ttfa": None if idle is None else {k: idle.get(k) for k in ("rate", "value", "low", "high",
+                                                                            "censored")},
+            "idle_ttfa_text": "-" if idle is None or idle.get("value") is None else
+            f"{figures.interval(idle['value'], idle['low'], idle['high'], '.2f', ' s')} at {idle['rate']:g} req/s",
+            "texts": run.texts, "seconds": run.configuration.get("seconds"), "includes": run.includes,
+            "quality": judged["status"], "quality_why": judged["why"], "weights": run.weights or "-",
+            "run": str(run.path)})
+    return rows
+
+
 def _display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
@@ -128,17 +196,38 @@ def _display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> str:
+def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION,
+           load_dirs: Iterable[Path] = ()) -> str:
+    run_dirs, load_dirs = list(run_dirs), list(load_dirs)
     df = results.load([Path(d) for d in run_dirs])
     rows = _display(recommendations(df, max_tv)) if not df.empty else []
     return environment().get_template("recommend.html.j2").render(
         title="dia-bench hardware recommendations", rows=rows, version=harness.__version__, max_tv=max_tv,
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        runs=[str(d) for d in run_dirs], sortable=inline_script("_sortable.js.j2"))
+        runs=[str(d) for d in run_dirs + load_dirs], sortable=inline_script("_sortable.js.j2"),
+        serving=serving(load_dirs, df, max_tv), has_runs=bool(run_dirs))
 
 
-def render_markdown(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> str:
+def _serving_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Under load", "",
+             "How many requests a second each machine held at the load run's time-to-first-audio target "
+             "(`dia-bench load`: open-loop Poisson arrivals, each rate in turn), highest first per machine.", "",
+             "| machine | device | model | settings | held | p50 TTFA, quiet [95% CI] | texts | audio s | includes | "
+             "quality | weights |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append("| " + " | ".join(md_cell(v) for v in (
+            r["machine"], r["device"], r["preset"], r["settings"], r["answer"], r["idle_ttfa_text"], r["texts"],
+            figures.number(r["seconds"], "g"), r["includes"], r["quality_why"], r["weights"])) + " |")
+    return lines
+
+
+def render_markdown(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION,
+                    load_dirs: Iterable[Path] = ()) -> str:
+    run_dirs = list(run_dirs)
     df = results.load([Path(d) for d in run_dirs])
+    served = serving(load_dirs, df, max_tv)
+    if not run_dirs:
+        return "\n".join(["# dia-bench hardware recommendations", *_serving_markdown(served)]) + "\n"
     rows = _display(recommendations(df, max_tv)) if not df.empty else []
     lines = ["# dia-bench hardware recommendations", "",
              f"Recommended, for one request at a time: the fastest configuration whose sampled distributions stay "
@@ -178,11 +267,14 @@ def render_markdown(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MA
     if trades:
         lines += ["", "Faster, but held back by the quality bar:", ""]
         lines += [f"- {r['machine']} {r['device']} {r['seconds']:g} s: {t}" for r, t in trades]
+    if served:
+        lines += _serving_markdown(served)
     return "\n".join(lines) + "\n"
 
 
 def write(run_dirs: Iterable[Path], output: Path, markdown: bool = False,
-          max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -> Path:
+          max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION, load_dirs: Iterable[Path] = ()) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_markdown(run_dirs, max_tv) if markdown else render(run_dirs, max_tv), encoding="utf-8")
+    output.write_text(render_markdown(run_dirs, max_tv, load_dirs) if markdown else
+                      render(run_dirs, max_tv, load_dirs), encoding="utf-8")
     return output

@@ -80,12 +80,21 @@ async def run_rates(target: Target, texts: Sequence[str], rates: Sequence[float]
     return LoadTest(list(runs.values()), max_rate)
 
 
-def document(test: LoadTest, machine: dict[str, Any], configuration: dict[str, Any],
-             includes: dict[str, Any]) -> dict[str, Any]:
-    """load.json: strict JSON (no NaN or infinity: an unbounded interval side is null, marked censored)."""
+FORMAT_VERSION = 1
+
+
+def document(test: LoadTest, machine: dict[str, Any], configuration: dict[str, Any], includes: dict[str, Any],
+             started_at: str, process_prior: dict[str, Any]) -> dict[str, Any]:
+    """load.json: strict JSON (no NaN or infinity: an unbounded interval side is null, marked censored).
+
+    `process_prior` is the machine's process term when the run was made, kept so that a later `compare`
+    judges two load runs by the noise their machine had, not by whatever history it has by then."""
     return {
         "kind": "dia-bench load",
+        "format_version": FORMAT_VERSION,
+        "started_at": started_at,
         "machine": machine,
+        "process_prior": process_prior,
         "configuration": configuration,
         "includes": includes,
         "rates": [run.to_dict() for run in test.runs],

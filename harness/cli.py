@@ -574,9 +574,13 @@ def _format(args: argparse.Namespace) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from dia_bench.harness.analysis import load_runs
     from dia_bench.harness.driver.outputs import output_file
 
     fmt = _format(args)
+    loads = [Path(p) for p in args.run_dirs if load_runs.is_load_dir(Path(p))]
+    if loads:
+        return _report_load(args, fmt, loads)
     dirs = _run_dirs(args.run_dirs)
     if fmt == "json":
         from dia_bench.reports import as_json
@@ -590,6 +594,24 @@ def cmd_report(args: argparse.Namespace) -> int:
         from dia_bench.reports.html import write as write_html
 
         out = write_html(dirs, output_file(args.output or "report.html", "-o"), _max_tv(args))
+    print(f"report: {out}")
+    return EXIT_OK
+
+
+def _report_load(args: argparse.Namespace, fmt: str, loads: list[Path]) -> int:
+    """A load run's page (load.html), drawn again from its load.json."""
+    from dia_bench.harness.analysis import load_runs
+    from dia_bench.harness.driver.outputs import output_file
+    from dia_bench.reports import load_page
+
+    if len(loads) != 1 or len(args.run_dirs) != 1:
+        raise UsageError("report draws one load run's page at a time: give one directory written by "
+                         "`dia-bench load` (compare two with `dia-bench compare`)")
+    if fmt != "html":
+        raise UsageError(f"--format {fmt} of a load run: its page is HTML and its data is load.json already; "
+                         "leave --format out")
+    run = load_runs.read(loads[0])
+    out = load_page.write(run.path / load_runs.LOAD_FILE, output_file(args.output or "load.html", "-o"))
     print(f"report: {out}")
     return EXIT_OK
 
@@ -667,9 +689,15 @@ def cmd_readme(args: argparse.Namespace) -> int:
     if args.out and len(args.run_dirs) > 1:
         raise UsageError(f"--out names one file, and {len(args.run_dirs)} run directories were given: "
                          "leave --out out to write each RUN_DIR/README.md")
-    for d in _run_dirs(args.run_dirs):
+    from dia_bench.harness.analysis import load_runs
+    from dia_bench.reports import load_readme
+
+    for given in args.run_dirs:
+        path = Path(given).parent if Path(given).name == load_runs.LOAD_FILE else Path(given)
+        d = path if load_runs.is_load_dir(path) else _run_dirs([given])[0]
+        text = load_readme.render(d) if load_runs.is_load_dir(d) else readme.render(d)
         out = output_file(args.out, "--out") if args.out else d / "README.md"
-        out.write_text(readme.render(d))
+        out.write_text(text)
         print(f"readme: {out}")
     return EXIT_OK
 
@@ -822,13 +850,15 @@ def cmd_load(args: argparse.Namespace) -> int:
                     async for _ in target(Request(-1, texts[0], args.seconds, seed=0)):
                         pass
                 return await against(target, warmup)
-        test = asyncio.run(over_http())
+        # Before the load: the commit and versions as they were when it ran, not after.
         machine = env.collect("cpu")
+        test = asyncio.run(over_http())
     else:
-        from dia_bench.harness.serving.targets import EngineTarget
+        from dia_bench.harness.serving.targets import EngineTarget, engine_thread
 
+        thread = engine_thread()  # builds and decodes: see EngineTarget's executor
         try:
-            pipe, sampling, built = _served_pipeline(cell)
+            pipe, sampling, built = thread.submit(_served_pipeline, cell).result()
         except _Skip as exc:
             print(f"dia-bench: skipped: {exc}", file=sys.stderr)
             return EXIT_SKIPPED
@@ -839,10 +869,10 @@ def cmd_load(args: argparse.Namespace) -> int:
                     "network": False, "warmup": "one request before the first rate, outside every measurement"}
 
         async def in_process() -> Any:
-            async with EngineTarget(pipe, sampling=sampling, **engine) as target:
+            async with EngineTarget(pipe, sampling=sampling, executor=thread, **engine) as target:
                 return await against(target, lambda: target.warmup(texts[0], args.seconds))
-        test = asyncio.run(in_process())
         machine = env.collect(cell.device)
+        test = asyncio.run(in_process())
     from dia_bench.harness import process_noise
 
     kind = process_noise.noise_kind(configuration.get("device"), configuration.get("preset") or "")
@@ -864,18 +894,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     web = _web("dia-bench serve")
     from dia_bench.harness.cell import DEFAULT_TEXT
-    from dia_bench.harness.serving.targets import EngineTarget
+    from dia_bench.harness.serving.targets import EngineTarget, engine_thread
 
     cell = _serving_cell(args, [DEFAULT_TEXT], 1.0)
+    thread = engine_thread()  # builds and decodes: see EngineTarget's executor
     try:
-        pipe, sampling, built = _served_pipeline(cell)
+        pipe, sampling, built = thread.submit(_served_pipeline, cell).result()
     except _Skip as exc:
         print(f"dia-bench: skipped: {exc}", file=sys.stderr)
         return EXIT_SKIPPED
     engine = _engine_options(args)
 
     async def forever() -> None:
-        async with EngineTarget(pipe, sampling=sampling, **engine) as target:
+        async with EngineTarget(pipe, sampling=sampling, executor=thread, **engine) as target:
             await target.warmup()
             async with web.serve(web.create_app(target), args.host, args.port) as base:
                 print(f"serving {cell.preset} ({', '.join(built['plugins']) or 'no plugins'}) on {cell.device} at "

@@ -4,10 +4,12 @@ pipeline which kernel ran, how far the output drifted, and what a decode step re
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
 
+from dia_bench.harness.env import cpu_info
 from dia_bench.harness.worker.roofline import decode_step_weight_bytes
 from dia_bench.optimizations.registry import apply_plan, resolve
 from tests.conftest import needs_cpu, run_cli
@@ -95,10 +97,12 @@ def test_8da4w_runs_every_linear_through_dia_benchs_kernel_and_drifts_like_int4(
     assert report["linear_kinds"] == {"dia_bench.harness.kernels.w4a8.W4A8Linear": report["layers"]["total"]}
     assert report["kernel"] == "dia_bench::w4a8_linear" and report["kernel_isa"] in ("avx512-vnni", "avx2", "scalar")
     assert "dia_bench::w4a8_linear" in _ops(rec) and "aten::linear" not in _ops(rec)
-    # Whether the kernel prefetches depends on the CPU's vendor: the note says which ran, on any CPU.
+    # The walk is calibrated on the processor: the record and the note name the one that ran, on any CPU.
     assert isinstance(report["kernel_prefetch"], bool)
-    prefetch = ", software prefetch" if report["kernel_prefetch"] else ""
-    assert f"({report['kernel_isa']}{prefetch}), int8 activations" in rec["plugin_notes"]["int4=8da4w-32"]
+    walk = report["kernel_walk"]
+    assert walk["calibrated"] and walk["best_gb_per_s"] == max(walk["candidates_gb_per_s"].values())
+    assert report["kernel_prefetch"] == bool(walk["near"] or walk["far"])
+    assert f"({report['kernel_isa']}; {walk['walk']}), int8 activations" in rec["plugin_notes"]["int4=8da4w-32"]
     fid = rec["fidelity"]
     # Measured on dia-tiny: cosine 0.995, mean TV 0.132, top-1 0.81, where int4=32 (bf16 activations)
     # gave 0.995, 0.131 and 0.82: the int8 activations add little to what the 4-bit weights cost.
@@ -120,15 +124,21 @@ KERNEL_BUILDS = {
 }
 
 
-@pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "no-prefetch"])
+# Walks that differ in every setting the calibration chooses from: prefetch distances, streams, split.
+WALKS = {"untuned": (0, 0, 2, 0), "prefetch-4-streams-dealt": (2048, 8192, 4, 1),
+         "far-only-1-stream": (0, 8192, 1, 0), "far-prefetch-dealt": (4096, 16384, 1, 1)}
+
+
+@pytest.mark.parametrize("walk", ["untuned", "prefetch-4-streams-dealt"])
 @pytest.mark.parametrize("march", ["native", *KERNEL_BUILDS])
-def test_8da4w_kernel_paths_match_the_arithmetic_they_promise(march, prefetch):
-    """Every path the kernel has (AVX-512 VNNI, AVX2, plain C, and this machine's own build), with its
-    software prefetch forced on and off, against the same sum in float64: int8 activations per row and
-    group times the int4 weights, plus each group's low times the exact sum of its inputs. The integer dot
-    products are exact, so only float rounding may differ; a wrong nibble, tile or group gives errors of
-    the size of the output. Prefetching changes no bit."""
+def test_8da4w_kernel_paths_match_the_arithmetic_they_promise(march, walk):
+    """Every path the kernel has (AVX-512 VNNI, AVX2, plain C, and this machine's own build), under walks
+    that differ in prefetch, streams and the threads' split, against the same sum in float64: int8
+    activations per row and group times the int4 weights, plus each group's low times the exact sum of
+    its inputs. The integer dot products are exact, so only float rounding may differ; a wrong nibble,
+    tile or group gives errors of the size of the output. No walk changes a bit."""
     from dia_bench.harness.kernels import w4a8
+    from dia_bench.harness.kernels.tuning import Walk
     from dia_bench.optimizations._int4_linear import quantize_groupwise
 
     if march != "native":
@@ -141,11 +151,11 @@ def test_8da4w_kernel_paths_match_the_arithmetic_they_promise(march, prefetch):
     layer = w4a8.W4A8Linear(linear, group)
     codes, scale, zero = quantize_groupwise(linear.weight.detach(), group)
     low = zero - 8 * scale
-    default = w4a8.prefetches(march)
-    w4a8.set_prefetch(prefetch, march)
+    default = w4a8.walk(march)
+    w4a8.set_walk(Walk(*WALKS[walk]), march)
     try:
-        # Only the AVX-512 path prefetches; the others ignore the setting.
-        assert w4a8.prefetches(march) == (prefetch and w4a8.isa(march) == "avx512-vnni")
+        # Only the AVX-512 path prefetches; the others read no distances.
+        assert w4a8.prefetches(march) == (WALKS[walk][0] > 0 and w4a8.isa(march) == "avx512-vnni")
         for rows in (1, 2, 5):  # 5: a pass of 4 rows and a pass of 1 in the AVX-512 path
             x = torch.randn(rows, k)
             xg = x.double().reshape(rows, k // group, group)
@@ -156,26 +166,56 @@ def test_8da4w_kernel_paths_match_the_arithmetic_they_promise(march, prefetch):
             got = torch.empty(rows, n)
             assert lib.w4a8_linear(x.data_ptr(), rows, *layer.kernel_args, got.data_ptr()) == 0
             torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
-            w4a8.set_prefetch(not prefetch, march)
-            again = torch.empty(rows, n)
-            assert lib.w4a8_linear(x.data_ptr(), rows, *layer.kernel_args, again.data_ptr()) == 0
-            assert torch.equal(again, got)
-            w4a8.set_prefetch(prefetch, march)
+            for other in WALKS.values():
+                w4a8.set_walk(Walk(*other), march)
+                again = torch.empty(rows, n)
+                assert lib.w4a8_linear(x.data_ptr(), rows, *layer.kernel_args, again.data_ptr()) == 0
+                assert torch.equal(again, got), other
+            w4a8.set_walk(Walk(*WALKS[walk]), march)
     finally:
-        w4a8.set_prefetch(default, march)
+        w4a8.set_walk(default, march)
     # The module calls this machine's build: the same bits as the native path, near the others.
     torch.testing.assert_close(layer(x), got, rtol=0 if march == "native" else 1e-5, atol=1e-5)
 
 
-def test_8da4w_prefetch_follows_the_processor():
-    """On by default on Intel only, and only where the build took the AVX-512 path: what holds on any CPU."""
-    from dia_bench.harness.env import cpu_info
-    from dia_bench.harness.kernels import w4a8
+def test_8da4w_walk_is_calibrated_on_this_processor_and_kept():
+    """The native build's walk is the fastest the calibration measured here, kept beside the library for
+    this thread count and read back by the next process; builds for other processors keep the untuned walk."""
+    from dia_bench.harness.kernels import tuning, w4a8
+    from dia_bench.harness.kernels.builder import compiler, library_path
 
-    assert w4a8.prefetches() == (w4a8.isa() == "avx512-vnni" and cpu_info()["vendor"] == "GenuineIntel")
-    for march, (isa, flags) in KERNEL_BUILDS.items():
+    record = w4a8.tuning()
+    assert record["calibrated"] and record["walk"] == w4a8.walk().describe()
+    gbps = record["candidates_gb_per_s"]
+    assert len(gbps) == (len(w4a8.PREFETCH) if w4a8.isa() == "avx512-vnni" else 1) * len(w4a8.STREAMS) * \
+        len(w4a8.SPLITS)
+    assert record["best_gb_per_s"] == max(gbps.values()) > 0
+    assert record["untuned_gb_per_s"] == gbps[tuning.Walk().describe()]
+    assert record["gain_over_untuned"] >= 1
+    stored = tuning.tuning_path(library_path(w4a8.SOURCE, compiler(), "native"), torch.get_num_threads())
+    kept = tuning.Calibration.from_json(json.loads(stored.read_text()))
+    assert kept is not None and kept.walk == w4a8.walk()
+
+    def never() -> tuning.Calibration:
+        raise AssertionError("a stored calibration is read, not measured again")
+
+    assert tuning.load_or_calibrate(stored.with_name(stored.name.split(".walk-")[0] + ".so"), never) == kept
+    for march, (_, flags) in KERNEL_BUILDS.items():
         if all(f in cpu_info()["flags"] for f in flags):
-            assert w4a8.prefetches(march) == (isa == "avx512-vnni" and cpu_info()["vendor"] == "GenuineIntel")
+            assert not w4a8.tuning(march)["calibrated"] and w4a8.walk(march).streams == 2
+
+
+def test_a_damaged_stored_walk_is_measured_again(tmp_path):
+    from dia_bench.harness.kernels import tuning
+
+    library = tmp_path / "8da4w-native-0123.so"
+    stored = tuning.tuning_path(library, torch.get_num_threads())
+    stored.write_text("{not json")
+    fresh = tuning.Calibration(tuning.Walk(0, 8192, 4, 1), torch.get_num_threads(), 1 << 20,
+                               {tuning.Walk(0, 8192, 4, 1).describe(): 9.0, tuning.Walk().describe(): 6.0})
+    assert tuning.load_or_calibrate(library, lambda: fresh) == fresh
+    assert tuning.Calibration.from_json(json.loads(stored.read_text())) == fresh
+    assert fresh.as_record()["gain_over_untuned"] == 1.5
 
 
 def test_8da4w_layers_joined_give_each_parts_output_bit_for_bit_and_hold_the_weights_once():

@@ -11,22 +11,27 @@ from pathlib import Path
 import pytest
 
 from dia_bench.harness import record_schema, rundir
-from dia_bench.reports import readme
+from dia_bench.harness.analysis import load_runs
+from dia_bench.harness.serving import loadtest
+from dia_bench.reports import load_readme, readme
 from tests.conftest import cli
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "reference-results"
 RESULTS_PAGE = REPO / "docs" / "results.md"
 KEPT = sorted(d for d in REFERENCE.iterdir() if d.is_dir())
+SWEEPS = [d for d in KEPT if rundir.is_run_dir(d)]
+LOADS = [d for d in KEPT if load_runs.is_load_dir(d)]
 FIX = "dia-bench readme reference-results/* && dia-bench readme --index reference-results --out docs/results.md"
 
 
 def test_there_are_reference_results():
     assert len(KEPT) >= 5
     assert not [p for p in REFERENCE.iterdir() if not p.is_dir()], "reference-results/ holds directories only"
+    assert sorted(SWEEPS + LOADS) == KEPT, "each holds a sweep run (run.json) or a load run (load.json)"
 
 
-@pytest.mark.parametrize("run", KEPT, ids=lambda d: d.name)
+@pytest.mark.parametrize("run", SWEEPS, ids=lambda d: d.name)
 def test_each_reference_result_is_a_current_run_directory_with_its_generated_readme(run: Path):
     assert {p.name for p in run.iterdir()} == {"run.json", "cells", "README.md"}, \
         "a reference result holds run.json, cells/ and README.md alone"
@@ -43,6 +48,16 @@ def test_each_reference_result_is_a_current_run_directory_with_its_generated_rea
     assert (run / "README.md").read_text() == readme.render(run), f"README.md is out of date: {FIX}"
     # What users read names no tracker issue or work session: a suite's recorded description says what it measures.
     assert not re.search(r"\bissue\s*#?\d+|\bthis session\b", (run / "README.md").read_text(), re.I)
+
+
+@pytest.mark.parametrize("run", LOADS, ids=lambda d: d.name)
+def test_each_reference_load_run_is_current_with_its_generated_readme(run: Path):
+    assert {p.name for p in run.iterdir()} == {"load.json", "README.md"}, \
+        "a reference load run holds load.json and README.md alone (`dia-bench report` draws its page)"
+    loaded = load_runs.read(run)
+    assert loaded.doc["format_version"] == loadtest.FORMAT_VERSION
+    assert loaded.summaries() and loaded.max_rate.get("method")
+    assert (run / "README.md").read_text() == load_readme.render(run), f"README.md is out of date: {FIX}"
 
 
 def test_the_results_page_lists_exactly_the_reference_results():

@@ -20,6 +20,7 @@
  * integer dot products are exact in every path, so the paths differ only in the order of float sums.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
@@ -29,27 +30,37 @@
 
 #define TN 64
 
-/* Software prefetch of the weights, two distances ahead (into L2 8 KB ahead, into L1 2 KB ahead), in
- * the AVX-512 path. It depends on the processor: on a 2-core Xeon a decode step's GEMVs ran 4-9% faster
- * with it than with one distance; on a 2-core Zen 4 they ran 10% faster without any (4 KB pages) and
- * 27% faster (2 MB pages), in interleaved comparisons, and the whole compiled int4 decode step 5-20%
- * faster in each of 6 pairs. So it is on for Intel and off elsewhere, and
- * w4a8_set_prefetch overrides that for a benchmark (tests/bench/w4a8.py compares both). */
-static int prefetch = -1;
+/* How the kernel walks its weights, chosen per processor by a short calibration when the library is
+ * built (w4a8.py: `calibrate`, stored beside the library), since what fills the memory bus differs by
+ * processor and cannot be read from its vendor: on a 2-core Xeon software prefetch made a decode step's
+ * GEMVs 4-9% faster, on a 2-core Zen 4 10-27% slower.
+ *   near, far: bytes ahead of the current load prefetched into L1 and into L2 (0: none), AVX-512 only;
+ *   streams:   tiles far apart that one thread walks in turn, a group of each (1..MAX_STREAMS): a core
+ *              with one stream of loads in flight left a third of the bus idle on that Xeon;
+ *   split:     0 gives each thread one contiguous run of tile positions, 1 deals them out in turn.
+ * None of these changes which products are summed or in what order: the output is bit-identical. */
+#define MAX_STREAMS 4
+static int tune_near = 0, tune_far = 0, tune_streams = 2, tune_split = 0;
 
-int w4a8_prefetch(void) {
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-    if (prefetch < 0) {
-        __builtin_cpu_init();
-        prefetch = __builtin_cpu_is("intel");
-    }
-    return prefetch;
-#else
-    return 0; /* the other paths never prefetch */
-#endif
+void w4a8_set_tuning(int near, int far, int streams, int split) {
+    tune_near = near > 0 ? near : 0;
+    tune_far = far > 0 ? far : 0;
+    tune_streams = streams < 1 ? 1 : streams > MAX_STREAMS ? MAX_STREAMS : streams;
+    tune_split = split != 0;
 }
 
-void w4a8_set_prefetch(int on) { prefetch = on; }
+/* The tuning in effect, into out[4]: near, far, streams, split; near and far read 0 on paths that never
+ * prefetch. */
+void w4a8_tuning(int *out) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    out[0] = tune_near;
+    out[1] = tune_far;
+#else
+    out[0] = out[1] = 0;
+#endif
+    out[2] = tune_streams;
+    out[3] = tune_split;
+}
 
 const char *w4a8_isa(void) {
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
@@ -96,7 +107,8 @@ void w4a8_quantize_rows(const float *x, int64_t m_rows, int64_t k, int64_t group
 static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, const int8_t *xq, int64_t k,
                                                               int64_t group, const float *rs, const float *lo,
                                                               const float *xs, const float *xsum, int64_t groups,
-                                                              int64_t g, float *acc, const int MR, const int pf) {
+                                                              int64_t g, float *acc, const int MR, const int near,
+                                                              const int far) {
     __m512i iacc[4][4];
     for (int s = 0; s < 4; s++)
         for (int r = 0; r < MR; r++) iacc[s][r] = _mm512_setzero_si512();
@@ -104,11 +116,10 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
     const int8_t *xg = xq + g * group;
     for (int64_t kk = 0; kk < group / 8; kk++) {
         const uint8_t *chunk = w + kk * 4 * 64;
-        if (pf) /* see w4a8_prefetch */
-            for (int line = 0; line < 4; line++) {
-                _mm_prefetch((const char *)(chunk + 32 * 256 + line * 64), _MM_HINT_T1);
-                _mm_prefetch((const char *)(chunk + 8 * 256 + line * 64), _MM_HINT_T0);
-            }
+        if (far) /* see w4a8_set_tuning */
+            for (int line = 0; line < 4; line++) _mm_prefetch((const char *)(chunk + far + line * 64), _MM_HINT_T1);
+        if (near)
+            for (int line = 0; line < 4; line++) _mm_prefetch((const char *)(chunk + near + line * 64), _MM_HINT_T0);
         __m512i xa[4], xb[4];
         for (int r = 0; r < MR; r++) {
             int32_t a, b;
@@ -144,10 +155,12 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
 static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, const int8_t *xq, int64_t k,
                                                               int64_t group, const float *rs, const float *lo,
                                                               const float *xs, const float *xsum, int64_t groups,
-                                                              int64_t g, float *acc, const int MR, const int pf) {
+                                                              int64_t g, float *acc, const int MR, const int near,
+                                                              const int far) {
     /* Eight 256-bit halves of the tile's 4 chunks, one row at a time: AVX2 has 16 registers. */
     (void)MR;
-    (void)pf;
+    (void)near;
+    (void)far;
     __m256i iacc[8];
     for (int h = 0; h < 8; h++) iacc[h] = _mm256_setzero_si256();
     const __m256i nib = _mm256_set1_epi8(0x0F);
@@ -180,8 +193,9 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
 #else
 static void tile_group(const uint8_t *w, const int8_t *xq, int64_t k, int64_t group, const float *rs,
                        const float *lo, const float *xs, const float *xsum, int64_t groups, int64_t g, float *acc,
-                       const int MR, const int pf) {
-    (void)pf;
+                       const int MR, const int near, const int far) {
+    (void)near;
+    (void)far;
     for (int r = 0; r < MR; r++) {
         int32_t dots[TN] = {0};
         const int8_t *xg = xq + r * k + g * group;
@@ -200,49 +214,56 @@ static void tile_group(const uint8_t *w, const int8_t *xq, int64_t k, int64_t gr
 #endif
 
 /* y[m, n] for n < n_out (y's row stride ldy); bias may be NULL. n_pad is a multiple of 64.
- * Each thread walks STREAMS tiles far apart, a group of each in turn: a core with one stream of
- * loads in flight left a third of the memory bus idle (18 GB/s of 27 on a 2-core Xeon), and the
- * hardware prefetchers keep several streams going at once. */
-#define STREAMS 2
+ * Each thread walks tune_streams tiles far apart, a group of each in turn (see w4a8_set_tuning). */
 void w4a8_matmul(const int8_t *xq, const float *xs, const float *xsum, int64_t m_rows, int64_t k, int64_t group,
                  const uint8_t *codes, const float *scales, const float *lows, int64_t n_pad, int64_t n_out,
                  const float *bias, float *y, int64_t ldy) {
     const int64_t tiles = n_pad / TN, groups = k / group;
     const int64_t tile_bytes = k / 2 * TN;
-    const int64_t spread = (tiles + STREAMS - 1) / STREAMS;
-    const int pf = w4a8_prefetch();
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < spread; p++) {
-        float acc[STREAMS][ROWS_PER_PASS * TN];
-        for (int64_t m0 = 0; m0 < m_rows; m0 += ROWS_PER_PASS) {
-            const int64_t mr = m_rows - m0 < ROWS_PER_PASS ? m_rows - m0 : ROWS_PER_PASS;
-            memset(acc, 0, sizeof(acc));
-            const int8_t *xr = xq + m0 * k;
-            const float *xsr = xs + m0 * groups, *xsumr = xsum + m0 * groups;
-            for (int64_t g = 0; g < groups; g++) {
-                for (int64_t s = 0; s < STREAMS; s++) {
-                    const int64_t t = p + s * spread;
-                    if (t >= tiles) break;
-                    const uint8_t *w = codes + t * tile_bytes + g * (group / 2) * TN;
-                    const float *rs = scales + (t * groups + g) * TN, *lo = lows + (t * groups + g) * TN;
-                    float *a = acc[s];
-                    switch (mr) { /* constant row counts, so each case unrolls into registers */
-                    case 1: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 1, pf); break;
-#if ROWS_PER_PASS > 1
-                    case 2: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 2, pf); break;
-                    case 3: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 3, pf); break;
-                    default: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 4, pf); break;
+    const int streams = tune_streams, split = tune_split;
+    const int64_t spread = (tiles + streams - 1) / streams;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    const int near = tune_near, far = tune_far;
+#else
+    const int near = 0, far = 0;
 #endif
+#pragma omp parallel
+    {
+        const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
+        const int64_t first = split ? id : id * spread / threads, end = split ? spread : (id + 1) * spread / threads;
+        const int64_t stride = split ? threads : 1;
+        for (int64_t p = first; p < end; p += stride) {
+            float acc[MAX_STREAMS][ROWS_PER_PASS * TN];
+            for (int64_t m0 = 0; m0 < m_rows; m0 += ROWS_PER_PASS) {
+                const int64_t mr = m_rows - m0 < ROWS_PER_PASS ? m_rows - m0 : ROWS_PER_PASS;
+                memset(acc, 0, sizeof(acc));
+                const int8_t *xr = xq + m0 * k;
+                const float *xsr = xs + m0 * groups, *xsumr = xsum + m0 * groups;
+                for (int64_t g = 0; g < groups; g++) {
+                    for (int64_t s = 0; s < streams; s++) {
+                        const int64_t t = p + s * spread;
+                        if (t >= tiles) break;
+                        const uint8_t *w = codes + t * tile_bytes + g * (group / 2) * TN;
+                        const float *rs = scales + (t * groups + g) * TN, *lo = lows + (t * groups + g) * TN;
+                        float *a = acc[s];
+                        switch (mr) { /* constant row counts, so each case unrolls into registers */
+                        case 1: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 1, near, far); break;
+#if ROWS_PER_PASS > 1
+                        case 2: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 2, near, far); break;
+                        case 3: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 3, near, far); break;
+                        default: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 4, near, far); break;
+#endif
+                        }
                     }
                 }
-            }
-            for (int64_t s = 0; s < STREAMS; s++) {
-                const int64_t t = p + s * spread;
-                if (t >= tiles) break;
-                const int64_t n0 = t * TN, n1 = n0 + TN < n_out ? n0 + TN : n_out;
-                for (int64_t r = 0; r < mr; r++)
-                    for (int64_t n = n0; n < n1; n++)
-                        y[(m0 + r) * ldy + n] = acc[s][r * TN + (n - n0)] + (bias ? bias[n] : 0.f);
+                for (int64_t s = 0; s < streams; s++) {
+                    const int64_t t = p + s * spread;
+                    if (t >= tiles) break;
+                    const int64_t n0 = t * TN, n1 = n0 + TN < n_out ? n0 + TN : n_out;
+                    for (int64_t r = 0; r < mr; r++)
+                        for (int64_t n = n0; n < n1; n++)
+                            y[(m0 + r) * ldy + n] = acc[s][r * TN + (n - n0)] + (bias ? bias[n] : 0.f);
+                }
             }
         }
     }

@@ -14,13 +14,15 @@ import ctypes
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from dia_bench.harness.kernels.builder import build
+from dia_bench.harness.kernels.builder import build, compiler, library_path
 from dia_bench.harness.kernels.groupwise import quantize_groupwise
 from dia_bench.harness.kernels.ops import define_cpu_operator
+from dia_bench.harness.kernels.tuning import Calibration, Walk, load_or_calibrate
 
 SOURCE = Path(__file__).with_name("w4a8.c")
 TILE = 64  # outputs per tile: TN in the C source
@@ -28,14 +30,23 @@ TILE = 64  # outputs per tile: TN in the C source
 
 @cache
 def library(march: str = "native") -> ctypes.CDLL:
-    """The built kernel, compiled now if this machine has not built this source before. `march` other
-    than native builds the paths other processors take (haswell: AVX2; x86-64: plain C), for tests."""
+    """The built kernel, compiled now if this machine has not built this source before, with its walk
+    over the weights tuned for this processor (`tuning`). `march` other than native builds the paths
+    other processors take (haswell: AVX2; x86-64: plain C), for tests; those keep the untuned walk."""
     lib = build(SOURCE, "8da4w", march)
     lib.w4a8_isa.restype = ctypes.c_char_p
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.w4a8_linear.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr]
-    lib.w4a8_set_prefetch.argtypes = [ctypes.c_int]
+    lib.w4a8_set_tuning.argtypes = [ctypes.c_int] * 4
+    lib.w4a8_tuning.argtypes = [ptr]
+    if march == "native":
+        chosen = load_or_calibrate(library_path(SOURCE, compiler(), march), lambda: calibrate(lib))
+        lib.w4a8_set_tuning(*chosen.walk.args)
+        _CHOSEN[march] = chosen
     return lib
+
+
+_CHOSEN: dict[str, Calibration] = {}
 
 
 def isa(march: str = "native") -> str:
@@ -43,15 +54,82 @@ def isa(march: str = "native") -> str:
     return library(march).w4a8_isa().decode()
 
 
+def walk(march: str = "native") -> Walk:
+    """The walk in effect now (paths without AVX-512 read no prefetch)."""
+    out = (ctypes.c_int * 4)()
+    library(march).w4a8_tuning(out)
+    return Walk(*out)
+
+
+def set_walk(w: Walk, march: str = "native") -> None:
+    """Another walk for this process (a benchmark compares them; the output bits do not change)."""
+    library(march).w4a8_set_tuning(*w.args)
+
+
 def prefetches(march: str = "native") -> bool:
-    """Whether the kernel prefetches its weights in software: on Intel, where that measured faster, not on
-    AMD, where it measured slower (the C source has the numbers); only the AVX-512 path ever does."""
-    return bool(library(march).w4a8_prefetch())
+    """Whether the kernel prefetches its weights in software now: only the AVX-512 path ever does."""
+    w = walk(march)
+    return bool(w.near or w.far)
 
 
 def set_prefetch(on: bool, march: str = "native") -> None:
-    """Override the processor's choice of prefetching for this process (a benchmark compares both)."""
-    library(march).w4a8_set_prefetch(int(on))
+    """The walk in effect with software prefetch on (2 KB into L1, 8 KB into L2) or off."""
+    w = walk(march)
+    set_walk(Walk(2048 if on else 0, 8192 if on else 0, w.streams, w.split), march)
+
+
+def tuning(march: str = "native") -> dict[str, Any]:
+    """What the calibration chose for this processor and what it measured, for the record."""
+    library(march)
+    chosen = _CHOSEN.get(march)
+    return chosen.as_record() if chosen is not None else {"walk": walk(march).describe(), "calibrated": False}
+
+
+# Candidates the calibration times: prefetch distances (none; L2 only; 2/8 KB and 4/16 KB into L1/L2)
+# by streams by the threads' split. A decode step's weights never fit a cache, so each is timed over
+# more weights than any L3 holds here.
+PREFETCH = ((0, 0), (0, 8192), (2048, 8192), (4096, 16384))
+STREAMS = (1, 2, 4)
+SPLITS = (0, 1)
+CALIBRATION_BYTES = 192 << 20
+CALIBRATION_ROUNDS = 5
+
+
+def calibrate(lib: ctypes.CDLL | None = None) -> Calibration:
+    """Time each candidate walk over decoder-shaped layers (random codes: the speed does not depend on
+    the values) with 2 rows, the candidates taking turns round after round so that the machine's
+    wandering bandwidth hits all alike; the fastest median wins."""
+    import random
+    import time
+
+    lib = lib or library()
+    shapes = ((2048, 2048), (512, 2048), (16384, 2048), (2048, 8192))  # (out, in) of a decoder layer's kinds
+    layers, total = [], 0
+    while total < CALIBRATION_BYTES:
+        for n, k in shapes:
+            codes = torch.randint(0, 256, (n * k // 2,), dtype=torch.uint8)
+            scales = torch.rand(n // TILE, k // 128, TILE) * 1e-3
+            layers.append((n, k, codes, scales, torch.zeros_like(scales), torch.empty(2, n)))
+            total += codes.numel() + 2 * scales.numel() * 4
+    x = {k: torch.randn(2, k) for _, k in shapes}
+    candidates = [Walk(near, far, streams, split) for near, far in PREFETCH for streams in STREAMS
+                  for split in SPLITS]
+    if lib.w4a8_isa().decode() != "avx512-vnni":  # the other paths never prefetch: no distances to choose
+        candidates = [c for c in candidates if not (c.near or c.far)]
+    times: dict[Walk, list[float]] = {c: [] for c in candidates}
+    order = list(candidates)
+    rng = random.Random(0)
+    for round_ in range(CALIBRATION_ROUNDS + 1):  # the first round warms up and is not kept
+        rng.shuffle(order)
+        for c in order:
+            lib.w4a8_set_tuning(*c.args)
+            start = time.perf_counter()
+            for n, k, codes, scales, lows, y in layers:
+                lib.w4a8_linear(x[k].data_ptr(), 2, k, 128, codes.data_ptr(), scales.data_ptr(), lows.data_ptr(),
+                                n, n, None, y.data_ptr())
+            if round_:
+                times[c].append(time.perf_counter() - start)
+    return Calibration.from_times(times, total, torch.get_num_threads())
 
 
 def pack(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

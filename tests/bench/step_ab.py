@@ -1,7 +1,8 @@
-"""One compiled int4=8da4w decode step two ways, taking turns in one process: the 8da4w kernel's software
-prefetch on and off (`--compare prefetch`), or its weights in 4 KB and in 2 MB pages (`--compare pages`).
+"""One compiled int4=8da4w decode step two ways, taking turns in one process: the 8da4w kernel's walk as
+calibrated on this processor and the untuned walk (`--compare walk`), its software prefetch on and off
+(`--compare prefetch`), or its weights in 4 KB and in 2 MB pages (`--compare pages`).
 
-    python -m tests.bench.step_ab --compare prefetch|pages [--rounds 6] [--seconds 2]
+    python -m tests.bench.step_ab --compare walk|prefetch|pages [--rounds 6] [--seconds 2]
 
 These VMs' memory bandwidth jumps (a Zen 4 read 35 and 67 GB/s seconds apart), so two runs of
 `dia-bench run` compare episodes rather than settings: here each round runs both, in alternating order,
@@ -23,6 +24,7 @@ from dia_bench.harness import env
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.driver.suite import load_texts
 from dia_bench.harness.kernels import w4a8
+from dia_bench.harness.kernels.tuning import Walk
 from dia_bench.harness.runtime import hugepages
 from dia_bench.harness.worker.measure import load_pipeline, sampling_of
 from dia_bench.harness.worker.roofline import bandwidth_probe
@@ -51,7 +53,7 @@ def _page_switch() -> dict[str, Callable[[], None]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", choices=("prefetch", "pages"), required=True)
+    parser.add_argument("--compare", choices=("walk", "prefetch", "pages"), required=True)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
@@ -60,6 +62,10 @@ def main() -> None:
     apply_plan(pipe, resolve(cell.plugins, "cpu"), "cpu")
     if args.compare == "pages":
         ways = _page_switch()
+    elif args.compare == "walk":
+        tuned = w4a8.walk()
+        print(f"calibrated walk: {tuned.describe()}; {w4a8.tuning()['candidates_gb_per_s']}")
+        ways = {"calibrated": lambda: w4a8.set_walk(tuned), "untuned": lambda: w4a8.set_walk(Walk())}
     else:
         ways = {"prefetch": lambda: w4a8.set_prefetch(True), "no prefetch": lambda: w4a8.set_prefetch(False)}
     sampling, cpu = sampling_of(cell), torch.device("cpu")

@@ -1,0 +1,105 @@
+"""The 8da4w kernel's walk over its weights, chosen per processor by measuring, and kept with the library.
+
+What keeps the memory bus busy during a GEMV of a few rows differs by processor, and its vendor does not
+say: software prefetch measured faster on a Xeon and slower on a Zen 4. So the first use of a built
+library times a few walks (w4a8.calibrate: prefetch distances, streams a thread, how threads split the
+tiles) and keeps the fastest in a file beside the library, keyed like it by the source, compiler, flags
+and processor, and also by the thread count it ran with. Every later process reads that file. Each
+record then names the walk chosen and what the calibration measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Walk:
+    """How the kernel walks its weights (w4a8.c, w4a8_set_tuning): prefetch distances in bytes into L1
+    (`near`) and L2 (`far`), 0 for none; tiles a thread walks in turn; threads' tiles in one run each (0)
+    or dealt out in turn (1). The defaults are the walk before any calibration."""
+
+    near: int = 0
+    far: int = 0
+    streams: int = 2
+    split: int = 0
+
+    @property
+    def args(self) -> tuple[int, int, int, int]:
+        return self.near, self.far, self.streams, self.split
+
+    def describe(self) -> str:
+        fetch = "no software prefetch" if not (self.near or self.far) else \
+            "software prefetch " + " and ".join(f"{b // 1024} KB ahead into {level}" for b, level in
+                                               ((self.near, "L1"), (self.far, "L2")) if b)
+        return (f"{fetch}, {self.streams} stream(s) a thread, tiles "
+                f"{'dealt out in turn' if self.split else 'in one run'} a thread")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The walk chosen, with each candidate's median weight bytes per second over the rounds."""
+
+    walk: Walk
+    threads: int
+    weight_bytes: int
+    gb_per_s: dict[str, float] = field(default_factory=dict)  # candidate's describe() -> median GB/s
+
+    @classmethod
+    def from_times(cls, times: dict[Walk, list[float]], weight_bytes: int, threads: int) -> Calibration:
+        medians = {w: statistics.median(t) for w, t in times.items() if t}
+        best = min(medians, key=medians.get)
+        return cls(best, threads, weight_bytes,
+                   {w.describe(): round(weight_bytes / m / 1e9, 2) for w, m in sorted(
+                       medians.items(), key=lambda kv: kv[1])})
+
+    def as_record(self) -> dict[str, Any]:
+        untuned = self.gb_per_s.get(Walk().describe())
+        best = self.gb_per_s.get(self.walk.describe())
+        return {"calibrated": True, "walk": self.walk.describe(), **asdict(self.walk), "threads": self.threads,
+                "best_gb_per_s": best, "untuned_gb_per_s": untuned,
+                "gain_over_untuned": round(best / untuned, 3) if best and untuned else None,
+                "candidates_gb_per_s": dict(self.gb_per_s)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "walk": asdict(self.walk), "threads": self.threads,
+                "weight_bytes": self.weight_bytes, "gb_per_s": self.gb_per_s}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Calibration | None:
+        if data.get("format_version") != FORMAT_VERSION:
+            return None
+        return cls(Walk(**data["walk"]), int(data["threads"]), int(data["weight_bytes"]), dict(data["gb_per_s"]))
+
+
+def tuning_path(library: Path, threads: int) -> Path:
+    return library.with_name(f"{library.stem}.walk-{threads}t.json")
+
+
+def load_or_calibrate(library: Path, calibrate: Callable[[], Calibration]) -> Calibration:
+    """The stored calibration for this library and thread count, else a new one, stored atomically (a
+    concurrent worker reads a whole file or none, and at worst calibrates too)."""
+    path = tuning_path(library, torch.get_num_threads())
+    try:
+        stored = Calibration.from_json(json.loads(path.read_text()))
+        if stored is not None:
+            return stored
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    chosen = calibrate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        json.dump(chosen.to_json(), tmp, indent=1)
+    os.replace(tmp.name, path)
+    return chosen

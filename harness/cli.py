@@ -234,6 +234,8 @@ def _engine_arguments(parser: argparse.ArgumentParser) -> None:
                         default=None, metavar="W", help="how long a batch waits to fill (default 0)")
     parser.add_argument("--chunk-frames", type=_count, default=None, metavar="F",
                         help="frames per streamed chunk (default 43, about half a second)")
+    parser.add_argument("--first-chunk-frames", type=_count, default=None, metavar="F",
+                        help="frames in the first chunk alone (default: --chunk-frames); fewer are heard sooner")
 
 
 def _cell_from_args(args: argparse.Namespace):
@@ -752,7 +754,8 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     from dia_bench.harness.runtime.streaming import CHUNK_FRAMES
 
     return {"max_batch": args.batch or 1, "max_wait_s": (args.max_wait_ms or 0.0) / 1000,
-            "chunk_frames": args.chunk_frames or CHUNK_FRAMES}
+            "chunk_frames": args.chunk_frames or CHUNK_FRAMES,
+            "first_chunk_frames": args.first_chunk_frames or args.chunk_frames or CHUNK_FRAMES}
 
 
 def _web(flag: str):
@@ -802,6 +805,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.url:
         given = [f for f, v in (("--preset", args.preset), ("--opt", args.opt), ("--batch", args.batch),
                                 ("--max-wait-ms", args.max_wait_ms), ("--chunk-frames", args.chunk_frames),
+                                ("--first-chunk-frames", args.first_chunk_frames),
                                 ("--weights", args.weights), ("--device", args.device)) if v]
         if given:
             raise UsageError(f"{given[0]} with --url: the server's own flags set that; give it to `dia-bench serve`")
@@ -864,6 +868,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             return EXIT_SKIPPED
         configuration.update(target="engine", preset=cell.preset, device=cell.device, **built, **engine)
         includes = {"codec": True, "chunk_frames": engine["chunk_frames"],
+                    "first_chunk_frames": engine["first_chunk_frames"],
                     "batch_policy": f"up to {engine['max_batch']} request(s) of one length, waiting up to "
                                     f"{engine['max_wait_s'] * 1000:g} ms for a batch to fill",
                     "network": False, "warmup": "one request before the first rate, outside every measurement"}

@@ -29,6 +29,8 @@ def command(run: load_runs.LoadRun) -> str:
             argv += ["--opt", spec]
         argv += ["--batch", f"{c.get('max_batch', 1)}", "--max-wait-ms", f"{(c.get('max_wait_s') or 0) * 1000:g}",
                  "--chunk-frames", f"{c.get('chunk_frames')}"]
+        if c.get("first_chunk_frames") not in (None, c.get("chunk_frames")):
+            argv += ["--first-chunk-frames", f"{c['first_chunk_frames']}"]
     argv += ["--texts", run.texts, "--seconds", f"{c.get('seconds'):g}",
              "--rates", ",".join(f"{r:g}" for r in c.get("rates") or [])]
     argv += ["--requests", f"{c['requests']}"] if c.get("requests") else ["--duration", f"{c.get('duration_s'):g}"]

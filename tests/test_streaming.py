@@ -91,6 +91,17 @@ def test_streamed_chunks_are_the_whole_waveform(tiny_pipeline, chunk_frames):
     assert len(result.step_stamps) == 1 + decode_steps(FRAMES)
 
 
+def test_a_shorter_first_chunk_comes_sooner_and_the_waveform_is_the_same(tiny_pipeline):
+    pipe, _ = tiny_pipeline
+    whole = pipe.run(TEXTS, FRAMES, SamplingParams(), seed=5)
+    got: list[AudioChunk] = []
+    stream(pipe, TEXTS, FRAMES, SamplingParams(), seed=5, on_chunk=got.append, chunk_frames=16, first_chunk_frames=4)
+    assert [(c.start_frame, c.stop_frame) for c in got[:3]] == [(0, 4), (4, 20), (20, 36)]
+    assert got[0].step == 4 + decoder_context_frames(pipe.codec) + max(DELAY_PATTERN)
+    streamed = torch.cat([c.audio for c in got], dim=1)
+    assert np.allclose(streamed.numpy(), whole.audio.numpy(), atol=ATOL, rtol=RTOL)
+
+
 def test_less_context_than_the_codec_needs_changes_the_waveform(tiny_pipeline):
     """So that the test above can fail: without the right context, chunk edges differ."""
     pipe, _ = tiny_pipeline

@@ -85,7 +85,9 @@ class LoadRun:
         i = self.doc.get("includes") or {}
         parts = ["codec decoded" if i.get("codec") else "no codec"]
         if i.get("chunk_frames"):
-            parts.append(f"audio in chunks of {i['chunk_frames']} frames")
+            first = i.get("first_chunk_frames") or i["chunk_frames"]
+            parts.append(f"audio in chunks of {i['chunk_frames']} frames"
+                         + (f", the first of {first}" if first != i["chunk_frames"] else ""))
         if i.get("batch_policy"):
             parts.append(f"batches of {i['batch_policy']}")
         parts.append(i["network"] if isinstance(i.get("network"), str) else

@@ -55,12 +55,15 @@ class ChunkDecoder:
 
     def __init__(self, decode: Callable[[torch.Tensor], torch.Tensor], batch: int, frames: int,
                  chunk_frames: int, context_frames: int, device: torch.device | str = "cpu",
-                 delays: list[int] = DELAY_PATTERN) -> None:
-        if chunk_frames < 1 or context_frames < 0:
-            raise ValueError(f"chunk_frames must be >= 1 and context_frames >= 0 (got {chunk_frames}, "
-                             f"{context_frames})")
+                 delays: list[int] = DELAY_PATTERN, first_chunk_frames: int | None = None) -> None:
+        first = chunk_frames if first_chunk_frames is None else first_chunk_frames
+        if chunk_frames < 1 or first < 1 or context_frames < 0:
+            raise ValueError(f"chunk_frames and first_chunk_frames must be >= 1 and context_frames >= 0 (got "
+                             f"{chunk_frames}, {first}, {context_frames})")
         self.decode, self.frames, self.delays = decode, frames, list(delays)
-        self.chunk_frames, self.context = chunk_frames, context_frames
+        # A shorter first chunk is heard sooner (its frames and right context are known after fewer steps);
+        # the chunks after it are full, so the codec's overlap is paid once more, not on every chunk.
+        self.chunk_frames, self.first_chunk_frames, self.context = chunk_frames, first, context_frames
         # Sized for every step, so that undelaying a window indexes rows that exist.
         self.delayed = torch.full((batch, decode_steps(frames, self.delays) + 1, len(self.delays)), BOS,
                                   dtype=torch.long, device=device)
@@ -80,7 +83,7 @@ class ChunkDecoder:
         out = []
         while not self.done:
             start = self.next_frame
-            stop = min(start + self.chunk_frames, self.frames)
+            stop = min(start + (self.first_chunk_frames if start == 0 else self.chunk_frames), self.frames)
             if known < min(stop + self.context, self.frames):
                 break
             lo, hi = max(0, start - self.context), min(self.frames, stop + self.context)
@@ -97,11 +100,13 @@ class StreamCancelled(Exception):
 
 def stream(pipe: DiaPipeline, texts: list[str], frames: int, sampling: SamplingParams, seed: int,
            on_chunk: Callable[[AudioChunk], None], chunk_frames: int = CHUNK_FRAMES,
-           context_frames: int | None = None, cancel: threading.Event | None = None) -> StreamResult:
+           context_frames: int | None = None, cancel: threading.Event | None = None,
+           first_chunk_frames: int | None = None) -> StreamResult:
     """Generate `frames` audio frames for `texts`, calling `on_chunk` in this thread with each chunk as it is
     ready; the codes are those `pipe.run` gives for the same seed. `context_frames` defaults to the
     codec's receptive field: fewer lowers the time to first audio and changes samples near chunk edges.
-    Setting `cancel` stops the decoder at its next step with `StreamCancelled`."""
+    Setting `cancel` stops the decoder at its next step with `StreamCancelled`. `first_chunk_frames`
+    (default `chunk_frames`) sizes the first chunk alone: fewer frames there lower the time to first audio."""
     t0 = time.perf_counter()
     inputs = pipe.tokenize(texts)
     context = decoder_context_frames(pipe.codec) if context_frames is None else context_frames
@@ -110,7 +115,8 @@ def stream(pipe: DiaPipeline, texts: list[str], frames: int, sampling: SamplingP
         # Called inside `generate`, so under the same contexts (autocast, ...) as a whole decode.
         return pipe.codec.decode(codes.to(pipe.device)).float()
 
-    chunker = ChunkDecoder(decode, len(texts), frames, chunk_frames, context, pipe.device)
+    chunker = ChunkDecoder(decode, len(texts), frames, chunk_frames, context, pipe.device,
+                           first_chunk_frames=first_chunk_frames)
     ready: list[float] = []
 
     def on_row(row: torch.Tensor) -> None:
@@ -130,7 +136,8 @@ def stream(pipe: DiaPipeline, texts: list[str], frames: int, sampling: SamplingP
 
 
 def chunks(pipe: DiaPipeline, texts: list[str], frames: int, sampling: SamplingParams, seed: int,
-           chunk_frames: int = CHUNK_FRAMES, context_frames: int | None = None) -> Iterator[AudioChunk]:
+           chunk_frames: int = CHUNK_FRAMES, context_frames: int | None = None,
+           first_chunk_frames: int | None = None) -> Iterator[AudioChunk]:
     """`stream` as an iterator: the decoder runs in a thread of its own while the caller reads chunks.
     Closing the iterator early stops the decoder at its next step."""
     out: queue.Queue = queue.Queue()
@@ -139,7 +146,8 @@ def chunks(pipe: DiaPipeline, texts: list[str], frames: int, sampling: SamplingP
 
     def work() -> None:
         try:
-            stream(pipe, texts, frames, sampling, seed, out.put, chunk_frames, context_frames, cancel)
+            stream(pipe, texts, frames, sampling, seed, out.put, chunk_frames, context_frames, cancel,
+                   first_chunk_frames)
             out.put(end)
         except StreamCancelled:
             pass

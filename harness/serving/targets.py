@@ -54,12 +54,13 @@ class EngineTarget:
     def __init__(self, pipe: DiaPipeline, *, max_batch: int = 1, max_wait_s: float = 0.0,
                  sampling: SamplingParams | None = None, chunk_frames: int = CHUNK_FRAMES,
                  context_frames: int | None = None, max_queue: int | None = None,
-                 executor: ThreadPoolExecutor | None = None) -> None:
+                 executor: ThreadPoolExecutor | None = None, first_chunk_frames: int | None = None) -> None:
         if max_batch < 1 or max_wait_s < 0:
             raise ValueError(f"max_batch must be >= 1 and max_wait_s >= 0 (got {max_batch}, {max_wait_s})")
         self.pipe, self.max_batch, self.max_wait_s = pipe, max_batch, max_wait_s
         self.sampling = sampling or SamplingParams()
         self.chunk_frames, self.context_frames, self.max_queue = chunk_frames, context_frames, max_queue
+        self.first_chunk_frames = first_chunk_frames
         self.sample_rate = int(pipe.codec.sample_rate)
         self.batches: list[int] = []  # the size of each batch run, in order
         self._waiting: deque[_Job] = deque()
@@ -179,7 +180,7 @@ class EngineTarget:
 
         try:
             stream(self.pipe, [j.request.text for j in batch], batch[0].frames, self.sampling, batch[0].request.seed,
-                   on_chunk, self.chunk_frames, self.context_frames, cancel)
+                   on_chunk, self.chunk_frames, self.context_frames, cancel, self.first_chunk_frames)
         except StreamCancelled:  # every client gave up, or the target is closing under one still reading
             for job in batch:
                 send(job, RuntimeError("the engine target closed before this request finished"))

@@ -871,7 +871,9 @@ def cmd_load(args: argparse.Namespace) -> int:
                     "first_chunk_frames": engine["first_chunk_frames"],
                     "batch_policy": f"up to {engine['max_batch']} request(s) of one length, waiting up to "
                                     f"{engine['max_wait_s'] * 1000:g} ms for a batch to fill",
-                    "network": False, "warmup": "one request before the first rate, outside every measurement"}
+                    "network": False,
+                    "warmup": "one request before the first rate, outside every measurement"
+                    + (f", then a batch of {engine['max_batch']}" if engine["max_batch"] > 1 else "")}
 
         async def in_process() -> Any:
             async with EngineTarget(pipe, sampling=sampling, executor=thread, **engine) as target:

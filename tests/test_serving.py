@@ -173,6 +173,18 @@ def test_the_engine_batches_requests_of_one_length(tiny_pipeline):
     assert all(r.audio_s == FRAMES * HOP_LENGTH / SAMPLE_RATE for r in run.records)
 
 
+def test_the_warmup_runs_one_request_and_then_a_full_batch(tiny_pipeline):
+    """A compiled step compiles again for a new batch size: the warmup meets both sizes before any rate."""
+    pipe, _ = tiny_pipeline
+
+    async def main():
+        async with EngineTarget(pipe, chunk_frames=CHUNK, max_batch=3, max_wait_s=0.0) as target:
+            await target.warmup()
+            return list(target.batches)
+
+    assert asyncio.run(main()) == [1, 3]
+
+
 def test_the_max_rate_search_runs_against_the_engine(tiny_pipeline):
     """Which rate passes depends on the machine; that the search ran each step and said how is checked."""
     pipe, _ = tiny_pipeline

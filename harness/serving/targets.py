@@ -104,10 +104,19 @@ class EngineTarget:
         return bool(self._running)
 
     async def warmup(self, text: str = "[S1] Warm up.", seconds: float = 0.25) -> None:
-        """One request outside any measurement: the first generate pays one-time costs (allocations,
-        kernel choices, compilation) that no later request does."""
-        async for _ in self(Request(-1, text, seconds, seed=0)):
-            pass
+        """One request, then (with max_batch > 1) a full batch, outside any measurement: the first generate
+        pays one-time costs (allocations, kernel choices, compilation) that no later request does, and a
+        compiled step builds its graph again for the first batch of another size. After two sizes
+        torch.compile makes the batch dimension dynamic, so no size after them compiles again; without
+        the batch here, the first rate that formed one measured a compile (38 s on 2 cores)."""
+        async def one(index: int) -> None:
+            async for _ in self(Request(index, text, seconds, seed=0)):
+                pass
+
+        await one(-1)
+        if self.max_batch > 1:
+            # Queued in one turn of the loop, so the worker takes them as one batch.
+            await asyncio.gather(*(one(-2 - i) for i in range(self.max_batch)))
 
     async def __call__(self, request: Request) -> AsyncIterator[Chunk]:
         if self._wake is None:

@@ -54,7 +54,8 @@ def _torch_constraint(session: nox.Session) -> str:
 def tests(session: nox.Session) -> None:
     """The test suite on the dia-tiny preset (CUDA tests skip without a GPU)."""
     # ray: tests/test_ray.py starts a real two-node Ray cluster (about 240 MB; installs in about 11 s).
-    _install(session, "test", "ray")
+    # torchao (about 3 MB): its int8 weight-only layers inside the static engine's compiled step.
+    _install(session, "test", "ray", "torchao")
     if os.environ.get("GITHUB_ACTIONS") == "true":
         # Its build downloads the actionlint binary from GitHub: only where GitHub is surely reachable.
         session.install("-e", ".[actionlint]", f"--constraint={_torch_constraint(session)}")

@@ -21,6 +21,12 @@ from dia_bench.harness.runtime import hugepages
 
 
 def _tensor_bytes(t: torch.Tensor) -> int:
+    """What a tensor holds in memory. A wrapper subclass (torchao's quantized weights) reports its logical
+    dtype, bf16 for int8 codes; the tensors it is made of (`__tensor_flatten__`) are what a step reads."""
+    flatten = getattr(type(t), "__tensor_flatten__", None)
+    if flatten is not None and type(t) is not torch.Tensor and type(t) is not nn.Parameter:
+        names, _ = t.__tensor_flatten__()
+        return sum(_tensor_bytes(getattr(t, name)) for name in names)
     return t.numel() * t.element_size()
 
 

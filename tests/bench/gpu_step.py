@@ -9,7 +9,9 @@ weights and start a worker for every variant.
 Variants (joined with +): base (q, k and v as three GEMMs, as transformers' modules run them), fused
 (one GEMM, the engine's default on CUDA), cdt (inductor's coordinate-descent tuning of its own
 kernels, as gpt-fast sets it), autotune (compile=max-autotune instead of reduce-overhead: inductor's
-Triton GEMM templates tried against cuBLAS, still one CUDA graph). Each: a fresh engine, dtype bf16,
+Triton GEMM templates tried against cuBLAS, still one CUDA graph), int8 and int4 (weight-only Linear
+layers inside the graph, through the int8=torchao-weight and int4=128 plugins, on a copy of the model;
+`weight_bytes` is what a step then reads of them). Each: a fresh engine, dtype bf16,
 `compile=reduce-overhead` (one CUDA graph a step; max-autotune with `autotune`), two requests of
 warmup, then three timed requests (the pipeline's own step clock: CUDA events) and one under the
 profiler, whose kernels are summed per step by name. Batch sizes after the first run with the variant
@@ -20,6 +22,7 @@ Not a unit test: the figures name the machine and the commit.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -36,9 +39,14 @@ from dia_bench.harness.runtime.pipeline import SamplingParams
 from dia_bench.harness.runtime.static_engine import StaticEngine
 from dia_bench.harness.worker.measure import load_pipeline
 from dia_bench.harness.worker.profiling import device_busy, is_device_work
+from dia_bench.harness.worker.roofline import decode_step_weight_bytes
 from dia_bench.optimizations.registry import apply_plan, resolve
 
-KNOBS = {"base", "fused", "cdt", "autotune"}
+KNOBS = {"base", "fused", "cdt", "autotune", "int8", "int4"}
+# Weight-only quantization inside the compiled step, through the plugins the harness applies (on CUDA
+# torchao's Int8WeightOnlyConfig and Int4WeightOnlyConfig; on a CPU rehearsal the same int8 and torch's
+# own int4 kernel), each on its own copy of the bf16 model so that the variants after it are unchanged.
+QUANT = {"int8": "int8=torchao-weight", "int4": "int4=128"}
 
 
 def kernel_table(prof, steps: int, top: int = 25) -> dict:
@@ -58,8 +66,31 @@ def kernel_table(prof, steps: int, top: int = 25) -> dict:
     }
 
 
+def weight_bytes(model) -> int | None:
+    """What one decode step reads of the weights (the roofline's count), to set beside the step's time."""
+    try:
+        return int(decode_step_weight_bytes(model))
+    except Exception:  # a quantized tensor subclass this count does not know
+        return None
+
+
+def quantized(pipe, knobs: set[str], device: str):
+    """The pipeline itself, or a copy whose Linear layers a QUANT plugin replaced, with that plugin's note."""
+    specs = [QUANT[k] for k in sorted(knobs & set(QUANT))]
+    if not specs:
+        return pipe, None
+    if len(specs) > 1:
+        raise ValueError("one of int8 and int4 a variant")
+    twin = copy.copy(pipe)
+    twin.model = copy.deepcopy(pipe.model)
+    twin.engine = None
+    notes, _ = apply_plan(twin, resolve(specs, device), device)
+    return twin, notes[specs[0]]
+
+
 def measure(pipe, knobs: set[str], texts: list[str], frames: int, device: str, repeats: int) -> dict:
     torch._dynamo.reset()
+    pipe, quant_note = quantized(pipe, knobs, device)
     torch._inductor.config.coordinate_descent_tuning = "cdt" in knobs
     engine = StaticEngine(pipe, fuse_qkv="fused" in knobs)
     engine.compile("max-autotune" if "autotune" in knobs else "reduce-overhead")
@@ -77,6 +108,7 @@ def measure(pipe, knobs: set[str], texts: list[str], frames: int, device: str, r
         out = pipe.run(texts, frames, sampling, 99)
     return {
         "warmup_s": round(warmup_s, 1), "mode": engine.compiled, "engine": engine.describe(),
+        "quantization": quant_note, "weight_bytes": weight_bytes(pipe.model),
         "step_ms": {"p10": round(steps_ms[n // 10], 4), "p50": round(statistics.median(steps_ms), 4),
                     "p90": round(steps_ms[n * 9 // 10], 4), "n": n},
         "decode_s": [round(o.times.decode_s, 4) for o in outs],

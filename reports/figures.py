@@ -46,3 +46,15 @@ def roofline(row: Any) -> str:
         marks = (" ?" if row.get("bandwidth_unsteady") else "") + (" !" if row.get("roofline_problem") else "")
         return f"{float(both):.0%}{marks}"
     return "-" if absent(weights) else f"{float(weights):.0%} (weights only)"
+
+
+def ms_text(estimate: dict[str, Any]) -> str:
+    """A quantile as `value [low, high]` in ms; `>timeout` where censored, `?` for an open side."""
+    def one(v: float | None, open_side: str) -> str:
+        return open_side if v is None else f"{v * 1000:.0f}"
+
+    if estimate["censored"]:
+        return ">timeout"
+    if estimate["value"] is None:
+        return "-"
+    return f"{one(estimate['value'], '-')} [{one(estimate['low'], '?')}, {one(estimate['high'], '?')}]"

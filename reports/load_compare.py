@@ -11,21 +11,21 @@ import pandas as pd
 
 from dia_bench.harness.analysis import load_runs
 from dia_bench.harness.analysis.load_runs import LoadRun
+from dia_bench.reports.figures import ms_text
 from dia_bench.reports.history import md_cell
 
 FORMAT = "dia-bench-load-compare"
 FORMAT_VERSION = 1
 
 
-def _ms(value: Any, low: Any, high: Any, censored: bool) -> str:
-    if censored:
-        return ">timeout"
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
+def _ms(r: pd.Series, side: str) -> str:
+    """One run's quantile of a compare row, as the load page prints it, in ms."""
+    def plain(v: Any) -> Any:
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
-    def side(v: Any) -> str:
-        return "?" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * 1000:.0f}"
-    return f"{value * 1000:.0f} [{side(low)}, {side(high)}] ms"
+    text = ms_text({"value": plain(r[side]), "low": plain(r[f"{side}_low"]), "high": plain(r[f"{side}_high"]),
+                    "censored": r[f"{side}_censored"]})
+    return text if text in ("-", ">timeout") else f"{text} ms"
 
 
 def _change(r: pd.Series) -> str:
@@ -33,8 +33,7 @@ def _change(r: pd.Series) -> str:
 
 
 def _rows(table: pd.DataFrame) -> list[list[str]]:
-    return [[f"{r['rate']:g}", r["measure"], _ms(r["base"], r["base_low"], r["base_high"], r["base_censored"]),
-             _ms(r["new"], r["new_low"], r["new_high"], r["new_censored"]), _change(r), r["verdict"],
+    return [[f"{r['rate']:g}", r["measure"], _ms(r, "base"), _ms(r, "new"), _change(r), r["verdict"],
              f"{r['base_failed']} -> {r['new_failed']}"] for _, r in table.iterrows()]
 
 

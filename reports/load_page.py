@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 
 from dia_bench import harness
 from dia_bench.reports.charts import legend_below, svg_uri
+from dia_bench.reports.figures import ms_text
 from dia_bench.reports.pages import environment, inline_script
 
 QUANTILE_COLOURS = {"p50": "#4c72b0", "p95": "#dd8452", "p99": "#c44e52"}
@@ -99,18 +100,6 @@ def write(load_json: Path, output: Path) -> Path:
 
     output.write_text(render(json.loads(load_json.read_text()), str(load_json)), encoding="utf-8")
     return output
-
-
-def ms_text(estimate: dict[str, Any]) -> str:
-    """A quantile as `value [low, high]` in ms; `>timeout` where censored, `?` for an open side."""
-    def one(v: float | None, open_side: str) -> str:
-        return open_side if v is None else f"{v * 1000:.0f}"
-
-    if estimate["censored"]:
-        return ">timeout"
-    if estimate["value"] is None:
-        return "-"
-    return f"{one(estimate['value'], '-')} [{one(estimate['low'], '?')},{one(estimate['high'], '?')}]"
 
 
 def table(doc: dict[str, Any]) -> str:

@@ -17,11 +17,25 @@ COLUMNS = ("key", "description", "base_rtf", "new_rtf", "change_pct", "speedup",
            "significant", "verdict")
 
 
-def _plain(v: Any) -> Any:
-    """JSON for numpy and pandas scalars; NaN (no interval) as null."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+def json_scalar(v: Any) -> Any:
+    """JSON for numpy and pandas scalars; NaN (no interval) and infinity as null."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return None
-    return v.item() if hasattr(v, "item") else v
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def footer(differences: list[str], gate: dict[str, Any], what: str) -> list[str]:
+    """The Markdown lines after a comparison's table: what else differs, and the gate's verdict on `what`
+    failed (cells of a sweep, figures of a load run)."""
+    lines = []
+    if differences:
+        lines += ["", "The runs differ in more than the code: " + md_cell("; ".join(differences))]
+    if gate["fail_on"]:
+        verdict = (f"**failed**: {len(gate['failing'])} {what}: " + md_cell("; ".join(gate["failing"]))
+                   if gate["failing"] else "passed")
+        lines += ["", f"Gate (`--fail-on {gate['fail_on']}`, threshold {gate['threshold_pct']:g}%): {verdict}"]
+    return lines
 
 
 def markdown(base: Path, new: Path, table: pd.DataFrame, changes: list[dict[str, Any]], differences: list[str],
@@ -39,18 +53,13 @@ def markdown(base: Path, new: Path, table: pd.DataFrame, changes: list[dict[str,
     if changes:
         lines += ["", "Status changed: " + "; ".join(f"{md_cell(c['description'])}: {c['base']} -> {c['new']}"
                                                       for c in changes)]
-    if differences:
-        lines += ["", "The runs differ in more than the code: " + md_cell("; ".join(differences))]
-    if gate["fail_on"]:
-        verdict = (f"**failed**: {len(gate['failing'])} cell(s): " + md_cell("; ".join(gate["failing"]))
-                   if gate["failing"] else "passed")
-        lines += ["", f"Gate (`--fail-on {gate['fail_on']}`, threshold {gate['threshold_pct']:g}%): {verdict}"]
+    lines += footer(differences, gate, "cell(s)")
     return "\n".join(lines) + "\n"
 
 
 def as_json(base: Path, new: Path, table: pd.DataFrame, changes: list[dict[str, Any]], differences: list[str],
             gate: dict[str, Any]) -> str:
-    cells = [{c: _plain(r[c]) for c in COLUMNS} for _, r in table.iterrows()]
+    cells = [{c: json_scalar(r[c]) for c in COLUMNS} for _, r in table.iterrows()]
     return json.dumps({"base": str(base), "new": str(new), "cells": cells, "status_changes": changes,
                        "context_differences": differences, "gate": gate}, indent=2) + "\n"
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from dia_bench.harness.analysis import load_runs
 from dia_bench.harness.analysis.load_runs import LoadRun
+from dia_bench.reports.compare import footer, json_scalar
 from dia_bench.reports.figures import ms_text
 from dia_bench.reports.history import md_cell
 
@@ -79,19 +80,8 @@ def markdown(base: LoadRun, new: LoadRun, table: pd.DataFrame, differences: list
             lines.append("| " + " | ".join(md_cell(c) for c in row) + " |")
         lines += ["", md_cell(_noise(base, new))]
     lines += ["", md_cell(_held(base, new))]
-    if differences:
-        lines += ["", "The runs differ in more than the code: " + md_cell("; ".join(differences))]
-    if gate["fail_on"]:
-        verdict = (f"**failed**: {len(gate['failing'])}: " + md_cell("; ".join(gate["failing"]))
-                   if gate["failing"] else "passed")
-        lines += ["", f"Gate (`--fail-on {gate['fail_on']}`, threshold {gate['threshold_pct']:g}%): {verdict}"]
+    lines += footer(differences, gate, "figure(s)")
     return "\n".join(lines) + "\n"
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v.item() if hasattr(v, "item") else v
 
 
 def as_json(base: LoadRun, new: LoadRun, table: pd.DataFrame, differences: list[str], gate: dict[str, Any]) -> str:
@@ -100,7 +90,7 @@ def as_json(base: LoadRun, new: LoadRun, table: pd.DataFrame, differences: list[
                 "includes": run.includes, "held_rps": run.max_rate.get("max_rps"), "target": run.target_text,
                 "process_prior": run.process_prior.describe(), "started_at": run.started_at.isoformat()}
 
-    rows = [{k: _plain(v) for k, v in r.items()} for r in table.to_dict("records")]
+    rows = [{k: json_scalar(v) for k, v in r.items()} for r in table.to_dict("records")]
     return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "base": side(base), "new": side(new),
                        "rates": rows, "context_differences": differences, "gate": gate},
                       indent=2, allow_nan=False) + "\n"

@@ -108,6 +108,6 @@ def render(fmt: str, base: LoadRun, new: LoadRun, table: pd.DataFrame, differenc
 def compare(base: LoadRun, new: LoadRun, fail_on: str | None, threshold_pct: float) -> tuple[pd.DataFrame,
                                                                                              list[str], dict[str, Any]]:
     table = load_runs.compare(base, new)
-    failing = load_runs.gate(table, base, new, fail_on, threshold_pct) if fail_on else []
+    failing = load_runs.gate(table, fail_on, threshold_pct) if fail_on else []
     return table, load_runs.differences(base, new), {"fail_on": fail_on, "threshold_pct": threshold_pct if fail_on
                                                      else None, "failing": failing}

@@ -263,7 +263,7 @@ def differences(base: LoadRun, new: LoadRun) -> list[str]:
     return out + machine_differences(base.machine, new.machine)
 
 
-def gate(table: pd.DataFrame, base: LoadRun, new: LoadRun, fail_on: str, threshold_pct: float) -> list[str]:
+def gate(table: pd.DataFrame, fail_on: str, threshold_pct: float) -> list[str]:
     """What fails `compare --fail-on`: a quantile slower (or, with any-change, changed) beyond noise by
     more than the threshold, or more requests failing at a rate. A lower rate held is reported, not
     gated: one step of the search can move by chance, and a real loss shows in the rows at that rate."""
@@ -275,10 +275,11 @@ def gate(table: pd.DataFrame, base: LoadRun, new: LoadRun, fail_on: str, thresho
         if called and (unsized or abs(r["change_pct"]) > threshold_pct):
             shown = "past the timeout" if r["new_censored"] or r["base_censored"] else f"{r['change_pct']:+.1f}%"
             failing.append(f"{where}: {r['verdict']} ({shown})")
-    for rate in sorted(set(base.summaries()) & set(new.summaries())):
-        before, after = _failed(base.summaries()[rate]), _failed(new.summaries()[rate])
-        if after > before:
-            failing.append(f"{rate:g} req/s: {after} request(s) did not complete (before: {before})")
+    if not table.empty:  # each rate's counts, as `compare` put them on its rows
+        for rate, r in table.groupby("rate", sort=True).first().iterrows():
+            if r["new_failed"] > r["base_failed"]:
+                failing.append(f"{rate:g} req/s: {r['new_failed']} request(s) did not complete "
+                               f"(before: {r['base_failed']})")
     return failing
 
 

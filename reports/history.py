@@ -209,7 +209,9 @@ def _series_row(i: int, line: Series) -> dict[str, Any]:
                        for p in line.points]}
 
 
-def _ttfa_text(run: load_runs.LoadRun) -> str:
+def idle_ttfa_text(run: load_runs.LoadRun) -> str:
+    """The quiet-server time to first audio (`load_runs.idle_ttfa`) with its interval and rate, as the
+    history and the recommendations show it."""
     e = load_runs.idle_ttfa(run)
     if e is None:
         return "-"
@@ -229,7 +231,7 @@ def load_lines(load_dirs: Iterable[Path]) -> list[dict[str, Any]]:
         for i, run in enumerate(line):
             points.append({"date": run.started_at.strftime("%Y-%m-%d %H:%M UTC"), "commit": run.commit,
                            "path": str(run.path), "held_rps": run.max_rate.get("max_rps"), "held": run.held,
-                           "idle_ttfa": _ttfa_text(run),
+                           "idle_ttfa": idle_ttfa_text(run),
                            "since_before": load_runs.step_text(line[i - 1], run) if i else "-"})
         out.append({"machine": comparison.machine_label(first.machine), "description": first.description,
                     "includes": first.includes, "target": line[-1].target_text, "runs": len(line),

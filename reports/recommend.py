@@ -12,7 +12,7 @@ import pandas as pd
 from dia_bench import harness
 from dia_bench.harness.analysis import load_runs, quality, results
 from dia_bench.reports import figures
-from dia_bench.reports.history import md_cell
+from dia_bench.reports.history import idle_ttfa_text, md_cell
 from dia_bench.reports.pages import environment, inline_script
 from dia_bench.reports.verdicts import best_eligible, hardware_rows, not_beaten_note, tie_note
 
@@ -170,8 +170,7 @@ def serving(load_dirs: Iterable[Path], df: pd.DataFrame,
                  f"at {run.target_text}",
             "idle_ttfa": None if idle is None else {k: idle.get(k) for k in ("rate", "value", "low", "high",
                                                                             "censored")},
-            "idle_ttfa_text": "-" if idle is None or idle.get("value") is None else
-            f"{figures.interval(idle['value'], idle['low'], idle['high'], '.2f', ' s')} at {idle['rate']:g} req/s",
+            "idle_ttfa_text": idle_ttfa_text(run),
             "texts": run.texts, "seconds": run.configuration.get("seconds"), "includes": run.includes,
             "quality": judged["status"], "quality_why": judged["why"], "weights": run.weights or "-",
             "run": str(run.path)})

@@ -434,8 +434,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from dia_bench.harness.analysis.comparison import compare_runs, context_differences, gate, status_changes
     from dia_bench.reports.summary import print_compare
 
-    loads = [load_runs.is_load_dir(Path(p).parent if Path(p).name == load_runs.LOAD_FILE else Path(p))
-             for p in (args.base, args.new)]
+    loads = [load_runs.load_dir(p) is not None for p in (args.base, args.new)]
     if any(loads):
         return _compare_loads(args, loads)
     base, new = _run_dirs([args.base, args.new])
@@ -580,7 +579,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dia_bench.harness.driver.outputs import output_file
 
     fmt = _format(args)
-    loads = [Path(p) for p in args.run_dirs if load_runs.is_load_dir(Path(p))]
+    loads = [d for d in map(load_runs.load_dir, args.run_dirs) if d is not None]
     if loads:
         return _report_load(args, fmt, loads)
     dirs = _run_dirs(args.run_dirs)
@@ -695,9 +694,9 @@ def cmd_readme(args: argparse.Namespace) -> int:
     from dia_bench.reports import load_readme
 
     for given in args.run_dirs:
-        path = Path(given).parent if Path(given).name == load_runs.LOAD_FILE else Path(given)
-        d = path if load_runs.is_load_dir(path) else _run_dirs([given])[0]
-        text = load_readme.render(d) if load_runs.is_load_dir(d) else readme.render(d)
+        loaded = load_runs.load_dir(given)
+        d = loaded or _run_dirs([given])[0]
+        text = load_readme.render(d) if loaded else readme.render(d)
         out = output_file(args.out, "--out") if args.out else d / "README.md"
         out.write_text(text)
         print(f"readme: {out}")

@@ -38,6 +38,14 @@ def is_load_dir(path: Path) -> bool:
     return (path / LOAD_FILE).is_file()
 
 
+def load_dir(path: str | Path) -> Path | None:
+    """The load run a command-line path names (its directory, or its load.json), else None."""
+    path = Path(path)
+    if path.name == LOAD_FILE and path.is_file():
+        path = path.parent
+    return path if is_load_dir(path) else None
+
+
 @dataclass(frozen=True)
 class LoadRun:
     """One load.json with the names the reports use."""
@@ -151,9 +159,7 @@ class LoadRun:
 
 def read(path: Path) -> LoadRun:
     """A load directory (or its load.json); a one-line UsageError for anything else."""
-    path = Path(path)
-    if path.name == LOAD_FILE and path.is_file():
-        path = path.parent
+    path = load_dir(path) or Path(path)
     file = path / LOAD_FILE
     try:
         doc = json.loads(file.read_text(encoding="utf-8"))

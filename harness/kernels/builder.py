@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from functools import cache
 from pathlib import Path
 
 from dia_bench.harness.paths import cache_dir
@@ -31,6 +32,7 @@ def compiler() -> str:
     return found
 
 
+@cache  # a compiler's version and the CPU's flags do not change within a process
 def library_path(source: Path, cc: str, march: str) -> Path:
     from dia_bench.harness.env import cpu_info
 

@@ -68,8 +68,9 @@ def tests(session: nox.Session) -> None:
 def tests_slow(session: nox.Session) -> None:
     """The tests marked slow: the real-size model (dia-1.6b, synthetic weights unless real ones are on
     disk), about 8 minutes on 2 cores, and the Ray executor's failure cases (a node or the driver killed
-    mid-sweep), about 1; not part of `nox` by default nor of CI."""
-    _install(session, "test", "ray")
+    mid-sweep), about 1, and torchao's int8 inside the compiled static step, about 1; not part of `nox` by
+    default nor of CI."""
+    _install(session, "test", "ray", "torchao")
     cache = os.environ.get("DIA_BENCH_CACHE") or os.path.join(session.create_tmp(), "cache")
     session.run("pytest", "-q", "-m", "slow", *session.posargs, env={"DIA_BENCH_CACHE": cache})
 

@@ -93,6 +93,7 @@ class Int4(Plugin):
             self.isa = w4a8.isa()  # builds the kernel on this machine's first use
             self.prefetch = w4a8.prefetches()
             self.walk = w4a8.tuning()  # calibrated at the library's first use on this processor
+            self.operator = w4a8.operator()[1]
         skipped: Counter[str] = Counter()
 
         def make(name: str, linear: torch.nn.Linear) -> torch.nn.Module | None:
@@ -105,7 +106,7 @@ class Int4(Plugin):
             replaced, total = swap_linears(pipeline.model, make)
         own_remaining_tensors(pipeline.model)
         self.layers = {"quantized": replaced, "total": total, "left_in_float": dict(skipped)}
-        how = (f"{W4A8_KERNEL} ({self.isa}; {self.walk['walk']}), int8 activations"
+        how = (f"{W4A8_KERNEL} ({self.isa}; {self.walk['walk']}; {self.operator}), int8 activations"
                if packed else f"{KERNEL}, bf16 activations")
         note = f"{replaced} of {total} Linear layers int4 (group size {group}, kernel {how})"
         if skipped:
@@ -127,6 +128,7 @@ class Int4(Plugin):
             return {"linear_kinds": linear_kinds(pipeline.model), "layers": getattr(self, "layers", None),
                     "kernel": W4A8_KERNEL, "kernel_isa": getattr(self, "isa", None),
                     "kernel_prefetch": getattr(self, "prefetch", None), "kernel_walk": getattr(self, "walk", None),
+                    "kernel_operator": getattr(self, "operator", None),
                     "kernel_activations": "int8, per row and group of inputs"}
         return {"linear_kinds": linear_kinds(pipeline.model), "layers": getattr(self, "layers", None),
                 "kernel": "torchao int4" if pipeline.device.type == "cuda" else KERNEL,

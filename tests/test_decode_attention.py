@@ -30,7 +30,7 @@ def test_the_kernel_equals_attention_in_float64(rows, kv_heads, groups, dim, len
     mask = torch.zeros(rows if per_row else 1, length)
     if length > 1:  # positions a row may not see: the largest negative float, as the engine's masks hold
         mask[-1, length // 2:] = torch.finfo(torch.float32).min
-    out = torch.ops.dia_bench.decode_attention(q, k, v, mask, dim ** -0.5)
+    out = decode_attention.attend(q, k, v, mask, dim ** -0.5)
     torch.testing.assert_close(out, _expected(q, k, v, mask.expand(rows, length), dim ** -0.5), rtol=1e-5, atol=1e-5)
 
 
@@ -63,9 +63,9 @@ def test_each_build_gives_the_same_attention(march, kv_dtype):
 
 def test_keys_it_cannot_read_are_refused():
     q = torch.zeros(1, 1, 1, 8)
-    with pytest.raises(ValueError, match="positions contiguous"):
-        torch.ops.dia_bench.decode_attention(q, torch.zeros(1, 1, 4, 8).transpose(2, 3).contiguous().transpose(2, 3),
-                                             torch.zeros(1, 1, 4, 8), torch.zeros(1, 4), 1.0)
-    with pytest.raises(ValueError, match="one dtype"):  # keys in bf16, values in fp32
-        torch.ops.dia_bench.decode_attention(q, torch.zeros(1, 1, 4, 8, dtype=torch.bfloat16),
-                                             torch.zeros(1, 1, 4, 8), torch.zeros(1, 4), 1.0)
+    with pytest.raises(RuntimeError, match="positions contiguous"):
+        decode_attention.attend(q, torch.zeros(1, 1, 4, 8).transpose(2, 3).contiguous().transpose(2, 3),
+                                torch.zeros(1, 1, 4, 8), torch.zeros(1, 4), 1.0)
+    with pytest.raises(RuntimeError, match="one dtype"):  # keys in bf16, values in fp32
+        decode_attention.attend(q, torch.zeros(1, 1, 4, 8, dtype=torch.bfloat16), torch.zeros(1, 1, 4, 8),
+                                torch.zeros(1, 4), 1.0)

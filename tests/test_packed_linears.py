@@ -102,7 +102,9 @@ def test_8da4w_runs_every_linear_through_dia_benchs_kernel_and_drifts_like_int4(
     walk = report["kernel_walk"]
     assert walk["calibrated"] and walk["best_gb_per_s"] == max(walk["candidates_gb_per_s"].values())
     assert report["kernel_prefetch"] == bool(walk["near"] or walk["far"])
-    assert f"({report['kernel_isa']}; {walk['walk']}), int8 activations" in rec["plugin_notes"]["int4=8da4w-32"]
+    assert report["kernel_operator"] == "C++ operator" or report["kernel_operator"].startswith("Python operator (")
+    assert (f"({report['kernel_isa']}; {walk['walk']}; {report['kernel_operator']}), int8 activations"
+            in rec["plugin_notes"]["int4=8da4w-32"])
     fid = rec["fidelity"]
     # Measured on dia-tiny: cosine 0.995, mean TV 0.132, top-1 0.81, where int4=32 (bf16 activations)
     # gave 0.995, 0.131 and 0.82: the int8 activations add little to what the 4-bit weights cost.
@@ -237,6 +239,50 @@ def test_8da4w_layers_joined_give_each_parts_output_bit_for_bit_and_hold_the_wei
         parts[0](x)
     with pytest.raises(ValueError, match="multiple of"):
         W4A8Linear.join([W4A8Linear(torch.nn.Linear(256, out, bias=False), 64) for out in (TILE, 32)])
+
+
+def test_the_operators_in_cpp_and_in_python_compute_the_same_bits():
+    """The C++ implementations of dia_bench's kernel operators against their Python fallbacks, called side
+    by side in one process: the same kernel call, so the same bits, and the same refusals."""
+    from dia_bench.harness.kernels import decode_attention, w4a8
+
+    torch.manual_seed(1)
+    layer = w4a8.W4A8Linear(torch.nn.Linear(256, 100), 128)
+    if w4a8.operator()[0] is None:
+        pytest.skip(f"no C++ operator here: {w4a8.operator()[1]}")
+    x = torch.randn(3, 2, 256)
+    assert torch.equal(layer(x), w4a8._run(x, layer.index, 100))
+    assert layer(x).shape == (3, 2, 100) and layer(x.bfloat16()).dtype == torch.bfloat16
+    for run in (torch.ops.dia_bench.w4a8_linear, w4a8._run):
+        with pytest.raises(RuntimeError, match="no packed 8da4w layer"):
+            run(x, len(w4a8._LAYERS) + 5, 100)
+    q = torch.randn(2, 4, 4, 128)
+    k, v = (torch.randn(2, 4, 30, 128).bfloat16() for _ in range(2))
+    mask = torch.zeros(2, 30)
+    mask[1, 20:] = torch.finfo(torch.float32).min
+    assert decode_attention.operator() == "C++ operator"
+    assert torch.equal(decode_attention.attend(q, k, v, mask, 0.1), decode_attention._run(q, k, v, mask, 0.1))
+
+
+def test_without_a_cpp_compiler_the_operators_run_in_python_and_say_so():
+    """Where no C++ operator builds (here: a compiler that always fails), the kernels run behind the Python
+    implementations, and the record's phrase names them and the reason."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import torch\n"
+              "from dia_bench.harness.kernels import decode_attention, w4a8\n"
+              "layer = w4a8.W4A8Linear(torch.nn.Linear(128, 64, bias=False), 128)\n"
+              "print(w4a8.operator()[1]); print(decode_attention.operator())\n"
+              "print(tuple(layer(torch.randn(2, 1, 128)).shape))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                          env={**os.environ, "CXX": "false"})
+    assert done.returncode == 0, done.stderr
+    cpp, attention, shape = done.stdout.splitlines()
+    assert cpp.startswith("Python operator (the w4a8_linear operator did not compile with ") and "false" in cpp
+    assert attention.startswith("Python operator (the decode_attention operator did not compile")
+    assert shape == "(2, 1, 64)"
 
 
 def test_onednn_runs_the_prepacked_kernel_and_stays_exact_in_fp32(tmp_path):

@@ -1,6 +1,7 @@
 """The static engine's attention for one query a row on the CPU: `decode_attention.c`, built at first
 use (harness/kernels/builder.py), behind the operator `dia_bench::decode_attention` so that a compiled step
-traces it. Where it cannot be built, the engine says so in its record and uses torch's matmuls."""
+traces it; the operator is C++ (decode_attention_op.cpp) where it builds (ops.py says why). Where the kernel
+cannot be built, the engine says so in its record and uses torch's matmuls."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 import torch
 
 from dia_bench.harness.kernels.builder import KernelUnavailable, build
-from dia_bench.harness.kernels.ops import define_cpu_operator
+from dia_bench.harness.kernels.ops import bind_cpu, define_operator
 
 SOURCE = Path(__file__).with_name("decode_attention.c")
+OPERATOR_SOURCE = Path(__file__).with_name("decode_attention_op.cpp")
 KV_DTYPES = (torch.float32, torch.bfloat16)  # the cache's; queries and the output are fp32
 
 
@@ -27,10 +29,40 @@ def library(march: str = "native") -> ctypes.CDLL:
 
 
 @cache
+def operator() -> str:
+    """Binds the operator's CPU implementation to this machine's kernel, once a process (ops.bind_cpu), and
+    says which runs: the C++ operator or the Python one. Raises KernelUnavailable where the kernel cannot be
+    built."""
+    global _BOUND
+    kernel = library()
+    native, how = bind_cpu("decode_attention", OPERATOR_SOURCE, _run)
+    if native is not None:
+        native.decode_attention_op_set_kernel.argtypes = [ctypes.c_void_p]
+        native.decode_attention_op_set_kernel(ctypes.cast(kernel.decode_attention, ctypes.c_void_p))
+    _BOUND = True
+    return how
+
+
+_BOUND = False  # a plain flag, which a traced step reads as a constant, where operator() is a cached call
+
+
+def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
+           scale: float) -> torch.Tensor:
+    """Attention of `query` (rows, key/value heads, groups, dim) over `key` and `value` (rows, key/value heads,
+    positions, dim; fp32 or bf16, positions contiguous) under the additive `mask` (rows or 1, positions),
+    through the operator; the queries and mask are made contiguous fp32 first, a traced no-op where they
+    are."""
+    if not _BOUND:
+        operator()
+    return torch.ops.dia_bench.decode_attention(query.float().contiguous(), key, value, mask.float().contiguous(),
+                                                scale)
+
+
+@cache
 def unavailable() -> str | None:
-    """Why the kernel cannot run here, or None."""
+    """Why the kernel cannot run here, or None; where it can, its operator is bound."""
     try:
-        library()
+        operator()
     except KernelUnavailable as why:
         return str(why)
     return None
@@ -41,8 +73,9 @@ def _run(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torc
     length = key.shape[2]
     for t in (key, value):
         if t.dtype not in KV_DTYPES or t.dtype != key.dtype or t.stride(3) != 1 or t.stride(2) != dim:
-            raise ValueError("decode_attention takes fp32 or bf16 keys and values, one dtype, positions contiguous")
-    query, mask = query.float().contiguous(), mask.float().contiguous()
+            raise RuntimeError("decode_attention takes fp32 or bf16 keys and values, one dtype, positions contiguous")
+    if any(t.dtype != torch.float32 or not t.is_contiguous() for t in (query, mask)):
+        raise RuntimeError("decode_attention takes contiguous fp32 queries and mask (attend converts them)")
     out = query.new_empty(query.shape)
     failed = library().decode_attention(
         query.data_ptr(), key.data_ptr(), key.stride(0), key.stride(1), value.data_ptr(), value.stride(0),
@@ -58,5 +91,5 @@ def _fake(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: tor
     return query.new_empty(query.shape)
 
 
-decode_attention = define_cpu_operator(
-    "decode_attention", "(Tensor query, Tensor key, Tensor value, Tensor mask, float scale) -> Tensor", _run, _fake)
+define_operator("decode_attention", "(Tensor query, Tensor key, Tensor value, Tensor mask, float scale) -> Tensor",
+                _fake)

@@ -5,13 +5,13 @@ the source, the compiler and the processor (a VM may change CPU from one run to 
 built for one may not run on another). It runs in torch's own OpenMP runtime: the library links
 libgomp, which resolves to the copy torch has already loaded, so both share one thread pool and
 torch.set_num_threads applies to both. Layers call it through one custom operator, so torch.compile
-traces the decode step as one graph around it.
+traces the decode step as one graph around it; the operator is C++ (w4a8_op.cpp) where it builds, so
+that a call never enters Python (ops.py).
 """
 
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,11 @@ from torch import nn
 
 from dia_bench.harness.kernels.builder import build, compiler, library_path
 from dia_bench.harness.kernels.groupwise import quantize_groupwise
-from dia_bench.harness.kernels.ops import define_cpu_operator
+from dia_bench.harness.kernels.ops import bind_cpu, define_operator
 from dia_bench.harness.kernels.tuning import Calibration, Walk, load_or_calibrate
 
 SOURCE = Path(__file__).with_name("w4a8.c")
+OPERATOR_SOURCE = Path(__file__).with_name("w4a8_op.cpp")
 TILE = 64  # outputs per tile: TN in the C source
 
 
@@ -150,34 +151,52 @@ def pack(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Ten
     return packed, per_tile(scale), per_tile(low)
 
 
-# This process's packed layers, by the index the operator is given: each a call of the kernel with
-# everything but the rows bound, since a call's Python overhead (about 20 us unbound) adds up over
-# the 130 layers of a decode step.
-_CALLS: list[Callable[[int, int, int], int]] = []
+# This process's packed layers, by the index the operator is given: each the kernel's arguments but the
+# rows, and the tensors they point into (kept alive here). The C++ operator holds the same table.
+_LAYERS: list[tuple[tuple[Any, ...], tuple[torch.Tensor | None, ...]] | None] = []
+SET_LAYER_ARGS = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_void_p]
+
+
+def bind_layer(index: int, args: tuple[Any, ...] | None, keep: tuple[torch.Tensor | None, ...] = ()) -> None:
+    """Layer `index` of the operator as the kernel's arguments (`W4A8Linear.kernel_args`), or None to
+    withdraw it; `keep` holds the tensors they point into."""
+    while len(_LAYERS) <= index:
+        _LAYERS.append(None)
+    _LAYERS[index] = None if args is None else (args, keep)
+    native, _ = operator()
+    if native is not None:
+        native.w4a8_op_set_layer(index, *(args if args is not None else (0, 0, None, None, None, 0, 0, None)))
 
 
 def _run(x: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
-    k = x.shape[-1]
-    rows = x.reshape(-1, k)
-    if rows.dtype != torch.float32 or not rows.is_contiguous():
-        rows = rows.float().contiguous()
-    y = torch.empty(rows.shape[0], out_features)
-    if _CALLS[index](rows.data_ptr(), rows.shape[0], y.data_ptr()):
+    """The operator in Python, where its C++ implementation cannot be built: the same call of the kernel."""
+    bound = _LAYERS[index] if index < len(_LAYERS) else None
+    if bound is None:
+        raise RuntimeError(f"no packed 8da4w layer {index} (a layer joined into another is called through its view)")
+    args = bound[0]
+    y = x.new_empty(*x.shape[:-1], out_features)
+    if library().w4a8_linear(x.data_ptr(), x.numel() // args[0], *args, y.data_ptr()):
         raise MemoryError("the 8da4w kernel could not allocate its activation buffers")
-    if x.dim() != 2:
-        y = y.reshape(*x.shape[:-1], out_features)
-    return y if x.dtype == torch.float32 else y.to(x.dtype)
+    return y
 
 
 def _fake(x: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
     return x.new_empty(*x.shape[:-1], out_features)
 
 
-define_cpu_operator("w4a8_linear", "(Tensor x, int index, int out_features) -> Tensor", _run, _fake)
+define_operator("w4a8_linear", "(Tensor x, int index, int out_features) -> Tensor", _fake)
 
 
-def _joined_away(x: int, m: int, y: int) -> int:
-    raise RuntimeError("this 8da4w layer was joined into another (W4A8Linear.join): call its view instead")
+@cache
+def operator() -> tuple[ctypes.CDLL | None, str]:
+    """The operator's CPU implementation, bound at the kernel's first use in a process (ops.bind_cpu): the C++
+    library, or None where it runs in Python, and which of the two for the record."""
+    native, how = bind_cpu("w4a8_linear", OPERATOR_SOURCE, _run)
+    if native is not None:
+        native.w4a8_op_set_layer.argtypes = SET_LAYER_ARGS
+        native.w4a8_op_set_kernel.argtypes = [ctypes.c_void_p]
+        native.w4a8_op_set_kernel(ctypes.cast(library().w4a8_linear, ctypes.c_void_p))
+    return native, how
 
 
 class W4A8Linear(nn.Module):
@@ -198,16 +217,12 @@ class W4A8Linear(nn.Module):
         self.register_buffer("scales", scales)
         self.register_buffer("lows", lows)
         self.register_buffer("bias", bias)
-        self.index = len(_CALLS)
+        self.index = len(_LAYERS)
         k, n_pad = self.in_features, scales.shape[0] * TILE
         self.kernel_args = (k, group_size, codes.data_ptr(), scales.data_ptr(), lows.data_ptr(), n_pad,
                             self.out_features, None if bias is None else bias.data_ptr())
-        bound, call, keep = self.kernel_args, library().w4a8_linear, (codes, scales, lows, bias)
-
-        def run(x: int, m: int, y: int, keep=keep) -> int:  # keep: the pointers stay valid while it lives
-            return call(x, m, *bound, y)
-
-        _CALLS.append(run)
+        library()  # built (and calibrated) before the first layer is bound
+        bind_layer(self.index, self.kernel_args, (codes, scales, lows, bias))
 
     def _apply(self, fn, recurse=True):
         # The kernel reads this process's table, which holds the buffers as they were packed: a
@@ -219,7 +234,10 @@ class W4A8Linear(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.dia_bench.w4a8_linear.default(x, self.index, self.out_features)
+        # The operator takes contiguous fp32 rows: a conversion here is part of the traced step, and none
+        # when the activations are already so.
+        y = torch.ops.dia_bench.w4a8_linear.default(x.float().contiguous(), self.index, self.out_features)
+        return y.to(x.dtype)
 
     @classmethod
     def join(cls, parts: list[W4A8Linear]) -> tuple[W4A8Linear, list[W4A8Linear]]:
@@ -249,7 +267,7 @@ class W4A8Linear(nn.Module):
                 None if biases is None else joined.bias[outs])))
             code_at, tile_at = code_at + codes, tile_at + tiles
         for p in parts:  # their own copies of the weights go with them: the views replace them
-            _CALLS[p.index] = _joined_away
+            bind_layer(p.index, None)
         return joined, views
 
     def dia_bench_weight_bytes(self) -> int:

@@ -28,6 +28,7 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.dia.modeling_dia import apply_rotary_pos_emb, eager_attention_forward
 
+from dia_bench.harness.kernels import decode_attention
 from dia_bench.harness.kernels.decode_attention import KV_DTYPES
 from dia_bench.harness.presets import decode_steps
 from dia_bench.harness.runtime.pipeline import BOS, EOS, PAD
@@ -144,9 +145,11 @@ class StaticEngine:
 
     def describe(self) -> dict[str, Any]:
         """What the record says about this engine's step."""
+        attention = self.attention()
         return {"compiled_step": self.compiled, "fused_qkv": self.qkv is not None,
                 "cache_dtype": str(self.cache_dtype).removeprefix("torch.") if self.cache_dtype else None,
-                "attention": self.attention()}
+                "attention": attention,
+                "attention_operator": decode_attention.operator() if attention == "cpu-kernel" else None}
 
     def _choose_attention(self, device: torch.device) -> None:
         """The attention function of this request's steps, chosen before the loop: the choice asks whether
@@ -428,8 +431,6 @@ def _per_row(mask: torch.Tensor) -> torch.Tensor:
 
 
 def _kernel_attends(dtype: torch.dtype) -> bool:
-    from dia_bench.harness.kernels import decode_attention
-
     return dtype == torch.float32 and decode_attention.unavailable() is None
 
 
@@ -449,8 +450,7 @@ def _cpu_kernel_attention(module: Any, query: torch.Tensor, key: torch.Tensor, v
     each key/value head once for its group of queries; anything else as `_cpu_attention`."""
     if query.shape[2] != 1 or query.dtype != torch.float32 or key.dtype not in KV_DTYPES or key.dtype != value.dtype:
         return _widened(_cpu_attention)(module, query, key, value, mask, dropout, scaling)
-    out = torch.ops.dia_bench.decode_attention(_grouped(query, key), key, value, _per_row(mask),
-                                               _scale(query, scaling))
+    out = decode_attention.attend(_grouped(query, key), key, value, _per_row(mask), _scale(query, scaling))
     return out.reshape(query.shape[0], 1, query.shape[1], query.shape[3]), None
 
 

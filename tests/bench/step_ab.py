@@ -1,8 +1,9 @@
 """One compiled int4=8da4w decode step two ways, taking turns in one process: the 8da4w kernel's walk as
 calibrated on this processor and the untuned walk (`--compare walk`), its software prefetch on and off
-(`--compare prefetch`), or its weights in 4 KB and in 2 MB pages (`--compare pages`).
+(`--compare prefetch`), its weights in 4 KB and in 2 MB pages (`--compare pages`), or the kernels'
+operators in C++ and in Python (`--compare operator`).
 
-    python -m tests.bench.step_ab --compare walk|prefetch|pages [--rounds 6] [--seconds 2]
+    python -m tests.bench.step_ab --compare walk|prefetch|pages|operator [--rounds 6] [--seconds 2]
 
 These VMs' memory bandwidth jumps (a Zen 4 read 35 and 67 GB/s seconds apart), so two runs of
 `dia-bench run` compare episodes rather than settings: here each round runs both, in alternating order,
@@ -34,26 +35,46 @@ PLUGINS = ["int4=8da4w-128", "engine=static", "compile", "kv-cache=bf16", "codec
 
 
 def _page_switch() -> dict[str, Callable[[], None]]:
-    """Each live 8da4w layer's kernel call bound to its own buffers (4 KB pages) or to copies in 2 MB pages."""
-    layers = [o for o in gc.get_objects()
-              if isinstance(o, w4a8.W4A8Linear) and w4a8._CALLS[o.index] is not w4a8._joined_away]
-    small = {m.index: w4a8._CALLS[m.index] for m in layers}
+    """Each live 8da4w layer bound to its own buffers (4 KB pages) or to copies in 2 MB pages."""
+    layers = [o for o in gc.get_objects() if isinstance(o, w4a8.W4A8Linear) and w4a8._LAYERS[o.index] is not None]
+    small = {m.index: w4a8._LAYERS[m.index] for m in layers}
     huge = {}
     for m in layers:
         copies = [None if t is None else hugepages.empty(t.numel(), t.dtype).view(t.shape).copy_(t)
                   for t in (m.codes, m.scales, m.lows, m.bias)]
         twin = w4a8.W4A8Linear(None, m.group_size, (m.in_features, m.out_features, *copies))
-        huge[m.index] = w4a8._CALLS[twin.index]  # the call keeps its buffers alive
+        huge[m.index] = w4a8._LAYERS[twin.index]  # the binding keeps its buffers alive
 
     def use(table: dict) -> Callable[[], None]:
-        return lambda: w4a8._CALLS.__setitem__(slice(None), [table.get(i, f) for i, f in enumerate(w4a8._CALLS)])
+        return lambda: [w4a8.bind_layer(i, *bound) for i, bound in table.items()]
 
     return {"4 KB pages": use(small), "2 MB pages": use(huge)}
 
 
+def _operator_switch() -> dict[str, Callable[[], None]]:
+    """The kernels' operators as bound (C++ where it builds) or overridden by their Python implementations.
+    torch warns once that a kernel is overridden; taking the override away restores the C++ one."""
+    from dia_bench.harness.kernels import decode_attention
+
+    print(f"operators: w4a8_linear {w4a8.operator()[1]}, decode_attention {decode_attention.operator()}")
+    held: list[torch.library.Library] = []
+
+    def python() -> None:
+        if not held:
+            held.append(torch.library.Library("dia_bench", "IMPL"))
+            held[0].impl("w4a8_linear", w4a8._run, "CPU")
+            held[0].impl("decode_attention", decode_attention._run, "CPU")
+
+    def native() -> None:
+        while held:
+            held.pop()._destroy()
+
+    return {"C++": native, "Python": python}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", choices=("walk", "prefetch", "pages"), required=True)
+    parser.add_argument("--compare", choices=("walk", "prefetch", "pages", "operator"), required=True)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
@@ -62,6 +83,8 @@ def main() -> None:
     apply_plan(pipe, resolve(cell.plugins, "cpu"), "cpu")
     if args.compare == "pages":
         ways = _page_switch()
+    elif args.compare == "operator":
+        ways = _operator_switch()
     elif args.compare == "walk":
         tuned = w4a8.walk()
         print(f"calibrated walk: {tuned.describe()}; {w4a8.tuning()['candidates_gb_per_s']}")
@@ -83,6 +106,10 @@ def main() -> None:
             print(f"round {r} {name:>12}: step p50 {steps[name][-1]:.2f} ms  probes {before:.1f} -> {after:.1f} GB/s")
     for name, got in steps.items():
         print(f"{name:>12}: median step p50 {statistics.median(got):.2f} ms over {len(got)} requests")
+    (one, first), (other, second) = steps.items()
+    ratios = sorted(b / a for a, b in zip(first, second, strict=True))
+    print(f"{other} / {one}, round by round: median {statistics.median(ratios):.3f}, "
+          f"range {ratios[0]:.3f}-{ratios[-1]:.3f}")
 
 
 if __name__ == "__main__":

@@ -109,9 +109,9 @@ def calibrate(lib: ctypes.CDLL | None = None) -> Calibration:
     while total < CALIBRATION_BYTES:
         for n, k in shapes:
             codes = torch.randint(0, 256, (n * k // 2,), dtype=torch.uint8)
-            scales = torch.rand(n // TILE, k // 128, TILE) * 1e-3
+            scales = (torch.rand(n // TILE, k // 128, TILE) * 1e-3).half()
             layers.append((n, k, codes, scales, torch.zeros_like(scales), torch.empty(2, n)))
-            total += codes.numel() + 2 * scales.numel() * 4
+            total += codes.numel() + 2 * scales.nbytes
     x = {k: torch.randn(2, k) for _, k in shapes}
     candidates = [Walk(near, far, streams, split) for near, far in PREFETCH for streams in STREAMS
                   for split in SPLITS]
@@ -134,7 +134,7 @@ def calibrate(lib: ctypes.CDLL | None = None) -> Calibration:
 
 
 def pack(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The kernel's layout of `weight` [out, in]: codes (uint8, two a byte), scales and lows per group."""
+    """The kernel's layout of `weight` [out, in]: codes (uint8, two a byte), scales and lows per group (fp16)."""
     n, k = weight.shape
     pad = -n % TILE
     if pad:
@@ -145,8 +145,8 @@ def pack(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Ten
     c = codes.to(torch.uint8).reshape(tiles, 4, 16, k // 8, 2, 4).permute(0, 3, 1, 2, 5, 4)
     packed = (c[..., 0] | (c[..., 1] << 4)).contiguous().reshape(-1)
 
-    def per_tile(t: torch.Tensor) -> torch.Tensor:
-        return t.float().reshape(tiles, TILE, groups).transpose(1, 2).contiguous()
+    def per_tile(t: torch.Tensor) -> torch.Tensor:  # fp16: w4a8.c says why
+        return t.float().reshape(tiles, TILE, groups).transpose(1, 2).contiguous().half()
 
     return packed, per_tile(scale), per_tile(low)
 

@@ -14,13 +14,13 @@
 namespace {
 
 using torch::stable::Tensor;
-using Linear = int (*)(const float *, int64_t, int64_t, int64_t, const void *, const float *, const float *,
-                       int64_t, int64_t, const float *, float *);
+using Linear = int (*)(const float *, int64_t, int64_t, int64_t, const void *, const void *, const void *, int64_t,
+                       int64_t, const float *, float *);
 
 struct Layer {
     int64_t k = 0, group = 0;
     const void *codes = nullptr;  // null: no such layer, or one joined into another
-    const float *scales = nullptr, *lows = nullptr;
+    const void *scales = nullptr, *lows = nullptr;  // fp16
     int64_t n_pad = 0, n_out = 0;
     const float *bias = nullptr;
 };
@@ -59,8 +59,8 @@ extern "C" void w4a8_op_set_kernel(void *entry) {
 }
 
 /* Layer `index` as the kernel's arguments; codes null withdraws it. */
-extern "C" void w4a8_op_set_layer(int64_t index, int64_t k, int64_t group, const void *codes, const float *scales,
-                                  const float *lows, int64_t n_pad, int64_t n_out, const float *bias) {
+extern "C" void w4a8_op_set_layer(int64_t index, int64_t k, int64_t group, const void *codes, const void *scales,
+                                  const void *lows, int64_t n_pad, int64_t n_out, const float *bias) {
     std::lock_guard<std::mutex> hold(guard);
     if ((int64_t)layers.size() <= index) layers.resize(index + 1);
     layers[index] = Layer{k, group, codes, scales, lows, n_pad, n_out, bias};

@@ -156,6 +156,19 @@ def test_compile_really_compiles_keeps_compile_time_apart_and_its_cache_outlives
     assert cold.is_dir() and not any(cold.iterdir()) and cold.parent == tmp_path and versions_key() not in str(cold)
 
 
+def test_codec_compile_compiles_the_decoder_once_for_every_length_and_keeps_its_audio():
+    """The decoder compiled in the warmup: the repeats compile nothing, and the fidelity check's decode
+    of another length reuses the graph (dynamic frames). Dia is untouched; the codec's audio moves only by
+    the order of float sums."""
+    rec = run_ok(plugins=["codec-compile"], warmup=1, repeats=2)
+    assert rec["plugin_notes"]["codec-compile"].startswith("codec decoder compiled")
+    assert rec["plugin_reports"]["codec-compile"] == {"codec_decoder_compiled": True}
+    assert rec["graphs_compiled_in_repeats"] == 0
+    fid = rec["fidelity"]
+    assert fid["logits"]["max_abs_error"] == 0 and fid["sampled"]["total_variation"] == 0
+    assert fid["codec_same_codes_identical"] or fid["codec_same_codes_snr_db"] > 80, fid
+
+
 def test_cfg_zero_drops_the_unconditional_rows():
     guided = run_ok()
     unguided = run_ok(plugins=["cfg=0"])

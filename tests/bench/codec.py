@@ -4,8 +4,10 @@ the variants taking turns each round, so a machine that drifts drifts on all of 
     python -m tests.bench.codec [--seconds 2] [--rounds 5] [--preset dia-1.6b]
 
 Variants: fp32 (today's), autocast=bf16 (what the autocast plugin does to the codec), the codec's weights
-in bf16, and torch.compile of the decoder. Prints seconds of compute per second of audio (the codec's
-share of the RTF) with the spread over rounds, and how far each variant's audio is from fp32's (SNR).
+in bf16 (codec-dtype=bf16), and torch.compile of the decoder in fp32 and with its weights in bf16
+(codec-compile; here for the one length measured). Prints seconds of compute per second of audio (the
+codec's share of the RTF) with the spread over rounds, and how far each variant's audio is from fp32's
+(SNR).
 Not a unit test: the figures depend on the machine; name it with them.
 """
 
@@ -63,8 +65,14 @@ def main() -> None:
         z = dac.quantizer.from_codes(codes)[0]
         return compiled(z).float()
 
+    compiled_bf16 = torch.compile(bf16_dac.decoder)
+
+    def compiled_weights_bf16():
+        z = bf16_dac.quantizer.from_codes(codes)[0]
+        return compiled_bf16(z).float()
+
     variants = {"fp32": fp32, "autocast=bf16": autocast_bf16, "weights bf16": weights_bf16,
-                "compile fp32": compiled_fp32}
+                "compile fp32": compiled_fp32, "compile bf16": compiled_weights_bf16}
     with torch.inference_mode():
         ref = fp32()
         quality = {name: snr_db(fn().reshape(-1), ref.reshape(-1)) for name, fn in variants.items()}  # warms all

@@ -48,8 +48,8 @@ def bind_cpu(name: str, source: Path, fallback: Callable[..., torch.Tensor]) -> 
 
     try:
         path = build_operator(source, name)
-    except KernelUnavailable as why:
+        torch.ops.load_library(str(path))  # an OSError where this torch cannot load what was built
+    except (KernelUnavailable, OSError) as why:
         _LIBRARY.impl(name, fallback, "CPU")
         return None, f"Python operator ({why})"
-    torch.ops.load_library(str(path))
     return ctypes.CDLL(str(path)), "C++ operator"

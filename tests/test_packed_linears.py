@@ -257,6 +257,8 @@ def test_the_operators_in_cpp_and_in_python_compute_the_same_bits():
     for run in (torch.ops.dia_bench.w4a8_linear, w4a8._run):
         with pytest.raises(RuntimeError, match="no packed 8da4w layer"):
             run(x, len(w4a8._LAYERS) + 5, 100)
+        with pytest.raises(RuntimeError, match="contiguous fp32 rows"):
+            run(x.double(), layer.index, 100)
     q = torch.randn(2, 4, 4, 128)
     k, v = (torch.randn(2, 4, 30, 128).bfloat16() for _ in range(2))
     mask = torch.zeros(2, 30)

@@ -174,6 +174,8 @@ def _run(x: torch.Tensor, index: int, out_features: int) -> torch.Tensor:
     if bound is None:
         raise RuntimeError(f"no packed 8da4w layer {index} (a layer joined into another is called through its view)")
     args = bound[0]
+    if x.dtype != torch.float32 or not x.is_contiguous() or x.shape[-1] != args[0] or out_features != args[6]:
+        raise RuntimeError("w4a8_linear takes contiguous fp32 rows of the layer's inputs")
     y = x.new_empty(*x.shape[:-1], out_features)
     if library().w4a8_linear(x.data_ptr(), x.numel() // args[0], *args, y.data_ptr()):
         raise MemoryError("the 8da4w kernel could not allocate its activation buffers")

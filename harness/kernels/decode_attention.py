@@ -34,11 +34,7 @@ def operator() -> str:
     says which runs: the C++ operator or the Python one. Raises KernelUnavailable where the kernel cannot be
     built."""
     global _BOUND
-    kernel = library()
-    native, how = bind_cpu("decode_attention", OPERATOR_SOURCE, _run)
-    if native is not None:
-        native.decode_attention_op_set_kernel.argtypes = [ctypes.c_void_p]
-        native.decode_attention_op_set_kernel(ctypes.cast(kernel.decode_attention, ctypes.c_void_p))
+    _, how = bind_cpu("decode_attention", OPERATOR_SOURCE, _run, library().decode_attention)
     _BOUND = True
     return how
 

@@ -45,6 +45,6 @@ Tensor decode_attention(Tensor query, Tensor key, Tensor value, Tensor mask, dou
 
 }  // namespace
 
-extern "C" void decode_attention_op_set_kernel(void *entry) { kernel.store(reinterpret_cast<Attend>(entry)); }
+extern "C" void decode_attention_set_kernel(void *entry) { kernel.store(reinterpret_cast<Attend>(entry)); }
 
 STABLE_TORCH_LIBRARY_IMPL(dia_bench, CPU, m) { m.impl("decode_attention", TORCH_BOX(&decode_attention)); }

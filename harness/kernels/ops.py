@@ -40,10 +40,12 @@ def define_operator(name: str, schema: str, fake: Callable[..., torch.Tensor]) -
     return getattr(torch.ops.dia_bench, name)
 
 
-def bind_cpu(name: str, source: Path, fallback: Callable[..., torch.Tensor]) -> tuple[ctypes.CDLL | None, str]:
+def bind_cpu(name: str, source: Path, fallback: Callable[..., torch.Tensor],
+             kernel: Callable[..., int]) -> tuple[ctypes.CDLL | None, str]:
     """Gives `dia_bench::name` its CPU implementation, once a process: the C++ one in `source` (which
-    registers itself when loaded) where it builds here, else `fallback` in Python, which computes the same.
-    Returns the loaded C++ library (None for the fallback) and a phrase for the record saying which runs."""
+    registers itself when loaded, and is handed the C `kernel` through its `<name>_set_kernel`) where it
+    builds here, else `fallback` in Python, which computes the same. Returns the loaded C++ library (None
+    for the fallback) and a phrase for the record saying which runs."""
     from dia_bench.harness.kernels.builder import KernelUnavailable, build_operator
 
     try:
@@ -52,4 +54,8 @@ def bind_cpu(name: str, source: Path, fallback: Callable[..., torch.Tensor]) -> 
     except (KernelUnavailable, OSError) as why:
         _LIBRARY.impl(name, fallback, "CPU")
         return None, f"Python operator ({why})"
-    return ctypes.CDLL(str(path)), "C++ operator"
+    native = ctypes.CDLL(str(path))
+    hand = getattr(native, f"{name}_set_kernel")
+    hand.argtypes = [ctypes.c_void_p]
+    hand(ctypes.cast(kernel, ctypes.c_void_p))
+    return native, "C++ operator"

@@ -193,11 +193,9 @@ define_operator("w4a8_linear", "(Tensor x, int index, int out_features) -> Tenso
 def operator() -> tuple[ctypes.CDLL | None, str]:
     """The operator's CPU implementation, bound at the kernel's first use in a process (ops.bind_cpu): the C++
     library, or None where it runs in Python, and which of the two for the record."""
-    native, how = bind_cpu("w4a8_linear", OPERATOR_SOURCE, _run)
+    native, how = bind_cpu("w4a8_linear", OPERATOR_SOURCE, _run, library().w4a8_linear)
     if native is not None:
         native.w4a8_op_set_layer.argtypes = SET_LAYER_ARGS
-        native.w4a8_op_set_kernel.argtypes = [ctypes.c_void_p]
-        native.w4a8_op_set_kernel(ctypes.cast(library().w4a8_linear, ctypes.c_void_p))
     return native, how
 
 

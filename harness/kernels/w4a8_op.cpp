@@ -53,7 +53,7 @@ Tensor w4a8_linear(Tensor x, int64_t index, int64_t out_features) {
 
 }  // namespace
 
-extern "C" void w4a8_op_set_kernel(void *entry) {
+extern "C" void w4a8_linear_set_kernel(void *entry) {
     std::lock_guard<std::mutex> hold(guard);
     kernel = reinterpret_cast<Linear>(entry);
 }

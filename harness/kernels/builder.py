@@ -44,14 +44,22 @@ def cxx_compiler() -> str:
     return found
 
 
-@cache  # a compiler's version and the CPU's flags do not change within a process
+@cache  # a compiler's version does not change within a process
+def _compiler_version(cc: str) -> str:
+    return subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
+
+
+def _key(source: Path, cc: str, *more: str) -> str:
+    """What names a build: its source, the compiler and its version, and whatever else decides the result."""
+    return hashlib.sha256("\0".join([source.read_text(), cc, _compiler_version(cc), *more]).encode()).hexdigest()[:16]
+
+
+@cache  # the CPU's flags do not change within a process
 def library_path(source: Path, cc: str, march: str) -> Path:
     from dia_bench.harness.env import cpu_info
 
     cpu = cpu_info()
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), cc, version, " ".join(FLAGS), march,
-                                    cpu["model"], " ".join(cpu["flags"])]).encode()).hexdigest()[:16]
+    key = _key(source, cc, " ".join(FLAGS), march, cpu["model"], " ".join(cpu["flags"]))
     return cache_dir() / "kernels" / f"{source.stem.removesuffix('_kernel').lstrip('_')}-{march}-{key}.so"
 
 
@@ -87,9 +95,7 @@ def build_operator(source: Path, what: str) -> Path:
 
     cxx = cxx_compiler()
     root = Path(torch.__file__).parent
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), cxx, version, " ".join(OPERATOR_FLAGS), torch.__version__,
-                                    str(root)]).encode()).hexdigest()[:16]
+    key = _key(source, cxx, " ".join(OPERATOR_FLAGS), torch.__version__, str(root))
     path = cache_dir() / "kernels" / f"{source.stem}-{key}.so"
     if not path.exists():
         lib = root / "lib"

@@ -7,6 +7,7 @@ torch, transformers or dia-bench starts a new one instead of trusting the old.
 
 from __future__ import annotations
 
+import os
 import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -31,3 +32,12 @@ def versions_key() -> str:
 
 def compile_cache_dir() -> Path:
     return cache_dir() / "inductor" / versions_key()
+
+
+def compile_cache_env() -> dict[str, str]:
+    """The environment a worker that compiles needs for inductor's cache: none where it is already set.
+    The launcher sets it (kept across runs: a cold compile of the 1.6B decoder takes 100-150 s on 2 cores,
+    a warm one seconds); this covers a worker started by hand."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        return {"TORCHINDUCTOR_CACHE_DIR": str(compile_cache_dir())}
+    return {}

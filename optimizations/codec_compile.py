@@ -13,6 +13,11 @@ from typing import Any
 from dia_bench.optimizations.base import Expectation, Plugin
 
 
+def _decoder(pipeline) -> Any:
+    """The codec's torch decoder, or None where its backend has none."""
+    return getattr(getattr(pipeline.codec, "model", None), "decoder", None)
+
+
 class CodecCompile(Plugin):
     name = "codec-compile"
     description = ("torch.compile the DAC codec's decoder (inductor, any number of frames); compilation happens "
@@ -23,21 +28,19 @@ class CodecCompile(Plugin):
     warms_per_shape = True
 
     def process_env(self, value: Any) -> dict[str, str]:
-        from dia_bench.optimizations.compile import PLUGIN as compile_plugin
+        from dia_bench.harness.caches import compile_cache_env
 
-        return compile_plugin().process_env(value)
+        return compile_cache_env()
 
     def transform(self, pipeline, value: Any) -> str:
-        model = getattr(pipeline.codec, "model", None)
-        decoder = getattr(model, "decoder", None)
+        decoder = _decoder(pipeline)
         if decoder is None:
             return f"nothing to act on: the {pipeline.codec.name} codec has no torch decoder to compile"
         decoder.compile(dynamic=True)
         return "codec decoder compiled (inductor, dynamic frames); compilation happens in the warmup"
 
     def report(self, pipeline, value: Any) -> dict[str, Any]:
-        model = getattr(pipeline.codec, "model", None)
-        decoder = getattr(model, "decoder", None)
+        decoder = _decoder(pipeline)
         return {"codec_decoder_compiled": decoder is not None and getattr(decoder, "_compiled_call_impl", None)
                 is not None}
 

@@ -19,13 +19,9 @@ class Compile(Plugin):
     warms_per_shape = True  # after quantization and casts, so the compiled graph sees the final model
 
     def process_env(self, value: str) -> dict[str, str]:
-        from dia_bench.harness.caches import compile_cache_dir
+        from dia_bench.harness.caches import compile_cache_env
 
-        # The launcher sets the cache (harness/caches.py: kept across runs, a cold compile of the 1.6B
-        # decoder takes 100-150 s on 2 cores, a warm one seconds); this covers a worker started by hand.
-        if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-            return {"TORCHINDUCTOR_CACHE_DIR": str(compile_cache_dir())}
-        return {}
+        return compile_cache_env()
 
     def transform(self, pipeline, value: str) -> str:
         import torch

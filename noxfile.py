@@ -35,9 +35,18 @@ def _install(session: nox.Session, *extras: str) -> None:
                 session.log(f"{target} and {TORCH_SPEC} already installed from this pyproject (DIA_BENCH_REINSTALL=1 "
                             "to install again)")
                 return
-    session.install(TORCH_SPEC)
+    # pip byte-compiles what it installs one file at a time (the tests' venv: about 50 of its 90 s on 2
+    # cores); compileall does it on every core. Compiled it must be: where PYTHONDONTWRITEBYTECODE is set,
+    # as on these machines, nothing else would, and every process would compile torch again as it imports.
+    session.install("--no-compile", TORCH_SPEC)
     # Editable, so records can name the git commit of the code that measured them.
-    session.install("-e", target, f"--constraint={_torch_constraint(session)}")
+    session.install("--no-compile", "-e", target, f"--constraint={_torch_constraint(session)}")
+    purelib = session.run_install("python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+                                  silent=True).strip()
+    # Packages' own test folders are never imported. Exit status 1: a file in a syntax newer than this
+    # Python (torch ships some), which pip's own compiling passes over too.
+    session.run_install("python", "-m", "compileall", "-q", "-j", "0", "-x", r"site-packages/.*/tests?/", purelib,
+                        silent=True, success_codes=[0, 1])
     if stamp:
         with open(stamp, "w") as fh:
             fh.write(key)
@@ -67,9 +76,9 @@ def tests(session: nox.Session) -> None:
 @nox.session(name="tests-slow", python=PYTHON)
 def tests_slow(session: nox.Session) -> None:
     """The tests marked slow: the real-size model (dia-1.6b, synthetic weights unless real ones are on
-    disk), about 8 minutes on 2 cores, and the Ray executor's failure cases (a node or the driver killed
-    mid-sweep), about 1, and torchao's int8 inside the compiled static step, about 1; not part of `nox` by
-    default nor of CI."""
+    disk), about 8 minutes on 2 cores, the Ray executor's failure cases (a node or the driver killed
+    mid-sweep), about 1, and int8 (torchao's) and int4 (torch's) inside the compiled static step, about 1
+    each; not part of `nox` by default nor of CI."""
     _install(session, "test", "ray", "torchao")
     cache = os.environ.get("DIA_BENCH_CACHE") or os.path.join(session.create_tmp(), "cache")
     session.run("pytest", "-q", "-m", "slow", *session.posargs, env={"DIA_BENCH_CACHE": cache})

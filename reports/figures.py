@@ -48,6 +48,19 @@ def roofline(row: Any) -> str:
     return "-" if absent(weights) else f"{float(weights):.0%} (weights only)"
 
 
+def kernel_rates(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The read kernels a record's roofline took the machine's bandwidth from, in GB/s, each with its share
+    of the best: a step reads its weights no faster than the library kernel it calls (fp32 through MKL on
+    an AMD CPU read at a fifth of the memory's rate), which a roofline over the memory alone hides."""
+    roof = rec.get("roofline") or {}
+    kernels = {k: v for k, v in (roof.get("bandwidth_kernels") or {}).items() if v}
+    best = roof.get("bandwidth_cached_gbps") or max(kernels.values(), default=None)
+    if not kernels or not best:
+        return None
+    return {"best": best, "method": roof.get("bandwidth_method") or "",
+            "text": ", ".join(f"{name} {gbps:.1f} ({gbps / best:.0%})" for name, gbps in kernels.items())}
+
+
 def ms_text(estimate: dict[str, Any]) -> str:
     """A quantile as `value [low, high]` in ms; `>timeout` where censored, `?` for an open side."""
     def one(v: float | None, open_side: str) -> str:

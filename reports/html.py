@@ -142,8 +142,12 @@ def _machines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "stack": env["software"].get("stack") or "-",
             "packages": ", ".join(f"{k} {v}" for k, v in (env["software"].get("packages") or {}).items()) or "-",
             "commit": (env["software"].get("git_commit") or "-")[:12],
+            "kernels": None,
         })
+        if seen[key]["kernels"] is None:
+            seen[key]["kernels"] = figures.kernel_rates(rec)
     return list(seen.values())
+
 
 
 def _audio(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -50,6 +50,10 @@ def test_sweep_leaves_an_html_report_and_a_markdown_summary(report_run):
     assert "Was the guide right?" in html and "timings are real, the audio is noise" in html
     md = (report_run / "summary.md").read_text()
     assert "| cell | status | RTF [95% CI]" in md
+    # The machine's read kernels beside its memory: the fp32 product an fp32 step calls among them, and the
+    # best of them, the roofline's bandwidth, at 100% of itself.
+    for page in (html, md):
+        assert "fp32 matvec" in page and "read kernels" in page and "(100%)" in page
 
 
 def test_report_sections_charts_and_verdicts(report_run, tmp_path):

@@ -71,7 +71,7 @@ def decode_step_weight_bytes(model: nn.Module) -> int:
     return total
 
 
-BANDWIDTH_METHOD_VERSION = 4  # in the cache key: figures of an older method are measured again
+BANDWIDTH_METHOD_VERSION = 5  # in the cache key: figures of an older method are measured again
 
 
 def _buffer_bytes(floor: int = 2**30) -> int:
@@ -121,6 +121,14 @@ def _kernels(device: torch.device, nbytes: int) -> dict[str, Callable[[], tuple[
         a, b = _filled(nbytes // 8, torch.float32, device), _filled(nbytes // 8, torch.float32, device)
         return (lambda: torch.dot(a, b)), a.nbytes + b.nbytes
 
+    def fp32_matvec():
+        # What an fp32 step calls: the BLAS torch was built with (MKL on x86). Not always at the memory's
+        # rate: on AMD CPUs MKL's fp32 product for two rows read 7-10 GB/s where a sum read 45.
+        k = 8192
+        w = _filled(nbytes // 4 // k * k, torch.float32, device).view(-1, k)
+        x = torch.ones(rows, k, device=device)
+        return (lambda: torch.nn.functional.linear(x, w)), w.nbytes
+
     def bf16_matvec():
         k = 8192
         w = _filled(nbytes // 2 // k * k, torch.bfloat16, device).view(-1, k)
@@ -151,9 +159,9 @@ def _kernels(device: torch.device, nbytes: int) -> dict[str, Callable[[], tuple[
         return (lambda: y.copy_(x)), 2 * x.nbytes  # reads and writes through the same memory
 
     if device.type == "cuda":
-        return {"sum fp32": fp32_sum, "copy": copy, "bf16 matvec": bf16_matvec}
-    return {"sum fp32": fp32_sum, "dot fp32": fp32_dot, "bf16 matvec": bf16_matvec, "int8 matvec": int8_matvec,
-            "int8 weight-only matvec": int8_weight_only}
+        return {"sum fp32": fp32_sum, "copy": copy, "fp32 matvec": fp32_matvec, "bf16 matvec": bf16_matvec}
+    return {"sum fp32": fp32_sum, "dot fp32": fp32_dot, "fp32 matvec": fp32_matvec, "bf16 matvec": bf16_matvec,
+            "int8 matvec": int8_matvec, "int8 weight-only matvec": int8_weight_only}
 
 
 def read_gbps(x: torch.Tensor, iters: int = 5) -> float:

@@ -3,6 +3,7 @@ history and recommend all say it the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from dia_bench.harness.stats import MIN_REPEATS
@@ -59,6 +60,18 @@ def kernel_rates(rec: dict[str, Any]) -> dict[str, Any] | None:
         return None
     return {"best": best, "method": roof.get("bandwidth_method") or "",
             "text": ", ".join(f"{name} {gbps:.1f} ({gbps / best:.0%})" for name, gbps in kernels.items())}
+
+
+def memory_lines(records: Iterable[dict[str, Any]]) -> list[str]:
+    """For the Markdown pages, one line a machine and device: kernel_rates as a sentence."""
+    machines: dict[tuple, dict[str, Any]] = {}
+    for rec in records:
+        env = rec.get("env") or {}
+        if (rates := kernel_rates(rec)) is not None:
+            machines.setdefault((env.get("hostname"), env.get("device_name")), rates)
+    return [f"- memory of {host} ({device_name}): {rates['best']} GB/s, the best of its read kernels in GB/s and as "
+            f"a share of it: {rates['text']}; a step reads its weights no faster than the kernel its layers call"
+            for (host, device_name), rates in machines.items()]
 
 
 def ms_text(estimate: dict[str, Any]) -> str:

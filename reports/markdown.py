@@ -24,15 +24,7 @@ def render(run_dirs: Iterable[Path], max_tv: float = quality.DEFAULT_MAX_TOTAL_V
     lines += ["## The cells", ""]
     for (host, device_name, node), _ in df.groupby(["hostname", "device_name", "node_name"], dropna=False):
         lines.append(f"- machine: {host}, {device_name}" + (f", Ray node {node}" if isinstance(node, str) else ""))
-    machines: dict[tuple, dict] = {}
-    for rec in (rec for d in run_dirs for rec in rundir.records(d)):
-        env = rec.get("env") or {}
-        if (rates := figures.kernel_rates(rec)) is not None:
-            machines.setdefault((env.get("hostname"), env.get("device_name")), rates)
-    for (host, device_name), rates in machines.items():
-        lines.append(f"- memory of {host} ({device_name}): {rates['best']} GB/s, the best of its read kernels in GB/s "
-                     f"and as a share of it: {rates['text']}; a step reads its weights no faster than the kernel "
-                     "its layers call")
+    lines += figures.memory_lines(rec for d in run_dirs for rec in rundir.records(d))
     # On a cluster a cell may share its node: its time is then not the node's alone.
     for _, r in df[df["beside"].map(bool)].iterrows():
         lines.append(f"- measured beside other cells on its node: {r['description']} (beside {', '.join(r['beside'])})")

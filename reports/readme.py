@@ -178,6 +178,7 @@ def render(run_dir: Path, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -
         f"- suite: `{suite.get('name', '?')}`, text hash `{suite.get('text_hash', '?')}`",
         f"- {when}; {recorded} cell record(s)" + (f" of {total} planned" if total else ""),
         *machine_lines(meta),
+        *figures.memory_lines(rundir.records(run_dir)),
         software_line(meta),
         f"- weights: {', '.join(WEIGHTS.get(s, s) for s in sources) or 'none loaded'}",
         *([f"- **{note}**"] if (note := quality.unmeasured_note(df, max_tv) if not df.empty else None) else []),

@@ -10,14 +10,19 @@ from torch import nn
 class OneDnnLinear(nn.Module):
     # The packed weight is an opaque mkldnn tensor, kept out of the parameters and buffers on purpose:
     # state_dict, clone and the roofline's generic count do not work on that layout.
-    def __init__(self, linear: nn.Linear, rows_hint: int) -> None:
+    def __init__(self, linear: nn.Linear, rows_hint: int, packed: torch.Tensor | None = None) -> None:
+        """`packed`: `reorder(linear, rows_hint)`, where it was made already."""
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach()
-        self.dtype = weight.dtype
-        # rows_hint is the batch oneDNN picks its blocking for: a decode step's rows.
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
+        self.dtype = linear.weight.dtype
+        self.packed = self.reorder(linear, rows_hint) if packed is None else packed
         self.bias = None if linear.bias is None else linear.bias.detach().clone()
+
+    @staticmethod
+    def reorder(linear: nn.Linear, rows_hint: int) -> torch.Tensor:
+        """The weight in oneDNN's layout; rows_hint is the batch oneDNN picks its blocking for: a decode
+        step's rows."""
+        return torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), rows_hint)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.bias, "none", [], "")

@@ -96,14 +96,22 @@ class Int4(Plugin):
             self.operator = w4a8.operator()[1]
         skipped: Counter[str] = Counter()
 
-        def make(name: str, linear: torch.nn.Linear) -> torch.nn.Module | None:
+        def prepare(linear: torch.nn.Linear):
+            # The weight in the 8da4w kernel's layout, on a thread of its own: the layer itself is made
+            # in order (make), since each takes the next index of the operator's table.
+            if not packed or linear.in_features % group:
+                return None
+            bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
+            return (linear.in_features, linear.out_features, *w4a8.pack(linear.weight.detach(), group), bias)
+
+        def make(name: str, linear: torch.nn.Linear, ready) -> torch.nn.Module | None:
             if linear.in_features % group:
                 skipped[f"in_features {linear.in_features} not a multiple of {group}"] += 1
                 return None
-            return w4a8.W4A8Linear(linear, group) if packed else Int4Linear(linear, group)
+            return w4a8.W4A8Linear(None, group, packed=ready) if packed else Int4Linear(linear, group)
 
         with torch.no_grad():
-            replaced, total = swap_linears(pipeline.model, make)
+            replaced, total = swap_linears(pipeline.model, make, prepare=prepare)
         own_remaining_tensors(pipeline.model)
         self.layers = {"quantized": replaced, "total": total, "left_in_float": dict(skipped)}
         how = (f"{W4A8_KERNEL} ({self.isa}; {self.walk['walk']}; {self.operator}), int8 activations"

@@ -42,7 +42,9 @@ class OneDnn(Plugin):
         # A decode step with CFG multiplies two rows a request; oneDNN blocks the weight for that.
         rows = 2
         with torch.no_grad():
-            replaced, total = swap_linears(pipeline.model, lambda _name, linear: OneDnnLinear(linear, rows))
+            replaced, total = swap_linears(pipeline.model,
+                                           lambda _name, linear, packed: OneDnnLinear(linear, rows, packed),
+                                           prepare=lambda linear: OneDnnLinear.reorder(linear, rows))
         own_remaining_tensors(pipeline.model)
         dtype = str(next(pipeline.model.parameters()).dtype).removeprefix("torch.")
         self.layers = {"packed": replaced, "total": total, "dtype": dtype}

@@ -71,8 +71,30 @@ def devices(df: pd.DataFrame, max_tv: float) -> list[dict[str, Any]]:
                                    "speed": _xrt(t["xrt"], t["rtf_low"], t["rtf_high"]) + " in aggregate"}
         if r["unverified"]:
             entry["unverified"] = r["unverified"][0]
+        entry["baseline"] = baseline_kernel_note(df, r)
         out.append(entry)
     return out
+
+
+# Below half of the memory's rate, both the baseline's step and its kernel: the kernel is what holds it.
+HELD_BY_KERNEL = 0.5
+
+
+def baseline_kernel_note(df: pd.DataFrame, r: dict[str, Any]) -> str | None:
+    """Where the fp32 baseline's step is held by torch's fp32 kernel rather than by the memory (MKL's
+    product for two rows on an AMD CPU): every speedup of that machine is then partly against the kernel,
+    which whoever reads a 20x should know. None where the baseline is not, or the run cannot tell."""
+    rows = df[(df["machine"] == r["machine"]) & (df["device"] == r["device"]) & (df["preset"] == r["preset"])
+              & (df["seconds"] == r["seconds"]) & df["role"].isin(results.BASELINE_ROLES) & (df["status"] == "ok")]
+    fractions, shares = rows["fraction_of_bandwidth"].dropna(), rows["fp32_matvec_share"].dropna()
+    if fractions.empty or shares.empty:
+        return None
+    fraction, share = float(fractions.median()), float(shares.median())
+    if fraction >= HELD_BY_KERNEL or share >= HELD_BY_KERNEL:
+        return None
+    return (f"the fp32 baseline read its weights at {fraction:.0%} of the memory's rate, held by torch's fp32 "
+            f"matrix-vector kernel, which reads at {share:.0%} of it here: speedups on this machine are partly "
+            "against that kernel (the onednn plugin keeps fp32 and avoids it)")
 
 
 def guide_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -111,6 +133,8 @@ def markdown(df: pd.DataFrame, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATI
             lines.append(f"  - fastest, quality not verified: {d['unverified']}")
         if d["held_back"]:
             lines.append(f"  - fastest held back by the quality bar: {d['held_back']}")
+        if d["baseline"]:
+            lines.append(f"  - baseline: {d['baseline']}")
     summary = guide_summary(verdicts.speedup_rows(df, max_tv))
     lines.append(f"- the guide: {summary['text']}")
     if summary["unmeasured"]:

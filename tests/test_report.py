@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dia_bench.harness.analysis import results
 from tests.conftest import cli, run_cli
 from tests.test_sweep import TINY_SUITE, write_suite
 
@@ -54,6 +55,32 @@ def test_sweep_leaves_an_html_report_and_a_markdown_summary(report_run):
     # best of them, the roofline's bandwidth, at 100% of itself.
     for page in (html, md):
         assert "fp32 matvec" in page and "read kernels" in page and "(100%)" in page
+    # Every ok record carries the fp32 kernel's share, which the answers weigh the baseline against.
+    df = results.load([report_run])
+    assert df.loc[df["status"] == "ok", "fp32_matvec_share"].between(0, 1).all()
+
+
+def test_a_baseline_held_by_its_fp32_kernel_is_said_beside_the_answer():
+    """MKL's fp32 product for two rows read a quarter of the memory's rate on a Zen 5, and the fp32
+    baseline's step a fifth: the answer's speedups are then partly against that kernel, and say so; a
+    baseline near its roofline, or a fast kernel, says nothing."""
+    import pandas as pd
+
+    from dia_bench.reports.answers import baseline_kernel_note
+
+    where = {"machine": "AMD EPYC", "device": "cpu", "preset": "dia-1.6b", "seconds": 0.25}
+
+    def rows(fraction, share):
+        return pd.DataFrame([{**where, "role": role, "status": "ok", "fraction_of_bandwidth": fraction,
+                              "fp32_matvec_share": share} for role in ("baseline-start", "baseline-end")]
+                            + [{**where, "role": "cell", "status": "ok", "fraction_of_bandwidth": 0.9,
+                                "fp32_matvec_share": share}])
+    note = baseline_kernel_note(rows(0.19, 0.24), where)
+    assert "at 19% of the memory's rate" in note and "at 24% of it here" in note and "onednn" in note
+    assert baseline_kernel_note(rows(0.19, 0.9), where) is None  # the kernel is fast: something else holds it
+    assert baseline_kernel_note(rows(0.7, 0.24), where) is None  # near its roofline anyway
+    assert baseline_kernel_note(rows(0.19, None), where) is None  # a machine measured before the kernel
+    assert baseline_kernel_note(rows(0.19, 0.24), {**where, "seconds": 2.0}) is None  # no baseline of that length
 
 
 def test_report_sections_charts_and_verdicts(report_run, tmp_path):

@@ -39,6 +39,11 @@ def _node_name(node: dict[str, Any] | None) -> str | None:
     return f"{node.get('hostname')} {node.get('ip')} ({str(node.get('id'))[:8]})"
 
 
+def _kernel_share(roof: dict[str, Any], kernel: str) -> float | None:
+    rate, best = (roof.get("bandwidth_kernels") or {}).get(kernel), roof.get("bandwidth_cached_gbps")
+    return rate / best if rate and best else None
+
+
 def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
     cell = rec.get("cell", {})
     env = rec.get("env") or {}
@@ -94,6 +99,9 @@ def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]
         "fraction_of_bandwidth": roof.get("fraction_of_bandwidth"),
         "weights_fraction_of_bandwidth": roof.get("weights_fraction_of_bandwidth"),
         "bandwidth_unsteady": bool(roof.get("bandwidth_unsteady")),
+        # torch's fp32 Linear over the same buffers, as a share of the best read kernel: what an fp32 step
+        # can reach at most here (None where the machine's measurement predates that kernel).
+        "fp32_matvec_share": _kernel_share(roof, "fp32 matvec"),
         "roofline_problem": bool(roof.get("problem")),
         "long_form_rtf_repeats": lf.get("rtf_repeats") or [],
         "fixed_seconds_repeats": lf.get("fixed_seconds_repeats") or [],

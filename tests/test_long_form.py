@@ -199,7 +199,7 @@ def test_the_machines_bandwidth_is_measured_again_while_its_probes_disagree(monk
     monkeypatch.setattr(roofline, "bandwidth_probe", lambda device, iters=5: next(readings))
     x = torch.ones(2**20)
     one_kernel = {"sum fp32": lambda: ((lambda: x.sum()), x.nbytes)}
-    monkeypatch.setattr(roofline, "_kernels", lambda device, nbytes: one_kernel)
+    monkeypatch.setattr(roofline, "_kernels", lambda device, nbytes, kept: one_kernel)
     measured = roofline._measure(torch.device("cpu"), iters=1)
     assert measured["attempts"] == 3 and measured["probe_steady"] is True
     assert measured["probes_gbps"] == [40.0, 40.5] and measured["probe_gbps"] == 40.25

@@ -53,9 +53,11 @@ def kernel_rates(rec: dict[str, Any]) -> dict[str, Any] | None:
     """The read kernels a record's roofline took the machine's bandwidth from, in GB/s, each with its share
     of the best: a step reads its weights no faster than the library kernel it calls (fp32 through MKL on
     an AMD CPU read at a fifth of the memory's rate), which a roofline over the memory alone hides."""
+    # Here, not at the top: a run's terminal summary imports this module and has no use for pandas.
+    from dia_bench.harness.analysis.results import read_kernels
+
     roof = rec.get("roofline") or {}
-    kernels = {k: v for k, v in (roof.get("bandwidth_kernels") or {}).items() if v}
-    best = roof.get("bandwidth_cached_gbps") or max(kernels.values(), default=None)
+    best, kernels = read_kernels(roof)
     if not kernels or not best:
         return None
     return {"best": best, "method": roof.get("bandwidth_method") or "",

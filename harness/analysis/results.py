@@ -39,9 +39,16 @@ def _node_name(node: dict[str, Any] | None) -> str | None:
     return f"{node.get('hostname')} {node.get('ip')} ({str(node.get('id'))[:8]})"
 
 
+def read_kernels(roof: dict[str, Any]) -> tuple[float | None, dict[str, float]]:
+    """A record roofline's read kernels that ran, in GB/s, and the best rate the machine's bandwidth was
+    taken from (the cached figure, before the probes scaled it)."""
+    kernels = {k: v for k, v in (roof.get("bandwidth_kernels") or {}).items() if v}
+    return roof.get("bandwidth_cached_gbps") or max(kernels.values(), default=None), kernels
+
+
 def _kernel_share(roof: dict[str, Any], kernel: str) -> float | None:
-    rate, best = (roof.get("bandwidth_kernels") or {}).get(kernel), roof.get("bandwidth_cached_gbps")
-    return rate / best if rate and best else None
+    best, kernels = read_kernels(roof)
+    return kernels[kernel] / best if kernel in kernels and best else None
 
 
 def _row(run: Path, meta: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from torch import nn
 class OneDnnLinear(nn.Module):
     # The packed weight is an opaque mkldnn tensor, kept out of the parameters and buffers on purpose:
     # state_dict, clone and the roofline's generic count do not work on that layout.
-    def __init__(self, linear: nn.Linear, rows_hint: int, packed: torch.Tensor | None = None) -> None:
-        """`packed`: `reorder(linear, rows_hint)`, where it was made already."""
+    def __init__(self, linear: nn.Linear, packed: torch.Tensor) -> None:
+        """`packed`: `reorder(linear, rows_hint)`, made apart so that layers reorder side by side."""
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.dtype = linear.weight.dtype
-        self.packed = self.reorder(linear, rows_hint) if packed is None else packed
+        self.packed = packed
         self.bias = None if linear.bias is None else linear.bias.detach().clone()
 
     @staticmethod

@@ -99,7 +99,7 @@ class Int4(Plugin):
         def prepare(linear: torch.nn.Linear):
             # The weight in the 8da4w kernel's layout, on a thread of its own: the layer itself is made
             # in order (make), since each takes the next index of the operator's table.
-            if not packed or linear.in_features % group:
+            if linear.in_features % group:
                 return None
             bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
             return (linear.in_features, linear.out_features, *w4a8.pack(linear.weight.detach(), group), bias)
@@ -111,7 +111,7 @@ class Int4(Plugin):
             return w4a8.W4A8Linear(None, group, packed=ready) if packed else Int4Linear(linear, group)
 
         with torch.no_grad():
-            replaced, total = swap_linears(pipeline.model, make, prepare=prepare)
+            replaced, total = swap_linears(pipeline.model, make, prepare=prepare if packed else None)
         own_remaining_tensors(pipeline.model)
         self.layers = {"quantized": replaced, "total": total, "left_in_float": dict(skipped)}
         how = (f"{W4A8_KERNEL} ({self.isa}; {self.walk['walk']}; {self.operator}), int8 activations"

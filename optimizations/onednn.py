@@ -43,7 +43,7 @@ class OneDnn(Plugin):
         rows = 2
         with torch.no_grad():
             replaced, total = swap_linears(pipeline.model,
-                                           lambda _name, linear, packed: OneDnnLinear(linear, rows, packed),
+                                           lambda _name, linear, packed: OneDnnLinear(linear, packed),
                                            prepare=lambda linear: OneDnnLinear.reorder(linear, rows))
         own_remaining_tensors(pipeline.model)
         dtype = str(next(pipeline.model.parameters()).dtype).removeprefix("torch.")

@@ -149,7 +149,6 @@ def _machines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-
 def _audio(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Short clips, only for real weights: synthetic audio is noise and not worth the bytes."""
     import soundfile

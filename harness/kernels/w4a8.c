@@ -59,9 +59,9 @@ static inline float half_to_float(uint16_t h) {
 
 /* How the kernel walks its weights, chosen per processor by a short calibration when the library is
  * built (w4a8.py: `calibrate`, stored beside the library), since what fills the memory bus differs by
- * processor and cannot be read from its vendor: on a 2-core Xeon software prefetch made a decode step's
- * GEMVs 4-9% faster, on a 2-core Zen 4 10-27% slower.
- *   near, far: bytes ahead of the current load prefetched into L1 and into L2 (0: none), AVX-512 only;
+ * processor and cannot be read from its vendor: software prefetch made a decode step's GEMVs 4-9% faster on
+ * a 2-core Xeon, 10-27% slower on a 2-core Zen 4 and about 30% faster on a 2-core Zen 3 (AVX2).
+ *   near, far: bytes ahead of the current load prefetched into L1 and into L2 (0: none), SIMD paths only;
  *   streams:   tiles far apart that one thread walks in turn, a group of each (1..MAX_STREAMS): a core
  *              with one stream of loads in flight left a third of the bus idle on that Xeon;
  *   split:     0 gives each thread one contiguous run of tile positions, 1 deals them out in turn.
@@ -79,7 +79,7 @@ void w4a8_set_tuning(int near, int far, int streams, int split) {
 /* The tuning in effect, into out[4]: near, far, streams, split; near and far read 0 on paths that never
  * prefetch. */
 void w4a8_tuning(int *out) {
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if defined(__AVX2__)
     out[0] = tune_near;
     out[1] = tune_far;
 #else
@@ -179,55 +179,84 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
 }
 #define ROWS_PER_PASS 4
 #elif defined(__AVX2__)
+/* AVX2 has 16 registers, too few for a tile's 8 halves of 256 bits in 2 rows: so each row pair walks the
+ * group twice, outputs 0-31 and then 32-63 (the second walk finds its lines in cache). Each maddubs pair
+ * sums u8 codes (<= 15) times s8 inputs (|x| <= 127) to at most 7620, so 4 inputs' worth add up in 16
+ * bits (30480 < 32767) before one madd widens them: that and reading the weights once for both CFG rows
+ * made the GEMVs 1.5x faster in cache on a 2-core Zen 3. From memory the gain there came with software
+ * prefetch (the calibration's to choose): 1.3x over the one-row walk at its best. */
 static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, const int8_t *xq, int64_t k,
                                                               int64_t group, const uint16_t *rs, const uint16_t *lo,
                                                               const float *xs, const float *xsum, int64_t groups,
                                                               int64_t g, float *acc, const int MR, const int near,
                                                               const int far) {
-    /* Eight 256-bit halves of the tile's 4 chunks, one row at a time: AVX2 has 16 registers. */
-    (void)MR;
-    (void)near;
-    (void)far;
-    __m256i iacc[8];
-    for (int h = 0; h < 8; h++) iacc[h] = _mm256_setzero_si256();
     const __m256i nib = _mm256_set1_epi8(0x0F);
     const __m256i ones = _mm256_set1_epi16(1);
     const int8_t *xg = xq + g * group;
-    for (int64_t kk = 0; kk < group / 8; kk++) {
-        const uint8_t *chunk = w + kk * 4 * 64;
-        int32_t a, b;
-        memcpy(&a, xg + kk * 8, 4);
-        memcpy(&b, xg + kk * 8 + 4, 4);
-        const __m256i xa = _mm256_set1_epi32(a), xb = _mm256_set1_epi32(b);
-        for (int h = 0; h < 8; h++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(chunk + h * 32));
-            const __m256i low = _mm256_and_si256(v, nib);
-            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
-            /* maddubs: u8 codes (<= 15) times s8 inputs, pairs summed in 16 bits: at most 3810, no saturation */
-            const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(low, xa), _mm256_maddubs_epi16(high, xb));
-            iacc[h] = _mm256_add_epi32(iacc[h], _mm256_madd_epi16(p, ones));
+    const int64_t steps = group / 8;
+    for (int half = 0; half < 2; half++) {
+        __m256i iacc[2][4];
+        for (int r = 0; r < MR; r++)
+            for (int h = 0; h < 4; h++) iacc[r][h] = _mm256_setzero_si256();
+        for (int64_t k0 = 0; k0 < steps; k0 += 4) {
+            const int64_t k1 = k0 + 4 < steps ? k0 + 4 : steps;
+            __m256i sum16[2][4];
+            for (int r = 0; r < MR; r++)
+                for (int h = 0; h < 4; h++) sum16[r][h] = _mm256_setzero_si256();
+            for (int64_t kk = k0; kk < k1; kk++) {
+                const uint8_t *chunk = w + kk * 4 * 64;
+                if (!half) { /* the first walk fetches ahead for both */
+                    if (far)
+                        for (int line = 0; line < 4; line++)
+                            _mm_prefetch((const char *)(chunk + far + line * 64), _MM_HINT_T1);
+                    if (near)
+                        for (int line = 0; line < 4; line++)
+                            _mm_prefetch((const char *)(chunk + near + line * 64), _MM_HINT_T0);
+                }
+                __m256i xa[2], xb[2];
+                for (int r = 0; r < MR; r++) {
+                    int32_t a, b;
+                    memcpy(&a, xg + r * k + kk * 8, 4);
+                    memcpy(&b, xg + r * k + kk * 8 + 4, 4);
+                    xa[r] = _mm256_set1_epi32(a);
+                    xb[r] = _mm256_set1_epi32(b);
+                }
+                for (int h = 0; h < 4; h++) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(chunk + half * 128 + h * 32));
+                    const __m256i low = _mm256_and_si256(v, nib);
+                    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+                    for (int r = 0; r < MR; r++)
+                        sum16[r][h] = _mm256_add_epi16(sum16[r][h], _mm256_add_epi16(_mm256_maddubs_epi16(low, xa[r]),
+                                                                                     _mm256_maddubs_epi16(high, xb[r])));
+                }
+            }
+            for (int r = 0; r < MR; r++)
+                for (int h = 0; h < 4; h++) iacc[r][h] = _mm256_add_epi32(iacc[r][h], _mm256_madd_epi16(sum16[r][h], ones));
         }
-    }
-    for (int h = 0; h < 8; h++) {
-        float *a = acc + h * 8;
+        for (int h = 0; h < 4; h++) {
+            const int o = (half * 4 + h) * 8; /* the tile's outputs o..o+7 */
 #if defined(__F16C__)
-        const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rs + h * 8)));
-        const __m256 low = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(lo + h * 8)));
+            const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rs + o)));
+            const __m256 low = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(lo + o)));
 #else
-        float rs8[8], lo8[8];
-        for (int j = 0; j < 8; j++) {
-            rs8[j] = half_to_float(rs[h * 8 + j]);
-            lo8[j] = half_to_float(lo[h * 8 + j]);
-        }
-        const __m256 scale = _mm256_loadu_ps(rs8), low = _mm256_loadu_ps(lo8);
+            float rs8[8], lo8[8];
+            for (int j = 0; j < 8; j++) {
+                rs8[j] = half_to_float(rs[o + j]);
+                lo8[j] = half_to_float(lo[o + j]);
+            }
+            const __m256 scale = _mm256_loadu_ps(rs8), low = _mm256_loadu_ps(lo8);
 #endif
-        const __m256 sc = _mm256_mul_ps(scale, _mm256_set1_ps(xs[g]));
-        __m256 f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[h]), sc, _mm256_loadu_ps(a));
-        f = _mm256_fmadd_ps(low, _mm256_set1_ps(xsum[g]), f);
-        _mm256_storeu_ps(a, f);
+            for (int r = 0; r < MR; r++) {
+                float *a = acc + r * TN + o;
+                const __m256 sc = _mm256_mul_ps(scale, _mm256_set1_ps(xs[r * groups + g]));
+                __m256 f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r][h]), sc, _mm256_loadu_ps(a));
+                f = _mm256_fmadd_ps(low, _mm256_set1_ps(xsum[r * groups + g]), f);
+                _mm256_storeu_ps(a, f);
+            }
+        }
     }
 }
-#define ROWS_PER_PASS 1
+#define ROWS_PER_PASS 2
 #else
 static void tile_group(const uint8_t *w, const int8_t *xq, int64_t k, int64_t group, const uint16_t *rs,
                        const uint16_t *lo, const float *xs, const float *xsum, int64_t groups, int64_t g, float *acc,
@@ -261,7 +290,7 @@ void w4a8_matmul(const int8_t *xq, const float *xs, const float *xsum, int64_t m
     const int64_t tile_bytes = k / 2 * TN;
     const int streams = tune_streams, split = tune_split;
     const int64_t spread = (tiles + streams - 1) / streams;
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if defined(__AVX2__)
     const int near = tune_near, far = tune_far;
 #else
     const int near = 0, far = 0;
@@ -287,7 +316,9 @@ void w4a8_matmul(const int8_t *xq, const float *xs, const float *xsum, int64_t m
                         float *a = acc[s];
                         switch (mr) { /* constant row counts, so each case unrolls into registers */
                         case 1: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 1, near, far); break;
-#if ROWS_PER_PASS > 1
+#if ROWS_PER_PASS == 2
+                        default: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 2, near, far); break;
+#else
                         case 2: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 2, near, far); break;
                         case 3: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 3, near, far); break;
                         default: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 4, near, far); break;

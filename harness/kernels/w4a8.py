@@ -56,7 +56,7 @@ def isa(march: str = "native") -> str:
 
 
 def walk(march: str = "native") -> Walk:
-    """The walk in effect now (paths without AVX-512 read no prefetch)."""
+    """The walk in effect now (the plain C path reads no prefetch)."""
     out = (ctypes.c_int * 4)()
     library(march).w4a8_tuning(out)
     return Walk(*out)
@@ -68,7 +68,7 @@ def set_walk(w: Walk, march: str = "native") -> None:
 
 
 def prefetches(march: str = "native") -> bool:
-    """Whether the kernel prefetches its weights in software now: only the AVX-512 path ever does."""
+    """Whether the kernel prefetches its weights in software now: the plain C path never does."""
     w = walk(march)
     return bool(w.near or w.far)
 
@@ -115,7 +115,7 @@ def calibrate(lib: ctypes.CDLL | None = None) -> Calibration:
     x = {k: torch.randn(2, k) for _, k in shapes}
     candidates = [Walk(near, far, streams, split) for near, far in PREFETCH for streams in STREAMS
                   for split in SPLITS]
-    if lib.w4a8_isa().decode() != "avx512-vnni":  # the other paths never prefetch: no distances to choose
+    if lib.w4a8_isa().decode() == "scalar":  # plain C never prefetches: no distances to choose
         candidates = [c for c in candidates if not (c.near or c.far)]
     times: dict[Walk, list[float]] = {c: [] for c in candidates}
     order = list(candidates)

@@ -350,3 +350,18 @@ def test_a_bare_int4_runs_the_fastest_variant_this_machine_runs():
     assert resolve(["int4=64"], "cpu").specs == ["int4=64"]
     assert int4.parse(None) == "128"  # no device named: the class default
     assert get_plugin("dtype").value_on(None, "cpu") == get_plugin("dtype").default
+
+
+def test_a_bare_codec_dtype_keeps_the_codec_in_fp32_on_a_cpu_without_bf16_instructions(tiny_pipeline):
+    """Emulated bf16 convolutions are far slower than fp32 (70x on an AVX2-only Zen 3): a bare codec-dtype
+    casts to bf16 only where the CPU has AVX-512 bf16 or AMX, and on CUDA; its fp32 casts nothing."""
+    from dia_bench.harness.env import cpu_info
+
+    features = cpu_info()["features"]
+    native = features["avx512_bf16"] or features["amx_bf16"]
+    assert resolve(["codec-dtype"], "cpu").specs == ["codec-dtype=bf16" if native else "codec-dtype=fp32"]
+    assert resolve(["codec-dtype"], "cuda").specs == ["codec-dtype=bf16"]
+    assert resolve(["codec-dtype=bf16"], "cpu").specs == ["codec-dtype=bf16"]  # a value given is kept
+    pipe, _ = tiny_pipeline
+    note = get_plugin("codec-dtype").transform(pipe, "fp32")
+    assert {p.dtype for p in pipe.codec.model.parameters()} == {torch.float32} and "float32" in note

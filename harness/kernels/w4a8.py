@@ -34,12 +34,7 @@ def library(march: str = "native") -> ctypes.CDLL:
     """The built kernel, compiled now if this machine has not built this source before, with its walk
     over the weights tuned for this processor (`tuning`). `march` other than native builds the paths
     other processors take (haswell: AVX2; x86-64: plain C), for tests; those keep the untuned walk."""
-    lib = build(SOURCE, "8da4w", march)
-    lib.w4a8_isa.restype = ctypes.c_char_p
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.w4a8_linear.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr]
-    lib.w4a8_set_tuning.argtypes = [ctypes.c_int] * 4
-    lib.w4a8_tuning.argtypes = [ptr]
+    lib = declare(build(SOURCE, "8da4w", march))
     if march == "native":
         chosen = load_or_calibrate(library_path(SOURCE, compiler(), march), lambda: calibrate(lib))
         lib.w4a8_set_tuning(*chosen.walk.args)
@@ -48,6 +43,16 @@ def library(march: str = "native") -> ctypes.CDLL:
 
 
 _CHOSEN: dict[str, Calibration] = {}
+
+
+def declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """`lib` with the C signatures of the kernel's entry points declared (a build of any w4a8.c)."""
+    lib.w4a8_isa.restype = ctypes.c_char_p
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.w4a8_linear.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr]
+    lib.w4a8_set_tuning.argtypes = [ctypes.c_int] * 4
+    lib.w4a8_tuning.argtypes = [ptr]
+    return lib
 
 
 def isa(march: str = "native") -> str:

@@ -1,23 +1,29 @@
 """One compiled int4=8da4w decode step two ways, taking turns in one process: the 8da4w kernel's walk as
 calibrated on this processor and the untuned walk (`--compare walk`), its software prefetch on and off
-(`--compare prefetch`), its weights in 4 KB and in 2 MB pages (`--compare pages`), or the kernels'
-operators in C++ and in Python (`--compare operator`).
+(`--compare prefetch`), its weights in 4 KB and in 2 MB pages (`--compare pages`), the kernels'
+operators in C++ and in Python (`--compare operator`), or the kernel built from this checkout's w4a8.c
+and from another (`--compare source --other OLD.c`, e.g. `git show REV:harness/kernels/w4a8.c > OLD.c`;
+each with the walk calibrated for its own build).
 
-    python -m tests.bench.step_ab --compare walk|prefetch|pages|operator [--rounds 6] [--seconds 2]
+    python -m tests.bench.step_ab --compare walk|prefetch|pages|operator|source [--other OLD.c]
+                                  [--rounds 6] [--seconds 2]
 
 These VMs' memory bandwidth jumps (a Zen 4 read 35 and 67 GB/s seconds apart), so two runs of
 `dia-bench run` compare episodes rather than settings: here each round runs both, in alternating order,
-with a bandwidth probe before and after each request. Prints each request's step p50 and the probes, and
-the median over rounds. dia-1.6b synthetic, `int4=8da4w-128 engine=static compile kv-cache=bf16
-codec-dtype=bf16`, the medium text. Not a unit test.
+with a bandwidth probe before and after each request. Prints each request's step p50, the probes and the
+step's weight reads as a share of the slower probe's rate, and the median over rounds. dia-1.6b
+synthetic, `int4=8da4w-128 engine=static compile kv-cache=bf16 codec-dtype=bf16`, the medium text. Not a
+unit test.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -25,10 +31,11 @@ from dia_bench.harness import env
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.driver.suite import load_texts
 from dia_bench.harness.kernels import w4a8
-from dia_bench.harness.kernels.tuning import Walk
+from dia_bench.harness.kernels.builder import build, compiler, library_path
+from dia_bench.harness.kernels.tuning import Walk, load_or_calibrate
 from dia_bench.harness.runtime import hugepages
 from dia_bench.harness.worker.measure import load_pipeline, sampling_of
-from dia_bench.harness.worker.roofline import bandwidth_probe
+from dia_bench.harness.worker.roofline import bandwidth_probe, decode_step_weight_bytes
 from dia_bench.optimizations.registry import apply_plan, resolve
 
 PLUGINS = ["int4=8da4w-128", "engine=static", "compile", "kv-cache=bf16", "codec-dtype=bf16"]
@@ -72,16 +79,38 @@ def _operator_switch() -> dict[str, Callable[[], None]]:
     return {"C++": native, "Python": python}
 
 
+def _source_switch(other: Path) -> dict[str, Callable[[], None]]:
+    """The C++ operator calling this checkout's kernel or one built from `other`, each with its own walk."""
+    native, how = w4a8.operator()
+    if native is None:
+        raise SystemExit(f"the operator runs in Python here ({how}): only the C++ one can switch kernels")
+    lib = w4a8.declare(build(other, "8da4w (other source)"))
+    w4a8.library()  # this checkout's walk is set before the other library is calibrated
+    other_walk = load_or_calibrate(library_path(other, compiler(), "native"), lambda: w4a8.calibrate(lib)).walk
+    lib.w4a8_set_tuning(*other_walk.args)
+    print(f"walks: this checkout {w4a8.walk().describe()}; {other.name} {other_walk.describe()}")
+
+    def use(kernel: ctypes.CDLL) -> Callable[[], None]:
+        return lambda: native.w4a8_linear_set_kernel(ctypes.cast(kernel.w4a8_linear, ctypes.c_void_p))
+
+    return {"this checkout": use(w4a8.library()), other.name: use(lib)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", choices=("walk", "prefetch", "pages", "operator"), required=True)
+    parser.add_argument("--compare", choices=("walk", "prefetch", "pages", "operator", "source"), required=True)
+    parser.add_argument("--other", type=Path, help="the other w4a8.c, for --compare source")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
     cell = Cell(plugins=PLUGINS, text=load_texts()["medium"], seconds=args.seconds)
     pipe, _ = load_pipeline(cell)
     apply_plan(pipe, resolve(cell.plugins, "cpu"), "cpu")
-    if args.compare == "pages":
+    if args.compare == "source":
+        if args.other is None or not args.other.is_file():
+            parser.error("--compare source needs --other, a w4a8.c to build (e.g. from git show)")
+        ways = _source_switch(args.other.resolve())
+    elif args.compare == "pages":
         ways = _page_switch()
     elif args.compare == "operator":
         ways = _operator_switch()
@@ -92,6 +121,7 @@ def main() -> None:
     else:
         ways = {"prefetch": lambda: w4a8.set_prefetch(True), "no prefetch": lambda: w4a8.set_prefetch(False)}
     sampling, cpu = sampling_of(cell), torch.device("cpu")
+    weight_bytes = decode_step_weight_bytes(pipe.model)
     for _ in range(2):  # the compile, then a warm request
         pipe.run(cell.request_texts, cell.frames, sampling, cell.seed)
     print(f"cpu: {env.cpu_info()['model']}  threads: {torch.get_num_threads()}  comparing: {', '.join(ways)}")
@@ -103,7 +133,9 @@ def main() -> None:
             out = pipe.run(cell.request_texts, cell.frames, sampling, cell.seed)
             after = bandwidth_probe(cpu)
             steps[name].append(statistics.median(out.times.step_latencies_s) * 1e3)
-            print(f"round {r} {name:>12}: step p50 {steps[name][-1]:.2f} ms  probes {before:.1f} -> {after:.1f} GB/s")
+            share = weight_bytes / (steps[name][-1] / 1e3) / (min(before, after) * 1e9)
+            print(f"round {r} {name:>12}: step p50 {steps[name][-1]:.2f} ms  probes {before:.1f} -> {after:.1f} GB/s"
+                  f"  weights at {share:.0%} of the slower probe")
     for name, got in steps.items():
         print(f"{name:>12}: median step p50 {statistics.median(got):.2f} ms over {len(got)} requests")
     (one, first), (other, second) = steps.items()

@@ -68,8 +68,9 @@ def tests(session: nox.Session) -> None:
     if os.environ.get("GITHUB_ACTIONS") == "true":
         # Its build downloads the actionlint binary from GitHub: only where GitHub is surely reachable.
         session.install("-e", ".[actionlint]", f"--constraint={_torch_constraint(session)}")
-    # The slowest tests named in every log: the test command must stay within about 11 minutes on 2 cores.
-    session.run("pytest", "-q", "--durations=15", *session.posargs,
+    # The slowest tests named in every log: the test command must stay within about 11 minutes on 2 cores,
+    # and how far it is from that differs by CPU (a Zen 3 took half again a Zen 5's time).
+    session.run("pytest", "-q", "--durations=40", *session.posargs,
                 env={"DIA_BENCH_CACHE": os.path.join(session.create_tmp(), "cache")})
 
 

@@ -12,7 +12,7 @@ These VMs' memory bandwidth jumps (a Zen 4 read 35 and 67 GB/s seconds apart), s
 `dia-bench run` compare episodes rather than settings: here each round runs both, in alternating order,
 with a bandwidth probe before and after each request. Prints each request's step p50, the probes and the
 step's weight reads as a share of the slower probe's rate, and the median over rounds. dia-1.6b
-synthetic, `int4=8da4w-128 engine=static compile kv-cache=bf16 codec-dtype=bf16`, the medium text. Not a
+synthetic, `int4=8da4w-128 engine=static compile kv-cache=bf16 codec-dtype`, the medium text. Not a
 unit test.
 """
 
@@ -38,7 +38,7 @@ from dia_bench.harness.worker.measure import load_pipeline, sampling_of
 from dia_bench.harness.worker.roofline import bandwidth_probe, decode_step_weight_bytes
 from dia_bench.optimizations.registry import apply_plan, resolve
 
-PLUGINS = ["int4=8da4w-128", "engine=static", "compile", "kv-cache=bf16", "codec-dtype=bf16"]
+PLUGINS = ["int4=8da4w-128", "engine=static", "compile", "kv-cache=bf16", "codec-dtype"]
 
 
 def _page_switch() -> dict[str, Callable[[], None]]:

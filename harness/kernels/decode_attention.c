@@ -95,14 +95,25 @@ ATTEND(attend_f32, float, from_f32)
 ATTEND(attend_bf16, uint16_t, from_bf16)
 
 /* Dia's heads are 128 wide. For them, a head's 128 numbers are 8 vectors of 16 (GCC's vector extensions:
-   AVX-512 registers here, pairs of AVX2 registers elsewhere), and the loops are arranged for the
+   AVX-512 registers), or 16 vectors of 8 with AVX2 only, and the loops are arranged for the
    processor rather than left to the vectorizer, which made the generic body compute-bound at 2 cores
    (one dependent chain of multiply-adds per dot product, a bf16 cache slower than an fp32 one):
    - a key is widened once and multiplied by every query of the group (up to 4 chains at once), and
      two keys go together when the group is one query (cross-attention);
    - each query's output stays in registers while the values stream past, two queries at a time. */
-typedef float vec16 __attribute__((vector_size(64)));
+#if defined(__AVX512F__) || !defined(__AVX2__)
+typedef float vecf __attribute__((vector_size(64)));
+typedef int32_t lanei __attribute__((vector_size(64)));
 #define LANES 16
+#else
+/* With AVX2 only, a vector is one 256-bit register: GCC split 64-byte vectors into pairs that it moved
+   through the stack. On a 2-core Zen 3 that made 18 layers' self-attention over 20 s of bf16 cache take
+   41.5 ms, and 10.8 ms with 8-lane vectors. */
+#include <immintrin.h>
+typedef float vecf __attribute__((vector_size(32)));
+typedef int32_t lanei __attribute__((vector_size(32)));
+#define LANES 8
+#endif
 #define WIDE 128
 #define CHUNKS (WIDE / LANES)
 
@@ -111,8 +122,8 @@ typedef float vec16 __attribute__((vector_size(64)));
    where zero-extending and shifting took two), which leaves each 128-bit lane's numbers in two halves.
    A dot product does not care about the order as long as the query is laid out the same way, and the
    outputs are put back in order once a head. */
-static inline vec16 widen_f32(const float *row, int c) {
-    vec16 v;
+static inline vecf widen_f32(const float *row, int c) {
+    vecf v;
     memcpy(&v, row + c * LANES, sizeof v);
     return v;
 }
@@ -122,7 +133,7 @@ static inline int place_f32(int c, int j) { return c * LANES + j; }
 #if defined(__AVX512F__) || !defined(__AVX2__)
 typedef uint16_t half32 __attribute__((vector_size(64)));
 
-static inline vec16 widen_bf16(const uint16_t *row, int c) {
+static inline vecf widen_bf16(const uint16_t *row, int c) {
     half32 h, w;
     memcpy(&h, row + (c / 2) * 32, sizeof h);
     const half32 zero = {0};
@@ -132,39 +143,39 @@ static inline vec16 widen_bf16(const uint16_t *row, int c) {
     else
         w = __builtin_shuffle(zero, h, (half32){0, 32, 1, 33, 2, 34, 3, 35, 8, 40, 9, 41, 10, 42, 11, 43,
                                                 16, 48, 17, 49, 18, 50, 19, 51, 24, 56, 25, 57, 26, 58, 27, 59});
-    vec16 v;
+    vecf v;
     memcpy(&v, &w, sizeof v);
     return v;
 }
 
 static inline int place_bf16(int c, int j) { return (c / 2) * 32 + (c % 2) * 4 + (j / 4) * 8 + j % 4; }
 #else
-/* With AVX2 only, GCC splits the 64-byte shuffle above into a scalar move a number (bf16 then ran 3x
-   slower than fp32 on a Zen 3): here a vector's 16 numbers are one 32-byte load, widened by AVX2's own
-   unpacks, which interleave within 128-bit lanes: the low unpack holds numbers 0-3 and 8-11, the high
-   one 4-7 and 12-15. */
-#include <immintrin.h>
-
-static inline vec16 widen_bf16(const uint16_t *row, int c) {
-    const __m256i h = _mm256_loadu_si256((const __m256i *)(row + c * LANES)), zero = _mm256_setzero_si256();
-    const __m256i parts[2] = {_mm256_unpacklo_epi16(zero, h), _mm256_unpackhi_epi16(zero, h)};
-    vec16 v;
-    memcpy(&v, parts, sizeof v);
+/* With AVX2 only, a vector's 8 numbers are one 16-byte load widened by unpacking with zeros (GCC had split a
+   64-byte shuffle into a scalar move a number: bf16 ran 3x slower than fp32 on a Zen 3), in order. */
+static inline vecf widen_bf16(const uint16_t *row, int c) {
+    const __m128i h = _mm_loadu_si128((const __m128i *)(row + c * LANES)), zero = _mm_setzero_si128();
+    const __m256i w = _mm256_set_m128i(_mm_unpackhi_epi16(zero, h), _mm_unpacklo_epi16(zero, h));
+    vecf v;
+    memcpy(&v, &w, sizeof v);
     return v;
 }
 
-static inline int place_bf16(int c, int j) { return c * LANES + (j / 8) * 4 + ((j / 4) % 2) * 8 + j % 4; }
+static inline int place_bf16(int c, int j) { return c * LANES + j; }
 #endif
 
-typedef int32_t lane16 __attribute__((vector_size(64)));
-
-/* The 16 lanes summed as a tree of halves: four dependent adds, where a plain loop is sixteen (C keeps
-   the order of a float sum as written). */
-static inline float total(vec16 v) {
-    v += __builtin_shuffle(v, (lane16){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
-    v += __builtin_shuffle(v, (lane16){4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
-    v += __builtin_shuffle(v, (lane16){2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
-    v += __builtin_shuffle(v, (lane16){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
+/* The lanes summed as a tree of halves: four dependent adds (three for AVX2's 8), where a plain loop is
+   sixteen (C keeps the order of a float sum as written). */
+static inline float total(vecf v) {
+#if LANES == 16
+    v += __builtin_shuffle(v, (lanei){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    v += __builtin_shuffle(v, (lanei){4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
+    v += __builtin_shuffle(v, (lanei){2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
+    v += __builtin_shuffle(v, (lanei){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
+#else
+    v += __builtin_shuffle(v, (lanei){4, 5, 6, 7, 0, 1, 2, 3});
+    v += __builtin_shuffle(v, (lanei){2, 3, 0, 1, 6, 7, 4, 5});
+    v += __builtin_shuffle(v, (lanei){1, 0, 3, 2, 5, 4, 7, 6});
+#endif
     return v[0];
 }
 
@@ -174,14 +185,14 @@ static inline float total(vec16 v) {
 #define ATTEND_128(NAME, T, WIDEN, PLACE, G)                                                               \
     static void NAME(const float *q, const T *k, const T *v, const float *m, float *o, float *s,          \
                      int64_t length, float scale) {                                                       \
-        vec16 qv[G][CHUNKS];                                                                              \
+        vecf qv[G][CHUNKS];                                                                              \
         for (int g = 0; g < G; g++)                                                                       \
             for (int c = 0; c < CHUNKS; c++)                                                              \
                 for (int j = 0; j < LANES; j++) qv[g][c][j] = q[g * WIDE + PLACE(c, j)] * scale;          \
         int64_t t = 0;                                                                                    \
         if (G == 1)                                                                                       \
             for (; t + 1 < length; t += 2) {                                                              \
-                vec16 a = {0}, b = {0};                                                                   \
+                vecf a = {0}, b = {0};                                                                   \
                 for (int c = 0; c < CHUNKS; c++) {                                                        \
                     a += qv[0][c] * WIDEN(k + t * WIDE, c);                                               \
                     b += qv[0][c] * WIDEN(k + (t + 1) * WIDE, c);                                         \
@@ -190,10 +201,10 @@ static inline float total(vec16 v) {
                 s[t + 1] = total(b) + m[t + 1];                                                           \
             }                                                                                             \
         for (; t < length; t++) {                                                                         \
-            vec16 acc[G];                                                                                 \
-            for (int g = 0; g < G; g++) acc[g] = (vec16){0};                                              \
+            vecf acc[G];                                                                                 \
+            for (int g = 0; g < G; g++) acc[g] = (vecf){0};                                              \
             for (int c = 0; c < CHUNKS; c++) {                                                            \
-                vec16 kc = WIDEN(k + t * WIDE, c);                                                        \
+                vecf kc = WIDEN(k + t * WIDE, c);                                                        \
                 for (int g = 0; g < G; g++) acc[g] += qv[g][c] * kc;                                      \
             }                                                                                             \
             for (int g = 0; g < G; g++) s[g * length + t] = total(acc[g]) + m[t];                         \
@@ -202,10 +213,10 @@ static inline float total(vec16 v) {
         for (int g = 0; g < G; g += 2) {                                                                  \
             const int two = g + 1 < G;                                                                    \
             const float *p0 = s + g * length, *p1 = s + (g + two) * length;                               \
-            vec16 o0[CHUNKS] = {{0}}, o1[CHUNKS] = {{0}};                                                 \
+            vecf o0[CHUNKS] = {{0}}, o1[CHUNKS] = {{0}};                                                 \
             for (int64_t u = 0; u < length; u++) {                                                        \
                 for (int c = 0; c < CHUNKS; c++) {                                                        \
-                    vec16 vt = WIDEN(v + u * WIDE, c);                                                    \
+                    vecf vt = WIDEN(v + u * WIDE, c);                                                    \
                     o0[c] += p0[u] * vt;                                                                  \
                     if (two) o1[c] += p1[u] * vt;                                                         \
                 }                                                                                         \

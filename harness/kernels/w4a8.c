@@ -129,6 +129,16 @@ void w4a8_quantize_rows(const float *x, int64_t m_rows, int64_t k, int64_t group
     }
 }
 
+#if defined(__AVX2__)
+/* A chunk's 4 lines, `far` bytes ahead into L2 and `near` ahead into L1 (0: none; see w4a8_set_tuning). */
+static inline __attribute__((always_inline)) void prefetch_chunk(const uint8_t *chunk, const int near, const int far) {
+    if (far)
+        for (int line = 0; line < 4; line++) _mm_prefetch((const char *)(chunk + far + line * 64), _MM_HINT_T1);
+    if (near)
+        for (int line = 0; line < 4; line++) _mm_prefetch((const char *)(chunk + near + line * 64), _MM_HINT_T0);
+}
+#endif
+
 /* One group of one tile for rows m0..m0+MR-1: integer dot products, then into the float sums. */
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, const int8_t *xq, int64_t k,
@@ -143,10 +153,7 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
     const int8_t *xg = xq + g * group;
     for (int64_t kk = 0; kk < group / 8; kk++) {
         const uint8_t *chunk = w + kk * 4 * 64;
-        if (far) /* see w4a8_set_tuning */
-            for (int line = 0; line < 4; line++) _mm_prefetch((const char *)(chunk + far + line * 64), _MM_HINT_T1);
-        if (near)
-            for (int line = 0; line < 4; line++) _mm_prefetch((const char *)(chunk + near + line * 64), _MM_HINT_T0);
+        prefetch_chunk(chunk, near, far);
         __m512i xa[4], xb[4];
         for (int r = 0; r < MR; r++) {
             int32_t a, b;
@@ -205,14 +212,8 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
                 for (int h = 0; h < 4; h++) sum16[r][h] = _mm256_setzero_si256();
             for (int64_t kk = k0; kk < k1; kk++) {
                 const uint8_t *chunk = w + kk * 4 * 64;
-                if (!half) { /* the first walk fetches ahead for both */
-                    if (far)
-                        for (int line = 0; line < 4; line++)
-                            _mm_prefetch((const char *)(chunk + far + line * 64), _MM_HINT_T1);
-                    if (near)
-                        for (int line = 0; line < 4; line++)
-                            _mm_prefetch((const char *)(chunk + near + line * 64), _MM_HINT_T0);
-                }
+                if (!half) /* the first walk fetches ahead for both */
+                    prefetch_chunk(chunk, near, far);
                 __m256i xa[2], xb[2];
                 for (int r = 0; r < MR; r++) {
                     int32_t a, b;

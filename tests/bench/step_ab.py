@@ -103,12 +103,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
+    if args.compare == "source" and (args.other is None or not args.other.is_file()):
+        parser.error("--compare source needs --other, a w4a8.c to build (e.g. from git show)")
     cell = Cell(plugins=PLUGINS, text=load_texts()["medium"], seconds=args.seconds)
     pipe, _ = load_pipeline(cell)
     apply_plan(pipe, resolve(cell.plugins, "cpu"), "cpu")
     if args.compare == "source":
-        if args.other is None or not args.other.is_file():
-            parser.error("--compare source needs --other, a w4a8.c to build (e.g. from git show)")
         ways = _source_switch(args.other.resolve())
     elif args.compare == "pages":
         ways = _page_switch()

@@ -70,8 +70,20 @@ def tests(session: nox.Session) -> None:
         session.install("-e", ".[actionlint]", f"--constraint={_torch_constraint(session)}")
     # The slowest tests named in every log: the test command must stay within about 11 minutes on 2 cores,
     # and how far it is from that differs by CPU (a Zen 3 took half again a Zen 5's time).
-    session.run("pytest", "-q", "--durations=40", *session.posargs,
-                env={"DIA_BENCH_CACHE": os.path.join(session.create_tmp(), "cache")})
+    session.run("pytest", "-q", "--durations=40", *_parallel_args(), *session.posargs,
+                env={"DIA_BENCH_CACHE": os.path.join(session.create_tmp(), "cache"),
+                     # Tests time nothing, and OpenMP threads spinning while they wait would take the core
+                     # the other test process needs (on 2 cores: 2.5x the CPU time, slower than one at a time).
+                     "OMP_WAIT_POLICY": "passive"})
+
+
+def _parallel_args() -> list[str]:
+    """pytest-xdist's processes for the tests: a test's cell mostly keeps one core busy (tiny matrices, a
+    process starting, a compiler), so two test processes on 2 cores take about half the time of one. A file
+    stays in one process, so a module's fixtures (the Ray cluster, a long-form run) are made once;
+    DIA_BENCH_CACHE is shared, and every write to it is atomic or locked, as it is for a sweep's workers."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return ["-n", str(min(cores, 4)), "--dist", "loadfile"] if cores >= 2 else []
 
 
 @nox.session(name="tests-slow", python=PYTHON)

@@ -95,14 +95,20 @@ class Int4(Plugin):
             self.walk = w4a8.tuning()  # calibrated at the library's first use on this processor
             self.operator = w4a8.operator()[1]
         skipped: Counter[str] = Counter()
+        cached, fresh, path = self._cached_packing(pipeline, group) if packed else (None, {}, None)
+        names = {id(m): n for n, m in pipeline.model.named_modules()}
 
         def prepare(linear: torch.nn.Linear):
             # The weight in the 8da4w kernel's layout, on a thread of its own: the layer itself is made
             # in order (make), since each takes the next index of the operator's table.
             if linear.in_features % group:
                 return None
+            if cached is not None:
+                return cached[names[id(linear)]]
             bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
-            return (linear.in_features, linear.out_features, *w4a8.pack(linear.weight.detach(), group), bias)
+            fresh[names[id(linear)]] = ready = (linear.in_features, linear.out_features,
+                                                *w4a8.pack(linear.weight.detach(), group), bias)
+            return ready
 
         def make(name: str, linear: torch.nn.Linear, ready) -> torch.nn.Module | None:
             if linear.in_features % group:
@@ -113,13 +119,48 @@ class Int4(Plugin):
         with torch.no_grad():
             replaced, total = swap_linears(pipeline.model, make, prepare=prepare if packed else None)
         own_remaining_tensors(pipeline.model)
+        if path is not None and cached is None:
+            from dia_bench.optimizations import _w4a8_cache
+
+            _w4a8_cache.save(fresh, path)
+            if self.cache_state.startswith("off"):
+                self.cache_state = "miss: packed here and written"
         self.layers = {"quantized": replaced, "total": total, "left_in_float": dict(skipped)}
         how = (f"{W4A8_KERNEL} ({self.isa}; {self.walk['walk']}; {self.operator}), int8 activations"
                if packed else f"{KERNEL}, bf16 activations")
         note = f"{replaced} of {total} Linear layers int4 (group size {group}, kernel {how})"
+        if packed:
+            note += f"; packed weights: {self.cache_state}"
         if skipped:
             note += "; left in float: " + ", ".join(f"{n} ({why})" for why, n in skipped.items())
         return note
+
+    def _cached_packing(self, pipeline, group: int) -> tuple[dict | None, dict, Any]:
+        """(the packed layers read from the cache or None, a dict for those packed here, the entry's path
+        or None); sets cache_state."""
+        import torch
+
+        from dia_bench.optimizations import _w4a8_cache
+
+        self.cache_state = "off: the checkpoint's digest is unknown"
+        if not pipeline.weights_id:
+            return None, {}, None
+        linears = [m for m in pipeline.model.modules() if type(m) is torch.nn.Linear]
+        dtype = "+".join(sorted({str(m.weight.dtype).removeprefix("torch.") for m in linears}))
+        path = _w4a8_cache.entry_path(pipeline.weights_id, group, dtype)
+        if not path.is_file():
+            self.cache_state = "miss: packed here and written"
+            return None, {}, path
+        expected = {n: (m.in_features, m.out_features, m.bias is not None) for n, m in pipeline.model.named_modules()
+                    if type(m) is torch.nn.Linear and m.in_features % group == 0}
+        try:
+            cached = _w4a8_cache.load(path, expected, group)
+        except _w4a8_cache.StaleEntry as exc:
+            path.unlink(missing_ok=True)
+            self.cache_state = f"rebuilt: the entry could not serve ({exc})"
+            return None, {}, path
+        self.cache_state = "hit"
+        return cached, {}, path
 
     def _torchao(self, pipeline, group: int) -> str:
         from torch import nn
@@ -137,7 +178,8 @@ class Int4(Plugin):
                     "kernel": W4A8_KERNEL, "kernel_isa": getattr(self, "isa", None),
                     "kernel_prefetch": getattr(self, "prefetch", None), "kernel_walk": getattr(self, "walk", None),
                     "kernel_operator": getattr(self, "operator", None),
-                    "kernel_activations": "int8, per row and group of inputs"}
+                    "kernel_activations": "int8, per row and group of inputs",
+                    "packed_weights_cache": getattr(self, "cache_state", None)}
         return {"linear_kinds": linear_kinds(pipeline.model), "layers": getattr(self, "layers", None),
                 "kernel": "torchao int4" if pipeline.device.type == "cuda" else KERNEL,
                 "kernel_activations": "bfloat16"}

@@ -340,6 +340,45 @@ def test_int8_weights_are_quantized_once_and_a_bad_entry_is_rebuilt(tmp_path):
     assert third["audio_sha256"] == first["audio_sha256"]
 
 
+def test_8da4w_weights_are_packed_once_and_a_bad_entry_is_rebuilt(tmp_path):
+    from dia_bench.optimizations import _w4a8_cache
+
+    shutil.copytree(os.environ["DIA_BENCH_CACHE"], tmp_path, dirs_exist_ok=True,
+                    ignore=lambda folder, names: [n for n in names if n in ("quantized", "inductor", "ray-runs")])
+    env = {"DIA_BENCH_CACHE": str(tmp_path)}
+    cell = tiny_cell(plugins=["int4=8da4w-32"], fidelity=False)
+    first = run_isolated(cell, timeout_s=300, extra_env=env)
+    second = run_isolated(cell, timeout_s=300, extra_env=env)
+    assert first["status"] == second["status"] == "ok", (first.get("reason"), second.get("reason"))
+    reports = [r["plugin_reports"]["int4=8da4w-32"] for r in (first, second)]
+    assert reports[0]["packed_weights_cache"].startswith("miss") and reports[1]["packed_weights_cache"] == "hit"
+    assert reports[0]["layers"] == reports[1]["layers"] and reports[1]["layers"]["quantized"] > 0
+    # The same codes, scales and lows: the same seed gives the same audio, sample for sample.
+    assert first["audio_sha256"] == second["audio_sha256"]
+    entries = list((tmp_path / "quantized").rglob("*8da4w*.safetensors"))
+    expected = _w4a8_cache.entry_path(first["weights"]["model"]["content_hash"], 32, "float32").name
+    assert [e.name for e in entries] == [expected]
+    entries[0].write_bytes(entries[0].read_bytes()[:-100])  # cut short, as by a full disk
+    third = run_isolated(cell, timeout_s=300, extra_env=env)
+    assert third["status"] == "ok"
+    assert third["plugin_reports"]["int4=8da4w-32"]["packed_weights_cache"].startswith("rebuilt")
+    assert third["audio_sha256"] == first["audio_sha256"]
+
+
+def test_an_8da4w_entry_of_another_layout_is_refused_before_the_kernel_reads_it(tmp_path):
+    """A buffer of the wrong size would be read past its end by the kernel: the entry is stale instead."""
+    from dia_bench.optimizations import _w4a8_cache
+
+    path = tmp_path / "entry.safetensors"
+    codes, scales, lows = torch.zeros(64 * 256 // 2, dtype=torch.uint8), *torch.zeros(2, 1, 8, 64).half()
+    _w4a8_cache.save({"a": (256, 64, codes, scales, lows, None)}, path)
+    assert set(_w4a8_cache.load(path, {"a": (256, 64, False)}, 32)) == {"a"}
+    with pytest.raises(_w4a8_cache.StaleEntry, match="layout"):
+        _w4a8_cache.load(path, {"a": (256, 64, False)}, 64)  # 4 groups a row, not 8
+    with pytest.raises(_w4a8_cache.StaleEntry, match="do not match"):
+        _w4a8_cache.load(path, {"a": (256, 128, False)}, 32)
+
+
 def test_a_bare_int4_runs_the_fastest_variant_this_machine_runs():
     """dia-bench's 8da4w kernel where it builds here, torch's weight-only int4 otherwise; torchao's on CUDA.
     A value given is kept as given."""

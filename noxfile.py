@@ -81,7 +81,11 @@ def _parallel_args() -> list[str]:
     """pytest-xdist's processes for the tests: a test's cell mostly keeps one core busy (tiny matrices, a
     process starting, a compiler), so two test processes on 2 cores take about half the time of one. A file
     stays in one process, so a module's fixtures (the Ray cluster, a long-form run) are made once;
-    DIA_BENCH_CACHE is shared, and every write to it is atomic or locked, as it is for a sweep's workers."""
+    DIA_BENCH_CACHE is shared, and every write to it is atomic or locked, as it is for a sweep's workers.
+    One process where an NVIDIA GPU is present: its tests read the GPU's memory through NVML, which counts
+    every process on the GPU, and would count the other test process's."""
+    if os.path.exists("/dev/nvidiactl"):
+        return []
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return ["-n", str(min(cores, 4)), "--dist", "loadfile"] if cores >= 2 else []
 

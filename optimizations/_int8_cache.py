@@ -11,26 +11,19 @@ rebuilt, never used.
 
 from __future__ import annotations
 
-import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
+from dia_bench.optimizations import _cache_entry
+from dia_bench.optimizations._cache_entry import StaleEntry
+
 FORMAT = 1
 
 
-class StaleEntry(Exception):
-    """The entry cannot serve this model: rebuild it."""
-
-
 def entry_path(weights_id: str) -> Path:
-    from dia_bench.harness.caches import versions_key
-    from dia_bench.harness.paths import cache_dir
-
-    digest = weights_id.removeprefix("sha256:")
-    return cache_dir() / "quantized" / versions_key() / f"{digest}-int8-dynamic.safetensors"
+    return _cache_entry.entry_path(weights_id, "int8-dynamic")
 
 
 def _dynamic_linears(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -38,8 +31,6 @@ def _dynamic_linears(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]
 
 
 def save(model: torch.nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
     tensors: dict[str, torch.Tensor] = {}
     layers = []
     for name, m in _dynamic_linears(model):
@@ -50,10 +41,7 @@ def save(model: torch.nn.Module, path: Path) -> None:
         if b is not None:
             tensors[f"{name}.bias"] = b.detach().contiguous()
         layers.append([name, m.in_features, m.out_features, b is not None])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": str(FORMAT), "layers": json.dumps(layers)})
-    os.replace(tmp, path)
+    _cache_entry.write(tensors, layers, FORMAT, path)
 
 
 def _packed(fan_in: int, fan_out: int, q: torch.Tensor, bias: torch.Tensor | None) -> torch.nn.Module:
@@ -65,36 +53,22 @@ def _packed(fan_in: int, fan_out: int, q: torch.Tensor, bias: torch.Tensor | Non
 
 def load_into(model: torch.nn.Module, path: Path) -> int:
     """Replace the model's fp32 Linear layers by the entry's int8 ones; the number replaced."""
-    from safetensors import safe_open
-
-    from dia_bench.harness.weights_dir import check_safetensors
-
-    try:
-        check_safetensors(path)
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            if meta.get("format") != str(FORMAT):
-                raise StaleEntry(f"format {meta.get('format')!r}, this dia-bench writes {FORMAT}")
-            layers = json.loads(meta["layers"])
-            modules = dict(model.named_modules())
-            read = []
-            for name, fan_in, fan_out, has_bias in layers:
-                old = modules.get(name)
-                if type(old) is not torch.nn.Linear or (old.in_features, old.out_features) != (fan_in, fan_out) \
-                        or (old.bias is not None) != has_bias:
-                    raise StaleEntry(f"layer {name} does not match the model")
-                q = torch._make_per_tensor_quantized_tensor(
-                    fh.get_tensor(f"{name}.int8"), float(fh.get_tensor(f"{name}.scale")),
-                    int(fh.get_tensor(f"{name}.zero_point")))
-                read.append((name, fan_in, fan_out, q, fh.get_tensor(f"{name}.bias") if has_bias else None))
-            # fbgemm packs a layer on one core, and packing is most of a load (17 of 19 s on dia-1.6b):
-            # layers packed side by side on every core torch may use (1.75x on 2 cores; it frees the GIL).
-            with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
-                built = list(pool.map(lambda layer: (layer[0], _packed(*layer[1:])), read))
-    except StaleEntry:
-        raise
-    except Exception as exc:  # a file cut short or damaged: the safetensors reader says how
-        raise StaleEntry(f"{type(exc).__name__}: {exc}") from None
+    with _cache_entry.reading(path, FORMAT) as (fh, layers):
+        modules = dict(model.named_modules())
+        read = []
+        for name, fan_in, fan_out, has_bias in layers:
+            old = modules.get(name)
+            if type(old) is not torch.nn.Linear or (old.in_features, old.out_features) != (fan_in, fan_out) \
+                    or (old.bias is not None) != has_bias:
+                raise StaleEntry(f"layer {name} does not match the model")
+            q = torch._make_per_tensor_quantized_tensor(
+                fh.get_tensor(f"{name}.int8"), float(fh.get_tensor(f"{name}.scale")),
+                int(fh.get_tensor(f"{name}.zero_point")))
+            read.append((name, fan_in, fan_out, q, fh.get_tensor(f"{name}.bias") if has_bias else None))
+        # fbgemm packs a layer on one core, and packing is most of a load (17 of 19 s on dia-1.6b):
+        # layers packed side by side on every core torch may use (1.75x on 2 cores; it frees the GIL).
+        with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
+            built = list(pool.map(lambda layer: (layer[0], _packed(*layer[1:])), read))
     if len(built) != sum(type(m) is torch.nn.Linear for m in model.modules()):
         raise StaleEntry("the model has Linear layers the entry lacks")
     for name, new in built:

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from dia_bench.optimizations import _cache_entry
+from dia_bench.optimizations._cache_entry import StaleEntry
+
 FORMAT = 1
-
-
-class StaleEntry(Exception):
-    """The entry cannot serve this model: rebuild it."""
 
 
 @cache
@@ -35,28 +32,18 @@ def _packing_digest() -> str:
 
 
 def entry_path(weights_id: str, group: int, dtype: str) -> Path:
-    from dia_bench.harness.caches import versions_key
-    from dia_bench.harness.paths import cache_dir
-
-    digest = weights_id.removeprefix("sha256:")
-    return (cache_dir() / "quantized" / versions_key()
-            / f"{digest}-8da4w-{group}-{dtype}-pack-{_packing_digest()}.safetensors")
+    return _cache_entry.entry_path(weights_id, f"8da4w-{group}-{dtype}-pack-{_packing_digest()}")
 
 
 def save(packed: dict[str, tuple], path: Path) -> None:
     """`packed`: layer name -> (in_features, out_features, codes, scales, lows, bias or None)."""
-    from safetensors.torch import save_file
-
     tensors, layers = {}, []
     for name, (fan_in, fan_out, codes, scales, lows, bias) in packed.items():
         tensors[f"{name}.codes"], tensors[f"{name}.scales"], tensors[f"{name}.lows"] = codes, scales, lows
         if bias is not None:
             tensors[f"{name}.bias"] = bias
         layers.append([name, fan_in, fan_out, bias is not None])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": str(FORMAT), "layers": json.dumps(layers)})
-    os.replace(tmp, path)
+    _cache_entry.write(tensors, layers, FORMAT, path)
 
 
 def _check_shapes(name: str, fan_in: int, fan_out: int, group: int, codes, scales, lows) -> None:
@@ -74,27 +61,13 @@ def _check_shapes(name: str, fan_in: int, fan_out: int, group: int, codes, scale
 def load(path: Path, expected: dict[str, tuple[int, int, bool]], group: int) -> dict[str, tuple]:
     """The entry's packed layers, each checked against `expected` (name -> in, out, has bias); the
     entry must hold exactly those layers."""
-    from safetensors import safe_open
-
-    from dia_bench.harness.weights_dir import check_safetensors
-
-    try:
-        check_safetensors(path)
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            if meta.get("format") != str(FORMAT):
-                raise StaleEntry(f"format {meta.get('format')!r}, this dia-bench writes {FORMAT}")
-            layers = {name: (fan_in, fan_out, has_bias)
-                      for name, fan_in, fan_out, has_bias in json.loads(meta["layers"])}
-            if layers != expected:
-                raise StaleEntry("its layers do not match the model's")
-            out: dict[str, tuple[Any, ...]] = {}
-            for name, (fan_in, fan_out, has_bias) in layers.items():
-                codes, scales, lows = (fh.get_tensor(f"{name}.{part}") for part in ("codes", "scales", "lows"))
-                _check_shapes(name, fan_in, fan_out, group, codes, scales, lows)
-                out[name] = (fan_in, fan_out, codes, scales, lows, fh.get_tensor(f"{name}.bias") if has_bias else None)
-            return out
-    except StaleEntry:
-        raise
-    except Exception as exc:  # a file cut short or damaged: the safetensors reader says how
-        raise StaleEntry(f"{type(exc).__name__}: {exc}") from None
+    with _cache_entry.reading(path, FORMAT) as (fh, entries):
+        layers = {name: (fan_in, fan_out, has_bias) for name, fan_in, fan_out, has_bias in entries}
+        if layers != expected:
+            raise StaleEntry("its layers do not match the model's")
+        out: dict[str, tuple[Any, ...]] = {}
+        for name, (fan_in, fan_out, has_bias) in layers.items():
+            codes, scales, lows = (fh.get_tensor(f"{name}.{part}") for part in ("codes", "scales", "lows"))
+            _check_shapes(name, fan_in, fan_out, group, codes, scales, lows)
+            out[name] = (fan_in, fan_out, codes, scales, lows, fh.get_tensor(f"{name}.bias") if has_bias else None)
+        return out

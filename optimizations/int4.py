@@ -95,7 +95,8 @@ class Int4(Plugin):
             self.walk = w4a8.tuning()  # calibrated at the library's first use on this processor
             self.operator = w4a8.operator()[1]
         skipped: Counter[str] = Counter()
-        cached, fresh, path = self._cached_packing(pipeline, group) if packed else (None, {}, None)
+        cached, path = self._cached_packing(pipeline, group) if packed else (None, None)
+        fresh: dict[str, tuple] = {}  # what is packed here, for the cache
         names = {id(m): n for n, m in pipeline.model.named_modules()}
 
         def prepare(linear: torch.nn.Linear):
@@ -123,8 +124,6 @@ class Int4(Plugin):
             from dia_bench.optimizations import _w4a8_cache
 
             _w4a8_cache.save(fresh, path)
-            if self.cache_state.startswith("off"):
-                self.cache_state = "miss: packed here and written"
         self.layers = {"quantized": replaced, "total": total, "left_in_float": dict(skipped)}
         how = (f"{W4A8_KERNEL} ({self.isa}; {self.walk['walk']}; {self.operator}), int8 activations"
                if packed else f"{KERNEL}, bf16 activations")
@@ -135,22 +134,22 @@ class Int4(Plugin):
             note += "; left in float: " + ", ".join(f"{n} ({why})" for why, n in skipped.items())
         return note
 
-    def _cached_packing(self, pipeline, group: int) -> tuple[dict | None, dict, Any]:
-        """(the packed layers read from the cache or None, a dict for those packed here, the entry's path
-        or None); sets cache_state."""
+    def _cached_packing(self, pipeline, group: int) -> tuple[dict | None, Any]:
+        """(the packed layers read from the cache or None, the entry's path or None: no digest to key it
+        by); sets cache_state."""
         import torch
 
         from dia_bench.optimizations import _w4a8_cache
 
         self.cache_state = "off: the checkpoint's digest is unknown"
         if not pipeline.weights_id:
-            return None, {}, None
+            return None, None
         linears = [m for m in pipeline.model.modules() if type(m) is torch.nn.Linear]
         dtype = "+".join(sorted({str(m.weight.dtype).removeprefix("torch.") for m in linears}))
         path = _w4a8_cache.entry_path(pipeline.weights_id, group, dtype)
         if not path.is_file():
             self.cache_state = "miss: packed here and written"
-            return None, {}, path
+            return None, path
         expected = {n: (m.in_features, m.out_features, m.bias is not None) for n, m in pipeline.model.named_modules()
                     if type(m) is torch.nn.Linear and m.in_features % group == 0}
         try:
@@ -158,9 +157,9 @@ class Int4(Plugin):
         except _w4a8_cache.StaleEntry as exc:
             path.unlink(missing_ok=True)
             self.cache_state = f"rebuilt: the entry could not serve ({exc})"
-            return None, {}, path
+            return None, path
         self.cache_state = "hit"
-        return cached, {}, path
+        return cached, path
 
     def _torchao(self, pipeline, group: int) -> str:
         from torch import nn

@@ -316,14 +316,19 @@ def test_a_cuda_cell_for_another_gpu_model_is_skipped_by_the_worker_and_the_swee
     assert "asks for a NOSUCHGPU GPU" in _skip_reason(cell, this_machine=True)
     assert _skip_reason(cell, this_machine=False) is None  # a Ray node's worker decides
 
+def _cache_without_quantized_weights(tmp_path: Path) -> dict[str, str]:
+    """The environment of a cache without quantized weights, so that a first run must quantize: the
+    session's cache less its quantized entries (its bandwidth and synthetic weights are not what the
+    caller tests)."""
+    shutil.copytree(os.environ["DIA_BENCH_CACHE"], tmp_path, dirs_exist_ok=True,
+                    ignore=lambda folder, names: [n for n in names if n in ("quantized", "inductor", "ray-runs")])
+    return {"DIA_BENCH_CACHE": str(tmp_path)}
+
+
 def test_int8_weights_are_quantized_once_and_a_bad_entry_is_rebuilt(tmp_path):
     from dia_bench.optimizations import _int8_cache
 
-    # A cache without int8 weights, so the first run must quantize: the session's cache less its quantized
-    # entries (its bandwidth and synthetic weights are not what this test is about).
-    shutil.copytree(os.environ["DIA_BENCH_CACHE"], tmp_path, dirs_exist_ok=True,
-                    ignore=lambda folder, names: [n for n in names if n in ("quantized", "inductor", "ray-runs")])
-    env = {"DIA_BENCH_CACHE": str(tmp_path)}
+    env = _cache_without_quantized_weights(tmp_path)
     cell = tiny_cell(plugins=["int8=dynamic"], fidelity=False)
     first = run_isolated(cell, timeout_s=300, extra_env=env)
     second = run_isolated(cell, timeout_s=300, extra_env=env)
@@ -343,9 +348,7 @@ def test_int8_weights_are_quantized_once_and_a_bad_entry_is_rebuilt(tmp_path):
 def test_8da4w_weights_are_packed_once_and_a_bad_entry_is_rebuilt(tmp_path):
     from dia_bench.optimizations import _w4a8_cache
 
-    shutil.copytree(os.environ["DIA_BENCH_CACHE"], tmp_path, dirs_exist_ok=True,
-                    ignore=lambda folder, names: [n for n in names if n in ("quantized", "inductor", "ray-runs")])
-    env = {"DIA_BENCH_CACHE": str(tmp_path)}
+    env = _cache_without_quantized_weights(tmp_path)
     cell = tiny_cell(plugins=["int4=8da4w-32"], fidelity=False)
     first = run_isolated(cell, timeout_s=300, extra_env=env)
     second = run_isolated(cell, timeout_s=300, extra_env=env)

@@ -29,10 +29,11 @@ class Cell:
     # request reads `text` (which is then batch_texts[0]).
     batch_texts: list[str] | None = None
     warmup: int = 1
-    # The warmup requests' length: None, the cell's own; shorter for plugins that do not prepare
-    # per shape (a compile, cuDNN's autotuning: those warm up at the cell's length whatever this says).
-    # Each decode step reads every weight, so a short request pages in and primes what a long one
-    # does (tests/bench/warmup.py found no slower first repeat).
+    # None: a warmup is a whole request of the cell's length. Else the warmup stops after the prefill and
+    # this much audio's worth of decode steps (`warmup_steps`), where no plugin prepares per shape (a
+    # compile, cuDNN's autotuning: those warm up with a whole request whatever this says). Each decode
+    # step reads every weight, so a few page in and prime what a whole request does, without the delay
+    # pattern's 16 last steps (tests/bench/warmup.py: no slower first repeat).
     warmup_seconds: float | None = None
     repeats: int = 3
     # With a budget, repeats go on until it is spent; `repeats` is then the minimum.
@@ -67,11 +68,13 @@ class Cell:
     def frames(self) -> int:
         return frames_for_seconds(self.seconds)
 
-    def warmup_frames(self, full_length: bool) -> int:
-        """Frames of a warmup request: the cell's own where asked or where a plugin needs its shapes."""
+    def warmup_steps(self, full_length: bool) -> int | None:
+        """Decoder steps of a warmup request cut short (`DiaPipeline.warm`): the prefill, then
+        `warmup_seconds` of decode steps at 86.13 a second. None for a request of the cell's own length:
+        where no `warmup_seconds` is asked, or where a plugin needs the cell's shapes (`full_length`)."""
         if full_length or self.warmup_seconds is None:
-            return self.frames
-        return min(self.frames, max(1, frames_for_seconds(self.warmup_seconds)))
+            return None
+        return min(decode_steps(self.frames), 1 + max(1, frames_for_seconds(self.warmup_seconds)))
 
     @property
     def request_texts(self) -> list[str]:

@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=int, default=3)
     run.add_argument("--warmup", type=int, default=1)
     run.add_argument("--warmup-seconds", type=float, default=None,
-                     help="length of the warmup requests (default: the cell's own; compile and cudnn-benchmark "
-                          "always warm up at the cell's length)")
+                     help="cut the warmup requests short: the prefill, then this much audio's worth of decode steps "
+                          "(default: a whole request of the cell's length, which compile, codec-compile and "
+                          "cudnn-benchmark always get)")
     run.add_argument("--seed", type=int, default=0, help="sampling seed")
     run.add_argument("--weights-seed", type=int, default=0, help="seed of synthetic weights")
     run.add_argument("--weights", default=None, help="a directory from DiaForConditionalGeneration.save_pretrained")

@@ -84,7 +84,9 @@ class CellSpecBase(TypedDict):
     batch_texts: F[list[str] | None, Doc("a batch of different texts: request i reads batch_texts[i % len]",
                                          none="every request reads `text`")]
     warmup: F[int, Doc("warmup requests before the measured repeats")]
-    warmup_seconds: F[float | None, Doc("length of the warmup requests", "s", none="the cell's own length")]
+    warmup_seconds: F[float | None, Doc("where no plugin needs a whole request: audio's worth of decode steps a "
+                                        "warmup runs after the prefill (x 86.13 a second) before it stops", "s",
+                                        none="a whole request of the cell's length")]
     repeats: F[int, Doc("measured repeats (the minimum, with a time budget or a CI target)")]
     time_budget_s: F[float | None, Doc("repeat until this much time is spent", "s", none="no budget")]
     target_ci_pct: F[float | None, Doc("repeat until the 95% interval is within +-this", "%", none="no target")]
@@ -505,7 +507,9 @@ class Record(RecordBase, total=False):
     load_seconds: F[float, Doc("loading weights and codec", "s", present=OK_ONLY)]
     warmup_seconds: F[list[float], Doc("each warmup request's generation time (compilation lands here)", "s",
                                        present=OK_ONLY)]
-    warmup_frames: F[int, Doc("audio frames of a warmup request", present=OK_ONLY)]
+    warmup_frames: F[int, Doc("audio frames of a warmup request: 0 where it stopped after the prefill and "
+                              "`cell.warmup_seconds` of decode steps, before its first frame was complete",
+                              present=OK_ONLY)]
     graphs_compiled_in_repeats: F[int | None, Doc("graphs torch.compile compiled inside the timed repeats: 0 where "
                                                   "compilation stayed in the warmup, as it must",
                                                   none="torch.compile was never loaded", present=OK_ONLY)]

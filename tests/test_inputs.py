@@ -186,7 +186,11 @@ def test_the_warmup_is_short_only_where_no_plugin_prepares_per_shape():
     from dia_bench.optimizations.registry import resolve
 
     cell = Cell(preset="dia-tiny", seconds=0.25, warmup_seconds=0.02)
-    assert cell.warmup_frames(full_length=resolve(["int8=dynamic", "cfg=0"], "cpu").warms_per_shape()) == 2
-    assert cell.warmup_frames(full_length=resolve(["compile"], "cpu").warms_per_shape()) == cell.frames
-    assert Cell(preset="dia-tiny", seconds=0.25).warmup_frames(full_length=False) == cell.frames
-    assert Cell(preset="dia-tiny", seconds=0.25, warmup_seconds=0.001).warmup_frames(full_length=False) == 1
+    # The prefill, then 0.02 s x 86.13 = 2 decode steps.
+    assert cell.warmup_steps(full_length=resolve(["int8=dynamic", "cfg=0"], "cpu").warms_per_shape()) == 3
+    for plugin in ("compile", "codec-compile"):
+        assert cell.warmup_steps(full_length=resolve([plugin], "cpu").warms_per_shape()) is None
+    assert Cell(preset="dia-tiny", seconds=0.25).warmup_steps(full_length=False) is None
+    assert Cell(preset="dia-tiny", seconds=0.25, warmup_seconds=0.001).warmup_steps(full_length=False) == 2
+    # Never more steps than the whole request runs.
+    assert Cell(preset="dia-tiny", seconds=0.02, warmup_seconds=5).warmup_steps(full_length=False) == 2 + 16

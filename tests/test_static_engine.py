@@ -53,6 +53,24 @@ def test_greedy_codes_equal_generates_on_dia_tiny(tiny_pipeline, sampling, batch
     assert len(clock.stamps) == 30 + 16 + 1
 
 
+@pytest.mark.parametrize("loop", ["generate", "engine"])
+def test_a_request_cut_short_runs_the_first_steps_of_the_whole_one(tiny_pipeline, loop):
+    """What a short warmup runs (DiaPipeline.warm): the same steps as a whole request, stopped early."""
+    pipe, _ = tiny_pipeline
+    inputs = pipe.tokenize(TEXTS[:2])
+    pipe.engine = StaticEngine(pipe) if loop == "engine" else None
+    try:
+        whole = pipe.generate(inputs, 10, SamplingParams(), 7)
+        clock = StepClock()
+        cut = pipe.generate(inputs, 10, SamplingParams(), 7, clock, max_steps=4)
+        assert pipe.warm(TEXTS[:2], 4, SamplingParams(), 7) > 0
+    finally:
+        pipe.engine = None
+    assert whole.shape == (2, 10 + 16 + 1, 9) and cut.shape == (2, 4 + 1, 9)
+    assert torch.equal(cut, whole[:, :5])
+    assert len(clock.stamps) == 4 + 1
+
+
 def test_q_k_and_v_joined_in_one_gemm_give_generates_codes_and_hold_the_weights_once(tiny_pipeline):
     """The CUDA default, run here on the CPU: dia-tiny's codes do not move when q, k and v become one GEMM."""
     pipe, _ = tiny_pipeline

@@ -42,7 +42,7 @@ class Suite:
     seconds: list[float] = field(default_factory=lambda: [1.0])
     batch: list[int] = field(default_factory=lambda: [1])
     warmup: int = 1
-    warmup_seconds: float | None = None  # the warmup request's length where no plugin needs the cell's own
+    warmup_seconds: float | None = None  # a warmup cut short after this much audio of decode steps (Cell.warmup_steps)
     repeats: int = 3
     min_repeats: int | None = None
     max_repeats: int | None = None  # adaptive repeats: the most a cell may run to reach target_ci_pct

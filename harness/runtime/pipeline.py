@@ -176,17 +176,21 @@ class DiaPipeline:
         return {**self.sampling_kwargs(frames, sampling), **self.generate_kwargs}
 
     def generate(self, inputs: dict[str, torch.Tensor], frames: int, sampling: SamplingParams, seed: int,
-                 streamer: StepClock | None = None) -> torch.Tensor:
-        """Delayed codes (batch, steps, 9) for exactly `frames` audio frames (EOS suppressed)."""
+                 streamer: StepClock | None = None, max_steps: int | None = None) -> torch.Tensor:
+        """Delayed codes (batch, steps, 9) for exactly `frames` audio frames (EOS suppressed); `max_steps`
+        stops the request after that many decoder steps, the prefill's included, its rows unchanged."""
         torch.manual_seed(seed)
+        kwargs = self.generation_kwargs(frames, sampling)
         with torch.inference_mode(), self.generation_context():
             if self.engine is not None:
                 # The engine sets cache_dtype from the caches it allocated.
-                return self.engine.generate(inputs, frames, self.generation_kwargs(frames, sampling), streamer)
+                return self.engine.generate(inputs, frames, kwargs, streamer, max_steps)
+            if max_steps is not None:
+                kwargs["max_new_tokens"] = max(1, min(kwargs["max_new_tokens"], max_steps))
             kind = self.device.type
             self.cache_dtype = (torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind)
                                 else next(self.model.model.decoder.embeddings.parameters()).dtype)
-            return self.model.generate(**inputs, **self.generation_kwargs(frames, sampling), streamer=streamer)
+            return self.model.generate(**inputs, **kwargs, streamer=streamer)
 
     def undelay(self, delayed: torch.Tensor) -> torch.Tensor:
         """(batch, steps, 9) delayed codes -> (batch, 9, frames) aligned codes."""
@@ -202,6 +206,20 @@ class DiaPipeline:
     def decode_audio(self, codes: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), self.generation_context():
             return self.codec.decode(codes.to(self.device)).float()
+
+    def warm(self, texts: list[str], steps: int, sampling: SamplingParams, seed: int) -> float:
+        """A warmup request cut short: the encoder, the prefill and the decode steps up to `steps`, then the
+        codec on one frame; its generation's seconds. Each step reads every weight, as a full request's do,
+        without the delay pattern's last steps, which a request of any length runs before its first frame
+        is complete. No audio comes of it."""
+        inputs = self.tokenize(texts)
+        _sync(self.device)
+        t0 = time.perf_counter()
+        self.generate(inputs, 1, sampling, seed, max_steps=steps)
+        _sync(self.device)
+        seconds = time.perf_counter() - t0
+        self.decode_audio(torch.zeros((len(texts), len(DELAY_PATTERN), 1), dtype=torch.long))
+        return seconds
 
     def run(self, texts: list[str], frames: int, sampling: SamplingParams, seed: int) -> PipelineOutput:
         times = StageTimes()

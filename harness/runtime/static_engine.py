@@ -296,11 +296,13 @@ class StaticEngine:
     # -- the loop -------------------------------------------------------------------------------
 
     def generate(self, inputs: dict[str, torch.Tensor], frames: int, kwargs: dict[str, Any],
-                 clock: Any | None = None) -> torch.Tensor:
-        """Delayed codes (texts, steps + 1, channels), row 0 the BOS row, as `generate` returns them."""
+                 clock: Any | None = None, max_steps: int | None = None) -> torch.Tensor:
+        """Delayed codes (texts, steps + 1, channels), row 0 the BOS row, as `generate` returns them;
+        `max_steps` stops the request after that many steps (a warmup), its first rows unchanged."""
         sampling = Sampling.from_generate_kwargs(kwargs)
         delays = list(self.model.config.delay_pattern)
         steps = decode_steps(frames, delays)
+        run = steps if max_steps is None else max(1, min(steps, max_steps))
         texts, channels = inputs["input_ids"].shape[0], len(delays)
         device = inputs["input_ids"].device
         timer = _StepTimer(device, clock)
@@ -314,7 +316,7 @@ class StaticEngine:
         on_row = getattr(clock, "on_row", None)
         timer.mark()  # the encoder and cross-attention keys and values are done
         with contextlib.ExitStack() as settled:
-            for t in range(steps):
+            for t in range(run):
                 out[:, t + 1, :] = self.decode(out[:, t, :], positions[t], req, req.forced[t], sampling,
                                                self._span(t))[0]
                 timer.mark()
@@ -328,7 +330,7 @@ class StaticEngine:
                     # the guards that tell compiled steps apart still run.
                     settled.enter_context(torch.compiler.set_stance("default", skip_guard_eval_unsafe=True))
         timer.finish()
-        return out
+        return out[:, :run + 1]
 
     def _span(self, t: int) -> int | None:
         """Eager steps attend to the t + 1 positions written so far. A request's cache is allocated for all

@@ -156,11 +156,12 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
     fault_hook()
 
     warmup_s = []
-    warmup_frames = cell.warmup_frames(full_length=plan.warms_per_shape())
+    warmup_steps = cell.warmup_steps(full_length=plan.warms_per_shape())
     with memory.phase("warmup"):
         for i in range(cell.warmup):
             progress("warmup", i=i + 1, n=cell.warmup)
-            warmup_s.append(pipe.run(texts, warmup_frames, sampling, cell.seed).times.generate_s)
+            warmup_s.append(pipe.run(texts, cell.frames, sampling, cell.seed).times.generate_s
+                            if warmup_steps is None else pipe.warm(texts, warmup_steps, sampling, cell.seed))
 
     outputs: list[PipelineOutput] = []
     graphs_before = _graphs_compiled()
@@ -189,7 +190,7 @@ def measure_pipeline(cell: Cell, plan: Plan, progress: Callable[..., None],
         "transform_seconds": transform_s,
         "load_seconds": round(load_s, 4),
         "warmup_seconds": warmup_s,
-        "warmup_frames": warmup_frames,
+        "warmup_frames": cell.frames if warmup_steps is None else 0,
         "repeats_seconds": gen,
         # Anything compiled inside the timed window was timed as generation (a warmup too short, a shape
         # seen first in the repeats): 0 is the only honest value; None where nothing was ever compiled.

@@ -265,14 +265,18 @@ def test_a_static_cell_is_identical_to_the_reference(tmp_path):
     assert rec["decoder_batch_rows"] == 2 and len(rec["step_latencies_ms"]) == 2 * (rec["frames"] + 15)
 
 
-def test_compile_compiles_the_engines_step(tmp_path):
-    rec = run_isolated(tiny_cell(plugins=["engine=static", "compile"], warmup=1, repeats=1, fidelity=False),
-                       timeout_s=900)
+def test_compile_compiles_the_engines_step_and_fidelity_judges_that_step(tmp_path):
+    rec = run_isolated(tiny_cell(plugins=["engine=static", "compile"], warmup=1, repeats=1), timeout_s=900)
     assert rec["status"] == "ok", rec.get("reason")
     assert "decode step compiled" in rec["plugin_notes"]["compile=default"]
     assert rec["plugin_reports"]["engine=static"]["compiled_step"] == "default"
     assert rec["plugin_defaults"] == {"compile": "compile=default"}  # the record says what a bare spec ran
     assert rec["plugin_reports"]["compile=default"]["dynamo_unique_graphs"] >= 1
+    # The teacher-forced pass feeds the reference's history (read from disk) to the step the repeats ran:
+    # nothing compiled again, and fp32 keeps the reference's distributions.
+    fid = rec["fidelity"]
+    assert fid["teacher_forced_through"] == "engine" and fid["graphs_compiled"] == 0, fid
+    assert fid["sampled"]["total_variation"] < 0.01, fid["sampled"]
 
 
 def test_engine_values_are_checked():

@@ -343,9 +343,17 @@ class StaticEngine:
         """Raw logits (rows x channels, steps - 1, vocab) of this engine's steps fed the history, one
         step at a time through its own cache and its own (compiled, where it is) decode step: what
         fidelity compares against the reference. The history's next token is forced at each step."""
+        with torch.inference_mode():
+            return self._teacher_forced(inputs, delayed, kwargs)
+
+    def _teacher_forced(self, inputs: dict[str, torch.Tensor], delayed: torch.Tensor,
+                        kwargs: dict[str, Any]) -> torch.Tensor:
         sampling = Sampling.from_generate_kwargs(kwargs)
         device = inputs["input_ids"].device
-        history = delayed[:1].to(device)
+        # A copy made in inference mode, like the rows `generate` feeds the step: a history read from disk
+        # outside it fails the compiled step's guards (its dispatch keys), and the step compiled again
+        # would be judged instead of the one measured.
+        history = delayed[:1].to(device, copy=True)
         steps = history.shape[1] - 1
         frames = steps - decode_steps(0, list(self.model.config.delay_pattern))
         req = self.prepare({k: v[:1] for k, v in inputs.items()}, steps, frames, sampling.cfg)

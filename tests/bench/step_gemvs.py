@@ -1,0 +1,89 @@
+"""How much of a compiled int4=8da4w decode step is its GEMVs: the step, then the same layers' 8da4w
+kernel called directly on 2 rows (no operator, no graph, nothing between the calls), taking turns in one
+process round after round with a bandwidth probe before each, since these VMs' memory bandwidth moves
+between runs.
+
+    python -m tests.bench.step_gemvs [--rounds 7] [--seconds 0.25]
+
+Prints per round the probe, the step p50, the GEMVs alone (median of 9 passes) with their weight bytes a
+second, and what is left; then the medians over the rounds after the first. What is left is everything
+the step does besides reading weights (attention, norms, sampling, the graph's own code) plus whatever
+the GEMVs lose inside the step. dia-1.6b synthetic, `int4=8da4w-128 engine=static compile kv-cache=bf16`,
+the short text. Not a unit test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from dia_bench.harness import env
+from dia_bench.harness.cell import Cell
+from dia_bench.harness.driver.suite import load_texts
+from dia_bench.harness.kernels import w4a8
+from dia_bench.harness.worker.measure import load_pipeline, sampling_of
+from dia_bench.harness.worker.roofline import bandwidth_probe
+from dia_bench.optimizations.registry import apply_plan, resolve
+
+PLUGINS = ["int4=8da4w-128", "engine=static", "compile", "kv-cache=bf16"]
+
+
+def step_layers(pipe) -> list[torch.nn.Module]:
+    """The 8da4w layers one decode step calls: the decoder's and the logits', with q, k and v as the one
+    joined layer the engine runs where it joined them."""
+    joined = [j for j in (pipe.engine.qkv or []) if isinstance(j, torch.nn.Module)]
+    views = set()
+    if joined:
+        for layer in pipe.model.model.decoder.layers:
+            sa = layer.self_attention
+            views |= {id(sa.q_proj), id(sa.k_proj), id(sa.v_proj)}
+    modules = list(pipe.model.model.decoder.modules()) + list(pipe.model.logits_dense.modules())
+    return [m for m in modules if hasattr(m, "kernel_args") and id(m) not in views] + joined
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=0.25)
+    args = parser.parse_args()
+    cell = Cell(plugins=PLUGINS, text=load_texts()["short"], seconds=args.seconds)
+    pipe, _ = load_pipeline(cell)
+    apply_plan(pipe, resolve(cell.plugins, "cpu"), "cpu")
+    sampling = sampling_of(cell)
+    pipe.run(cell.request_texts, cell.frames, sampling, cell.seed)  # compiles
+    layers = step_layers(pipe)
+    nbytes = sum(m.dia_bench_weight_bytes() for m in layers)
+    call = w4a8.library().w4a8_linear
+    inputs = {m.kernel_args[0]: torch.randn(2, m.kernel_args[0]) for m in layers}
+    outputs = [torch.empty(2, m.kernel_args[6]) for m in layers]
+
+    def gemvs() -> float:
+        start = time.perf_counter()
+        for m, y in zip(layers, outputs, strict=True):
+            call(inputs[m.kernel_args[0]].data_ptr(), 2, *m.kernel_args, y.data_ptr())
+        return time.perf_counter() - start
+
+    print(f"cpu: {env.cpu_info()['model']}  kernel isa: {w4a8.isa()}  walk: {w4a8.walk().describe()}  "
+          f"{len(layers)} layers, {nbytes / 1e6:.0f} MB a step")
+    rounds = []
+    with torch.inference_mode():
+        for r in range(args.rounds):
+            probe = bandwidth_probe(torch.device("cpu"))
+            out = pipe.run(cell.request_texts, cell.frames, sampling, cell.seed)
+            step = statistics.median(out.times.step_latencies_s)
+            alone = statistics.median(gemvs() for _ in range(9))
+            rounds.append((step, alone))
+            print(f"round {r}: probe {probe:.1f} GB/s  step p50 {step * 1e3:.1f} ms  GEMVs alone {alone * 1e3:.1f} ms "
+                  f"({nbytes / alone / 1e9:.1f} GB/s)  left {1e3 * (step - alone):.1f} ms", flush=True)
+    kept = rounds[1:] or rounds
+    step, alone = (statistics.median(x) for x in zip(*kept, strict=True))
+    share = statistics.median(a / s for s, a in kept)
+    print(f"median over {len(kept)} rounds: step {step * 1e3:.1f} ms, GEMVs alone {alone * 1e3:.1f} ms "
+          f"({nbytes / alone / 1e9:.1f} GB/s), GEMVs alone / step {share:.2f}")
+
+
+if __name__ == "__main__":
+    main()

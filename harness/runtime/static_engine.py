@@ -338,16 +338,12 @@ class StaticEngine:
         fp32, about 380 MB a step beside 700 MB of int4 weights. A compiled step keeps one shape."""
         return None if self.compiled else t + 1
 
+    @torch.inference_mode()
     def teacher_forced_logits(self, inputs: dict[str, torch.Tensor], delayed: torch.Tensor,
                               kwargs: dict[str, Any]) -> torch.Tensor:
         """Raw logits (rows x channels, steps - 1, vocab) of this engine's steps fed the history, one
         step at a time through its own cache and its own (compiled, where it is) decode step: what
         fidelity compares against the reference. The history's next token is forced at each step."""
-        with torch.inference_mode():
-            return self._teacher_forced(inputs, delayed, kwargs)
-
-    def _teacher_forced(self, inputs: dict[str, torch.Tensor], delayed: torch.Tensor,
-                        kwargs: dict[str, Any]) -> torch.Tensor:
         sampling = Sampling.from_generate_kwargs(kwargs)
         device = inputs["input_ids"].device
         # A copy made in inference mode, like the rows `generate` feeds the step: a history read from disk

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,24 +52,27 @@ def _module_weight_bytes(module: nn.Module) -> int:
     return total
 
 
-def decode_step_weight_bytes(model: nn.Module) -> int:
-    """Weights one decode step reads: the decoder and LM head, minus what is computed once.
+def decode_step_modules(model: nn.Module) -> Iterator[nn.Module]:
+    """The modules whose own weights one decode step reads: the decoder and LM head, minus what is
+    computed once.
 
     The encoder runs once; cross-attention keys and values are cached after the first step; an
     embedding lookup touches nine rows, not the table.
     """
-    decoder = model.model.decoder
-    total = 0
-    for name, module in decoder.named_modules():
+    for name, module in model.model.decoder.named_modules():
         if "cross_attention.k_proj" in name or "cross_attention.v_proj" in name:
             continue
         if isinstance(module, nn.Embedding) or name.endswith("embeddings"):
             continue
-        total += _module_weight_bytes(module)
+        yield module
     for name, module in model.named_modules():
         if not name.startswith("model.") and name:
-            total += _module_weight_bytes(module)  # the logits head
-    return total
+            yield module  # the logits head
+
+
+def decode_step_weight_bytes(model: nn.Module) -> int:
+    """Bytes of the weights one decode step reads (`decode_step_modules`)."""
+    return sum(_module_weight_bytes(module) for module in decode_step_modules(model))
 
 
 BANDWIDTH_METHOD_VERSION = 5  # in the cache key: figures of an older method are measured again

@@ -25,23 +25,22 @@ from dia_bench.harness.cell import Cell
 from dia_bench.harness.driver.suite import load_texts
 from dia_bench.harness.kernels import w4a8
 from dia_bench.harness.worker.measure import load_pipeline, sampling_of
-from dia_bench.harness.worker.roofline import bandwidth_probe
+from dia_bench.harness.worker.roofline import bandwidth_probe, decode_step_modules
 from dia_bench.optimizations.registry import apply_plan, resolve
 
 PLUGINS = ["int4=8da4w-128", "engine=static", "compile", "kv-cache=bf16"]
 
 
 def step_layers(pipe) -> list[torch.nn.Module]:
-    """The 8da4w layers one decode step calls: the decoder's and the logits', with q, k and v as the one
-    joined layer the engine runs where it joined them."""
+    """The 8da4w layers one decode step calls (the roofline's `decode_step_modules`), with q, k and v as
+    the one joined layer the engine runs where it joined them."""
     joined = [j for j in (pipe.engine.qkv or []) if isinstance(j, torch.nn.Module)]
     views = set()
     if joined:
         for layer in pipe.model.model.decoder.layers:
             sa = layer.self_attention
             views |= {id(sa.q_proj), id(sa.k_proj), id(sa.v_proj)}
-    modules = list(pipe.model.model.decoder.modules()) + list(pipe.model.logits_dense.modules())
-    return [m for m in modules if hasattr(m, "kernel_args") and id(m) not in views] + joined
+    return [m for m in decode_step_modules(pipe.model) if hasattr(m, "kernel_args") and id(m) not in views] + joined
 
 
 def main() -> None:

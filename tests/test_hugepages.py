@@ -26,6 +26,16 @@ def test_a_buffer_placed_in_huge_pages_is_eligible_aligned_and_usable():
 
 
 @needs_thp
+def test_a_copy_in_huge_pages_is_made_of_a_tensor_of_one_or_more_and_not_of_a_smaller_one():
+    big = torch.arange(hugepages.HUGE_PAGE // 2, dtype=torch.int32)  # 4 MB
+    placed = hugepages.copy_of(big)
+    assert placed.data_ptr() != big.data_ptr() and torch.equal(placed, big)
+    assert hugepages.eligible(placed.data_ptr()) is True
+    small = torch.ones(1000)
+    assert hugepages.copy_of(small) is small  # a tail shorter than a huge page would stay in small pages anyway
+
+
+@needs_thp
 def test_the_plugin_has_torch_allocate_in_huge_pages_in_the_worker_and_changes_no_output():
     rec = run_ok(plugins=["hugepages", "int4=8da4w-32"])
     report = rec["plugin_reports"]["hugepages"]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dia_bench.harness.env import cpu_info
+from dia_bench.harness.runtime import hugepages
 from dia_bench.harness.worker.roofline import decode_step_weight_bytes
 from dia_bench.optimizations.registry import apply_plan, resolve
 from tests.conftest import needs_cpu, run_cli
@@ -103,6 +104,8 @@ def test_8da4w_runs_every_linear_through_dia_benchs_kernel_and_drifts_like_int4(
     assert walk["calibrated"] and walk["best_gb_per_s"] == max(walk["candidates_gb_per_s"].values())
     assert report["kernel_prefetch"] == bool(walk["near"] or walk["far"])
     assert report["kernel_operator"] == "C++ operator" or report["kernel_operator"].startswith("Python operator (")
+    pages = "2 MB pages" if hugepages.available() else "4 KB pages"
+    assert report["packed_weights_pages"].startswith(pages) and pages in rec["plugin_notes"]["int4=8da4w-32"]
     assert (f"({report['kernel_isa']}; {walk['walk']}; {report['kernel_operator']}), int8 activations"
             in rec["plugin_notes"]["int4=8da4w-32"])
     fid = rec["fidelity"]
@@ -240,6 +243,21 @@ def test_8da4w_layers_joined_give_each_parts_output_bit_for_bit_and_hold_the_wei
         parts[0](x)
     with pytest.raises(ValueError, match="multiple of"):
         W4A8Linear.join([W4A8Linear(torch.nn.Linear(256, out, bias=False), 64) for out in (TILE, 32)])
+
+
+@pytest.mark.skipif(not hugepages.available(), reason="this kernel offers no transparent huge pages")
+def test_8da4w_layers_joined_into_huge_pages_give_the_same_bits():
+    """The static engine joins q, k and v with their codes placed in 2 MB pages, as int4=8da4w placed the
+    parts': the kernel reads the new memory and computes what it did before."""
+    from dia_bench.harness.kernels.w4a8 import W4A8Linear
+
+    torch.manual_seed(0)
+    parts = [W4A8Linear(torch.nn.Linear(2048, 1024, bias=False), 128) for _ in range(3)]  # 3 MB of codes
+    x = torch.randn(2, 1, 2048)
+    separate = torch.cat([p(x) for p in parts], dim=-1)
+    joined, _ = W4A8Linear.join(parts, place=hugepages.copy_of)
+    assert hugepages.eligible(joined.codes.data_ptr()) is True
+    assert torch.equal(joined(x), separate)
 
 
 def test_the_operators_in_cpp_and_in_python_compute_the_same_bits():

@@ -12,6 +12,7 @@ that a call never enters Python (ops.py).
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -245,12 +246,14 @@ class W4A8Linear(nn.Module):
         return y.to(x.dtype)
 
     @classmethod
-    def join(cls, parts: list[W4A8Linear]) -> tuple[W4A8Linear, list[W4A8Linear]]:
+    def join(cls, parts: list[W4A8Linear], place: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+             ) -> tuple[W4A8Linear, list[W4A8Linear]]:
         """One layer computing `parts`' outputs side by side, and the parts again as views into its
         buffers (so the weights are held once). Exact: each output's arithmetic is its tile's alone, and
-        the activations are quantized the same way once instead of once a part. Raises ValueError where
-        the parts cannot be joined (other inputs or groups, a part's outputs not whole tiles, some with
-        a bias and some without)."""
+        the activations are quantized the same way once instead of once a part. `place` puts the joined
+        codes where they should live (the engine's caller passes huge pages, as the parts had). Raises
+        ValueError where the parts cannot be joined (other inputs or groups, a part's outputs not whole
+        tiles, some with a bias and some without)."""
         first = parts[0]
         if any(p.in_features != first.in_features or p.group_size != first.group_size for p in parts):
             raise ValueError("parts of other input sizes or group sizes")
@@ -260,7 +263,8 @@ class W4A8Linear(nn.Module):
             raise ValueError("some parts have a bias and some not")
         biases = None if first.bias is None else torch.cat([p.bias for p in parts])
         joined = cls(None, first.group_size, (first.in_features, sum(p.out_features for p in parts),
-                                              torch.cat([p.codes for p in parts]), torch.cat([p.scales for p in parts]),
+                                              place(torch.cat([p.codes for p in parts])),
+                                              torch.cat([p.scales for p in parts]),
                                               torch.cat([p.lows for p in parts]), biases))
         views, code_at, tile_at = [], 0, 0
         for p in parts:

@@ -5,10 +5,11 @@ Why it matters here: a decode step streams its weights once, and in 4 KB pages e
 TLB miss and a place where the hardware prefetcher stops. On a 2-core Zen 4, taking turns in one
 process, a sum over 1 GiB read 50 GB/s in 4 KB pages and 69 GB/s in 2 MB pages (medians of 10 pairs; 2
 MB pages read faster in all of 6 more pairs, by 11-84%), so the roofline measures the memory in 2 MB
-pages: the best the machine does. The int4=8da4w kernel gains less, being no plain sum: a step's GEMVs
-alone took 16.0 ms against 14.7 ms (8%), and the whole compiled step (int4=8da4w-128 engine=static
-compile) moved by about 1%, within the noise, in six pairs (tests/bench/step_ab.py --compare pages). The
-`hugepages` plugin lets a sweep measure it.
+pages: the best the machine does. The int4=8da4w kernel gains less, being no plain sum: on that Zen 4 a
+step's GEMVs alone took 16.0 ms against 14.7 ms (8%) and the whole compiled step moved by about 1%, within
+the noise; on a 2-core Zen 5 the compiled step was faster in 2 MB pages in 18 of 22 pairs, by a median
+12% where the memory ran fast (tests/bench/step_ab.py --compare pages). So int4=8da4w places its codes
+here (`copy_of`), and the `hugepages` plugin asks torch's allocator for huge pages for everything else.
 """
 
 from __future__ import annotations
@@ -85,3 +86,11 @@ def empty(numel: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if whole:
             region.madvise(mmap.MADV_HUGEPAGE, start, whole)
     return raw[start:start + nbytes].view(dtype)
+
+
+def copy_of(t: torch.Tensor) -> torch.Tensor:
+    """`t` copied into memory of its own in 2 MB pages (`empty`), where the kernel offers them and `t` spans
+    at least one; else `t` itself."""
+    if not available() or t.device.type != "cpu" or t.numel() * t.element_size() < HUGE_PAGE:
+        return t
+    return empty(t.numel(), t.dtype).view(t.shape).copy_(t)

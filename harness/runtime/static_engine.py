@@ -31,6 +31,7 @@ from transformers.models.dia.modeling_dia import apply_rotary_pos_emb, eager_att
 from dia_bench.harness.kernels import decode_attention
 from dia_bench.harness.kernels.decode_attention import KV_DTYPES
 from dia_bench.harness.presets import decode_steps
+from dia_bench.harness.runtime import hugepages
 from dia_bench.harness.runtime.pipeline import BOS, EOS, PAD
 
 NEG_INF = float("-inf")
@@ -410,7 +411,8 @@ def _join_packed(sa: Any, projs: tuple[Any, ...]) -> nn.Module | None:
     if join is None or any(type(p) is not type(projs[0]) for p in projs):
         return None
     try:
-        joined, parts = join(list(projs))
+        # The joined codes in 2 MB pages like the parts' (int4=8da4w places them there: int4.py says why).
+        joined, parts = join(list(projs), place=hugepages.copy_of)
     except ValueError:
         return None
     sa.q_proj, sa.k_proj, sa.v_proj = parts

@@ -42,15 +42,21 @@ PLUGINS = ["int4=8da4w-128", "engine=static", "compile", "kv-cache=bf16", "codec
 
 
 def _page_switch() -> dict[str, Callable[[], None]]:
-    """Each live 8da4w layer bound to its own buffers (4 KB pages) or to copies in 2 MB pages."""
+    """Each live 8da4w layer bound to copies of its buffers in torch's own allocation (4 KB pages where
+    transparent huge pages are `madvise` and torch is not told to ask) or in 2 MB pages (where int4=8da4w
+    places its codes itself)."""
     layers = [o for o in gc.get_objects() if isinstance(o, w4a8.W4A8Linear) and w4a8._LAYERS[o.index] is not None]
-    small = {m.index: w4a8._LAYERS[m.index] for m in layers}
-    huge = {}
-    for m in layers:
-        copies = [None if t is None else hugepages.empty(t.numel(), t.dtype).view(t.shape).copy_(t)
-                  for t in (m.codes, m.scales, m.lows, m.bias)]
-        twin = w4a8.W4A8Linear(None, m.group_size, (m.in_features, m.out_features, *copies))
-        huge[m.index] = w4a8._LAYERS[twin.index]  # the binding keeps its buffers alive
+
+    def twins(copy: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+        table = {}
+        for m in layers:
+            copies = [None if t is None else copy(t) for t in (m.codes, m.scales, m.lows, m.bias)]
+            twin = w4a8.W4A8Linear(None, m.group_size, (m.in_features, m.out_features, *copies))
+            table[m.index] = w4a8._LAYERS[twin.index]  # the binding keeps its buffers alive
+        return table
+
+    small = twins(lambda t: torch.empty_like(t).copy_(t))
+    huge = twins(lambda t: hugepages.empty(t.numel(), t.dtype).view(t.shape).copy_(t))
 
     def use(table: dict) -> Callable[[], None]:
         return lambda: [w4a8.bind_layer(i, *bound) for i, bound in table.items()]

@@ -90,6 +90,12 @@ def gpu_info() -> list[dict[str, Any]]:
 
 # Packages that only some software stacks have (suites/stacks.toml): read from metadata, never
 # imported, since a mismatched one (IPEX beside another torch) crashes the process that imports it.
+# Threads' settings a record names where set: their count, and how OpenMP's threads wait between parallel
+# regions. A decode step makes about a hundred of those a step, and under OMP_WAIT_POLICY=passive a 2-core
+# Zen 5's int4=8da4w GEMVs read their weights at 0.6-0.8x the rate they had with the default (a step's
+# layers, two processes each way, against one long layer in the same processes).
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME",
+              "OMP_PROC_BIND", "OMP_PLACES")
 STACK_PACKAGES = ("intel-extension-for-pytorch", "torchaudio", "descript-audio-codec", "torchao")
 
 
@@ -133,7 +139,7 @@ def collect(device: str = "cpu") -> dict[str, Any]:
         "software": software(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
+        "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
         "device": device,
     }
     if device.startswith("cuda") and torch.cuda.is_available():

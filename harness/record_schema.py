@@ -205,7 +205,9 @@ class Env(EnvBase, total=False):
     software: F[Software, Doc("versions", present="collected")]
     torch_threads: F[int, Doc("torch's intra-op threads", present="collected")]
     torch_interop_threads: F[int, Doc("torch's inter-op threads", present="collected")]
-    thread_env: F[dict[str, str], Doc("OMP_NUM_THREADS and MKL_NUM_THREADS where set", present="collected")]
+    thread_env: F[dict[str, str], Doc("the threads' environment where set: OMP_NUM_THREADS, MKL_NUM_THREADS, and "
+                                      "how OpenMP's threads wait and are placed (OMP_WAIT_POLICY, GOMP_SPINCOUNT, "
+                                      "KMP_BLOCKTIME, OMP_PROC_BIND, OMP_PLACES)", present="collected")]
     device: F[str, Doc("the device the cell ran on", present="collected")]
     device_name: F[str, Doc("the GPU's name on CUDA, the CPU's model otherwise", present="collected")]
     device_capability: F[str, Doc("CUDA compute capability", present="CUDA cells")]

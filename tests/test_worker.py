@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 
 from dia_bench.harness.driver.launcher import run_isolated
+from dia_bench.harness.env import THREAD_ENV
 from dia_bench.harness.record import SCHEMA_VERSION
 from tests.conftest import run_cli, tiny_cell
 
@@ -61,6 +63,15 @@ def test_a_hanging_worker_is_killed_at_its_timeout_and_the_next_cell_runs():
     assert run_isolated(tiny_cell(), timeout_s=300)["status"] == "ok"
 
 
+def test_how_openmp_threads_wait_is_recorded_where_set():
+    """The wait policy moves a decode step's many small parallel regions (harness/env.py), so a record names it;
+    a worker whose environment differs at import gets its own interpreter, where the setting takes effect."""
+    rec = run_isolated(tiny_cell(), timeout_s=300, extra_env={"OMP_WAIT_POLICY": "active", "GOMP_SPINCOUNT": "10000"})
+    assert rec["status"] == "ok", rec.get("reason")
+    assert rec["env"]["thread_env"]["OMP_WAIT_POLICY"] == "active"
+    assert rec["env"]["thread_env"]["GOMP_SPINCOUNT"] == "10000"
+
+
 def test_a_global_setting_in_one_cell_does_not_leak_into_the_next():
     import torch
 
@@ -69,9 +80,11 @@ def test_a_global_setting_in_one_cell_does_not_leak_into_the_next():
     second = run_isolated(tiny_cell(), timeout_s=300)
     assert first["status"] == second["status"] == "ok"
     assert first["env"]["torch_threads"] == 1
-    assert first["env"]["thread_env"] == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # How OpenMP waits, as this process's environment sets it (the tests session sets it), rides along.
+    ambient = {k: os.environ[k] for k in THREAD_ENV if k in os.environ and not k.endswith("_NUM_THREADS")}
+    assert first["env"]["thread_env"] == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **ambient}
     assert second["env"]["torch_threads"] == parent_threads
-    assert second["env"]["thread_env"] == {}
+    assert second["env"]["thread_env"] == ambient
     assert torch.get_num_threads() == parent_threads
     # OpenMP reads its thread count at import, which the fork server did before the plugin set it: that
     # cell replaced its fork with a fresh interpreter. The next cell was forked, with torch's defaults.

@@ -394,6 +394,45 @@ def test_a_bare_int4_runs_the_fastest_variant_this_machine_runs():
     assert get_plugin("dtype").value_on(None, "cpu") == get_plugin("dtype").default
 
 
+def test_codec_chunks_decode_a_request_a_chunk_at_a_time_to_the_same_audio_up_to_rounding(tiny_pipeline):
+    """Each chunk carries the decoder's receptive field as context, so the chunks end to end are the whole
+    decode's waveform; a chunk no shorter than the request decodes it in one pass."""
+    from dia_bench.harness.runtime.codec import decode_in_chunks, decoder_context_frames
+
+    pipe, _ = tiny_pipeline
+    torch.manual_seed(0)
+    codes = torch.randint(0, 1024, (2, 9, 50))
+    whole = pipe.decode_audio(codes)
+    calls = []
+
+    def decode(c: torch.Tensor) -> torch.Tensor:
+        calls.append(c.shape[-1])
+        return pipe.codec.decode(c)
+
+    context = decoder_context_frames(pipe.codec)
+    with torch.inference_mode():
+        chunked = decode_in_chunks(decode, codes, 16, context).float()
+        assert decode_in_chunks(decode, codes, 50, context).shape == whole.shape and calls[-1] == 50
+    # 50 frames = 16 + 16 + 16 + 2, each with context on either side where there are frames to take it from
+    assert calls[:4] == [16 + context, 16 + 2 * context, 50 - (32 - context), 2 + context]
+    assert chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-4)
+    # With too little context the chunks' edges drift further: the receptive field is what makes them agree.
+    with torch.inference_mode():
+        short = decode_in_chunks(pipe.codec.decode, codes, 16, 1).float()
+    assert (short - whole).abs().max() > (chunked - whole).abs().max()
+
+
+def test_the_codec_chunks_plugin_decodes_in_chunks_and_keeps_the_codecs_audio():
+    rec = run_ok(plugins=["codec-chunks=8"])
+    assert rec["plugin_reports"]["codec-chunks=8"] == {"codec_chunk_frames": 8, "codec_context_frames": 10}
+    assert rec["plugin_notes"]["codec-chunks=8"].startswith("codec decodes 8 frames")
+    fid = rec["fidelity"]
+    assert fid["codec_same_codes_identical"] or fid["codec_same_codes_snr_db"] > 80, fid
+    with pytest.raises(ValueError, match="at least 1 frame"):
+        get_plugin("codec-chunks").parse("0")
+
+
 def test_a_bare_codec_dtype_keeps_the_codec_in_fp32_on_a_cpu_without_bf16_instructions(tiny_pipeline):
     """Emulated bf16 convolutions are far slower than fp32 (70x on an AVX2-only Zen 3): a bare codec-dtype
     casts to bf16 only where the CPU has AVX-512 bf16 or AMX, and on CUDA; its fp32 casts nothing."""

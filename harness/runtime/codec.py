@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from dia_bench.harness.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 CODEC_BACKENDS = ("transformers", "descript")
 
@@ -187,3 +191,24 @@ def load_codec(backend: str, path: str, device: str) -> Codec:
     if backend == "descript":
         return DescriptDac(path, device)
     raise UsageError(f"unknown codec backend {backend!r}: choose one of {', '.join(CODEC_BACKENDS)}")
+
+
+def decode_in_chunks(decode: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor, chunk_frames: int,
+                     context_frames: int) -> torch.Tensor:
+    """`decode` (B, C, F) codes `chunk_frames` frames at a time, each with `context_frames` of context on
+    either side, keeping only the chunk's own samples: with the decoder's receptive field as the context
+    (`decoder_context_frames`) that is the waveform decoding the whole gives, up to float rounding, while
+    the activations stay a chunk's size. Decodes once where the codes are no longer than a chunk."""
+    import torch
+
+    frames = codes.shape[-1]
+    if frames <= chunk_frames:
+        return decode(codes)
+    pieces = []
+    for start in range(0, frames, chunk_frames):
+        stop = min(frames, start + chunk_frames)
+        lo, hi = max(0, start - context_frames), min(frames, stop + context_frames)
+        audio = decode(codes[..., lo:hi])
+        per_frame = audio.shape[-1] // (hi - lo)
+        pieces.append(audio[..., (start - lo) * per_frame:(stop - lo) * per_frame])
+    return torch.cat(pieces, dim=-1)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dia_bench.harness.presets import DELAY_PATTERN, decode_steps
-from dia_bench.harness.runtime.codec import Codec
+from dia_bench.harness.runtime.codec import Codec, decode_in_chunks
 
 if TYPE_CHECKING:
     from dia_bench.harness.runtime.static_engine import StaticEngine
@@ -122,6 +122,8 @@ class DiaPipeline:
         # The one SDPA backend the sdpa plugin allows, where it is in the plan: the static engine then
         # attends through SDPA as asked, rather than through its own CPU path.
         self.sdpa_backend: str | None = None
+        # (frames a chunk, frames of context either side) where the codec-chunks plugin decodes in chunks.
+        self.codec_chunks: tuple[int, int] | None = None
         model.model.decoder.register_forward_pre_hook(self._count_rows, with_kwargs=True)
 
     def _count_rows(self, _module, args, kwargs) -> None:
@@ -205,7 +207,10 @@ class DiaPipeline:
 
     def decode_audio(self, codes: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), self.generation_context():
-            return self.codec.decode(codes.to(self.device)).float()
+            codes = codes.to(self.device)
+            if self.codec_chunks is not None:
+                return decode_in_chunks(self.codec.decode, codes, *self.codec_chunks).float()
+            return self.codec.decode(codes).float()
 
     def warm(self, texts: list[str], steps: int, sampling: SamplingParams, seed: int) -> float:
         """A warmup request cut short: the encoder, the prefill and the decode steps up to `steps`, then the

@@ -4,7 +4,8 @@ context on either side (as streaming does), instead of the whole utterance in on
 Not in the guide. The DAC decoder upsamples 512 times, and its last layers' activations for a whole long
 request outgrow the caches: on a 2-core Zen 5, its compiled bf16 decoder took 0.35 s per audio second for a
 10 s request in one pass and 0.30 in chunks of 172 frames (2 s) with 10 frames of context each side,
-taking turns in one process; chunks of 86 or 344 frames took 0.33-0.34. The audio moves only by rounding.
+taking turns in one process; chunks of 86 or 344 frames took 0.33-0.34 (`python -m tests.bench.codec_chunks`).
+The audio moves only by rounding.
 """
 
 from __future__ import annotations

@@ -88,14 +88,15 @@ def gpu_info() -> list[dict[str, Any]]:
     return gpus
 
 
-# Packages that only some software stacks have (suites/stacks.toml): read from metadata, never
-# imported, since a mismatched one (IPEX beside another torch) crashes the process that imports it.
 # Threads' settings a record names where set: their count, and how OpenMP's threads wait between parallel
-# regions. A decode step makes about a hundred of those a step, and under OMP_WAIT_POLICY=passive a 2-core
+# regions. A decode step makes about a hundred of those, and under OMP_WAIT_POLICY=passive a 2-core
 # Zen 5's int4=8da4w GEMVs read their weights at 0.6-0.8x the rate they had with the default (a step's
 # layers, two processes each way, against one long layer in the same processes).
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME",
               "OMP_PROC_BIND", "OMP_PLACES")
+
+# Packages that only some software stacks have (suites/stacks.toml): read from metadata, never
+# imported, since a mismatched one (IPEX beside another torch) crashes the process that imports it.
 STACK_PACKAGES = ("intel-extension-for-pytorch", "torchaudio", "descript-audio-codec", "torchao")
 
 

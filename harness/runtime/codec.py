@@ -193,22 +193,27 @@ def load_codec(backend: str, path: str, device: str) -> Codec:
     raise UsageError(f"unknown codec backend {backend!r}: choose one of {', '.join(CODEC_BACKENDS)}")
 
 
+def decode_window(decode: Callable[[torch.Tensor], torch.Tensor], window: Callable[[int, int], torch.Tensor],
+                  start: int, stop: int, context_frames: int, frames: int) -> torch.Tensor:
+    """The samples of frames start..stop of `frames`: `decode` of `window(lo, hi)`, the codes (B, C, hi - lo) of
+    that stretch with `context_frames` of context on either side where there are frames to take it from,
+    cut to the stretch's own samples. With the decoder's receptive field as the context
+    (`decoder_context_frames`) they are the samples decoding the whole gives there, up to float rounding."""
+    lo, hi = max(0, start - context_frames), min(frames, stop + context_frames)
+    samples = decode(window(lo, hi))
+    hop = samples.shape[-1] // (hi - lo)
+    return samples[..., (start - lo) * hop:(stop - lo) * hop]
+
+
 def decode_in_chunks(decode: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor, chunk_frames: int,
                      context_frames: int) -> torch.Tensor:
-    """`decode` (B, C, F) codes `chunk_frames` frames at a time, each with `context_frames` of context on
-    either side, keeping only the chunk's own samples: with the decoder's receptive field as the context
-    (`decoder_context_frames`) that is the waveform decoding the whole gives, up to float rounding, while
-    the activations stay a chunk's size. Decodes once where the codes are no longer than a chunk."""
+    """`decode` (B, C, F) codes `chunk_frames` frames at a time (`decode_window`): the waveform decoding the
+    whole gives, up to float rounding, while the activations stay a chunk's size. Decodes once where the
+    codes are no longer than a chunk."""
     import torch
 
     frames = codes.shape[-1]
     if frames <= chunk_frames:
         return decode(codes)
-    pieces = []
-    for start in range(0, frames, chunk_frames):
-        stop = min(frames, start + chunk_frames)
-        lo, hi = max(0, start - context_frames), min(frames, stop + context_frames)
-        audio = decode(codes[..., lo:hi])
-        per_frame = audio.shape[-1] // (hi - lo)
-        pieces.append(audio[..., (start - lo) * per_frame:(stop - lo) * per_frame])
-    return torch.cat(pieces, dim=-1)
+    return torch.cat([decode_window(decode, lambda lo, hi: codes[..., lo:hi], start, min(frames, start + chunk_frames),
+                                    context_frames, frames) for start in range(0, frames, chunk_frames)], dim=-1)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from dia_bench.harness.presets import DELAY_PATTERN, decode_steps, frames_complete
-from dia_bench.harness.runtime.codec import decoder_context_frames
+from dia_bench.harness.runtime.codec import decode_window, decoder_context_frames
 from dia_bench.harness.runtime.pipeline import BOS, DiaPipeline, SamplingParams, StepClock, undelay_frames
 
 CHUNK_FRAMES = 43  # about half a second of audio
@@ -86,10 +86,9 @@ class ChunkDecoder:
             stop = min(start + (self.first_chunk_frames if start == 0 else self.chunk_frames), self.frames)
             if known < min(stop + self.context, self.frames):
                 break
-            lo, hi = max(0, start - self.context), min(self.frames, stop + self.context)
-            samples = self.decode(undelay_frames(self.delayed, lo, hi, self.delays))
-            hop = samples.shape[-1] // (hi - lo)
-            out.append((start, stop, samples[:, (start - lo) * hop:(stop - lo) * hop]))
+            samples = decode_window(self.decode, lambda lo, hi: undelay_frames(self.delayed, lo, hi, self.delays),
+                                    start, stop, self.context, self.frames)
+            out.append((start, stop, samples))
             self.next_frame = stop
         return out
 

@@ -31,6 +31,17 @@ def swapped(get: Callable[[], Any], put: Callable[[Any], None], value: Any) -> I
         put(old)
 
 
+def positive_int(plugin: str, value: str, takes: str, unit: str) -> int:
+    """`value` as a whole number of at least 1, else a ValueError naming the plugin, what it takes and the `unit`."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"plugin {plugin!r} takes {takes} (got {value!r})") from None
+    if n < 1:
+        raise ValueError(f"plugin {plugin!r} needs at least 1 {unit} (got {n})")
+    return n
+
+
 def half_precision(others: dict[str, Any]) -> bool:
     return others.get("dtype") in ("bf16", "fp16") or others.get("autocast") in ("bf16", "fp16")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dia_bench.optimizations._util import positive_int
 from dia_bench.optimizations.base import Expectation, Plugin
 
 
@@ -26,14 +27,7 @@ class CodecChunks(Plugin):
     order = 13  # after codec-dtype and codec-compile: it changes only how the decoder is called
 
     def parse(self, value: str | None) -> int:
-        value = value or self.default
-        try:
-            frames = int(value)
-        except ValueError:
-            raise ValueError(f"plugin 'codec-chunks' takes a number of frames a chunk (got {value!r})") from None
-        if frames < 1:
-            raise ValueError(f"plugin 'codec-chunks' needs at least 1 frame a chunk (got {frames})")
-        return frames
+        return positive_int(self.name, value or self.default, "a number of frames a chunk", "frame a chunk")
 
     def transform(self, pipeline, value: int) -> str:
         from dia_bench.harness.presets import FRAMES_PER_SECOND

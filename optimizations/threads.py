@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dia_bench.optimizations._util import positive_int
 from dia_bench.optimizations.base import Expectation, Plugin
 
 
@@ -26,13 +27,7 @@ class Threads(Plugin):
         value = value or self.default
         if value == "auto":
             return physical_cores()
-        try:
-            n = int(value)
-        except ValueError:
-            raise ValueError(f"plugin 'threads' takes a thread count or 'auto' (got {value!r})") from None
-        if n < 1:
-            raise ValueError(f"plugin 'threads' needs at least 1 thread (got {n})")
-        return n
+        return positive_int(self.name, value, "a thread count or 'auto'", "thread")
 
     def process_env(self, value: int) -> dict[str, str]:
         return {"OMP_NUM_THREADS": str(value), "MKL_NUM_THREADS": str(value)}

@@ -34,6 +34,27 @@ def test_the_kernel_equals_attention_in_float64(rows, kv_heads, groups, dim, len
     torch.testing.assert_close(out, _expected(q, k, v, mask.expand(rows, length), dim ** -0.5), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16])
+def test_positions_no_row_may_see_are_not_read(kv_dtype):
+    """A compiled step attends over the whole cache allocated for its request, the unwritten positions
+    masked: those, and any masked before a row's first position, are not read. Not-a-number keys and
+    values there leave the answer as it is without them; a row that may see nothing weighs all alike."""
+    g = torch.Generator().manual_seed(11)
+    q = torch.randn(3, 4, 4, 128, generator=g)
+    k, v = (torch.randn(3, 4, 40, 128, generator=g).to(kv_dtype) for _ in range(2))
+    mask = torch.zeros(3, 40)
+    low = torch.finfo(torch.float32).min
+    mask[0, 25:] = low  # positions not written yet
+    mask[1, :6], mask[1, 30:] = low, low  # padding before the text, and after it
+    mask[1, 12] = low  # a masked position between two a row sees is read as before
+    mask[2, :] = low
+    expected = _expected(q, k, v, mask, 0.1)
+    for r, unseen in ((0, slice(25, None)), (1, slice(None, 6)), (1, slice(30, None))):
+        k[r, :, unseen], v[r, :, unseen] = float("nan"), float("nan")
+    out = decode_attention.attend(q, k, v, mask, 0.1)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
 # The builds the kernel can be forced into, with the CPU flags each needs: gcc lowers its vector code to
 # AVX-512 registers, pairs of AVX2 registers or plain C. Every one this CPU can run is tested.
 BUILDS = {"x86-64-v4": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"),

@@ -253,6 +253,22 @@ static attend_128 pick_128(int64_t dim, int64_t groups, int64_t kv_bf16) {
     }
 }
 
+/* Positions whose additive mask is below this lose to every other by more than exp's range here (e^-87 is
+   0): each adds exactly nothing, so reading its key and value is wasted. A compiled step keeps one shape,
+   the cache allocated for the whole request, and masks the positions not yet written: at 10 s of
+   dia-1.6b in bf16 that is, on average, 32 MB of a step's 65 MB of self-attention. */
+#define MASKED(x) ((x) < -1e30f)
+
+/* The positions from the first a row may see to the last, [*lo, *hi); all of them where it may see none
+   (then every position weighs the same, as softmax over the whole mask gives). */
+static void attended_span(const float *m, int64_t length, int64_t *lo, int64_t *hi) {
+    int64_t first = 0, last = length;
+    while (first < length && MASKED(m[first])) first++;
+    while (last > first && MASKED(m[last - 1])) last--;
+    if (first == length) first = 0, last = length;
+    *lo = first, *hi = last;
+}
+
 int decode_attention(const float *query, const void *key, int64_t key_row, int64_t key_head,
                      const void *value, int64_t value_row, int64_t value_head,
                      const float *mask, int64_t mask_row, float *out,
@@ -269,16 +285,19 @@ int decode_attention(const float *query, const void *key, int64_t key_row, int64
                 failed = 1;
                 continue;
             }
-            int64_t at_k = r * key_row + h * key_head, at_v = r * value_row + h * value_head;
+            int64_t lo, hi;
+            attended_span(mask + r * mask_row, length, &lo, &hi);
+            int64_t at_k = r * key_row + h * key_head + lo * dim, at_v = r * value_row + h * value_head + lo * dim;
             const uint16_t *k16 = (const uint16_t *)key + at_k, *v16 = (const uint16_t *)value + at_v;
-            const float *k32 = (const float *)key + at_k, *v32 = (const float *)value + at_v, *m = mask + r * mask_row;
+            const float *k32 = (const float *)key + at_k, *v32 = (const float *)value + at_v;
+            const float *m = mask + r * mask_row + lo;
             attend_128 fast = pick_128(dim, groups, kv_bf16);
             if (fast)
-                fast(q, kv_bf16 ? (const void *)k16 : k32, kv_bf16 ? (const void *)v16 : v32, m, o, s, length, scale);
+                fast(q, kv_bf16 ? (const void *)k16 : k32, kv_bf16 ? (const void *)v16 : v32, m, o, s, hi - lo, scale);
             else if (kv_bf16)
-                attend_bf16(q, k16, v16, m, o, s, groups, dim, length, scale);
+                attend_bf16(q, k16, v16, m, o, s, groups, dim, hi - lo, scale);
             else
-                attend_f32(q, k32, v32, m, o, s, groups, dim, length, scale);
+                attend_f32(q, k32, v32, m, o, s, groups, dim, hi - lo, scale);
             free(s);
         }
     }

@@ -1,11 +1,12 @@
 """One compiled int4=8da4w decode step two ways, taking turns in one process: the 8da4w kernel's walk as
 calibrated on this processor and the untuned walk (`--compare walk`), its software prefetch on and off
 (`--compare prefetch`), its weights in 4 KB and in 2 MB pages (`--compare pages`), the kernels'
-operators in C++ and in Python (`--compare operator`), or the kernel built from this checkout's w4a8.c
+operators in C++ and in Python (`--compare operator`), the kernel built from this checkout's w4a8.c
 and from another (`--compare source --other OLD.c`, e.g. `git show REV:harness/kernels/w4a8.c > OLD.c`;
-each with the walk calibrated for its own build).
+each with the walk calibrated for its own build), or the attention kernel built from this checkout's
+decode_attention.c and from another (`--compare attention --other OLD.c`).
 
-    python -m tests.bench.step_ab --compare walk|prefetch|pages|operator|source [--other OLD.c]
+    python -m tests.bench.step_ab --compare walk|prefetch|pages|operator|source|attention [--other OLD.c]
                                   [--rounds 6] [--seconds 2]
 
 These VMs' memory bandwidth jumps (a Zen 4 read 35 and 67 GB/s seconds apart), so two runs of
@@ -31,7 +32,7 @@ from dia_bench.harness import env
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.driver.suite import load_texts
 from dia_bench.harness.kernels import w4a8
-from dia_bench.harness.kernels.builder import build, compiler, library_path
+from dia_bench.harness.kernels.builder import build, build_operator, compiler, library_path
 from dia_bench.harness.kernels.tuning import Walk, load_or_calibrate
 from dia_bench.harness.runtime import hugepages
 from dia_bench.harness.worker.measure import load_pipeline, sampling_of
@@ -102,20 +103,40 @@ def _source_switch(other: Path) -> dict[str, Callable[[], None]]:
     return {"this checkout": use(w4a8.library()), other.name: use(lib)}
 
 
+def _attention_switch(other: Path) -> dict[str, Callable[[], None]]:
+    """The C++ attention operator calling this checkout's kernel or one built from `other`."""
+    from dia_bench.harness.kernels import decode_attention
+
+    if decode_attention.operator() != "C++ operator":
+        raise SystemExit("the attention operator runs in Python here: only the C++ one can switch kernels")
+    native = ctypes.CDLL(str(build_operator(decode_attention.OPERATOR_SOURCE, "decode_attention")))
+    native.decode_attention_set_kernel.argtypes = [ctypes.c_void_p]
+    lib = build(other, "decode attention (other source)")
+
+    def use(kernel: ctypes.CDLL) -> Callable[[], None]:
+        return lambda: native.decode_attention_set_kernel(ctypes.cast(kernel.decode_attention, ctypes.c_void_p))
+
+    return {"this checkout": use(decode_attention.library()), other.name: use(lib)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", choices=("walk", "prefetch", "pages", "operator", "source"), required=True)
-    parser.add_argument("--other", type=Path, help="the other w4a8.c, for --compare source")
+    parser.add_argument("--compare", choices=("walk", "prefetch", "pages", "operator", "source", "attention"),
+                        required=True)
+    parser.add_argument("--other", type=Path, help="the other w4a8.c (--compare source) or decode_attention.c "
+                        "(--compare attention)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
-    if args.compare == "source" and (args.other is None or not args.other.is_file()):
-        parser.error("--compare source needs --other, a w4a8.c to build (e.g. from git show)")
+    if args.compare in ("source", "attention") and (args.other is None or not args.other.is_file()):
+        parser.error(f"--compare {args.compare} needs --other, the kernel's source to build (e.g. from git show)")
     cell = Cell(plugins=PLUGINS, text=load_texts()["medium"], seconds=args.seconds)
     pipe, _ = load_pipeline(cell)
     apply_plan(pipe, resolve(cell.plugins, "cpu"), "cpu")
     if args.compare == "source":
         ways = _source_switch(args.other.resolve())
+    elif args.compare == "attention":
+        ways = _attention_switch(args.other.resolve())
     elif args.compare == "pages":
         ways = _page_switch()
     elif args.compare == "operator":

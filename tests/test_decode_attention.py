@@ -19,7 +19,8 @@ def _expected(q, k, v, mask, scale):
 
 @pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("rows", "kv_heads", "groups", "dim", "length", "per_row"),
-                         [(2, 4, 4, 128, 1, False), (2, 4, 4, 128, 300, False), (3, 16, 1, 16, 37, True),
+                         [(2, 4, 4, 128, 1, False), (2, 4, 4, 128, 301, False), (2, 16, 1, 128, 45, True),
+                          (3, 16, 1, 16, 37, True),
                           (1, 2, 2, 8, 5, True)])
 def test_the_kernel_equals_attention_in_float64(rows, kv_heads, groups, dim, length, per_row, kv_dtype):
     """A bf16 cache is widened exactly as it is read: the same float64 answer on its rounded values."""
@@ -63,23 +64,25 @@ BUILDS = {"x86-64-v4": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd
 
 
 @pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("groups", "dim"), [(4, 32), (4, 128), (1, 128)])
 @pytest.mark.parametrize("march", list(BUILDS))
-def test_each_build_gives_the_same_attention(march, kv_dtype):
+def test_each_build_gives_the_same_attention(march, groups, dim, kv_dtype):
     """The builds for AVX-512, AVX2 and processors without AVX beside this machine's: the same arithmetic,
-    through the library's own entry point, for both cache dtypes."""
+    through the library's own entry point, for both cache dtypes, in the generic body (dim 32) and in
+    the paths arranged for Dia's 128-wide heads (self-attention's 4 queries a head, cross-attention's 1)."""
     import ctypes
 
     needs_cpu(*BUILDS[march])
     lib = decode_attention.library(march)
     g = torch.Generator().manual_seed(7)
-    q = torch.randn(2, 4, 4, 32, generator=g)
-    k, v = (torch.randn(2, 4, 50, 32, generator=g).to(kv_dtype) for _ in range(2))
-    mask, out = torch.zeros(1, 50), torch.empty(2, 4, 4, 32)
-    mask[0, 40:] = torch.finfo(torch.float32).min
+    q = torch.randn(2, 4, groups, dim, generator=g)
+    k, v = (torch.randn(2, 4, 51, dim, generator=g).to(kv_dtype) for _ in range(2))
+    mask, out = torch.zeros(1, 51), torch.empty(2, 4, groups, dim)
+    mask[0, 41:] = torch.finfo(torch.float32).min  # 41 positions read: pairs, then one alone
     assert lib.decode_attention(q.data_ptr(), k.data_ptr(), k.stride(0), k.stride(1), v.data_ptr(), v.stride(0),
-                                v.stride(1), mask.data_ptr(), 0, out.data_ptr(), 2, 4, 4, 32, 50,
+                                v.stride(1), mask.data_ptr(), 0, out.data_ptr(), 2, 4, groups, dim, 51,
                                 ctypes.c_float(0.25), int(kv_dtype == torch.bfloat16)) == 0
-    torch.testing.assert_close(out, _expected(q, k, v, mask.expand(2, 50), 0.25), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, _expected(q, k, v, mask.expand(2, 51), 0.25), rtol=1e-5, atol=1e-5)
 
 
 def test_keys_it_cannot_read_are_refused():

@@ -7,12 +7,15 @@ each with the walk calibrated for its own build), or the attention kernel built 
 decode_attention.c and from another (`--compare attention --other OLD.c`).
 
     python -m tests.bench.step_ab --compare walk|prefetch|pages|operator|source|attention [--other OLD.c]
-                                  [--rounds 6] [--seconds 2]
+                                  [--rounds 6] [--seconds 2] [--by-step]
 
 These VMs' memory bandwidth jumps (a Zen 4 read 35 and 67 GB/s seconds apart), so two runs of
 `dia-bench run` compare episodes rather than settings: here each round runs both, in alternating order,
 with a bandwidth probe before and after each request. Prints each request's step p50, the probes and the
-step's weight reads as a share of the slower probe's rate, and the median over rounds. dia-1.6b
+step's weight reads as a share of the slower probe's rate, and the median over rounds. The bandwidth can
+also jump within a request: `--by-step` runs the two ways in turns step by step within each request
+instead (all but `operator` switch between steps), so that both meet the same episodes, and prints per
+request the median step of each and their ratio. dia-1.6b
 synthetic, `int4=8da4w-128 engine=static compile kv-cache=bf16 codec-dtype`, the medium text. Not a
 unit test.
 """
@@ -22,9 +25,11 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import itertools
 import statistics
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -35,6 +40,7 @@ from dia_bench.harness.kernels import w4a8
 from dia_bench.harness.kernels.builder import build, build_operator, compiler, library_path
 from dia_bench.harness.kernels.tuning import Walk, load_or_calibrate
 from dia_bench.harness.runtime import hugepages
+from dia_bench.harness.runtime.pipeline import StepClock
 from dia_bench.harness.worker.measure import load_pipeline, sampling_of
 from dia_bench.harness.worker.roofline import bandwidth_probe, decode_step_weight_bytes
 from dia_bench.optimizations.registry import apply_plan, resolve
@@ -119,6 +125,34 @@ def _attention_switch(other: Path) -> dict[str, Callable[[], None]]:
     return {"this checkout": use(decode_attention.library()), other.name: use(lib)}
 
 
+def _by_step(pipe: Any, cell: Cell, sampling: Any, ways: dict[str, Callable[[], None]], rounds: int) -> None:
+    """Each request runs the two ways in turns, switching after every step (the engine hands each step's
+    codes to the clock's on_row between steps); which way takes the even steps alternates by round. Step t
+    attends to one position more than step t - 1, so the two ways' steps are alike but for the way."""
+    names = list(ways)
+    inputs = pipe.tokenize(cell.request_texts)
+    ratios = []
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        turns = itertools.cycle(order[1:] + order[:1])  # after step 0 comes order[1]'s step, and so on
+
+        clock = StepClock(on_row=lambda _row, turns=turns: ways[next(turns)]())
+        ways[order[0]]()
+        pipe.generate(inputs, cell.frames, sampling, cell.seed, streamer=clock)
+        # stamps[t] -> stamps[t + 1] is step t, run the way order[t % 2]; step 0 (the prefill's) is left out.
+        by_way: dict[str, list[float]] = {name: [] for name in names}
+        for t in range(1, len(clock.stamps) - 1):
+            by_way[order[t % 2]].append((clock.stamps[t + 1] - clock.stamps[t]) * 1e3)
+        medians = {name: statistics.median(got) for name, got in by_way.items()}
+        ratios.append(medians[names[1]] / medians[names[0]])
+        print(f"round {r}: " + "  ".join(f"{name} step p50 {m:.2f} ms over {len(by_way[name])} steps"
+                                         for name, m in medians.items())
+              + f"  {names[1]} / {names[0]} {ratios[-1]:.3f}")
+    ratios.sort()
+    print(f"{names[1]} / {names[0]}, step by step: median over requests {statistics.median(ratios):.3f}, "
+          f"range {ratios[0]:.3f}-{ratios[-1]:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compare", choices=("walk", "prefetch", "pages", "operator", "source", "attention"),
@@ -127,7 +161,11 @@ def main() -> None:
                         "(--compare attention)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--by-step", action="store_true", help="the two ways in turns step by step within each "
+                        "request, rather than request by request")
     args = parser.parse_args()
+    if args.by_step and args.compare == "operator":
+        parser.error("--by-step cannot switch operators between steps: compare them request by request")
     if args.compare in ("source", "attention") and (args.other is None or not args.other.is_file()):
         parser.error(f"--compare {args.compare} needs --other, the kernel's source to build (e.g. from git show)")
     cell = Cell(plugins=PLUGINS, text=load_texts()["medium"], seconds=args.seconds)
@@ -152,6 +190,9 @@ def main() -> None:
     for _ in range(2):  # the compile, then a warm request
         pipe.run(cell.request_texts, cell.frames, sampling, cell.seed)
     print(f"cpu: {env.cpu_info()['model']}  threads: {torch.get_num_threads()}  comparing: {', '.join(ways)}")
+    if args.by_step:
+        _by_step(pipe, cell, sampling, ways, args.rounds)
+        return
     steps: dict[str, list[float]] = {name: [] for name in ways}
     for r in range(args.rounds):
         for name in list(ways)[::1 if r % 2 else -1]:

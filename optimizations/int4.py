@@ -190,10 +190,9 @@ class Int4(Plugin):
 def _in_huge_pages(packed: tuple) -> tuple:
     """A packed layer (W4A8Linear's tuple) with its codes in 2 MB pages where the kernel offers them. A
     decode step streams every code once, and in 4 KB pages each 4 KB is a TLB miss and a place where the
-    hardware prefetcher stops. On a 2-core Zen 5, taking turns in one process (tests/bench/step_ab.py
-    --compare pages), the compiled step was faster in 2 MB pages in 18 of 22 pairs over three runs, most
-    where the memory ran fast: median 0.88x the time in a run whose probes read 70-90 GB/s, 0.96x and
-    0.98x in runs mostly at 40-50. The scales and lows, under 2 MB a layer, stay where they are."""
+    hardware prefetcher stops. On a 2-core Zen 5, taking turns step by step within each request
+    (tests/bench/step_ab.py --compare pages --by-step), the compiled step took 0.964-0.984x the time in 2
+    MB pages in all 8 requests (median 0.976). The scales and lows, under 2 MB a layer, stay where they are."""
     from dia_bench.harness.runtime import hugepages
 
     fan_in, fan_out, codes, scales, lows, bias = packed

@@ -7,8 +7,9 @@ process, a sum over 1 GiB read 50 GB/s in 4 KB pages and 69 GB/s in 2 MB pages (
 MB pages read faster in all of 6 more pairs, by 11-84%), so the roofline measures the memory in 2 MB
 pages: the best the machine does. The int4=8da4w kernel gains less, being no plain sum: on that Zen 4 a
 step's GEMVs alone took 16.0 ms against 14.7 ms (8%) and the whole compiled step moved by about 1%, within
-the noise; on a 2-core Zen 5 the compiled step was faster in 2 MB pages in 18 of 22 pairs, by a median
-12% where the memory ran fast (tests/bench/step_ab.py --compare pages). So int4=8da4w places its codes
+the noise; on a 2-core Zen 5, taking turns step by step within each request, the compiled step took
+0.964-0.984x the time in 2 MB pages in all 8 requests (tests/bench/step_ab.py --compare pages --by-step;
+taken request by request, the memory's episodes had made that look like 12%). So int4=8da4w places its codes
 here (`copy_of`), and the `hugepages` plugin asks torch's allocator for huge pages for everything else.
 """
 

@@ -4,10 +4,11 @@ calibrated on this processor and the untuned walk (`--compare walk`), its softwa
 operators in C++ and in Python (`--compare operator`), the kernel built from this checkout's w4a8.c
 and from another (`--compare source --other OLD.c`, e.g. `git show REV:harness/kernels/w4a8.c > OLD.c`;
 each with the walk calibrated for its own build), or the attention kernel built from this checkout's
-decode_attention.c and from another (`--compare attention --other OLD.c`).
+decode_attention.c and from another (`--compare attention --other OLD.c`), or the step compiled with
+inductor's default options and with others (`--compare inductor --options '{"cpp_wrapper": True}'`).
 
-    python -m tests.bench.step_ab --compare walk|prefetch|pages|operator|source|attention [--other OLD.c]
-                                  [--rounds 6] [--seconds 2] [--by-step]
+    python -m tests.bench.step_ab --compare walk|prefetch|pages|operator|source|attention|inductor
+                                  [--other OLD.c] [--options DICT] [--rounds 6] [--seconds 2] [--by-step]
 
 These VMs' memory bandwidth jumps (a Zen 4 read 35 and 67 GB/s seconds apart), so two runs of
 `dia-bench run` compare episodes rather than settings: here each round runs both, in alternating order,
@@ -23,6 +24,7 @@ unit test.
 from __future__ import annotations
 
 import argparse
+import ast
 import ctypes
 import gc
 import itertools
@@ -125,6 +127,17 @@ def _attention_switch(other: Path) -> dict[str, Callable[[], None]]:
     return {"this checkout": use(decode_attention.library()), other.name: use(lib)}
 
 
+def _inductor_switch(pipe: Any, options: dict[str, Any]) -> dict[str, Callable[[], None]]:
+    """The engine's step as the compile plugin compiled it, or compiled again with inductor `options` on top
+    of the default mode's; the engine calls whichever `decode` it holds at each step."""
+    engine = pipe.engine
+    compiled = engine.decode
+    other = torch.compile(engine._decode, options={**torch._inductor.list_mode_options("default"), **options},
+                          dynamic=False)
+    return {"default": lambda: setattr(engine, "decode", compiled),
+            str(options): lambda: setattr(engine, "decode", other)}
+
+
 def _by_step(pipe: Any, cell: Cell, sampling: Any, ways: dict[str, Callable[[], None]], rounds: int) -> None:
     """Each request runs the two ways in turns, switching after every step (the engine hands each step's
     codes to the clock's on_row between steps); which way takes the even steps alternates by round. Step t
@@ -155,15 +168,20 @@ def _by_step(pipe: Any, cell: Cell, sampling: Any, ways: dict[str, Callable[[], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", choices=("walk", "prefetch", "pages", "operator", "source", "attention"),
+    parser.add_argument("--compare", choices=("walk", "prefetch", "pages", "operator", "source", "attention",
+                                                 "inductor"),
                         required=True)
     parser.add_argument("--other", type=Path, help="the other w4a8.c (--compare source) or decode_attention.c "
                         "(--compare attention)")
+    parser.add_argument("--options", type=ast.literal_eval, default=None,
+                        help="inductor options for --compare inductor, a Python dict")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--by-step", action="store_true", help="the two ways in turns step by step within each "
                         "request, rather than request by request")
     args = parser.parse_args()
+    if args.compare == "inductor" and not isinstance(args.options, dict):
+        parser.error("--compare inductor needs --options, a dict of inductor options such as '{\"cpp_wrapper\": True}'")
     if args.by_step and args.compare == "operator":
         parser.error("--by-step cannot switch operators between steps: compare them request by request")
     if args.compare in ("source", "attention") and (args.other is None or not args.other.is_file()):
@@ -175,6 +193,8 @@ def main() -> None:
         ways = _source_switch(args.other.resolve())
     elif args.compare == "attention":
         ways = _attention_switch(args.other.resolve())
+    elif args.compare == "inductor":
+        ways = _inductor_switch(pipe, args.options)
     elif args.compare == "pages":
         ways = _page_switch()
     elif args.compare == "operator":
@@ -187,8 +207,10 @@ def main() -> None:
         ways = {"prefetch": lambda: w4a8.set_prefetch(True), "no prefetch": lambda: w4a8.set_prefetch(False)}
     sampling, cpu = sampling_of(cell), torch.device("cpu")
     weight_bytes = decode_step_weight_bytes(pipe.model)
-    for _ in range(2):  # the compile, then a warm request
+    for switch in ways.values():  # each way's first request (a compile, where the way is a step of its own)
+        switch()
         pipe.run(cell.request_texts, cell.frames, sampling, cell.seed)
+    pipe.run(cell.request_texts, cell.frames, sampling, cell.seed)  # and a warm one
     print(f"cpu: {env.cpu_info()['model']}  threads: {torch.get_num_threads()}  comparing: {', '.join(ways)}")
     if args.by_step:
         _by_step(pipe, cell, sampling, ways, args.rounds)

@@ -205,7 +205,29 @@ def render(run_dir: Path, max_tv: float = quality.DEFAULT_MAX_TOTAL_VARIATION) -
     if not drift.empty:
         lines.append("")
         lines += [f"- baseline drift {results.drift_text(d)}" for _, d in drift.iterrows()]
+    ok = df[df["status"] == "ok"] if not df.empty else df
+    if not ok.empty:
+        lines += ["", "## Where the time goes", "",
+                  "Per cell: the long-form RTF (decode steps per second of audio, the geometric mean of the repeats "
+                  "with its 95% interval) and the fixed cost a request pays beside it (encoder, prefill, the delay "
+                  "pattern's steps); the whole request with the codec over its audio; the codec's seconds per "
+                  "second of audio; the decode step's percentiles; and the step's bytes (weights and attention "
+                  "caches) over the memory bandwidth it had (docs/statistics.md#the-roofline).", "",
+                  "| cell | long-form RTF [95% CI] | fixed s a request | end to end RTF, with codec | codec s per "
+                  "audio s | decode step p50 / p90 ms | roofline |",
+                  "|---|---|---|---|---|---|---|",
+                  *(_time_row(r) for _, r in ok.iterrows())]
     return "\n".join(lines) + "\n"
+
+
+def _time_row(r: pd.Series) -> str:
+    audio = r["audio_seconds"]
+    codec = None if figures.absent(r["codec_decode_s"]) or figures.absent(audio) else r["codec_decode_s"] / audio
+    return (f"| {_inline(r['description'])} | "
+            f"{figures.interval(r['long_form_rtf'], r['long_form_rtf_low'], r['long_form_rtf_high'])} | "
+            f"{figures.number(r['fixed_seconds'], '.2f')} | {figures.number(r['rtf_end_to_end'])} | "
+            f"{figures.number(codec)} | {figures.number(r['step_p50_ms'], '.2f')} / "
+            f"{figures.number(r['step_p90_ms'], '.2f')} | {figures.roofline(r)} |")
 
 
 def index(parent: Path, relative_to: Path) -> str:

@@ -79,6 +79,10 @@ def test_a_readme_depends_on_the_run_alone(tiny_run, tmp_path):
         assert path not in text
     for rec in rundir.records(here):
         assert f"| {rec['description']} | {rec['status']} |" in text
+        if rec["status"] == "ok":  # and where its time went: long-form, the codec, the roofline
+            codec = rec["stages"]["codec_decode_s"] / rec["audio_seconds"]
+            assert (f"| {rec['description']} | {rec['long_form']['rtf']:.3f} [" in text
+                    and f" | {rec['rtf_end_to_end']:.3f} | {codec:.3f} | " in text), rec["description"]
     assert "dia-bench sweep tiny.toml --out tiny-again" in text
     assert "> test suite" in text and "(fewer than 3 repeats" not in text  # the tiny suite runs 3 repeats
 

@@ -198,6 +198,10 @@ def test_8da4w_walk_is_calibrated_on_this_processor_and_kept():
     assert record["best_gb_per_s"] == max(gbps.values()) > 0
     assert record["untuned_gb_per_s"] == gbps[tuning.Walk().describe()]
     assert record["gain_over_untuned"] >= 1
+    low, high = record["best_gb_per_s_range"]  # the slowest and fastest round around the median
+    assert low <= record["best_gb_per_s"] <= high
+    low, high = record["untuned_gb_per_s_range"]
+    assert low <= record["untuned_gb_per_s"] <= high
     stored = tuning.tuning_path(library_path(w4a8.SOURCE, compiler(), "native"), torch.get_num_threads())
     kept = tuning.Calibration.from_json(json.loads(stored.read_text()))
     assert kept is not None and kept.walk == w4a8.walk()
@@ -222,6 +226,7 @@ def test_a_damaged_stored_walk_is_measured_again(tmp_path):
     assert tuning.load_or_calibrate(library, lambda: fresh) == fresh
     assert tuning.Calibration.from_json(json.loads(stored.read_text())) == fresh
     assert fresh.as_record()["gain_over_untuned"] == 1.5
+    assert fresh.as_record()["best_gb_per_s_range"] is None  # made without its rounds: no range to show
 
 
 def test_8da4w_layers_joined_give_each_parts_output_bit_for_bit_and_hold_the_weights_once():

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: each candidate's slowest and fastest round kept beside its median
 
 
 @dataclass(frozen=True)
@@ -49,20 +49,27 @@ class Walk:
 
 @dataclass(frozen=True)
 class Calibration:
-    """The walk chosen, with each candidate's median weight bytes per second over the rounds."""
+    """The walk chosen, with each candidate's median weight bytes per second over the rounds and the
+    slowest and fastest round: where the chosen walk's range overlaps the untuned one's, the choice was
+    within the calibration's own noise, and the record shows it."""
 
     walk: Walk
     threads: int
     weight_bytes: int
     gb_per_s: dict[str, float] = field(default_factory=dict)  # candidate's describe() -> median GB/s
+    gb_per_s_range: dict[str, list[float]] = field(default_factory=dict)  # -> [slowest, fastest round]
 
     @classmethod
     def from_times(cls, times: dict[Walk, list[float]], weight_bytes: int, threads: int) -> Calibration:
         medians = {w: statistics.median(t) for w, t in times.items() if t}
         best = min(medians, key=medians.get)
-        return cls(best, threads, weight_bytes,
-                   {w.describe(): round(weight_bytes / m / 1e9, 2) for w, m in sorted(
-                       medians.items(), key=lambda kv: kv[1])})
+
+        def rate(seconds: float) -> float:
+            return round(weight_bytes / seconds / 1e9, 2)
+
+        ordered = sorted(medians.items(), key=lambda kv: kv[1])
+        return cls(best, threads, weight_bytes, {w.describe(): rate(m) for w, m in ordered},
+                   {w.describe(): [rate(max(times[w])), rate(min(times[w]))] for w, _ in ordered})
 
     def as_record(self) -> dict[str, Any]:
         untuned = self.gb_per_s.get(Walk().describe())
@@ -70,17 +77,20 @@ class Calibration:
         return {"calibrated": True, "walk": self.walk.describe(), **asdict(self.walk), "threads": self.threads,
                 "best_gb_per_s": best, "untuned_gb_per_s": untuned,
                 "gain_over_untuned": round(best / untuned, 3) if best and untuned else None,
+                "best_gb_per_s_range": self.gb_per_s_range.get(self.walk.describe()),
+                "untuned_gb_per_s_range": self.gb_per_s_range.get(Walk().describe()),
                 "candidates_gb_per_s": dict(self.gb_per_s)}
 
     def to_json(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "walk": asdict(self.walk), "threads": self.threads,
-                "weight_bytes": self.weight_bytes, "gb_per_s": self.gb_per_s}
+                "weight_bytes": self.weight_bytes, "gb_per_s": self.gb_per_s, "gb_per_s_range": self.gb_per_s_range}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Calibration | None:
         if data.get("format_version") != FORMAT_VERSION:
             return None
-        return cls(Walk(**data["walk"]), int(data["threads"]), int(data["weight_bytes"]), dict(data["gb_per_s"]))
+        return cls(Walk(**data["walk"]), int(data["threads"]), int(data["weight_bytes"]), dict(data["gb_per_s"]),
+                   {k: list(v) for k, v in data["gb_per_s_range"].items()})
 
 
 def tuning_path(library: Path, threads: int) -> Path:

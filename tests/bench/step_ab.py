@@ -132,8 +132,13 @@ def _inductor_switch(pipe: Any, options: dict[str, Any]) -> dict[str, Callable[[
     of the default mode's; the engine calls whichever `decode` it holds at each step."""
     engine = pipe.engine
     compiled = engine.decode
-    other = torch.compile(engine._decode, options={**torch._inductor.list_mode_options("default"), **options},
-                          dynamic=False)
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        # A code object of its own: dynamo keeps compiled code per code object, and options that name the
+        # same backend configuration would otherwise be handed the step compiled first.
+        return engine._decode(*args, **kwargs)
+
+    other = torch.compile(step, options={**torch._inductor.list_mode_options("default"), **options}, dynamic=False)
     return {"default": lambda: setattr(engine, "decode", compiled),
             str(options): lambda: setattr(engine, "decode", other)}
 

@@ -19,20 +19,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* e^x for x <= 0: 2^(x log2 e) split into an integer power and a fraction in [-0.5, 0.5], whose 2^f
-   is its Taylor series to degree 6 (relative error about 1e-7, fp32's own). Branch-free, so the loop
-   over positions vectorizes; below -87 (and for masked positions) it is exactly 0. */
+/* 2^f for f in [-0.5, 0.5]: its Taylor series to degree 6 (relative error about 1e-7, fp32's own), for a
+   float or a vector of them. */
+#define EXP2_FRACTION(p, f)                                                                                \
+    do {                                                                                                   \
+        p = f * 1.5403530393381609e-4f + 1.3333558146428443e-3f;                                          \
+        p = p * f + 9.6181291076284772e-3f;                                                                \
+        p = p * f + 5.5504108664821580e-2f;                                                                \
+        p = p * f + 2.4022650695910071e-1f;                                                                \
+        p = p * f + 6.9314718055994531e-1f;                                                                \
+        p = p * f + 1.0f;                                                                                  \
+    } while (0)
+
+/* e^x for x <= 0: 2^(x log2 e) split into an integer power and a fraction in [-0.5, 0.5]. Below -87 (and
+   for masked positions) it is exactly 0. One number at a time, for the generic body and the positions
+   left over from whole vectors (exp_nonpositive_lanes computes the same a vector at a time). */
 static inline float exp_nonpositive(float x) {
     float t = x * 1.44269504088896341f;
     float n = __builtin_floorf(t + 0.5f);
-    float f = t - n;
-    float p = 1.5403530393381609e-4f;
-    p = p * f + 1.3333558146428443e-3f;
-    p = p * f + 9.6181291076284772e-3f;
-    p = p * f + 5.5504108664821580e-2f;
-    p = p * f + 2.4022650695910071e-1f;
-    p = p * f + 6.9314718055994531e-1f;
-    p = p * f + 1.0f;
+    float f = t - n, p;
+    EXP2_FRACTION(p, f);
     int32_t e = ((int32_t)(x < -87.0f ? 0.0f : n) + 127) << 23;
     float scale;
     memcpy(&scale, &e, sizeof scale);
@@ -169,12 +175,8 @@ static inline vecf exp_nonpositive_lanes(vecf x) {
     lanei n = __builtin_convertvector(y, lanei); /* toward zero, then down where that rounded a negative up */
     n += (lanei)(__builtin_convertvector(n, vecf) > y);
     const vecf f = t - __builtin_convertvector(n, vecf);
-    vecf p = f * 1.5403530393381609e-4f + 1.3333558146428443e-3f;
-    p = p * f + 9.6181291076284772e-3f;
-    p = p * f + 5.5504108664821580e-2f;
-    p = p * f + 2.4022650695910071e-1f;
-    p = p * f + 6.9314718055994531e-1f;
-    p = p * f + 1.0f;
+    vecf p;
+    EXP2_FRACTION(p, f);
     const lanei bits = (n + 127) << 23;
     vecf scale;
     memcpy(&scale, &bits, sizeof scale);

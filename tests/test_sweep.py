@@ -330,6 +330,25 @@ def test_baseline_every_repeats_the_baseline_between_cells(tmp_path):
                                                   name="neg")), "--list"), "baseline_every")
 
 
+def test_an_explicit_suite_may_go_without_the_baseline(tmp_path):
+    """`baseline = false`: only the listed cells, for suites whose baseline would cost more than they do;
+    refused where the design forms the baseline itself, or the cells list it anyway."""
+    explicit = TINY_SUITE.replace('design = "one-at-a-time"', 'design = "explicit"\ncells = [["cfg=0"]]').replace(
+        '[plugins]\ncfg = ["0"]\ntf32 = [true]\n', "")
+    assert [p.role for p in expand(parse_suite(write_suite(tmp_path, explicit)))] == [
+        "baseline-start", "cell", "baseline-end"]
+    without = explicit.replace('design = "explicit"', 'design = "explicit"\nbaseline = false')
+    planned = expand(parse_suite(write_suite(tmp_path, without, name="without")))
+    assert [(p.role, p.cell.plugins) for p in planned] == [("cell", ["cfg=0"])]
+    for name, text, needle in (
+            ("design", TINY_SUITE.replace('design = "one-at-a-time"', 'design = "one-at-a-time"\nbaseline = false'),
+             "needs design"),
+            ("listed", without.replace('[["cfg=0"]]', '[[], ["cfg=0"]]'), "drop one"),
+            ("every", without.replace("baseline = false", "baseline = false\nbaseline_every = 1"), "baseline_every")):
+        _usage_error(run_cli("sweep", str(write_suite(tmp_path, text, name=name)), "--list"), "baseline = false",
+                     needle)
+
+
 def test_speedup_compares_with_the_baseline_as_fast_as_the_machine_was_then(tiny_run, tmp_path):
     """A machine that got 2x slower during the run: the end baseline is slower, a cell run halfway
     through is compared with the baseline interpolated to its time, not with the fast start."""

@@ -91,10 +91,11 @@ def expand(suite: Suite, this_machine: bool = True) -> list[PlannedCell]:
     texts = load_texts()
     combos = plugin_combinations(suite)
     batches = batch_sizes(suite)
-    # Speedups need a baseline at the suite's batch sizes. A cell at a batch size of its own gets none
-    # unless the suite lists one: its throughput still compares with the same plugins at the suite's.
+    # Speedups need a baseline at the suite's batch sizes, unless the suite says `baseline = false`. A cell
+    # at a batch size of its own gets none unless the suite lists one: its throughput still compares with
+    # the same plugins at the suite's.
     covered = {b for plugins, sizes in zip(combos, batches, strict=True) if not plugins for b in sizes}
-    missing = [b for b in suite.batch if b not in covered]
+    missing = [b for b in suite.batch if b not in covered] if suite.baseline else []
     timeouts = cell_timeouts(suite)
     if missing:
         combos, batches, timeouts = [[], *combos], [missing, *batches], [None, *timeouts]

@@ -25,7 +25,7 @@ SUITE_KEYS: dict[str, type | tuple[type, ...]] = {
     "warmup": int, "repeats": int, "min_repeats": int, "time_budget_s": (int, float), "seed": int,
     "timeout_s": (int, float), "fidelity": bool, "design": str, "cells": list, "weights": str,
     "codec_weights": str, "baseline_every": int, "target_ci_pct": (int, float), "max_repeats": int,
-    "gpu_model": str, "warmup_seconds": (int, float), "processes": int,
+    "gpu_model": str, "warmup_seconds": (int, float), "processes": int, "baseline": bool,
 }
 TOP_KEYS = {"suite", "plugins"}
 
@@ -51,6 +51,9 @@ class Suite:
     seed: int = 0
     timeout_s: float = 1800.0
     baseline_every: int = 0  # repeat the baseline after every N cells (0: only first and last)
+    # False: no fp32 baseline is added to an explicit suite's cells (where it would cost more than they
+    # do, such as at long lengths), and its cells have no speedup.
+    baseline: bool = True
     # Each cell measured in this many worker processes, a round of all cells per process, so that
     # its interval rests on the spread between processes it showed, not on the machine's prior alone.
     processes: int = 1
@@ -267,6 +270,15 @@ def parse_suite(path: Path) -> Suite:
     if suite.processes < 1:
         raise UsageError(f"{path}: [suite] processes = {suite.processes}: give how many worker processes measure "
                          "each cell, 1 or more")
+    if not suite.baseline:
+        if suite.design != "explicit":
+            raise UsageError(f"{path}: [suite] baseline = false needs design = \"explicit\": the {suite.design} "
+                             "design forms the baseline itself")
+        if any(not cell for cell in suite.cells):
+            raise UsageError(f"{path}: [suite] baseline = false, yet cells list the baseline ([]): drop one")
+        if suite.baseline_every:
+            raise UsageError(f"{path}: [suite] baseline = false with baseline_every = {suite.baseline_every}: "
+                             "drop baseline_every")
     if suite.baseline_every < 0:
         raise UsageError(f"{path}: [suite] baseline_every = {suite.baseline_every}: give 0 (baselines first "
                          "and last only) or N >= 1 (a baseline again after every N cells)")

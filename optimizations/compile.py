@@ -27,15 +27,13 @@ class Compile(Plugin):
         import torch
 
         if pipeline.engine is not None:  # engine=static: its one decode step, at the request's fixed shapes
-            if torch.device(pipeline.device).type == "cpu":
-                # The step's host code in C++ rather than Python: a step calls about 250 kernels and operators,
-                # and taking turns step by step within each request (tests/bench/step_ab.py --compare inductor
-                # --by-step) the int4 step took 0.953-0.976x the time on a 2-core Zen 5, in all 8 requests.
-                pipeline.engine.compile(value, cpp_wrapper=True)
-                return (f"engine=static's decode step compiled (mode={value}, C++ wrapper); compilation happens "
-                        "in the warmup")
-            pipeline.engine.compile(value)
-            return f"engine=static's decode step compiled (mode={value}); compilation happens in the warmup"
+            # On the CPU, the step's host code in C++ rather than Python: a step calls about 250 kernels and
+            # operators, and taking turns step by step within each request (tests/bench/step_ab.py --compare
+            # inductor --by-step) the int4 step took 0.953-0.976x the time on a 2-core Zen 5, in all 8 requests.
+            cpp_wrapper = torch.device(pipeline.device).type == "cpu"
+            pipeline.engine.compile(value, **({"cpp_wrapper": True} if cpp_wrapper else {}))
+            return (f"engine=static's decode step compiled (mode={value}{', C++ wrapper' if cpp_wrapper else ''}); "
+                    "compilation happens in the warmup")
         model = pipeline.model
         model.forward = torch.compile(model.forward, mode=value, dynamic=False)
         pipeline.generate_kwargs["cache_implementation"] = "static"

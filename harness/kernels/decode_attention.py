@@ -29,14 +29,24 @@ def library(march: str = "native") -> ctypes.CDLL:
 
 
 @cache
+def _bound() -> tuple[ctypes.CDLL | None, str]:
+    global _BOUND
+    bound = bind_cpu("decode_attention", OPERATOR_SOURCE, _run, library().decode_attention)
+    _BOUND = True
+    return bound
+
+
 def operator() -> str:
     """Binds the operator's CPU implementation to this machine's kernel, once a process (ops.bind_cpu), and
     says which runs: the C++ operator or the Python one. Raises KernelUnavailable where the kernel cannot be
     built."""
-    global _BOUND
-    _, how = bind_cpu("decode_attention", OPERATOR_SOURCE, _run, library().decode_attention)
-    _BOUND = True
-    return how
+    return _bound()[1]
+
+
+def native_operator() -> ctypes.CDLL | None:
+    """The C++ operator's library, bound (its `decode_attention_set_kernel` takes a kernel's entry point), or
+    None where the operator runs in Python."""
+    return _bound()[0]
 
 
 _BOUND = False  # a plain flag, which a traced step reads as a constant, where operator() is a cached call

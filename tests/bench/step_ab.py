@@ -39,7 +39,7 @@ from dia_bench.harness import env
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.driver.suite import load_texts
 from dia_bench.harness.kernels import w4a8
-from dia_bench.harness.kernels.builder import build, build_operator, compiler, library_path
+from dia_bench.harness.kernels.builder import build, compiler, library_path
 from dia_bench.harness.kernels.tuning import Walk, load_or_calibrate
 from dia_bench.harness.runtime import hugepages
 from dia_bench.harness.runtime.pipeline import StepClock
@@ -115,10 +115,10 @@ def _attention_switch(other: Path) -> dict[str, Callable[[], None]]:
     """The C++ attention operator calling this checkout's kernel or one built from `other`."""
     from dia_bench.harness.kernels import decode_attention
 
-    if decode_attention.operator() != "C++ operator":
-        raise SystemExit("the attention operator runs in Python here: only the C++ one can switch kernels")
-    native = ctypes.CDLL(str(build_operator(decode_attention.OPERATOR_SOURCE, "decode_attention")))
-    native.decode_attention_set_kernel.argtypes = [ctypes.c_void_p]
+    native = decode_attention.native_operator()
+    if native is None:
+        raise SystemExit(f"the attention operator runs in Python here ({decode_attention.operator()}): only the "
+                         "C++ one can switch kernels")
     lib = build(other, "decode attention (other source)")
 
     def use(kernel: ctypes.CDLL) -> Callable[[], None]:

@@ -56,10 +56,25 @@ def cpu_info() -> dict[str, Any]:
         "arch": info.get("arch") or platform.machine(),
         "physical_cores": psutil.cpu_count(logical=False),
         "logical_cores": psutil.cpu_count(logical=True),
+        # A run pinned with taskset (a 2-core figure taken on a larger server) must say so.
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "features": {f: f in flags for f in CPU_FEATURES},
         "flags": sorted(flags),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
     }
+
+
+def usable_cores(cpu: dict[str, Any]) -> int | None:
+    """The hardware threads a run could use: its affinity where recorded, else all the machine has."""
+    return cpu.get("usable_cores") or cpu.get("logical_cores")
+
+
+def cores_label(cpu: dict[str, Any]) -> str:
+    """`16 cores`, or `2 of 16 cores (pinned)` where the process could use fewer than the machine has."""
+    cores, usable = cpu.get("physical_cores"), cpu.get("usable_cores")
+    if usable and cores and usable < (cpu.get("logical_cores") or cores):
+        return f"{usable} of {cores} cores (pinned)"
+    return f"{cores if cores is not None else '?'} cores"
 
 
 def gpu_info() -> list[dict[str, Any]]:

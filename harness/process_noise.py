@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dia_bench.harness import stats
+from dia_bench.harness.env import usable_cores
 from dia_bench.harness.paths import cache_dir
 
 # Roles whose records are one more process of a configuration measured in another record.
@@ -134,7 +135,7 @@ def machine_id(machine: dict[str, Any]) -> str:
     """CPU model, cores and GPUs: what makes two runs the same machine for the history."""
     cpu = machine.get("cpu") or {}
     gpus = ",".join(g.get("name", "?") for g in machine.get("gpus") or []) or "no GPU"
-    return f"{cpu.get('model')} | {cpu.get('logical_cores')} cores | {gpus}"
+    return f"{cpu.get('model')} | {usable_cores(cpu)} cores | {gpus}"
 
 
 def _read_history() -> dict[str, Any]:

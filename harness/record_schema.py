@@ -160,7 +160,7 @@ class Weights(TypedDict):
     codec: F[WeightsFile, Doc("the codec's weights")]
 
 
-class Cpu(TypedDict):
+class CpuBase(TypedDict):
     model: F[str, Doc("the processor's brand string")]
     vendor: F[str | None, Doc("`GenuineIntel`, `AuthenticAMD`...", none="not reported")]
     arch: F[str, Doc("instruction set architecture")]
@@ -169,6 +169,12 @@ class Cpu(TypedDict):
     features: F[dict[str, bool], Doc("the CPU features that decide which optimizations can pay off")]
     flags: F[list[str], Doc("every flag the CPU reports")]
     memory_gb: F[float, Doc("installed memory", "GiB")]
+
+
+class Cpu(CpuBase, total=False):
+    usable_cores: F[int | None, Doc("the hardware threads the process could run on (its CPU affinity): fewer "
+                                    "than logical_cores where it was pinned", none="not reported",
+                                    present="records since pinned runs were told apart")]
 
 
 class Gpu(TypedDict):

@@ -14,6 +14,7 @@ import pandas as pd
 from dia_bench import harness
 from dia_bench.harness import rundir, stats
 from dia_bench.harness.analysis import quality, results, scaling
+from dia_bench.harness.env import cores_label
 from dia_bench.harness.weights_dir import REAL_WEIGHTS_HINT
 from dia_bench.reports import answers, charts, figures, pages
 from dia_bench.reports import stacks as stack_table
@@ -135,7 +136,7 @@ def _machines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (env.get("hostname"), env.get("device_name"), env["software"].get("stack"), env["software"]["torch"])
         seen.setdefault(key, {
             "hostname": env.get("hostname"), "device_name": env.get("device_name"),
-            "cpu": f"{env['cpu']['model']} ({env['cpu']['physical_cores']} cores)",
+            "cpu": f"{env['cpu']['model']} ({cores_label(env['cpu'])})",
             "gpus": ", ".join(f"{g['name']} (cc {g['capability']}, driver {g['driver']})" for g in env.get("gpus", []))
                     or "none",
             "torch": env["software"]["torch"], "transformers": env["software"]["transformers"],

@@ -15,6 +15,7 @@ import pandas as pd
 
 from dia_bench.harness import rundir, stats
 from dia_bench.harness.analysis import quality, results
+from dia_bench.harness.env import cores_label
 from dia_bench.reports import figures
 
 if sys.version_info >= (3, 11):
@@ -48,7 +49,7 @@ def machine_name(meta: dict[str, Any], df: pd.DataFrame) -> str:
     names = sorted({str(n) for n in on_gpu["device_name"].dropna()}) if not on_gpu.empty else []
     if names:
         return ", ".join(names)
-    return f"{cpu.get('model', 'unknown CPU')} ({cpu.get('physical_cores', '?')} cores)"
+    return f"{cpu.get('model', 'unknown CPU')} ({cores_label(cpu)})"
 
 
 def _date(value: str | None) -> str:
@@ -67,7 +68,7 @@ def machine_lines(meta: dict[str, Any]) -> list[str]:
     cpu = machine.get("cpu") or {}
     features = [f for f, on in (cpu.get("features") or {}).items() if on]
     lines = [f"- CPU: {cpu.get('model', '?')} ({cpu.get('vendor') or '?'}, {cpu.get('arch') or '?'}), "
-             f"{cpu.get('physical_cores', '?')} cores, {cpu.get('logical_cores', '?')} threads, "
+             f"{cores_label(cpu)}, {cpu.get('logical_cores', '?')} threads, "
              f"{cpu.get('memory_gb', '?')} GiB memory; features: {', '.join(features) or 'none of note'}"]
     gpus = machine.get("gpus") or []
     lines.append("- GPU: " + ("; ".join(f"{g.get('name')} ({g.get('memory_gb')} GiB, compute capability "
@@ -245,8 +246,8 @@ def index(parent: Path, relative_to: Path) -> str:
         link = Path(os.path.relpath(d.resolve() / "README.md", relative_to.resolve())).as_posix()
         if load_runs.is_load_dir(d) and not rundir.is_run_dir(d):
             run = load_runs.read(d)
-            cores = (run.machine.get("cpu") or {}).get("physical_cores", "?")
-            lines.append(f"- [{d.name}]({link}): {run.machine_name} ({cores} cores), load run (`dia-bench load`), "
+            cores = cores_label(run.machine.get("cpu") or {})
+            lines.append(f"- [{d.name}]({link}): {run.machine_name} ({cores}), load run (`dia-bench load`), "
                          f"{run.started_at:%Y-%m-%d}")
             continue
         meta = rundir.read_meta(d)

@@ -133,9 +133,11 @@ def print_env(info: dict[str, Any], as_json: bool = False) -> None:
         return
     console = _console()
     cpu = info["cpu"]
+    usable = cpu.get("usable_cores")
+    pinned = f"; this process may use {usable} (pinned)" if usable and usable < (cpu["logical_cores"] or 0) else ""
     console.print(f"[bold]CPU[/]: {cpu['model']} ({cpu['arch']}), {cpu['physical_cores']} physical / "
-                  f"{cpu['logical_cores']} logical cores, {cpu['memory_gb']} GiB; torch uses {info['torch_threads']} "
-                  "threads")
+                  f"{cpu['logical_cores']} logical cores{pinned}, {cpu['memory_gb']} GiB; torch uses "
+                  f"{info['torch_threads']} threads")
     console.print("  features: " + ", ".join(f"{k}{'' if v else ' (no)'}" for k, v in cpu["features"].items()))
     if info["gpus"]:
         for g in info["gpus"]:

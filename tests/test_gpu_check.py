@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from dia_bench.harness.driver.expand import expand
 from dia_bench.harness.driver.suite import SUITES_DIR, parse_suite
+from dia_bench.harness.env import cores_label
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,6 +157,26 @@ def test_gpu_check_engine_part_lists_the_step_bench_and_its_variants():
     assert "pytest-cuda" not in result.stdout and "sweep" not in result.stdout
 
 
+def test_gpu_check_host_cpu_part_runs_the_long_form_cpu_suite_pinned():
+    result = _gpu_check("--rehearse", "--part", "host-cpu", "--cores", "0", "--list")
+    assert result.returncode == 0, result.stderr
+    assert "sweep pinned to cores 0 (taskset)" in result.stdout, result.stdout
+    cells = [ln for ln in result.stdout.splitlines() if "dia-tiny/cpu/" in ln]
+    assert cells and all("int4=8da4w-128+engine=static+compile" in ln for ln in cells), result.stdout
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs taskset and two cores to pin one")
+def test_a_pinned_process_records_the_cores_it_could_use():
+    one = sorted(os.sched_getaffinity(0))[0]
+    out = subprocess.run(["taskset", "-c", str(one), sys.executable, "-m", "dia_bench.harness.cli", "env", "--json"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    cpu = json.loads(out)["cpu"]
+    assert cpu["usable_cores"] == 1
+    assert cores_label(cpu) == f"1 of {cpu['physical_cores']} cores (pinned)"
+    assert cores_label({**cpu, "usable_cores": cpu["logical_cores"]}) == f"{cpu['physical_cores']} cores"
+
+
 def test_the_step_bench_refuses_an_unknown_variant_in_one_line():
     result = subprocess.run([sys.executable, "-m", "tests.bench.gpu_step", "--variant", "fused+warp"],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -166,6 +189,7 @@ def test_the_step_bench_refuses_an_unknown_variant_in_one_line():
     (["--deadline", "soon"], "--deadline 'soon'"),
     (["--gpu"], "unknown argument '--gpu'"),
     (["--resume", "/nonexistent/run"], "--resume '/nonexistent/run': no run.json there"),
+    (["--part", "host-cpu", "--cores", "first-two"], "--cores 'first-two'"),
 ])
 def test_gpu_check_bad_arguments_are_one_line_errors(args, needle):
     _one_line_usage_error(_gpu_check(*args), needle)

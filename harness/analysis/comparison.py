@@ -7,14 +7,15 @@ from typing import Any
 
 import pandas as pd
 
-# What identifies a machine: runs on two machines are never one line in `dia-bench history`.
 from dia_bench.harness import rundir, stats
 from dia_bench.harness.analysis import results
+from dia_bench.harness.env import usable_cores
 
 # What identifies a machine: runs on two machines are never one line in `dia-bench history`.
 MACHINE = {
     "CPU": lambda m: (m.get("cpu") or {}).get("model"),
-    "cores": lambda m: (m.get("cpu") or {}).get("logical_cores"),
+    # A run pinned to 2 of a server's cores is a 2-core machine, not the server.
+    "cores": lambda m: usable_cores(m.get("cpu") or {}),
     "GPUs": lambda m: ", ".join(g.get("name", "?") for g in m.get("gpus") or []) or "none",
 }
 # What, besides the code, changes how fast one machine runs.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+import re
 import socket
 import traceback
 from typing import Any
@@ -60,6 +61,21 @@ def not_ok(cell: Cell, status: str, reason: str, **extra: Any) -> dict[str, Any]
     return rec
 
 
+# A compiler's own error lines (gcc and clang: `file:line:col: error: ...`, `fatal error: ...`).
+_COMPILER_ERROR = re.compile(r"\b(?:fatal )?error: ")
+TRACEBACK_CHARS = 4000
+
+
 def exception_reason(exc: BaseException) -> tuple[str, str]:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}"[:500], "".join(traceback.format_exception(exc))[-4000:]
+    """The exception in one line, and its traceback's last TRACEBACK_CHARS characters. A failed compile's
+    message is the compiler's output, where the error sits among thousands of lines of warnings that the
+    tail would keep instead: its error lines go into the reason and open the traceback."""
+    message = str(exc).strip()
+    first = message.splitlines()[0] if message else ""
+    full = "".join(traceback.format_exception(exc))
+    errors = list(dict.fromkeys(ln.strip() for ln in message.splitlines() if _COMPILER_ERROR.search(ln)))
+    reason = f"{type(exc).__name__}: {first}" + (f" ({errors[0]})" if errors else "")
+    if not errors:
+        return reason[:500], full[-TRACEBACK_CHARS:]
+    head = "the compiler's errors:\n" + "\n".join(errors[:10])[:TRACEBACK_CHARS // 2] + "\n\n"
+    return reason[:500], head + full[-(TRACEBACK_CHARS - len(head)):]

@@ -502,7 +502,8 @@ class Record(RecordBase, total=False):
     worker_wall_seconds: F[float, Doc("the worker process's wall time", "s", present="the cell ran in a worker")]
     worker_exit_code: F[int, Doc("its exit status (negative: the signal)", present="the cell ran in a worker")]
     stderr_tail: F[str, Doc("the worker's last output lines", present="the worker died without a record")]
-    traceback: F[str, Doc("the worker's traceback (the last 4000 characters)", present="the worker raised")]
+    traceback: F[str, Doc("the worker's traceback (the last 4000 characters; after a failed compile, the "
+                          "compiler's error lines first)", present="the worker raised")]
     worker_start: F[WorkerStart, Doc("how the worker process started", present="the worker got that far")]
     plugin_defaults: F[dict[str, str], Doc("bare plugin specs and the variant each became on this machine",
                                            present="the worker got that far")]

@@ -7,6 +7,9 @@ from typing import Any
 
 from dia_bench.optimizations.base import Expectation, Plugin
 
+# The first torch whose inductor C++ wrapper builds the static engine's CPU step (2.11's does not).
+CPP_WRAPPER_SINCE = "2.13"
+
 
 class Compile(Plugin):
     name = "compile"
@@ -30,10 +33,14 @@ class Compile(Plugin):
             # On the CPU, the step's host code in C++ rather than Python: a step calls about 250 kernels and
             # operators, and taking turns step by step within each request (tests/bench/step_ab.py --compare
             # inductor --by-step) the int4 step took 0.953-0.976x the time on a 2-core Zen 5, in all 8 requests.
-            cpp_wrapper = torch.device(pipeline.device).type == "cpu"
+            # torch 2.11's C++ wrapper generates code for this step that gcc refuses ("'decltype' evaluates
+            # to 'float'"); 2.13's builds it. Earlier versions keep inductor's Python wrapper.
+            on_cpu = torch.device(pipeline.device).type == "cpu"
+            cpp_wrapper = on_cpu and torch.__version__ >= CPP_WRAPPER_SINCE
             pipeline.engine.compile(value, **({"cpp_wrapper": True} if cpp_wrapper else {}))
-            return (f"engine=static's decode step compiled (mode={value}{', C++ wrapper' if cpp_wrapper else ''}); "
-                    "compilation happens in the warmup")
+            wrapper = (", C++ wrapper" if cpp_wrapper else
+                       f", Python wrapper: the C++ one needs torch >= {CPP_WRAPPER_SINCE}" if on_cpu else "")
+            return f"engine=static's decode step compiled (mode={value}{wrapper}); compilation happens in the warmup"
         model = pipeline.model
         model.forward = torch.compile(model.forward, mode=value, dynamic=False)
         pipeline.generate_kwargs["cache_implementation"] = "static"
@@ -62,3 +69,4 @@ class Compile(Plugin):
 
 
 PLUGIN = Compile
+

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dia_bench.harness.kernels import decode_attention
+from dia_bench.harness.kernels import decode_attention, ops
 from tests.conftest import needs_cpu
 
 
@@ -86,6 +86,8 @@ def test_each_build_gives_the_same_attention(march, groups, dim, kv_dtype):
 
 
 def test_keys_it_cannot_read_are_refused():
+    if decode_attention.operator() == "C++ operator" and torch.__version__ < ops.REFUSALS_REACH_PYTHON_SINCE:
+        pytest.skip(f"torch {torch.__version__}: a C++ operator's refusal ends the process")
     q = torch.zeros(1, 1, 1, 8)
     with pytest.raises(RuntimeError, match="positions contiguous"):
         decode_attention.attend(q, torch.zeros(1, 1, 4, 8).transpose(2, 3).contiguous().transpose(2, 3),

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 
 import pytest
 import torch
 
 from dia_bench.harness.driver.launcher import run_isolated
 from dia_bench.harness.env import THREAD_ENV
-from dia_bench.harness.record import SCHEMA_VERSION
+from dia_bench.harness.record import SCHEMA_VERSION, TRACEBACK_CHARS, exception_reason
 from tests.conftest import run_cli, tiny_cell
 
 REQUIRED = ("schema_version", "status", "rtf", "xrt", "audio_seconds", "frames", "generation_seconds",
@@ -167,3 +169,22 @@ def test_cells_on_a_gpu_or_with_forking_off_start_fresh():
     assert forkable(tiny_cell(), {})
     assert not forkable(tiny_cell(device="cuda:0"), {})
     assert not forkable(tiny_cell(), {"DIA_BENCH_FORK": "0"})
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_a_failed_compile_keeps_the_compilers_error_among_its_warnings(tmp_path):
+    # An inductor or kernel build failure carries the compiler's whole output: a few thousand lines of
+    # warnings around one error, which the traceback's tail would keep in place of the error.
+    source = tmp_path / "broken.c"
+    source.write_text("".join(f"int f{i}(void) {{ char c = 255 + {i}; return c; }}\n" for i in range(300))
+                      + "int main(void) { return undefined_name; }\n")
+    out = subprocess.run(["gcc", "-c", "-Woverflow", str(source), "-o", str(tmp_path / "broken.o")],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode != 0 and len(out.stderr) > TRACEBACK_CHARS
+    try:
+        raise RuntimeError("C++ compile error\n" + out.stderr)
+    except RuntimeError as exc:
+        reason, tb = exception_reason(exc)
+    assert reason.startswith("RuntimeError: C++ compile error (") and "undefined_name" in reason, reason
+    assert "undefined_name" in tb.split("\n\n")[0] and len(tb) <= TRACEBACK_CHARS
+    assert "warning" in tb  # the tail is still there after the errors

@@ -23,6 +23,11 @@ import torch
 
 _LIBRARY = torch.library.Library("dia_bench", "FRAGMENT")
 
+# The first torch where a C++ operator's refusal (STD_TORCH_CHECK) reaches Python as a RuntimeError. On
+# torch 2.11 it ends the process (SIGSEGV) instead; dia-bench's own calls never give these operators what
+# they refuse, and a sweep's worker that dies is recorded as failed.
+REFUSALS_REACH_PYTHON_SINCE = "2.13"
+
 
 def define_cpu_operator(name: str, schema: str, kernel: Callable[..., torch.Tensor],
                         fake: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:

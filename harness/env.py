@@ -20,7 +20,10 @@ CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_
 
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The project's commit, where the code runs from a checkout (nox installs it editable)."""
+    """The project's commit: DIA_BENCH_GIT_COMMIT where set (a copy of the tree whose .git is not the one it
+    came from says so), else the checkout's (nox installs it editable)."""
+    if os.environ.get("DIA_BENCH_GIT_COMMIT"):
+        return os.environ["DIA_BENCH_GIT_COMMIT"]
     here = Path(harness.__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -29,18 +32,20 @@ def git_commit() -> str | None:
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("DIA_BENCH_GIT_COMMIT")
+        return None
 
 
 @lru_cache(maxsize=1)
 def git_subject() -> str | None:
     """The first line of the commit's message: `dia-bench history` names commits by it."""
+    if os.environ.get("DIA_BENCH_GIT_SUBJECT"):
+        return os.environ["DIA_BENCH_GIT_SUBJECT"]
     here = Path(harness.__file__).resolve().parent.parent
     try:
         return subprocess.run(["git", "-C", str(here), "log", "-1", "--format=%s"], capture_output=True, text=True,
                               timeout=5, check=True).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("DIA_BENCH_GIT_SUBJECT")
+        return None
 
 
 @lru_cache(maxsize=1)

@@ -203,3 +203,12 @@ def test_cuda_marker_selects_the_cuda_tests():
     assert result.returncode == 0, result.stdout + result.stderr
     selected = [ln for ln in result.stdout.splitlines() if "::" in ln]
     assert len(selected) >= 2 and all("cuda" in ln for ln in selected), result.stdout
+
+
+def test_a_commit_named_in_the_environment_wins_over_the_travelled_git():
+    # A copy of the tree on another machine may carry a .git whose HEAD is not the commit it was copied from.
+    named = {"DIA_BENCH_GIT_COMMIT": "0123abcd", "DIA_BENCH_GIT_SUBJECT": "copied"}
+    out = subprocess.run([sys.executable, "-m", "dia_bench.harness.cli", "env", "--json"], capture_output=True,
+                         text=True, timeout=120, check=True, cwd=REPO, env={**os.environ, **named}).stdout
+    software = json.loads(out)["software"]
+    assert (software["git_commit"], software["git_subject"]) == ("0123abcd", "copied")

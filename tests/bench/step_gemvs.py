@@ -3,13 +3,14 @@ kernel called directly on 2 rows (no operator, no graph, nothing between the cal
 process round after round with a bandwidth probe before each, since these VMs' memory bandwidth moves
 between runs.
 
-    python -m tests.bench.step_gemvs [--rounds 7] [--seconds 0.25]
+    python -m tests.bench.step_gemvs [--rounds 7] [--seconds 0.25] [--eager] [--preset dia-1.6b]
 
 Prints per round the probe, the step p50, the GEMVs alone (median of 9 passes) with their weight bytes a
 second, and what is left; then the medians over the rounds after the first. What is left is everything
 the step does besides reading weights (attention, norms, sampling, the graph's own code) plus whatever
 the GEMVs lose inside the step. dia-1.6b synthetic, `int4=8da4w-128 engine=static compile kv-cache=bf16`,
-the short text. Not a unit test.
+the short text; `--eager` leaves out `compile`, so that what is left includes eager PyTorch's own cost
+a step. Not a unit test.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.25)
+    parser.add_argument("--eager", action="store_true", help="the step without compile")
+    parser.add_argument("--preset", default="dia-1.6b")
     args = parser.parse_args()
-    cell = Cell(plugins=PLUGINS, text=load_texts()["short"], seconds=args.seconds)
+    plugins = [p for p in PLUGINS if not (args.eager and p == "compile")]
+    cell = Cell(preset=args.preset, plugins=plugins, text=load_texts()["short"], seconds=args.seconds)
     pipe, _ = load_pipeline(cell)
     apply_plan(pipe, resolve(cell.plugins, "cpu"), "cpu")
     sampling = sampling_of(cell)
@@ -65,6 +69,7 @@ def main() -> None:
             call(inputs[m.kernel_args[0]].data_ptr(), 2, *m.kernel_args, y.data_ptr())
         return time.perf_counter() - start
 
+    print(f"step: {' '.join(plugins)}")
     print(f"cpu: {env.cpu_info()['model']}  kernel isa: {w4a8.isa()}  walk: {w4a8.walk().describe()}  "
           f"{len(layers)} layers, {nbytes / 1e6:.0f} MB a step")
     rounds = []

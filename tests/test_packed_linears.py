@@ -143,7 +143,7 @@ def test_8da4w_kernel_paths_match_the_arithmetic_they_promise(march, walk):
     that differ in prefetch, streams and the threads' split, against the same sum in float64: int8
     activations per row and group times the int4 weights, plus each group's low times the exact sum of
     its inputs. The integer dot products are exact, so only float rounding may differ; a wrong nibble,
-    tile or group gives errors of the size of the output. No walk changes a bit."""
+    tile or group gives errors of the size of the output. No walk, and no number of threads, changes a bit."""
     from dia_bench.harness.kernels import w4a8
     from dia_bench.harness.kernels.tuning import Walk
     from dia_bench.optimizations._int4_linear import quantize_groupwise
@@ -158,7 +158,7 @@ def test_8da4w_kernel_paths_match_the_arithmetic_they_promise(march, walk):
     layer = w4a8.W4A8Linear(linear, group)
     codes, scale, zero = quantize_groupwise(linear.weight.detach(), group)
     scale, low = scale.half(), (zero - 8 * scale).half()  # the kernel keeps both in fp16
-    default = w4a8.walk(march)
+    default, threads_before = w4a8.walk(march), torch.get_num_threads()
     w4a8.set_walk(Walk(*WALKS[walk]), march)
     try:
         # The SIMD paths prefetch; plain C reads no distances.
@@ -179,7 +179,16 @@ def test_8da4w_kernel_paths_match_the_arithmetic_they_promise(march, walk):
                 assert lib.w4a8_linear(x.data_ptr(), rows, *layer.kernel_args, again.data_ptr()) == 0
                 assert torch.equal(again, got), other
             w4a8.set_walk(Walk(*WALKS[walk]), march)
+            # Nor does the team: threads that finish their run take tiles from the back of another's, most
+            # often when there are more threads than cores. A tile taken twice or never would show (NaN).
+            for threads in (1, 3, 5):
+                torch.set_num_threads(threads)
+                again = torch.full((rows, n), float("nan"))
+                assert lib.w4a8_linear(x.data_ptr(), rows, *layer.kernel_args, again.data_ptr()) == 0
+                torch.set_num_threads(threads_before)
+                assert torch.equal(again, got), threads
     finally:
+        torch.set_num_threads(threads_before)
         w4a8.set_walk(default, march)
     # The module calls this machine's build: the same bits as the native path, near the others.
     torch.testing.assert_close(layer(x), got, rtol=0 if march == "native" else 1e-5, atol=1e-5)

@@ -69,4 +69,3 @@ class Compile(Plugin):
 
 
 PLUGIN = Compile
-

@@ -174,3 +174,21 @@ def test_each_bench_script_says_how_to_run_it_as_a_module(script: Path) -> None:
     doc = ast.get_docstring(tree) or ""
     assert f"python -m tests.bench.{script.stem}" in doc
     assert any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) for node in tree.body)
+
+
+# What the repository's top level holds: the four packages, their tests, the suites' data, user docs, the
+# committed records, the build and CI files. A stray file there (a scratch suite, a log) is a mistake.
+TOP_LEVEL = {"harness", "optimizations", "suites", "reports", "tests", "docs", "reference-results", ".ci", ".github",
+             "noxfile.py", "pyproject.toml", "README.md", ".gitignore"}
+
+
+def test_the_top_level_holds_only_what_the_layout_names() -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("needs a git checkout to list the tracked files")
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files"], capture_output=True, text=True, check=True).stdout
+    top = {line.split("/", 1)[0] for line in tracked.splitlines() if line}
+    assert top <= TOP_LEVEL, f"not part of the layout at the top level: {sorted(top - TOP_LEVEL)}"
+    assert {"harness", "optimizations", "suites", "reports", "tests"} <= top

@@ -74,11 +74,17 @@ def usable_cores(cpu: dict[str, Any]) -> int | None:
     return cpu.get("usable_cores") or cpu.get("logical_cores")
 
 
+def pinned_cores(cpu: dict[str, Any]) -> int | None:
+    """The hardware threads a pinned process could use, or None where it could use all the machine has."""
+    usable = cpu.get("usable_cores")
+    return usable if usable and usable < (cpu.get("logical_cores") or cpu.get("physical_cores") or 0) else None
+
+
 def cores_label(cpu: dict[str, Any]) -> str:
     """`16 cores`, or `2 of 16 cores (pinned)` where the process could use fewer than the machine has."""
-    cores, usable = cpu.get("physical_cores"), cpu.get("usable_cores")
-    if usable and cores and usable < (cpu.get("logical_cores") or cores):
-        return f"{usable} of {cores} cores (pinned)"
+    cores, pinned = cpu.get("physical_cores"), pinned_cores(cpu)
+    if pinned and cores:
+        return f"{pinned} of {cores} cores (pinned)"
     return f"{cores if cores is not None else '?'} cores"
 
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dia_bench.harness.env import pinned_cores
 from dia_bench.reports import figures
 
 WEIGHT_WORDS = {
@@ -133,8 +134,7 @@ def print_env(info: dict[str, Any], as_json: bool = False) -> None:
         return
     console = _console()
     cpu = info["cpu"]
-    usable = cpu.get("usable_cores")
-    pinned = f"; this process may use {usable} (pinned)" if usable and usable < (cpu["logical_cores"] or 0) else ""
+    pinned = f"; this process may use {pinned_cores(cpu)} (pinned)" if pinned_cores(cpu) else ""
     console.print(f"[bold]CPU[/]: {cpu['model']} ({cpu['arch']}), {cpu['physical_cores']} physical / "
                   f"{cpu['logical_cores']} logical cores{pinned}, {cpu['memory_gb']} GiB; torch uses "
                   f"{info['torch_threads']} threads")

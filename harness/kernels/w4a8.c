@@ -325,6 +325,22 @@ static int fullest_run(Run *runs, const int n) {
     return best;
 }
 
+/* The pass position this thread walks next, into *p (-1 before its first); 0 when none is left. Dealt in
+ * turn: every threads-th position from its id. In runs: its own run's front, then the back of the fullest. */
+static inline int next_pass(Run *runs, const int nruns, const int split, const int64_t id, const int64_t threads,
+                            const int64_t spread, int64_t *p) {
+    if (split) {
+        *p = *p < 0 ? id : *p + threads;
+        return *p < spread;
+    }
+    if (id < nruns && take_pass(&runs[id], 0, p)) return 1;
+    for (;;) {
+        const int victim = fullest_run(runs, nruns);
+        if (victim < 0) return 0;
+        if (take_pass(&runs[victim], 1, p)) return 1;
+    }
+}
+
 #define MAX_RUNS 64
 
 /* y[m, n] for n < n_out (y's row stride ldy); bias may be NULL. n_pad is a multiple of 64.
@@ -352,14 +368,7 @@ void w4a8_matmul(const int8_t *xq, const float *xs, const float *xsum, int64_t m
 #pragma omp parallel
     {
         const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-        for (int64_t p = split ? id : 0;; p += threads) {
-            if (split) {
-                if (p >= spread) break;
-            } else if (!(id < nruns && take_pass(&runs[id], 0, &p))) {
-                const int victim = fullest_run(runs, nruns);
-                if (victim < 0) break;
-                if (!take_pass(&runs[victim], 1, &p)) continue;
-            }
+        for (int64_t p = -1; next_pass(runs, nruns, split, id, threads, spread, &p);) {
             float acc[MAX_STREAMS][ROWS_PER_PASS * TN];
             for (int64_t m0 = 0; m0 < m_rows; m0 += ROWS_PER_PASS) {
                 const int64_t mr = m_rows - m0 < ROWS_PER_PASS ? m_rows - m0 : ROWS_PER_PASS;

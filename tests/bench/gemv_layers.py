@@ -8,8 +8,9 @@ taking turns round after round in one process for a fixed time.
 These VMs' memory runs in episodes (a sum reading 40-50 GB/s for a while, then 70-90), and the kernel
 keeps up with a sum in the slow ones better than in the fast ones; so each round is filed by the sum's
 rate taken at its start, and the medians are printed per kind of episode. One long layer against the
-step's layers is what the calls themselves cost; 2 MB against 4 KB pages is what the TLB and the
-prefetcher's stops cost. 2 rows (CFG), 2 threads, random codes. Not a unit test.
+step's layers is what the calls themselves cost, Python's included: each is made through ctypes, about
+8 us apart on a 2-core Zen 5, where a compiled step calls the next from C++; 2 MB against 4 KB pages
+is what the TLB and the prefetcher's stops cost. 2 rows (CFG), 2 threads, random codes. Not a unit test.
 """
 
 from __future__ import annotations

@@ -150,9 +150,27 @@ def _plugin_count(row: pd.Series) -> int:
     return 0 if row["plugins"] == "baseline" else str(row["plugins"]).count("+") + 1
 
 
+def _same(a: Any, b: Any) -> bool:
+    return a == b or (a != a and b != b) or (a is None and b is None)
+
+
+def _judged_against(cell: pd.Series, base: pd.Series) -> bool:
+    """Whether `base` is the baseline that `cell`'s speedup was measured against: then that speedup,
+    drift-corrected between the baseline's repeats, is the comparison (the report's and the gate's)."""
+    return (cell.get("role") == "cell" and base.get("role") == "baseline-start"
+            and cell.get("significant") in (True, False) and _float(cell.get("speedup")) is not None
+            and all(_same(cell.get(k), base.get(k))
+                                                                  for k in results.BASELINE_KEYS))
+
+
 def beats(fast: pd.Series, slow: pd.Series, column: str = "rtf") -> bool:
     """Whether `fast` is faster than `slow` beyond the noise of their repeats and processes (the
-    interval of their ratio excludes 1); without enough repeats on either side it is not."""
+    interval of their ratio excludes 1); without enough repeats on either side it is not. A cell against
+    its own baseline is judged by its speedup, so a recommendation never contradicts the table."""
+    if column == "rtf" and _judged_against(fast, slow):
+        return _true(fast["significant"]) and float(fast["speedup"]) > 1
+    if column == "rtf" and _judged_against(slow, fast):
+        return _true(slow["significant"]) and float(slow["speedup"]) < 1
     r = stats.ratio_ci(_samples(slow, column), _samples(fast, column), process=results.process_term(slow),
                        new_process=results.process_term(fast))
     return r.get("significant") is True and r["speedup"] > 1

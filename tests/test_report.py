@@ -365,6 +365,26 @@ def test_a_winner_is_declared_only_where_it_beats_the_runner_up():
     assert chosen["plugins"] == "dtype=bf16+engine=static" and tie_note(group, chosen, 0.05) is None
 
 
+def test_a_cell_that_beat_its_drifting_baseline_is_recommended_as_its_row_says():
+    """The table's speedup compares a cell with the baseline measured around it in time; the
+    recommendation uses that same comparison, not the raw one against the first baseline alone, so
+    a cell the table calls significantly faster is not passed over for the baseline."""
+    import pandas as pd
+
+    from dia_bench.reports.verdicts import beats, best_eligible, not_beaten_note
+
+    base = _answer_row("baseline", [2.0, 1.0, 3.0])
+    cell = _answer_row("dtype=bf16", [1.5, 1.5, 1.5], speedup=1.3)
+    group = pd.DataFrame([base, cell])
+    assert beats(group.iloc[1], group.iloc[0]) and not beats(group.iloc[0], group.iloc[1])
+    assert best_eligible(group, 0.05)["plugins"] == "dtype=bf16"
+    # The same repeats, judged not faster beyond noise by the row: the baseline, and the note says why.
+    group = pd.DataFrame([base, {**cell, "significant": False, "speedup_low": 0.9, "speedup_high": 1.8}])
+    chosen = best_eligible(group, 0.05)
+    assert chosen["plugins"] == "baseline"
+    assert "no plugin beat the baseline beyond noise" in not_beaten_note(group, chosen, 0.05)
+
+
 FIRST_SCREEN = """<!DOCTYPE html><html><body>
 <iframe id="f" src="report.html" SANDBOX style="width:1366px;height:768px;border:0"></iframe>
 <pre id="out">not loaded</pre>

@@ -3,8 +3,9 @@
 What keeps the memory bus busy during a GEMV of a few rows differs by processor, and its vendor does not
 say: software prefetch measured faster on a Xeon and slower on a Zen 4. So the first use of a built
 library times a few walks (w4a8.calibrate: prefetch distances, streams a thread, how threads split the
-tiles) and keeps the fastest in a file beside the library, keyed like it by the source, compiler, flags
-and processor, and also by the thread count it ran with. Every later process reads that file. Each
+tiles) and keeps the fastest against the untuned walk, round by round, in a file beside the library,
+keyed like it by the source, compiler, flags and processor, and also by the thread count it ran with.
+Every later process reads that file. Each
 record then names the walk chosen and what the calibration measured.
 """
 
@@ -21,7 +22,8 @@ from typing import Any
 
 import torch
 
-FORMAT_VERSION = 2  # 2: each candidate's slowest and fastest round kept beside its median
+# 3: chosen by speed over the untuned walk paired by round, over a decode step's layer shapes
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -49,48 +51,59 @@ class Walk:
 
 @dataclass(frozen=True)
 class Calibration:
-    """The walk chosen, with each candidate's median weight bytes per second over the rounds and the
-    slowest and fastest round: where the chosen walk's range overlaps the untuned one's, the choice was
-    within the calibration's own noise, and the record shows it."""
+    """The walk chosen, with each candidate's speed over the untuned walk (the median over rounds of the
+    untuned walk's time over the candidate's in the same round: the pairing takes out the machine's
+    bandwidth moving between rounds, and the largest wins), its median weight bytes per second over the
+    rounds and the slowest and fastest round: where the chosen walk's range overlaps the untuned one's,
+    the choice was within the calibration's own noise, and the record shows it."""
 
     walk: Walk
     threads: int
     weight_bytes: int
     gb_per_s: dict[str, float] = field(default_factory=dict)  # candidate's describe() -> median GB/s
     gb_per_s_range: dict[str, list[float]] = field(default_factory=dict)  # -> [slowest, fastest round]
+    speed_over_untuned: dict[str, float] = field(default_factory=dict)  # -> paired median, untuned / candidate
 
     @classmethod
     def from_times(cls, times: dict[Walk, list[float]], weight_bytes: int, threads: int) -> Calibration:
-        medians = {w: statistics.median(t) for w, t in times.items() if t}
-        best = min(medians, key=medians.get)
+        """From each candidate's seconds a round, `times[w][i]` all measured in round i (the untuned walk
+        among them)."""
+        untuned = times[Walk()]
+        speed = {w: statistics.median(u / s for u, s in zip(untuned, t, strict=True)) for w, t in times.items() if t}
+        best = max(speed, key=speed.get)
 
         def rate(seconds: float) -> float:
             return round(weight_bytes / seconds / 1e9, 2)
 
-        ordered = sorted(medians.items(), key=lambda kv: kv[1])
-        return cls(best, threads, weight_bytes, {w.describe(): rate(m) for w, m in ordered},
-                   {w.describe(): [rate(max(times[w])), rate(min(times[w]))] for w, _ in ordered})
+        ordered = sorted(speed, key=speed.get, reverse=True)
+        return cls(best, threads, weight_bytes, {w.describe(): rate(statistics.median(times[w])) for w in ordered},
+                   {w.describe(): [rate(max(times[w])), rate(min(times[w]))] for w in ordered},
+                   {w.describe(): round(speed[w], 4) for w in ordered})
 
     def as_record(self) -> dict[str, Any]:
         untuned = self.gb_per_s.get(Walk().describe())
         best = self.gb_per_s.get(self.walk.describe())
+        gain = self.speed_over_untuned.get(self.walk.describe())
+        if gain is None:
+            gain = round(best / untuned, 3) if best and untuned else None
         return {"calibrated": True, "walk": self.walk.describe(), **asdict(self.walk), "threads": self.threads,
-                "best_gb_per_s": best, "untuned_gb_per_s": untuned,
-                "gain_over_untuned": round(best / untuned, 3) if best and untuned else None,
+                "best_gb_per_s": best, "untuned_gb_per_s": untuned, "gain_over_untuned": gain,
                 "best_gb_per_s_range": self.gb_per_s_range.get(self.walk.describe()),
                 "untuned_gb_per_s_range": self.gb_per_s_range.get(Walk().describe()),
-                "candidates_gb_per_s": dict(self.gb_per_s)}
+                "candidates_gb_per_s": dict(self.gb_per_s),
+                "candidates_speed_over_untuned": dict(self.speed_over_untuned)}
 
     def to_json(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "walk": asdict(self.walk), "threads": self.threads,
-                "weight_bytes": self.weight_bytes, "gb_per_s": self.gb_per_s, "gb_per_s_range": self.gb_per_s_range}
+                "weight_bytes": self.weight_bytes, "gb_per_s": self.gb_per_s, "gb_per_s_range": self.gb_per_s_range,
+                "speed_over_untuned": self.speed_over_untuned}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Calibration | None:
         if data.get("format_version") != FORMAT_VERSION:
             return None
         return cls(Walk(**data["walk"]), int(data["threads"]), int(data["weight_bytes"]), dict(data["gb_per_s"]),
-                   {k: list(v) for k, v in data["gb_per_s_range"].items()})
+                   {k: list(v) for k, v in data["gb_per_s_range"].items()}, dict(data["speed_over_untuned"]))
 
 
 def tuning_path(library: Path, threads: int) -> Path:

@@ -98,27 +98,34 @@ def tuning(march: str = "native") -> dict[str, Any]:
 PREFETCH = ((0, 0), (0, 8192), (2048, 8192), (4096, 16384))
 STREAMS = (1, 2, 4)
 SPLITS = (0, 1)
+# The (out, in) of the 8da4w layers one Dia decoder layer calls in a step, in its order: q, k and v
+# joined, the self-attention's output, the cross-attention's query and output, the MLP's gate and up
+# joined, its down. Layers of other sizes ranked the walks otherwise than the step did: the step's
+# short layers never reach the rate of long runs, and the walk that suits them differs.
+DECODER_LAYER_SHAPES = ((3072, 2048), (2048, 2048), (2048, 2048), (2048, 2048), (16384, 2048), (2048, 8192))
 CALIBRATION_BYTES = 192 << 20
-CALIBRATION_ROUNDS = 5
+# At least this many rounds and seconds: the bandwidth of these machines moves in episodes of seconds,
+# and a choice made within one episode can be the wrong one for the next.
+CALIBRATION_ROUNDS = 20
+CALIBRATION_SECONDS = 2.0
 
 
 def calibrate(lib: ctypes.CDLL | None = None) -> Calibration:
-    """Time each candidate walk over decoder-shaped layers (random codes: the speed does not depend on
-    the values) with 2 rows, the candidates taking turns round after round so that the machine's
-    wandering bandwidth hits all alike; the fastest median wins."""
+    """Time each candidate walk over decoder layers in a step's order (random codes: the speed does not
+    depend on the values) with 2 rows, the candidates taking turns in a new order each round; the walk
+    that is fastest against the untuned one in the same round, by the median over rounds, wins."""
     import random
     import time
 
     lib = lib or library()
-    shapes = ((2048, 2048), (512, 2048), (16384, 2048), (2048, 8192))  # (out, in) of a decoder layer's kinds
     layers, total = [], 0
     while total < CALIBRATION_BYTES:
-        for n, k in shapes:
+        for n, k in DECODER_LAYER_SHAPES:
             codes = torch.randint(0, 256, (n * k // 2,), dtype=torch.uint8)
             scales = (torch.rand(n // TILE, k // 128, TILE) * 1e-3).half()
             layers.append((n, k, codes, scales, torch.zeros_like(scales), torch.empty(2, n)))
             total += codes.numel() + 2 * scales.nbytes
-    x = {k: torch.randn(2, k) for _, k in shapes}
+    x = {k: torch.randn(2, k) for _, k in DECODER_LAYER_SHAPES}
     candidates = [Walk(near, far, streams, split) for near, far in PREFETCH for streams in STREAMS
                   for split in SPLITS]
     if lib.w4a8_isa().decode() == "scalar":  # plain C never prefetches: no distances to choose
@@ -126,7 +133,8 @@ def calibrate(lib: ctypes.CDLL | None = None) -> Calibration:
     times: dict[Walk, list[float]] = {c: [] for c in candidates}
     order = list(candidates)
     rng = random.Random(0)
-    for round_ in range(CALIBRATION_ROUNDS + 1):  # the first round warms up and is not kept
+    rounds, began = -1, time.perf_counter()  # round -1 warms up and is not kept
+    while rounds < CALIBRATION_ROUNDS or time.perf_counter() - began < CALIBRATION_SECONDS:
         rng.shuffle(order)
         for c in order:
             lib.w4a8_set_tuning(*c.args)
@@ -134,8 +142,9 @@ def calibrate(lib: ctypes.CDLL | None = None) -> Calibration:
             for n, k, codes, scales, lows, y in layers:
                 lib.w4a8_linear(x[k].data_ptr(), 2, k, 128, codes.data_ptr(), scales.data_ptr(), lows.data_ptr(),
                                 n, n, None, y.data_ptr())
-            if round_:
+            if rounds >= 0:
                 times[c].append(time.perf_counter() - start)
+        rounds += 1
     return Calibration.from_times(times, total, torch.get_num_threads())
 
 

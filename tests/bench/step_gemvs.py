@@ -4,14 +4,17 @@ on a 2-core Zen 5 with memory idle, is counted in the GEMVs alone: about 0.9 ms 
 process round after round with a bandwidth probe before each, since these VMs' memory bandwidth moves
 between runs.
 
-    python -m tests.bench.step_gemvs [--rounds 7] [--seconds 0.25] [--eager] [--preset dia-1.6b]
+    python -m tests.bench.step_gemvs [--rounds 7] [--seconds 0.25] [--eager] [--preset dia-1.6b] [--profile]
 
 Prints per round the probe, the step p50, the GEMVs alone (median of 9 passes) with their weight bytes a
 second, and what is left; then the medians over the rounds after the first. What is left is everything
 the step does besides reading weights (attention, norms, sampling, the graph's own code) plus whatever
 the GEMVs lose inside the step. dia-1.6b synthetic, `int4=8da4w-128 engine=static compile kv-cache=bf16`,
 the short text; `--eager` leaves out `compile`, so that what is left includes eager PyTorch's own cost
-a step. Not a unit test.
+a step. `--profile` then runs one more request under torch.profiler and splits its steps by what their
+time went to (the 8da4w GEMVs, attention, sampling, the graph's fused kernels, dynamo's entry): the step's
+graph kernels are then compiled with inductor's kernel profiling, whose records add a little to each.
+Not a unit test.
 """
 
 from __future__ import annotations
@@ -45,13 +48,50 @@ def step_layers(pipe) -> list[torch.nn.Module]:
     return [m for m in decode_step_modules(pipe.model) if hasattr(m, "kernel_args") and id(m) not in views] + joined
 
 
+# Profiler records by what part of a step they are, matched on their names in this order; the rest of
+# the compiled region's time is the graph's own code between them (allocations, the calls themselves).
+SPLIT = (("8da4w GEMVs", ("dia_bench::w4a8_linear",)), ("attention", ("dia_bench::decode_attention",)),
+         ("sampling", ("topk", "sort", "cumsum", "softmax", "argmax", "exponential", "randint", "random_")),
+         ("dynamo's entry and guards", ("TorchDynamo Cache Lookup", "Pregraph bytecode", "AOTDispatcher")),
+         ("graph's fused kernels", ("cpp_fused",)))
+
+
+def profile_split(pipe, cell: Cell, sampling) -> None:
+    """One request under torch.profiler: ms a step by part of the step, from the records' self times."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = pipe.run(cell.request_texts, cell.frames, sampling, cell.seed)
+    steps = len(out.times.step_latencies_s)
+    region = 0.0
+    parts = {name: 0.0 for name, _ in SPLIT}
+    for e in prof.key_averages():
+        if e.key.startswith("Torch-Compiled Region"):
+            region += e.cpu_time_total
+        name = next((n for n, keys in SPLIT if any(k in e.key for k in keys)), None)
+        if name is not None:
+            parts[name] += e.self_cpu_time_total
+    step = statistics.median(out.times.step_latencies_s) * 1e3
+    print(f"profiled request: {steps} steps, step p50 {step:.2f} ms, compiled region {region / steps / 1e3:.2f} ms "
+          "a step; by part, ms a step (the encoder's and the prefill's calls included):")
+    for name, us in parts.items():
+        print(f"  {name:28} {us / steps / 1e3:6.2f}")
+    if region:
+        print(f"  {'the rest of the region':28} {(region - sum(parts.values())) / steps / 1e3:6.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.25)
     parser.add_argument("--eager", action="store_true", help="the step without compile")
     parser.add_argument("--preset", default="dia-1.6b")
+    parser.add_argument("--profile", action="store_true", help="then split one request's steps by part")
     args = parser.parse_args()
+    if args.profile:
+        import torch._inductor.config
+
+        torch._inductor.config.cpp.enable_kernel_profile = True
     plugins = [p for p in PLUGINS if not (args.eager and p == "compile")]
     cell = Cell(preset=args.preset, plugins=plugins, text=load_texts()["short"], seconds=args.seconds)
     pipe, _ = load_pipeline(cell)
@@ -88,6 +128,8 @@ def main() -> None:
     share = statistics.median(a / s for s, a in kept)
     print(f"median over {len(kept)} rounds: step {step * 1e3:.1f} ms, GEMVs alone {alone * 1e3:.1f} ms "
           f"({nbytes / alone / 1e9:.1f} GB/s), GEMVs alone / step {share:.2f}")
+    if args.profile:
+        profile_split(pipe, cell, sampling)
 
 
 if __name__ == "__main__":

@@ -159,8 +159,7 @@ def _judged_against(cell: pd.Series, base: pd.Series) -> bool:
     drift-corrected between the baseline's repeats, is the comparison (the report's and the gate's)."""
     return (cell.get("role") == "cell" and base.get("role") == "baseline-start"
             and cell.get("significant") in (True, False) and _float(cell.get("speedup")) is not None
-            and all(_same(cell.get(k), base.get(k))
-                                                                  for k in results.BASELINE_KEYS))
+            and all(_same(cell.get(k), base.get(k)) for k in results.BASELINE_KEYS))
 
 
 def beats(fast: pd.Series, slow: pd.Series, column: str = "rtf") -> bool:

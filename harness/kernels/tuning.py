@@ -5,8 +5,8 @@ say: software prefetch measured faster on a Xeon and slower on a Zen 4. So the f
 library times a few walks (w4a8.calibrate: prefetch distances, streams a thread, how threads split the
 tiles) and keeps the fastest against the untuned walk, round by round, in a file beside the library,
 keyed like it by the source, compiler, flags and processor, and also by the thread count it ran with.
-Every later process reads that file. Each
-record then names the walk chosen and what the calibration measured.
+Every later process reads that file. Each record then names the walk chosen and what the calibration
+measured.
 """
 
 from __future__ import annotations

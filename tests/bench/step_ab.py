@@ -8,7 +8,8 @@ decode_attention.c and from another (`--compare attention --other OLD.c`), or th
 inductor's default options and with others (`--compare inductor --options '{"cpp_wrapper": True}'`).
 
     python -m tests.bench.step_ab --compare walk|prefetch|pages|operator|source|attention|inductor
-                                  [--other OLD.c] [--options DICT] [--rounds 6] [--seconds 2] [--by-step]
+                                  [--other OLD.c [--same-walk]] [--options DICT] [--rounds 6] [--seconds 2]
+                                  [--by-step]
 
 These VMs' memory bandwidth jumps (a Zen 4 read 35 and 67 GB/s seconds apart), so two runs of
 `dia-bench run` compare episodes rather than settings: here each round runs both, in alternating order,
@@ -94,14 +95,17 @@ def _operator_switch() -> dict[str, Callable[[], None]]:
     return {"C++": native, "Python": python}
 
 
-def _source_switch(other: Path) -> dict[str, Callable[[], None]]:
-    """The C++ operator calling this checkout's kernel or one built from `other`, each with its own walk."""
+def _source_switch(other: Path, same_walk: bool) -> dict[str, Callable[[], None]]:
+    """The C++ operator calling this checkout's kernel or one built from `other`, each with its own walk, or
+    with `same_walk` both with this checkout's (the best few walks differ by a few percent in a step, and
+    two calibrations may choose two of them)."""
     native, how = w4a8.operator()
     if native is None:
         raise SystemExit(f"the operator runs in Python here ({how}): only the C++ one can switch kernels")
     lib = w4a8.declare(build(other, "8da4w (other source)"))
     w4a8.library()  # this checkout's walk is set before the other library is calibrated
-    other_walk = load_or_calibrate(library_path(other, compiler(), "native"), lambda: w4a8.calibrate(lib)).walk
+    other_walk = w4a8.walk() if same_walk else \
+        load_or_calibrate(library_path(other, compiler(), "native"), lambda: w4a8.calibrate(lib)).walk
     lib.w4a8_set_tuning(*other_walk.args)
     print(f"walks: this checkout {w4a8.walk().describe()}; {other.name} {other_walk.describe()}")
 
@@ -180,6 +184,8 @@ def main() -> None:
                         "(--compare attention)")
     parser.add_argument("--options", type=ast.literal_eval, default=None,
                         help="inductor options for --compare inductor, a Python dict")
+    parser.add_argument("--same-walk", action="store_true", help="--compare source: the other kernel walks its "
+                        "weights as this checkout's was calibrated to, so that only the code differs")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--by-step", action="store_true", help="the two ways in turns step by step within each "
@@ -195,7 +201,7 @@ def main() -> None:
     pipe, _ = load_pipeline(cell)
     apply_plan(pipe, resolve(cell.plugins, "cpu"), "cpu")
     if args.compare == "source":
-        ways = _source_switch(args.other.resolve())
+        ways = _source_switch(args.other.resolve(), args.same_walk)
     elif args.compare == "attention":
         ways = _attention_switch(args.other.resolve())
     elif args.compare == "inductor":

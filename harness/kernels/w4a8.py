@@ -112,8 +112,8 @@ CALIBRATION_SECONDS = 2.0
 
 def calibrate(lib: ctypes.CDLL | None = None) -> Calibration:
     """Time each candidate walk over decoder layers in a step's order (random codes: the speed does not
-    depend on the values) with 2 rows, the candidates taking turns in a new order each round; the walk
-    that is fastest against the untuned one in the same round, by the median over rounds, wins."""
+    depend on the values) with 2 rows, the candidates taking turns in a new order each round; which wins
+    is Calibration.from_times's rule (the simplest of the walks tied with the fastest, round by round)."""
     import random
     import time
 

@@ -5,7 +5,8 @@ among the walks as the step ranked them.
 
     python -m tests.bench.walk_ranking [--rounds 10] [--seconds 8]
 
-Prints per round the probe, the step's fastest walk and the calibration's choice; then each walk's step
+Prints per round the probe, the step's fastest walk, the calibration's choice and its best three with
+their gains over the untuned walk; then each walk's step
 time against the round's median walk (the median over rounds: pairing by round takes out the episodes),
 and for each round's calibration how much slower its choice is than the step's fastest walk, overall
 and in that round. dia-1.6b synthetic, `int4=8da4w-128 engine=static compile kv-cache=bf16`, the medium
@@ -73,10 +74,14 @@ def main() -> None:
         probe = bandwidth_probe(torch.device("cpu"))
         rng.shuffle(walks)
         rounds.append(_request(pipe, cell, sampling, walks))
-        chosen.append(w4a8.calibrate().walk)
+        calibration = w4a8.calibrate()
+        chosen.append(calibration.walk)
         fastest = min(rounds[-1], key=rounds[-1].get)
+        named = {w.describe(): w for w in walks}
+        top = "  ".join(f"{named[d].args} {gain:.3f}" for d, gain in list(calibration.speed_over_untuned.items())[:3])
         print(f"round {r}: probe {probe:.1f} GB/s  step fastest {rounds[-1][fastest]:.2f} ms with {fastest.args}  "
-              f"calibration chose {chosen[-1].args}", flush=True)
+              f"calibration chose {calibration.walk.args} of {len(calibration.tied)} tied; its best three (gain over "
+              f"untuned): {top}", flush=True)
     relative = {w: statistics.median(got[w] / statistics.median(got.values()) for got in rounds) for w in walks}
     best = min(relative.values())
     print("walk (near, far, streams, split): step time x the fastest walk's, paired by round")

@@ -154,12 +154,18 @@ def _same(a: Any, b: Any) -> bool:
     return a == b or (a != a and b != b) or (a is None and b is None)
 
 
-def _judged_against(cell: pd.Series, base: pd.Series) -> bool:
-    """Whether `base` is the baseline that `cell`'s speedup was measured against: then that speedup,
-    drift-corrected between the baseline's repeats, is the comparison (the report's and the gate's)."""
-    return (cell.get("role") == "cell" and base.get("role") == "baseline-start"
-            and cell.get("significant") in (True, False) and _float(cell.get("speedup")) is not None
+def _baseline_of(cell: pd.Series, base: pd.Series) -> bool:
+    """Whether `base` is the baseline `cell`'s speedup is measured against: its run's first baseline of the
+    same preset, device, length, batch and text."""
+    return (base.get("plugins") == "baseline" and base.get("role") == "baseline-start"
             and all(_same(cell.get(k), base.get(k)) for k in results.BASELINE_KEYS))
+
+
+def _judged_against(cell: pd.Series, base: pd.Series) -> bool:
+    """Whether `cell` has a speedup measured against `base`: then that speedup, drift-corrected between the
+    baseline's repeats, is the comparison (the report's and the gate's)."""
+    return (cell.get("role") == "cell" and cell.get("significant") in (True, False)
+            and _float(cell.get("speedup")) is not None and _baseline_of(cell, base))
 
 
 def beats(fast: pd.Series, slow: pd.Series, column: str = "rtf") -> bool:
@@ -193,9 +199,8 @@ def best_eligible(group: pd.DataFrame, max_tv: float, column: str = "rtf") -> pd
         return None
     best = ok.loc[ok[column].astype(float).idxmin()]
     if best["plugins"] != "baseline" and not _true(best.get("significant")):
-        same = (ok["plugins"] == "baseline") & (ok["role"] == "baseline-start") & (ok["run"] == best["run"]) \
-            & (ok["seconds"] == best["seconds"]) & (ok["batch"] == best["batch"])
-        if same.any():
+        same = [_baseline_of(best, r) for _, r in ok.iterrows()]
+        if any(same):
             return ok[same].iloc[0]
     tied = tied_with(ok, best, max_tv, column)
     if tied.empty:

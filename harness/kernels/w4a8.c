@@ -161,12 +161,12 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
      * this and the assembly above, a compiled decode step took 0.972x the time with the same walk (2-core
      * Zen 5, step by step, tests/bench/step_ab.py --compare source --same-walk: 1.014-1.044 the other way
      * in all 12 requests), and 4 to 16 rows were 1.02-1.10x faster from memory. */
-    const int split = MR <= 2;
+    const int high_apart = MR <= 2;
     __m512i iacc[4][4], hacc[4][4];
     for (int s = 0; s < 4; s++)
         for (int r = 0; r < MR; r++) {
             iacc[s][r] = _mm512_setzero_si512();
-            if (split) hacc[s][r] = _mm512_setzero_si512();
+            if (high_apart) hacc[s][r] = _mm512_setzero_si512();
         }
     const __m512i nib = _mm512_set1_epi8(0x0F);
     const int8_t *xg = xq + g * group;
@@ -187,14 +187,14 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
             const __m512i high = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
             for (int r = 0; r < MR; r++) {
                 iacc[s][r] = dpbusd(iacc[s][r], low, xa[r]);
-                if (split)
+                if (high_apart)
                     hacc[s][r] = dpbusd(hacc[s][r], high, xb[r]);
                 else
                     iacc[s][r] = dpbusd(iacc[s][r], high, xb[r]);
             }
         }
     }
-    if (split)
+    if (high_apart)
         for (int s = 0; s < 4; s++)
             for (int r = 0; r < MR; r++) iacc[s][r] = _mm512_add_epi32(iacc[s][r], hacc[s][r]);
     for (int s = 0; s < 4; s++) {

@@ -110,6 +110,13 @@ CALIBRATION_ROUNDS = 20
 CALIBRATION_SECONDS = 2.0
 
 
+def candidate_walks(kernel_isa: str) -> list[Walk]:
+    """The walks the calibration times for a build of `kernel_isa` (plain C never prefetches: no distances
+    to choose there)."""
+    walks = [Walk(near, far, streams, split) for near, far in PREFETCH for streams in STREAMS for split in SPLITS]
+    return [w for w in walks if not (w.near or w.far)] if kernel_isa == "scalar" else walks
+
+
 def calibrate(lib: ctypes.CDLL | None = None) -> Calibration:
     """Time each candidate walk over decoder layers in a step's order (random codes: the speed does not
     depend on the values) with 2 rows, the candidates taking turns in a new order each round; which wins
@@ -126,10 +133,7 @@ def calibrate(lib: ctypes.CDLL | None = None) -> Calibration:
             layers.append((n, k, codes, scales, torch.zeros_like(scales), torch.empty(2, n)))
             total += codes.numel() + 2 * scales.nbytes
     x = {k: torch.randn(2, k) for _, k in DECODER_LAYER_SHAPES}
-    candidates = [Walk(near, far, streams, split) for near, far in PREFETCH for streams in STREAMS
-                  for split in SPLITS]
-    if lib.w4a8_isa().decode() == "scalar":  # plain C never prefetches: no distances to choose
-        candidates = [c for c in candidates if not (c.near or c.far)]
+    candidates = candidate_walks(lib.w4a8_isa().decode())
     times: dict[Walk, list[float]] = {c: [] for c in candidates}
     order = list(candidates)
     rng = random.Random(0)

@@ -63,8 +63,8 @@ def main() -> None:
     apply_plan(pipe, resolve(cell.plugins, "cpu"), "cpu")
     sampling = sampling_of(cell)
     pipe.run(cell.request_texts, cell.frames, sampling, cell.seed)  # compiles
-    walks = [Walk(near, far, streams, split) for near, far in w4a8.PREFETCH for streams in w4a8.STREAMS
-             for split in w4a8.SPLITS]
+    walks = w4a8.candidate_walks(w4a8.isa())
+    named = {w.describe(): w for w in walks}
     print(f"cpu: {env.cpu_info()['model']}  kernel isa: {w4a8.isa()}  {len(walks)} walks  stored choice: "
           f"{w4a8.walk().describe()}", flush=True)
     rng = random.Random(0)
@@ -77,7 +77,6 @@ def main() -> None:
         calibration = w4a8.calibrate()
         chosen.append(calibration.walk)
         fastest = min(rounds[-1], key=rounds[-1].get)
-        named = {w.describe(): w for w in walks}
         top = "  ".join(f"{named[d].args} {gain:.3f}" for d, gain in list(calibration.speed_over_untuned.items())[:3])
         print(f"round {r}: probe {probe:.1f} GB/s  step fastest {rounds[-1][fastest]:.2f} ms with {fastest.args}  "
               f"calibration chose {calibration.walk.args} of {len(calibration.tied)} tied; its best three (gain over "

@@ -89,9 +89,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="then split one request's steps by part")
     args = parser.parse_args()
     if args.profile:
-        import torch._inductor.config
+        from torch._inductor import config as inductor_config
 
-        torch._inductor.config.cpp.enable_kernel_profile = True
+        inductor_config.cpp.enable_kernel_profile = True
     plugins = [p for p in PLUGINS if not (args.eager and p == "compile")]
     cell = Cell(preset=args.preset, plugins=plugins, text=load_texts()["short"], seconds=args.seconds)
     pipe, _ = load_pipeline(cell)

@@ -23,29 +23,36 @@ from typing import Any
 
 import torch
 
-# 4: the simplest of the walks tied with the fastest, paired by round, over a decode step's layer shapes
-FORMAT_VERSION = 4
+# 5: non-temporal prefetch among the candidates
+FORMAT_VERSION = 5
 
 
 @dataclass(frozen=True)
 class Walk:
     """How the kernel walks its weights (w4a8.c, w4a8_set_tuning): prefetch distances in bytes into L1
     (`near`) and L2 (`far`), 0 for none; tiles a thread walks in turn; threads' tiles in one run each (0)
-    or dealt out in turn (1). The defaults are the walk before any calibration."""
+    or dealt out in turn (1); a distance prefetched with the non-temporal hint (`nta`, 0 for none). The
+    defaults are the walk before any calibration."""
 
     near: int = 0
     far: int = 0
     streams: int = 2
     split: int = 0
+    nta: int = 0
 
     @property
-    def args(self) -> tuple[int, int, int, int]:
-        return self.near, self.far, self.streams, self.split
+    def args(self) -> tuple[int, int, int, int, int]:
+        return self.near, self.far, self.streams, self.split, self.nta
+
+    @property
+    def prefetches(self) -> bool:
+        return bool(self.near or self.far or self.nta)
 
     def describe(self) -> str:
-        fetch = "no software prefetch" if not (self.near or self.far) else \
-            "software prefetch " + " and ".join(f"{b // 1024} KB ahead into {level}" for b, level in
-                                               ((self.near, "L1"), (self.far, "L2")) if b)
+        fetch = "no software prefetch" if not self.prefetches else \
+            "software prefetch " + " and ".join(f"{b // 1024} KB ahead {level}" for b, level in
+                                               ((self.near, "into L1"), (self.far, "into L2"),
+                                                (self.nta, "non-temporally")) if b)
         return (f"{fetch}, {self.streams} stream(s) a thread, tiles "
                 f"{'dealt out in turn' if self.split else 'in one run'} a thread")
 
@@ -59,10 +66,13 @@ class Calibration:
 
     The fastest by that median wins only where it beat the simpler walks beyond the calibration's noise:
     a walk that was faster than it in enough rounds (a two-sided sign test at 5%) is tied with it, and
-    the simplest of those tied is chosen (fewest streams, then no prefetch into L1, none into L2, tiles
-    in one run). The calibration times the walks back to back, and on a 2-core Zen 5 a compiled step
-    ran more streams and L1 prefetch 4-7% slower than the calibration's own timings put them
-    (tests/bench/walk_ranking.py): extra streams and distances have to earn their place."""
+    the simplest of those tied is chosen (fewest streams, then no prefetch into L1, none into L2, tiles in
+    one run), and the fastest of those. The calibration times the walks back to back, and on a 2-core Zen 5
+    a compiled step ran more streams and L1 prefetch 4-7% slower than the calibration's own timings put
+    them (tests/bench/walk_ranking.py): extra streams and distances have to earn their place. Non-temporal
+    prefetch is not held against a walk: there the step gained at least what the calibration measured (2 KB
+    ahead: GEMVs 1.04x, the step 1.045x, tests/bench/step_ab.py --compare walk --by-step), since it also
+    leaves the step's other data in the caches."""
 
     walk: Walk
     threads: int

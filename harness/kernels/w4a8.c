@@ -63,29 +63,34 @@ static inline float half_to_float(uint16_t h) {
  * processor and cannot be read from its vendor: software prefetch made a decode step's GEMVs 4-9% faster on
  * a 2-core Xeon, 10-27% slower on a 2-core Zen 4 and about 30% faster on a 2-core Zen 3 (AVX2).
  *   near, far: bytes ahead of the current load prefetched into L1 and into L2 (0: none), SIMD paths only;
+ *   nta:       bytes ahead prefetched with the non-temporal hint (0: none), SIMD paths only: a weight is
+ *              read once a step, and where the processor honours the hint the stream does not push the
+ *              step's other data (attention's caches, activations, the graph's code) out of the caches;
  *   streams:   tiles far apart that one thread walks in turn, a group of each (1..MAX_STREAMS): a core
  *              with one stream of loads in flight left a third of the bus idle on that Xeon;
  *   split:     0 gives each thread one contiguous run of tile positions (a thread done with its own takes
  *              from the back of another's), 1 deals them out in turn.
  * None of these changes which products are summed or in what order: the output is bit-identical. */
 #define MAX_STREAMS 4
-static int tune_near = 0, tune_far = 0, tune_streams = 2, tune_split = 0;
+static int tune_near = 0, tune_far = 0, tune_streams = 2, tune_split = 0, tune_nta = 0;
 
-void w4a8_set_tuning(int near, int far, int streams, int split) {
+void w4a8_set_tuning(int near, int far, int streams, int split, int nta) {
     tune_near = near > 0 ? near : 0;
     tune_far = far > 0 ? far : 0;
+    tune_nta = nta > 0 ? nta : 0;
     tune_streams = streams < 1 ? 1 : streams > MAX_STREAMS ? MAX_STREAMS : streams;
     tune_split = split != 0;
 }
 
-/* The tuning in effect, into out[4]: near, far, streams, split; near and far read 0 on paths that never
- * prefetch. */
+/* The tuning in effect, into out[5]: near, far, streams, split, nta; the distances read 0 on paths that
+ * never prefetch. */
 void w4a8_tuning(int *out) {
 #if defined(__AVX2__)
     out[0] = tune_near;
     out[1] = tune_far;
+    out[4] = tune_nta;
 #else
-    out[0] = out[1] = 0;
+    out[0] = out[1] = out[4] = 0;
 #endif
     out[2] = tune_streams;
     out[3] = tune_split;
@@ -132,8 +137,12 @@ void w4a8_quantize_rows(const float *x, int64_t m_rows, int64_t k, int64_t group
 }
 
 #if defined(__AVX2__)
-/* A chunk's 4 lines, `far` bytes ahead into L2 and `near` ahead into L1 (0: none; see w4a8_set_tuning). */
-static inline __attribute__((always_inline)) void prefetch_chunk(const uint8_t *chunk, const int near, const int far) {
+/* A chunk's 4 lines, `far` bytes ahead into L2, `near` ahead into L1 and `nta` ahead non-temporally (0:
+ * none; see w4a8_set_tuning). */
+static inline __attribute__((always_inline)) void prefetch_chunk(const uint8_t *chunk, const int near, const int far,
+                                                                 const int nta) {
+    if (nta)
+        for (int line = 0; line < 4; line++) _mm_prefetch((const char *)(chunk + nta + line * 64), _MM_HINT_NTA);
     if (far)
         for (int line = 0; line < 4; line++) _mm_prefetch((const char *)(chunk + far + line * 64), _MM_HINT_T1);
     if (near)
@@ -155,7 +164,7 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
                                                               int64_t group, const uint16_t *rs, const uint16_t *lo,
                                                               const float *xs, const float *xsum, int64_t groups,
                                                               int64_t g, float *acc, const int MR, const int near,
-                                                              const int far) {
+                                                              const int far, const int nta) {
     /* With up to 2 rows the high nibbles' products go into accumulators of their own, added at the group's
      * end (exact: integers), so that each accumulator waits on one vpdpbusd per 8 inputs, not two. With
      * this and the assembly above, a compiled decode step took 0.972x the time with the same walk (2-core
@@ -172,7 +181,7 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
     const int8_t *xg = xq + g * group;
     for (int64_t kk = 0; kk < group / 8; kk++) {
         const uint8_t *chunk = w + kk * 4 * 64;
-        prefetch_chunk(chunk, near, far);
+        prefetch_chunk(chunk, near, far, nta);
         __m512i xa[4], xb[4];
         for (int r = 0; r < MR; r++) {
             int32_t a, b;
@@ -221,7 +230,7 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
                                                               int64_t group, const uint16_t *rs, const uint16_t *lo,
                                                               const float *xs, const float *xsum, int64_t groups,
                                                               int64_t g, float *acc, const int MR, const int near,
-                                                              const int far) {
+                                                              const int far, const int nta) {
     const __m256i nib = _mm256_set1_epi8(0x0F);
     const __m256i ones = _mm256_set1_epi16(1);
     const int8_t *xg = xq + g * group;
@@ -238,7 +247,7 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
             for (int64_t kk = k0; kk < k1; kk++) {
                 const uint8_t *chunk = w + kk * 4 * 64;
                 if (!half) /* the first walk fetches ahead for both */
-                    prefetch_chunk(chunk, near, far);
+                    prefetch_chunk(chunk, near, far, nta);
                 __m256i xa[2], xb[2];
                 for (int r = 0; r < MR; r++) {
                     int32_t a, b;
@@ -286,9 +295,10 @@ static inline __attribute__((always_inline)) void tile_group(const uint8_t *w, c
 #else
 static void tile_group(const uint8_t *w, const int8_t *xq, int64_t k, int64_t group, const uint16_t *rs,
                        const uint16_t *lo, const float *xs, const float *xsum, int64_t groups, int64_t g, float *acc,
-                       const int MR, const int near, const int far) {
+                       const int MR, const int near, const int far, const int nta) {
     (void)near;
     (void)far;
+    (void)nta;
     for (int r = 0; r < MR; r++) {
         int32_t dots[TN] = {0};
         const int8_t *xg = xq + r * k + g * group;
@@ -376,9 +386,9 @@ void w4a8_matmul(const int8_t *xq, const float *xs, const float *xsum, int64_t m
     const int streams = tune_streams;
     const int64_t spread = (tiles + streams - 1) / streams;
 #if defined(__AVX2__)
-    const int near = tune_near, far = tune_far;
+    const int near = tune_near, far = tune_far, nta = tune_nta;
 #else
-    const int near = 0, far = 0;
+    const int near = 0, far = 0, nta = 0;
 #endif
     /* The runs are laid out for the team omp_get_max_threads() promises; a smaller team still takes them
      * all, since a thread done with its own run takes from any. */
@@ -406,13 +416,13 @@ void w4a8_matmul(const int8_t *xq, const float *xs, const float *xsum, int64_t m
                         const uint16_t *rs = scales + (t * groups + g) * TN, *lo = lows + (t * groups + g) * TN;
                         float *a = acc[s];
                         switch (mr) { /* constant row counts, so each case unrolls into registers */
-                        case 1: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 1, near, far); break;
+                        case 1: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 1, near, far, nta); break;
 #if ROWS_PER_PASS == 2
-                        default: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 2, near, far); break;
+                        default: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 2, near, far, nta); break;
 #else
-                        case 2: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 2, near, far); break;
-                        case 3: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 3, near, far); break;
-                        default: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 4, near, far); break;
+                        case 2: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 2, near, far, nta); break;
+                        case 3: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 3, near, far, nta); break;
+                        default: tile_group(w, xr, k, group, rs, lo, xsr, xsumr, groups, g, a, 4, near, far, nta); break;
 #endif
                         }
                     }

@@ -51,7 +51,7 @@ def declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.w4a8_isa.restype = ctypes.c_char_p
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.w4a8_linear.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr]
-    lib.w4a8_set_tuning.argtypes = [ctypes.c_int] * 4
+    lib.w4a8_set_tuning.argtypes = [ctypes.c_int] * 5
     lib.w4a8_tuning.argtypes = [ptr]
     return lib
 
@@ -63,7 +63,7 @@ def isa(march: str = "native") -> str:
 
 def walk(march: str = "native") -> Walk:
     """The walk in effect now (the plain C path reads no prefetch)."""
-    out = (ctypes.c_int * 4)()
+    out = (ctypes.c_int * 5)()
     library(march).w4a8_tuning(out)
     return Walk(*out)
 
@@ -75,14 +75,13 @@ def set_walk(w: Walk, march: str = "native") -> None:
 
 def prefetches(march: str = "native") -> bool:
     """Whether the kernel prefetches its weights in software now: the plain C path never does."""
-    w = walk(march)
-    return bool(w.near or w.far)
+    return walk(march).prefetches
 
 
 def set_prefetch(on: bool, march: str = "native") -> None:
     """The walk in effect with software prefetch on (2 KB into L1, 8 KB into L2) or off."""
     w = walk(march)
-    set_walk(Walk(2048 if on else 0, 8192 if on else 0, w.streams, w.split), march)
+    set_walk(Walk(2048 if on else 0, 8192 if on else 0, w.streams, w.split, 0), march)
 
 
 def tuning(march: str = "native") -> dict[str, Any]:
@@ -92,10 +91,10 @@ def tuning(march: str = "native") -> dict[str, Any]:
     return chosen.as_record() if chosen is not None else {"walk": walk(march).describe(), "calibrated": False}
 
 
-# Candidates the calibration times: prefetch distances (none; L2 only; 2/8 KB and 4/16 KB into L1/L2)
-# by streams by the threads' split. A decode step's weights never fit a cache, so each is timed over
-# more weights than any L3 holds here.
-PREFETCH = ((0, 0), (0, 8192), (2048, 8192), (4096, 16384))
+# Candidates the calibration times: prefetch distances (none; L2 only; 2/8 KB and 4/16 KB into L1/L2; 1 and
+# 2 KB non-temporally) by streams by the threads' split. A decode step's weights never fit a cache, so each
+# is timed over more weights than any L3 holds here.
+PREFETCH = ((0, 0, 0), (0, 8192, 0), (2048, 8192, 0), (4096, 16384, 0), (0, 0, 1024), (0, 0, 2048))
 STREAMS = (1, 2, 4)
 SPLITS = (0, 1)
 # The (out, in) of the 8da4w layers one Dia decoder layer calls in a step, in its order: q, k and v
@@ -113,8 +112,9 @@ CALIBRATION_SECONDS = 2.0
 def candidate_walks(kernel_isa: str) -> list[Walk]:
     """The walks the calibration times for a build of `kernel_isa` (plain C never prefetches: no distances
     to choose there)."""
-    walks = [Walk(near, far, streams, split) for near, far in PREFETCH for streams in STREAMS for split in SPLITS]
-    return [w for w in walks if not (w.near or w.far)] if kernel_isa == "scalar" else walks
+    walks = [Walk(near, far, streams, split, nta) for near, far, nta in PREFETCH for streams in STREAMS
+             for split in SPLITS]
+    return [w for w in walks if not w.prefetches] if kernel_isa == "scalar" else walks
 
 
 def calibrate(lib: ctypes.CDLL | None = None) -> Calibration:

@@ -1,5 +1,6 @@
 """One compiled int4=8da4w decode step two ways, taking turns in one process: the 8da4w kernel's walk as
-calibrated on this processor and the untuned walk (`--compare walk`), its software prefetch on and off
+calibrated on this processor and the untuned walk, or another (`--compare walk [--other-walk
+NEAR,FAR,STREAMS,SPLIT,NTA]`, tuning.Walk's fields), its software prefetch on and off
 (`--compare prefetch`), its weights in 4 KB and in 2 MB pages (`--compare pages`), the kernels'
 operators in C++ and in Python (`--compare operator`), the kernel built from this checkout's w4a8.c
 and from another (`--compare source --other OLD.c`, e.g. `git show REV:harness/kernels/w4a8.c > OLD.c`;
@@ -8,8 +9,8 @@ decode_attention.c and from another (`--compare attention --other OLD.c`), or th
 inductor's default options and with others (`--compare inductor --options '{"cpp_wrapper": True}'`).
 
     python -m tests.bench.step_ab --compare walk|prefetch|pages|operator|source|attention|inductor
-                                  [--other OLD.c [--same-walk]] [--options DICT] [--rounds 6] [--seconds 2]
-                                  [--by-step]
+                                  [--other OLD.c [--same-walk]] [--other-walk W] [--options DICT]
+                                  [--rounds 6] [--seconds 2] [--by-step]
 
 These VMs' memory bandwidth jumps (a Zen 4 read 35 and 67 GB/s seconds apart), so two runs of
 `dia-bench run` compare episodes rather than settings: here each round runs both, in alternating order,
@@ -184,6 +185,9 @@ def main() -> None:
                         "(--compare attention)")
     parser.add_argument("--options", type=ast.literal_eval, default=None,
                         help="inductor options for --compare inductor, a Python dict")
+    parser.add_argument("--other-walk", type=lambda v: Walk(*(int(x) for x in v.split(","))),
+                        help="--compare walk: the calibrated walk against this one rather than the untuned, as "
+                        "NEAR,FAR,STREAMS,SPLIT,NTA (e.g. 0,0,1,0,2048: 2 KB ahead non-temporally, 1 stream)")
     parser.add_argument("--same-walk", action="store_true", help="--compare source: the other kernel walks its "
                         "weights as this checkout's was calibrated to, so that only the code differs")
     parser.add_argument("--rounds", type=int, default=6)
@@ -213,7 +217,9 @@ def main() -> None:
     elif args.compare == "walk":
         tuned = w4a8.walk()
         print(f"calibrated walk: {tuned.describe()}; {w4a8.tuning()['candidates_gb_per_s']}")
-        ways = {"calibrated": lambda: w4a8.set_walk(tuned), "untuned": lambda: w4a8.set_walk(Walk())}
+        other = args.other_walk or Walk()
+        name = "untuned" if args.other_walk is None else other.describe()
+        ways = {"calibrated": lambda: w4a8.set_walk(tuned), name: lambda: w4a8.set_walk(other)}
     else:
         ways = {"prefetch": lambda: w4a8.set_prefetch(True), "no prefetch": lambda: w4a8.set_prefetch(False)}
     sampling, cpu = sampling_of(cell), torch.device("cpu")

@@ -83,7 +83,7 @@ def main() -> None:
               f"untuned): {top}", flush=True)
     relative = {w: statistics.median(got[w] / statistics.median(got.values()) for got in rounds) for w in walks}
     best = min(relative.values())
-    print("walk (near, far, streams, split): step time x the fastest walk's, paired by round")
+    print("walk (near, far, streams, split, nta): step time x the fastest walk's, paired by round")
     for w in sorted(walks, key=relative.get):
         print(f"  {w.args}  {relative[w] / best:.3f}  {w.describe()}")
     overall = [relative[w] / best for w in chosen]

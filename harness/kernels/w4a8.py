@@ -93,7 +93,9 @@ def tuning(march: str = "native") -> dict[str, Any]:
 
 # Candidates the calibration times: prefetch distances (none; L2 only; 2/8 KB and 4/16 KB into L1/L2; 1 and
 # 2 KB non-temporally) by streams by the threads' split. A decode step's weights never fit a cache, so each
-# is timed over more weights than any L3 holds here.
+# is timed over more weights than any L3 holds here. Prefetch into L2 beside the non-temporal one made a
+# compiled step 8-10% slower on a 2-core Zen 5 (16 or 32 KB ahead; step_ab --compare walk --by-step): what
+# fills the caches with weights read once evicts what the step reads again.
 PREFETCH = ((0, 0, 0), (0, 8192, 0), (2048, 8192, 0), (4096, 16384, 0), (0, 0, 1024), (0, 0, 2048))
 STREAMS = (1, 2, 4)
 SPLITS = (0, 1)

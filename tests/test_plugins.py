@@ -187,11 +187,6 @@ def test_threads_changes_the_worker_only():
     assert torch.get_num_threads() != 1 or torch.get_num_threads() == 1 == rec["env"]["torch_threads"]
 
 
-def test_channels_last_says_it_had_nothing_to_act_on():
-    rec = run_ok(plugins=["channels-last"])
-    assert rec["plugin_notes"]["channels-last"].startswith("nothing to act on")
-
-
 @pytest.mark.parametrize("specs, device, needle", [
     (["tf32"], "cpu", "does not apply to cpu"),
     (["cudnn-benchmark"], "cpu", "does not apply to cpu"),

@@ -16,8 +16,8 @@ import pandas as pd
 # drift that casting a well-conditioned model to bf16 usually causes.
 DEFAULT_MAX_TOTAL_VARIATION = 0.05
 # The codec's audio on the reference's own codes, against the fp32 codec's: a plugin that changes the
-# codec (codec-dtype, codec-compile, autocast) must stay this close. bf16 rounding alone gives about 44 dB;
-# 30 dB is noise about 3% of the signal's amplitude.
+# codec (codec-dtype, codec-compile, channels-last, autocast) must stay this close. bf16 rounding alone
+# gives about 44 dB; 30 dB is noise about 3% of the signal's amplitude.
 MIN_CODEC_SNR_DB = 30.0
 
 

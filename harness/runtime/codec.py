@@ -93,19 +93,24 @@ def decoder_context_frames(codec: Codec) -> int:
     decoder = getattr(getattr(codec, "model", None), "decoder", None)
     if decoder is None:
         raise TypeError(f"codec {getattr(codec, 'name', type(codec).__name__)!r} has no DAC decoder to read")
-    layers = [m for m in decoder.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
+    # A decoder in channels_last (codec_layout) runs its 1-D layers as 2-D ones of height 1: time is the last axis.
+    layers = [m for m in decoder.modules()
+              if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d, nn.Conv2d, nn.ConvTranspose2d))]
+    if any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.kernel_size[0] != 1 for m in layers):
+        raise TypeError("a 2-D convolution in the codec's decoder: its receptive field is not followed here")
+    transposed = (nn.ConvTranspose1d, nn.ConvTranspose2d)
     hop = 1
     for m in layers:
-        if isinstance(m, nn.ConvTranspose1d):
-            hop *= m.stride[0]
-        elif m.stride[0] != 1:
+        if isinstance(m, transposed):
+            hop *= m.stride[-1]
+        elif m.stride[-1] != 1:
             raise TypeError("a strided convolution in the codec's decoder: its receptive field is not followed here")
     # Far from the edges, so that no index is clipped: the result does not depend on where the frame is.
     frame = 1 << 20
     lo, hi = frame * hop, (frame + 1) * hop - 1
     for m in reversed(layers):
-        k, s, p, d = m.kernel_size[0], m.stride[0], m.padding[0], m.dilation[0]
-        if isinstance(m, nn.ConvTranspose1d):  # output n reads inputs i with n = i*s - p + j*d, 0 <= j < k
+        k, s, p, d = m.kernel_size[-1], m.stride[-1], m.padding[-1], m.dilation[-1]
+        if isinstance(m, transposed):  # output n reads inputs i with n = i*s - p + j*d, 0 <= j < k
             lo, hi = -(-(lo + p - (k - 1) * d) // s), (hi + p) // s
         else:  # output n reads inputs n - p + j*d
             lo, hi = lo - p, hi - p + (k - 1) * d

@@ -5,7 +5,8 @@ the variants taking turns each round, so a machine that drifts drifts on all of 
 
 Variants: fp32 (today's), autocast=bf16 (what the autocast plugin does to the codec), the codec's weights
 in bf16 (codec-dtype=bf16), and torch.compile of the decoder in fp32 and with its weights in bf16
-(codec-compile; here for the one length measured). Prints seconds of compute per second of audio (the
+(codec-compile; here for the one length measured), and the last three again with the decoder in channels_last
+(channels-last: its 1-D layers as 2-D ones of height 1). Prints seconds of compute per second of audio (the
 codec's share of the RTF) with the spread over rounds, and how far each variant's audio is from fp32's
 (SNR).
 Not a unit test: the figures depend on the machine; name it with them.
@@ -24,6 +25,7 @@ import torch
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.env import collect
 from dia_bench.harness.presets import FRAMES_PER_SECOND, frames_for_seconds
+from dia_bench.harness.runtime.codec_layout import to_channels_last
 from dia_bench.harness.worker.measure import load_pipeline
 
 
@@ -71,8 +73,30 @@ def main() -> None:
         z = bf16_dac.quantizer.from_codes(codes)[0]
         return compiled_bf16(z).float()
 
+    def channels_last(model):
+        model = copy.deepcopy(model)
+        to_channels_last(model.decoder)
+        return model
+
+    cl_bf16_dac = channels_last(bf16_dac)
+
+    def weights_bf16_cl():
+        return cl_bf16_dac.decode(audio_codes=codes).audio_values.float()
+
+    cl_fp32_dac, cl_bf16_compiled_dac = channels_last(dac), channels_last(bf16_dac)
+    compiled_cl = torch.compile(cl_fp32_dac.decoder)
+    compiled_bf16_cl = torch.compile(cl_bf16_compiled_dac.decoder)
+
+    def compiled_fp32_cl():
+        return compiled_cl(cl_fp32_dac.quantizer.from_codes(codes)[0]).float()
+
+    def compiled_weights_bf16_cl():
+        return compiled_bf16_cl(cl_bf16_compiled_dac.quantizer.from_codes(codes)[0]).float()
+
     variants = {"fp32": fp32, "autocast=bf16": autocast_bf16, "weights bf16": weights_bf16,
-                "compile fp32": compiled_fp32, "compile bf16": compiled_weights_bf16}
+                "compile fp32": compiled_fp32, "compile bf16": compiled_weights_bf16,
+                "bf16 + cl": weights_bf16_cl, "compile fp32 + cl": compiled_fp32_cl,
+                "compile bf16 + cl": compiled_weights_bf16_cl}
     with torch.inference_mode():
         ref = fp32()
         quality = {name: snr_db(fn().reshape(-1), ref.reshape(-1)) for name, fn in variants.items()}  # warms all
@@ -89,7 +113,7 @@ def main() -> None:
     base = statistics.median(times["fp32"])
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:14} {med / seconds:.3f} s per audio second (rounds {min(ts) / seconds:.3f}-"
+        print(f"{name:18} {med / seconds:.3f} s per audio second (rounds {min(ts) / seconds:.3f}-"
               f"{max(ts) / seconds:.3f}), {base / med:.2f}x fp32, SNR against fp32 {quality[name]:.1f} dB")
 
 

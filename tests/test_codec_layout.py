@@ -68,12 +68,24 @@ def test_the_receptive_field_and_the_chunks_are_those_of_the_1d_decoder(codec):
     assert (short - whole).abs().max() > (chunked - whole).abs().max()
 
 
-def test_weight_normalized_convolutions_convert_with_the_weight_they_compute(codec):
-    """descript's DAC keeps its convolutions weight-normalized: the 2-D layers take the weight they compute."""
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")  # descript's
+@pytest.mark.parametrize("weight_norm", [nn.utils.parametrizations.weight_norm, nn.utils.weight_norm],
+                         ids=["parametrization", "hooks"])
+def test_weight_normalized_convolutions_convert_with_the_weight_they_compute(codec, weight_norm):
+    """descript's DAC keeps its convolutions weight-normalized, with torch's older hooks (which recompute
+    `weight` only in forward) or its parametrization: the 2-D layers take the weight the 1-D ones compute,
+    here after their direction and norm were changed since the last forward."""
     decoder = codec.model.decoder
-    for m in list(decoder.modules()):
-        if isinstance(m, nn.Conv1d | nn.ConvTranspose1d):
-            nn.utils.parametrizations.weight_norm(m)
+    with torch.no_grad():
+        for m in list(decoder.modules()):
+            if isinstance(m, nn.Conv1d | nn.ConvTranspose1d):
+                weight_norm(m)
+                if hasattr(m, "weight_g"):
+                    m.weight_g.mul_(1.5)
+                    m.weight_v.add_(0.01)
+                else:
+                    m.parametrizations.weight.original0.mul_(1.5)
+                    m.parametrizations.weight.original1.add_(0.01)
     codes = _codes()
     with torch.inference_mode():
         before = codec.decode(codes)

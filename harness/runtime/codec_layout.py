@@ -58,8 +58,11 @@ class LeaveChannelsLast(nn.Module):
 
 def _effective_weight(conv: nn.Module) -> torch.Tensor:
     """The weight a (possibly weight-normalized) convolution computes with."""
-    if hasattr(conv, "weight_g"):  # torch.nn.utils.weight_norm recomputes `weight` only in forward
-        return torch._weight_norm(conv.weight_v, conv.weight_g, 0)
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    for hook in conv._forward_pre_hooks.values():  # torch.nn.utils.weight_norm recomputes `weight` only in forward
+        if isinstance(hook, WeightNorm) and hook.name == "weight":
+            return hook.compute_weight(conv)
     return conv.weight  # plain, or parametrized (computed on access)
 
 

@@ -72,9 +72,8 @@ def test_the_receptive_field_and_the_chunks_are_those_of_the_1d_decoder(codec):
 @pytest.mark.parametrize("weight_norm", [nn.utils.parametrizations.weight_norm, nn.utils.weight_norm],
                          ids=["parametrization", "hooks"])
 def test_weight_normalized_convolutions_convert_with_the_weight_they_compute(codec, weight_norm):
-    """descript's DAC keeps its convolutions weight-normalized, with torch's older hooks (which recompute
-    `weight` only in forward) or its parametrization: the 2-D layers take the weight the 1-D ones compute,
-    here after their direction and norm were changed since the last forward."""
+    """descript's DAC keeps its convolutions weight-normalized, with torch's older hooks or its
+    parametrization: the 2-D layers take the weight the 1-D ones compute from their norm and direction."""
     decoder = codec.model.decoder
     with torch.no_grad():
         for m in list(decoder.modules()):

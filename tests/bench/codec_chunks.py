@@ -4,7 +4,7 @@ taking turns round after round in one process.
 
     python -m tests.bench.codec_chunks [--seconds 10] [--rounds 4] [--chunks 86,172,344] [--plugins ...]
 
-The codec as the fastest CPU pipeline runs it by default (`codec-dtype=bf16 codec-compile`; `--plugins`
+The codec as the fastest CPU pipeline runs it by default (`codec-dtype=bf16 codec-compile channels-last`; `--plugins`
 sets others), dia-1.6b's DAC on random codes (its speed does not depend on them). Prints seconds of compute
 per second of audio for each way, and each chunked waveform's RMS difference from the one-pass one,
 relative to its RMS. Not a unit test: the figures depend on the machine; name it with them.
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--chunks", default="86,172,344", help="frames a chunk, comma-separated")
-    parser.add_argument("--plugins", default="codec-dtype=bf16,codec-compile")
+    parser.add_argument("--plugins", default="codec-dtype=bf16,codec-compile,channels-last")
     args = parser.parse_args()
     cell = Cell(plugins=[p for p in args.plugins.split(",") if p], seconds=args.seconds)
     pipe, _ = load_pipeline(cell)

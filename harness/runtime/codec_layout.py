@@ -186,7 +186,7 @@ def to_channels_last(decoder: nn.Module, min_snr_db: float = PROBE_MIN_SNR_DB) -
             new = Snake2d(m.alpha)
         else:
             continue
-        setattr(parent, name, new)
+        setattr(parent, name, new.train(m.training))
         swapped.append((parent, name, m))
     try:
         with torch.inference_mode():

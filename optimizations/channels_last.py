@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dia_bench.harness.runtime.codec import torch_decoder
 from dia_bench.optimizations.base import Expectation, Plugin
-
-
-def _decoder(pipeline) -> Any:
-    return getattr(getattr(pipeline.codec, "model", None), "decoder", None)
 
 
 class ChannelsLast(Plugin):
@@ -38,7 +35,7 @@ class ChannelsLast(Plugin):
             if convs:
                 module.to(memory_format=torch.channels_last)
                 acted.append(f"{len(convs)} Conv2d in {label} in channels_last")
-        decoder = _decoder(pipeline)
+        decoder = torch_decoder(pipeline.codec)
         if decoder is None:
             left = f"the {pipeline.codec.name} codec has no torch decoder"
         else:
@@ -55,7 +52,7 @@ class ChannelsLast(Plugin):
     def report(self, pipeline, value: None) -> dict[str, Any]:
         from dia_bench.harness.runtime import codec_layout
 
-        decoder = _decoder(pipeline)
+        decoder = torch_decoder(pipeline.codec)
         return {"codec_decoder_channels_last": decoder is not None and codec_layout.is_channels_last(decoder)}
 
 

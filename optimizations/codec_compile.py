@@ -10,12 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dia_bench.harness.runtime.codec import torch_decoder
 from dia_bench.optimizations.base import Expectation, Plugin
-
-
-def _decoder(pipeline) -> Any:
-    """The codec's torch decoder, or None where its backend has none."""
-    return getattr(getattr(pipeline.codec, "model", None), "decoder", None)
 
 
 class CodecCompile(Plugin):
@@ -33,14 +29,14 @@ class CodecCompile(Plugin):
         return compile_cache_env()
 
     def transform(self, pipeline, value: Any) -> str:
-        decoder = _decoder(pipeline)
+        decoder = torch_decoder(pipeline.codec)
         if decoder is None:
             return f"nothing to act on: the {pipeline.codec.name} codec has no torch decoder to compile"
         decoder.compile(dynamic=True)
         return "codec decoder compiled (inductor, dynamic frames); compilation happens in the warmup"
 
     def report(self, pipeline, value: Any) -> dict[str, Any]:
-        decoder = _decoder(pipeline)
+        decoder = torch_decoder(pipeline.codec)
         return {"codec_decoder_compiled": decoder is not None and getattr(decoder, "_compiled_call_impl", None)
                 is not None}
 

@@ -80,6 +80,11 @@ class DescriptDac:
         return self.model.decode(z).float().reshape(codes.shape[0], -1)
 
 
+def torch_decoder(codec: Codec):
+    """The codec's torch decoder module, or None where its backend has none."""
+    return getattr(getattr(codec, "model", None), "decoder", None)
+
+
 def decoder_context_frames(codec: Codec) -> int:
     """Frames of context, on each side, that decoding a stretch of frames needs to give exactly the samples
     the whole utterance's decode gives there: the decoder's receptive field, in frames.
@@ -90,7 +95,7 @@ def decoder_context_frames(codec: Codec) -> int:
     frames each side for DAC 44.1 kHz: its dilated residual units at 8 samples a frame reach furthest)."""
     from torch import nn
 
-    decoder = getattr(getattr(codec, "model", None), "decoder", None)
+    decoder = torch_decoder(codec)
     if decoder is None:
         raise TypeError(f"codec {getattr(codec, 'name', type(codec).__name__)!r} has no DAC decoder to read")
     # A decoder in channels_last (codec_layout) runs its 1-D layers as 2-D ones of height 1: time is the last axis.

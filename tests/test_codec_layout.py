@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dia_bench.harness.runtime import codec_layout
-from dia_bench.harness.runtime.codec import decode_in_chunks, decoder_context_frames
+from dia_bench.harness.runtime.codec import decode_in_chunks, decoder_context_frames, snr_db
 from tests.conftest import run_cli
 
 
@@ -23,11 +23,6 @@ def codec(tiny_pipeline):
 
 def _codes(frames: int = 40) -> torch.Tensor:
     return torch.randint(0, 1024, (2, 9, frames), generator=torch.Generator().manual_seed(0))
-
-
-def _snr_db(x: torch.Tensor, ref: torch.Tensor) -> float:
-    noise = (x - ref).pow(2).sum().item()
-    return math.inf if noise == 0 else 10 * math.log10(ref.pow(2).sum().item() / noise)
 
 
 def test_the_converted_decoder_computes_its_audio_in_channels_last(codec):
@@ -50,7 +45,8 @@ def test_the_converted_decoder_computes_its_audio_in_channels_last(codec):
         h.remove()
     assert len(seen) == convs and all(seen)
     assert after.shape == before.shape and after.dtype == torch.float32
-    assert _snr_db(after, before) > 60  # fp32, another kernel: at most its order of sums differs
+    snr = snr_db(after, before)
+    assert snr is None or snr > 60  # fp32, another kernel: at most its order of sums differs
 
 
 def test_the_receptive_field_and_the_chunks_are_those_of_the_1d_decoder(codec):
@@ -90,7 +86,8 @@ def test_weight_normalized_convolutions_convert_with_the_weight_they_compute(cod
         before = codec.decode(codes)
         codec_layout.to_channels_last(decoder, min_snr_db=60)
         after = codec.decode(codes)
-    assert _snr_db(after, before) > 60
+    snr = snr_db(after, before)
+    assert snr is None or snr > 60
 
 
 def test_a_decoder_with_a_layer_of_unknown_layout_is_left_as_it_was(codec):

@@ -80,6 +80,18 @@ class DescriptDac:
         return self.model.decode(z).float().reshape(codes.shape[0], -1)
 
 
+def snr_db(opt: torch.Tensor, ref: torch.Tensor) -> float | None:
+    """How far audio `opt` is from `ref`, in dB of signal over the difference; None when the signals are
+    identical (infinite SNR)."""
+    import math
+
+    noise = float(((opt.float() - ref.float()) ** 2).sum())
+    signal = float((ref.float() ** 2).sum())
+    if noise == 0:
+        return None
+    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
 def torch_decoder(codec: Codec):
     """The codec's torch decoder module, or None where its backend has none."""
     return getattr(getattr(codec, "model", None), "decoder", None)

@@ -15,11 +15,12 @@ the time axis, which is last in either layout.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from dia_bench.harness.runtime.codec import snr_db
 
 
 class Snake2d(nn.Module):
@@ -143,11 +144,6 @@ def unsupported(decoder: nn.Module) -> str | None:
     return None
 
 
-def _snr_db(x: torch.Tensor, ref: torch.Tensor) -> float:
-    noise = (x.float() - ref.float()).pow(2).sum().item()
-    return math.inf if noise == 0 else 10 * math.log10(ref.float().pow(2).sum().item() / noise)
-
-
 # How close a short decode after the conversion must stay to the one before. A layer converted wrongly gives
 # another signal (near 0 dB); the same layers summing in another order give rounding: over 100 dB in fp32,
 # about 45 in bf16.
@@ -193,8 +189,8 @@ def to_channels_last(decoder: nn.Module, min_snr_db: float = PROBE_MIN_SNR_DB) -
             after = decoder.forward(probe)
         if after.shape != before.shape:
             problem = f"gave shape {tuple(after.shape)} for {tuple(before.shape)}"
-        elif _snr_db(after, before) < min_snr_db:
-            problem = f"gave audio {_snr_db(after, before):.1f} dB from its own, under the {min_snr_db:.0f} dB floor"
+        elif (snr := snr_db(after, before)) is not None and snr < min_snr_db:  # None: the same bits
+            problem = f"gave audio {snr:.1f} dB from its own, under the {min_snr_db:.0f} dB floor"
         else:
             return counts
     except RuntimeError as exc:

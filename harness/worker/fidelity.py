@@ -19,7 +19,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 import torch
 
+from dia_bench.harness.runtime.codec import snr_db
 from dia_bench.harness.runtime.pipeline import EOS, PAD
 
 # Where the stored reference distributions keep only the tokens that can be drawn (top-k leaves the
@@ -233,15 +233,6 @@ def compare_logits(opt: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor) ->
         "cosine": round(float(cos.mean()), 6),
         "min_cosine": round(float(cos.min()), 6),
     }
-
-
-def snr_db(opt: torch.Tensor, ref: torch.Tensor) -> float | None:
-    """None when the signals are identical (infinite SNR)."""
-    noise = float(((opt.float() - ref.float()) ** 2).sum())
-    signal = float((ref.float() ** 2).sum())
-    if noise == 0:
-        return None
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
 def make_history(pipe, inputs: dict[str, torch.Tensor], frames: int, sampling, seed: int, history_id: str,

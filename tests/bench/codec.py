@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import statistics
 import time
 
@@ -25,13 +24,9 @@ import torch
 from dia_bench.harness.cell import Cell
 from dia_bench.harness.env import collect
 from dia_bench.harness.presets import FRAMES_PER_SECOND, frames_for_seconds
+from dia_bench.harness.runtime.codec import snr_db
 from dia_bench.harness.runtime.codec_layout import to_channels_last
 from dia_bench.harness.worker.measure import load_pipeline
-
-
-def snr_db(x: torch.Tensor, ref: torch.Tensor) -> float:
-    noise = (x - ref).pow(2).sum().item()
-    return math.inf if noise == 0 else 10 * math.log10(ref.pow(2).sum().item() / noise)
 
 
 def main() -> None:
@@ -114,7 +109,11 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"{name:18} {med / seconds:.3f} s per audio second (rounds {min(ts) / seconds:.3f}-"
-              f"{max(ts) / seconds:.3f}), {base / med:.2f}x fp32, SNR against fp32 {quality[name]:.1f} dB")
+              f"{max(ts) / seconds:.3f}), {base / med:.2f}x fp32, SNR against fp32 {_db(quality[name])}")
+
+
+def _db(snr: float | None) -> str:
+    return "identical" if snr is None else f"{snr:.1f} dB"
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ from typing import Any
 
 from dia_bench.optimizations.base import Expectation, Plugin
 
-# The first torch whose inductor C++ wrapper builds the static engine's CPU step (2.11's does not).
-CPP_WRAPPER_SINCE = "2.13"
+# The oldest torch whose inductor C++ wrapper has been seen to build and run the static engine's CPU step
+# (2.11 and 2.13 have); older ones keep the Python wrapper.
+CPP_WRAPPER_SINCE = "2.11"
 
 
 class Compile(Plugin):
@@ -32,9 +33,8 @@ class Compile(Plugin):
         if pipeline.engine is not None:  # engine=static: its one decode step, at the request's fixed shapes
             # On the CPU, the step's host code in C++ rather than Python: a step calls about 250 kernels and
             # operators, and taking turns step by step within each request (tests/bench/step_ab.py --compare
-            # inductor --by-step) the int4 step took 0.953-0.976x the time on a 2-core Zen 5, in all 8 requests.
-            # torch 2.11's C++ wrapper generates code for this step that gcc refuses ("'decltype' evaluates
-            # to 'float'"); 2.13's builds it. Earlier versions keep inductor's Python wrapper.
+            # inductor --by-step) the int4 step took 0.953-0.976x the time on a 2-core Zen 5 with torch 2.13, in
+            # all 8 requests, and 0.956-0.962x with torch 2.11, in all 6.
             on_cpu = torch.device(pipeline.device).type == "cpu"
             cpp_wrapper = on_cpu and torch.__version__ >= CPP_WRAPPER_SINCE
             pipeline.engine.compile(value, **({"cpp_wrapper": True} if cpp_wrapper else {}))

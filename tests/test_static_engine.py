@@ -253,6 +253,41 @@ def test_the_engines_processors_equal_transformers_at_every_step(tiny_pipeline):
     torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-6)
 
 
+def test_the_eos_channel_filter_equals_transformers_where_eos_leads_and_where_it_does_not():
+    """The engine's EOS channel filter (one mask, which inductor compiles on every torch dia-bench meets)
+    against transformers' processor (writes into slices): the same values, -inf included, on rows where EOS
+    is channel 0's top logit, rows where it is not, and rows already partly -inf."""
+    from transformers.generation.logits_process import DiaEOSChannelFilterLogitsProcessor
+
+    from dia_bench.harness.runtime.static_engine import _eos_channel_filter
+
+    theirs = DiaEOSChannelFilterLogitsProcessor(num_channels=9, eos_token_id=1024)
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(4 * 9, 1028, generator=generator)
+    scores[::2, 1024] += 6  # EOS on top in half the rows, every channel
+    scores[3, :512] = float("-inf")
+    expected = theirs(None, scores.clone())
+    assert expected[0, 1024] > float("-inf") and expected[9, 1024] == float("-inf")  # both kinds of row occur
+    assert torch.equal(_eos_channel_filter(scores, channels=9), expected)
+
+
+def test_the_engines_sampling_compiles_to_the_same_tokens_as_eager():
+    """CFG with Dia's guided top-k, temperature, the EOS filter, top-k and top-p, greedy: compiled with
+    inductor as the engine compiles its step, the tokens eager draws."""
+    from dia_bench.harness.runtime.static_engine import Sampling
+
+    sampling = Sampling(guidance_scale=3.0, temperature=1.8, top_k=45, top_p=0.9, do_sample=False,
+                        suppress_eos=True)
+
+    def tokens(logits: torch.Tensor) -> torch.Tensor:
+        return StaticEngine.draw(StaticEngine.scores(logits, sampling), sampling)
+
+    logits = torch.randn(2, 9, 1028, generator=torch.Generator().manual_seed(0))
+    logits[0, 0, 1024] += 8  # one row ends: EOS leads channel 0
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(tokens, dynamic=False)(logits), tokens(logits))
+
+
 def test_a_static_cell_is_identical_to_the_reference(tmp_path):
     fid = str(tmp_path / "fidelity")
     ref = run_isolated(tiny_cell(fidelity_dir=fid, repeats=1), timeout_s=600)

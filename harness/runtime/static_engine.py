@@ -486,14 +486,17 @@ def _cpu_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: t
 def _eos_channel_filter(scores: torch.Tensor, channels: int) -> torch.Tensor:
     """transformers' DiaEOSChannelFilterLogitsProcessor: only channel 0 may end, and EOS there is
     either the only candidate (when it is the most likely) or none."""
-    s = scores.reshape(-1, channels, scores.shape[-1]).clone()
-    s[:, 1:, EOS:] = NEG_INF
-    s[:, 0, EOS + 1:] = NEG_INF
-    s = s.view(-1, scores.shape[-1])
+    vocab = torch.arange(scores.shape[-1], device=scores.device)
+    channel = torch.arange(channels, device=scores.device)[:, None]
+    # One mask for what no channel may emit (past EOS, or EOS beyond channel 0), not writes into slices of
+    # a copy: those, fused with top-k's mask and the argmax below, made torch 2.11's inductor generate C++
+    # that gcc refuses ("'decltype' evaluates to 'float'"). The same values either way.
+    never = (vocab > EOS) | ((vocab == EOS) & (channel > 0))
+    s = scores.view(-1, channels, scores.shape[-1]).masked_fill(never, NEG_INF).view(-1, scores.shape[-1])
     eos_top = (s.argmax(dim=-1) == EOS)[:, None]
-    below_eos = torch.arange(s.shape[-1], device=s.device)[None, :] < EOS
+    below_eos = vocab[None, :] < EOS
     s = s.masked_fill(eos_top & below_eos, NEG_INF)
-    is_eos = torch.arange(s.shape[-1], device=s.device)[None, :] == EOS
+    is_eos = vocab[None, :] == EOS
     return s.masked_fill(~eos_top & is_eos, NEG_INF)
 
 

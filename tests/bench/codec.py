@@ -78,15 +78,15 @@ def main() -> None:
     def weights_bf16_cl():
         return cl_bf16_dac.decode(audio_codes=codes).audio_values.float()
 
-    cl_fp32_dac, cl_bf16_compiled_dac = channels_last(dac), channels_last(bf16_dac)
+    cl_fp32_dac = channels_last(dac)
     compiled_cl = torch.compile(cl_fp32_dac.decoder)
-    compiled_bf16_cl = torch.compile(cl_bf16_compiled_dac.decoder)
+    compiled_bf16_cl = torch.compile(cl_bf16_dac.decoder)  # the eager variant's model, as for compile bf16
 
     def compiled_fp32_cl():
         return compiled_cl(cl_fp32_dac.quantizer.from_codes(codes)[0]).float()
 
     def compiled_weights_bf16_cl():
-        return compiled_bf16_cl(cl_bf16_compiled_dac.quantizer.from_codes(codes)[0]).float()
+        return compiled_bf16_cl(cl_bf16_dac.quantizer.from_codes(codes)[0]).float()
 
     variants = {"fp32": fp32, "autocast=bf16": autocast_bf16, "weights bf16": weights_bf16,
                 "compile fp32": compiled_fp32, "compile bf16": compiled_weights_bf16,
